@@ -1,0 +1,539 @@
+package fluxbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// Events holds the names of the eventlog events a callback can be added
+// for with Future.AddEventCallback: the main job eventlog events that
+// flux-core's Python executor exposes (its EVENTS attribute). Do not modify.
+var Events = map[string]struct{}{
+	"submit": {}, "depend": {}, "priority": {}, "urgency": {}, "alloc": {},
+	"start": {}, "exception": {}, "finish": {}, "release": {}, "free": {},
+	"clean": {}, "debug": {}, "flux-restart": {},
+}
+
+// IsEvent reports whether name is in Events.
+func IsEvent(name string) bool {
+	_, ok := Events[name]
+	return ok
+}
+
+type futureState uint8
+
+const (
+	statePending   futureState = iota // queued in the executor, can be cancelled
+	stateRunning                      // taken by a worker, cannot be cancelled
+	stateCancelled                    // cancelled before it ran
+	stateFinished                     // result or error set
+)
+
+// invocation is one queued callback call. Exactly one of the func fields
+// is set, or none for a completion marker (see Future.complete).
+type invocation struct {
+	fn      func(*Future)            // jobid or done callback
+	eventFn func(*Future, job.Event) // event callback
+	ev      job.Event
+	// completion marker fields
+	complete bool
+	result   int
+	err      error
+}
+
+type eventCallback struct {
+	name string
+	fn   func(*Future, job.Event)
+}
+
+// closedChan is returned by the channel accessors once the awaited thing
+// has happened, so futures need not allocate a channel nobody waits on.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Future represents one Flux job submitted through, or attached to by, an
+// Executor. It is the Go counterpart of flux-core's Python
+// FluxExecutorFuture: a concurrent.futures.Future with a job ID and event
+// callbacks.
+//
+// # Callbacks
+//
+// Callbacks of one future (job ID, event and done callbacks) are called one
+// at a time, in the order the triggering things happened and, for one
+// trigger, in registration order. They are never called while the future's
+// lock is held, so they may call any method of the future, including
+// adding further callbacks. Normally the future's own worker goroutine
+// (one per in-flight future) runs them, so a slow callback delays only its
+// own future. A callback added for something that already happened (a done
+// callback on a done future, an event callback for past events) is run
+// before the Add method returns by the calling goroutine, unless another
+// goroutine is running this future's callbacks right then, in which case
+// that goroutine runs it next.
+//
+// A callback that panics is recovered; the panic is logged with the job ID
+// and the remaining callbacks still run.
+//
+// Result, Exception and JobID called from inside one of the future's own
+// callbacks, before the future is complete, return ErrCallbackDeadlock
+// instead of waiting for work the calling goroutine itself has to do.
+type Future struct {
+	log *logr.Logger
+
+	// cbGoroutine is the id of the goroutine currently running this
+	// future's callbacks, or 0.
+	cbGoroutine atomic.Uint64
+
+	mu          sync.Mutex
+	state       futureState
+	decided     bool // a completion is queued or done
+	idSet       bool
+	dispatching bool
+	id          job.ID
+	idErr       error
+	result      int
+	err         error
+	done        chan struct{} // created lazily by DoneChan
+	idReady     chan struct{} // created lazily by JobID
+	events      []job.Event
+	eventCBs    []eventCallback
+	jobidCBs    []func(*Future)
+	doneCBs     []func(*Future)
+	queue       []invocation
+}
+
+func newFuture(log *logr.Logger) *Future {
+	return &Future{log: log}
+}
+
+// JobID returns the ID of the future's job, waiting until it is known or
+// ctx is done. It fails with ErrCancelled if the future was cancelled
+// before the job was submitted, with a *SubmitError wrapping the reason if
+// the job could not be submitted, with ErrCallbackDeadlock when called
+// from one of the future's own callbacks before the ID is known, and with
+// ctx's error.
+func (f *Future) JobID(ctx context.Context) (job.ID, error) {
+	f.mu.Lock()
+	if f.idSet {
+		id, err := f.id, f.idErr
+		f.mu.Unlock()
+		return id, err
+	}
+	if f.idReady == nil {
+		f.idReady = make(chan struct{})
+	}
+	ch := f.idReady
+	f.mu.Unlock()
+	if f.inOwnCallback() {
+		return 0, ErrCallbackDeadlock
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("waiting for job ID: %w", ctx.Err())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.id, f.idErr
+}
+
+// Result waits for the future to complete and returns the job's result:
+// the highest exit status of its processes (≥ 0), or -signum when a process
+// was killed by signal signum. The error is the one the future completed
+// with (*JobException, *InvalidJobspecError, ErrNoSuchJob, a connection
+// error...), ErrCancelled, ErrCallbackDeadlock, or ctx's error.
+func (f *Future) Result(ctx context.Context) (int, error) {
+	if err := f.Wait(ctx); err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state == stateCancelled {
+		return 0, ErrCancelled
+	}
+	return f.result, f.err
+}
+
+// Exception waits for the future to complete and returns the error it
+// completed with, or nil if the job produced a result. Like Python's
+// Future.exception it returns ErrCancelled for a cancelled future; it also
+// returns ErrCallbackDeadlock or ctx's error (wrapped) when it could not
+// wait; use errors.Is to tell these apart from the job's error.
+func (f *Future) Exception(ctx context.Context) error {
+	_, err := f.Result(ctx)
+	return err
+}
+
+// Wait blocks until the future is complete (finished or cancelled), ctx is
+// done (its error is returned, wrapped), or it is called from one of the
+// future's own callbacks before completion (ErrCallbackDeadlock).
+func (f *Future) Wait(ctx context.Context) error {
+	ch := f.DoneChan()
+	select {
+	case <-ch:
+		return nil
+	default:
+	}
+	if f.inOwnCallback() {
+		return ErrCallbackDeadlock
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for future: %w", ctx.Err())
+	}
+}
+
+// DoneChan returns a channel that is closed once the future is complete.
+func (f *Future) DoneChan() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state >= stateCancelled {
+		return closedChan
+	}
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	return f.done
+}
+
+// Cancel cancels the future if it has not started running, and reports
+// whether it is cancelled. It does not cancel a Flux job: once a future is
+// running (it has been taken by a worker, which is unrelated to the state
+// of the job) use job.Cancel to cancel the job itself; the future then
+// completes with a *JobException.
+func (f *Future) Cancel() bool {
+	f.mu.Lock()
+	switch f.state {
+	case stateCancelled:
+		f.mu.Unlock()
+		return true
+	case statePending:
+	default:
+		f.mu.Unlock()
+		return false
+	}
+	f.state = stateCancelled
+	f.decided = true
+	if f.done != nil {
+		close(f.done)
+	}
+	if !f.idSet {
+		f.setJobIDLocked(0, ErrCancelled)
+	}
+	f.queueDoneLocked()
+	f.mu.Unlock()
+	f.runCallbacks(0)
+	return true
+}
+
+// Cancelled reports whether the future was cancelled.
+func (f *Future) Cancelled() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state == stateCancelled
+}
+
+// Running reports whether a worker has taken the future and it has not
+// completed yet.
+func (f *Future) Running() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state == stateRunning
+}
+
+// Done reports whether the future is complete: finished or cancelled.
+func (f *Future) Done() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state >= stateCancelled
+}
+
+// AddJobIDCallback arranges for fn to be called with the future once its
+// job ID is set (or known never to be, see JobID). If that already
+// happened, fn is called right away. It returns f.
+func (f *Future) AddJobIDCallback(fn func(*Future)) *Future {
+	f.mu.Lock()
+	if f.idSet {
+		f.queue = append(f.queue, invocation{fn: fn})
+	} else {
+		f.jobidCBs = append(f.jobidCBs, fn)
+	}
+	f.mu.Unlock()
+	f.runCallbacks(0)
+	return f
+}
+
+// AddDoneCallback arranges for fn to be called with the future once it
+// completes or is cancelled; if it already has, fn is called right away.
+// Done callbacks run in the order they were added. It returns f.
+func (f *Future) AddDoneCallback(fn func(*Future)) *Future {
+	f.mu.Lock()
+	if f.state >= stateCancelled {
+		f.queue = append(f.queue, invocation{fn: fn})
+	} else {
+		f.doneCBs = append(f.doneCBs, fn)
+	}
+	f.mu.Unlock()
+	f.runCallbacks(0)
+	return f
+}
+
+// AddEventCallback arranges for fn to be called with the future and the
+// event each time an event called name is posted to the job's eventlog,
+// including events posted after the future completed. Events that already
+// happened are replayed to fn at once, in order. Callbacks for one event
+// run in the order they were added. name must be in Events; otherwise
+// AddEventCallback returns an error wrapping ErrUnknownEvent.
+func (f *Future) AddEventCallback(name string, fn func(*Future, job.Event)) error {
+	if !IsEvent(name) {
+		return fmt.Errorf("%w: %q", ErrUnknownEvent, name)
+	}
+	f.mu.Lock()
+	f.eventCBs = append(f.eventCBs, eventCallback{name: name, fn: fn})
+	for _, ev := range f.events {
+		if ev.Name == name {
+			f.queue = append(f.queue, invocation{eventFn: fn, ev: ev})
+		}
+	}
+	f.mu.Unlock()
+	f.runCallbacks(0)
+	return nil
+}
+
+// setRunning marks a pending future running and reports true, or reports
+// false if it was cancelled (Python's set_running_or_notify_cancel).
+func (f *Future) setRunning() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state == statePending {
+		f.state = stateRunning
+		return true
+	}
+	return false
+}
+
+// setJobID sets the job ID and queues the job ID callbacks; the caller runs
+// them with runCallbacks. Setting it twice is an error.
+func (f *Future) setJobID(id job.ID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.idSet {
+		return errors.New("fluxbridge: invalid state: job ID already set")
+	}
+	f.setJobIDLocked(id, nil)
+	return nil
+}
+
+func (f *Future) setJobIDLocked(id job.ID, err error) {
+	f.id, f.idErr, f.idSet = id, err, true
+	if f.idReady != nil {
+		close(f.idReady)
+	}
+	for _, fn := range f.jobidCBs {
+		f.queue = append(f.queue, invocation{fn: fn})
+	}
+	f.jobidCBs = nil
+}
+
+// queueDoneLocked queues the done callbacks.
+func (f *Future) queueDoneLocked() {
+	for _, fn := range f.doneCBs {
+		f.queue = append(f.queue, invocation{fn: fn})
+	}
+	f.doneCBs = nil
+}
+
+// setResult completes the future with a result once the callbacks queued
+// before have run. It reports false if the future was already decided.
+func (f *Future) setResult(r int) bool { return f.decide(r, nil) }
+
+// setException completes the future with err once the callbacks queued
+// before have run. If the job ID was never set, JobID will fail with a
+// *SubmitError wrapping err. It reports false if already decided.
+func (f *Future) setException(err error) bool { return f.decide(0, err) }
+
+func (f *Future) decide(r int, err error) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.decideLocked(r, err)
+}
+
+func (f *Future) decideLocked(r int, err error) bool {
+	if f.decided {
+		return false
+	}
+	f.decided = true
+	f.queue = append(f.queue, invocation{complete: true, result: r, err: err})
+	return true
+}
+
+// handleEvent records an eventlog event, queues the callbacks registered
+// for it and, if it decides the future (finish, or an exception of severity
+// 0), queues the completion after them.
+func (f *Future) handleEvent(ev job.Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if IsEvent(ev.Name) {
+		f.events = append(f.events, ev)
+		for _, cb := range f.eventCBs {
+			if cb.name == ev.Name {
+				f.queue = append(f.queue, invocation{eventFn: cb.fn, ev: ev})
+			}
+		}
+	}
+	if f.decided {
+		return
+	}
+	switch ev.Name {
+	case "finish":
+		status, ok := intField(ev.Context, "status")
+		if !ok {
+			f.decideLocked(0, fmt.Errorf("fluxbridge: finish event without a wait status: %v", ev.Context))
+			return
+		}
+		r, err := decodeWaitStatus(status)
+		f.decideLocked(r, err)
+	case "exception":
+		sev, ok := intField(ev.Context, "severity")
+		if !ok || sev != 0 {
+			return
+		}
+		typ, _ := ev.Context["type"].(string)
+		note, _ := ev.Context["note"].(string)
+		f.decideLocked(0, &JobException{ID: f.id, Type: typ, Severity: sev, Note: note, Event: ev})
+	}
+}
+
+// decodeWaitStatus turns a POSIX wait status into a future result.
+func decodeWaitStatus(status int) (int, error) {
+	switch sig := status & 0x7f; {
+	case sig == 0:
+		return (status >> 8) & 0xff, nil
+	case sig != 0x7f:
+		return -sig, nil
+	default:
+		return 0, fmt.Errorf("fluxbridge: wait status %#x is neither exited nor signaled", status)
+	}
+}
+
+func intField(m map[string]any, key string) (int, bool) {
+	switch v := m[key].(type) {
+	case float64:
+		return int(v), true
+	case int:
+		return v, true
+	case int64:
+		return int(v), true
+	case interface{ Int64() (int64, error) }: // json.Number
+		n, err := v.Int64()
+		return int(n), err == nil
+	}
+	return 0, false
+}
+
+// runCallbacks runs the queued callbacks unless another goroutine is
+// already doing so (it then runs ours as well, in order). gid is the
+// calling goroutine's id, or 0 to look it up. Callbacks run without f.mu.
+func (f *Future) runCallbacks(gid uint64) {
+	f.mu.Lock()
+	if f.dispatching || len(f.queue) == 0 {
+		f.mu.Unlock()
+		return
+	}
+	f.dispatching = true
+	f.mu.Unlock()
+	if gid == 0 {
+		gid = goroutineID()
+	}
+	f.cbGoroutine.Store(gid)
+	for {
+		f.mu.Lock()
+		if len(f.queue) == 0 {
+			f.queue = nil
+			f.cbGoroutine.Store(0)
+			f.dispatching = false
+			f.mu.Unlock()
+			return
+		}
+		inv := f.queue[0]
+		f.queue[0] = invocation{}
+		f.queue = f.queue[1:]
+		if inv.complete {
+			f.completeLocked(inv.result, inv.err)
+			f.mu.Unlock()
+			continue
+		}
+		f.mu.Unlock()
+		f.invoke(inv)
+	}
+}
+
+func (f *Future) completeLocked(r int, err error) {
+	if f.state >= stateCancelled {
+		return
+	}
+	f.state = stateFinished
+	f.result, f.err = r, err
+	if !f.idSet {
+		// Only reachable with an error: nothing completes a future with a
+		// result before its job ID is known.
+		f.setJobIDLocked(0, &SubmitError{Err: err})
+	}
+	if f.done != nil {
+		close(f.done)
+	}
+	f.queueDoneLocked()
+}
+
+func (f *Future) invoke(inv invocation) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.mu.Lock()
+			id := f.id
+			f.mu.Unlock()
+			if f.log != nil {
+				f.log.Error(fmt.Errorf("panic: %v", p), "future callback panicked; ignored", "jobid", id)
+			}
+		}
+	}()
+	if inv.eventFn != nil {
+		inv.eventFn(f, inv.ev)
+		return
+	}
+	inv.fn(f)
+}
+
+// inOwnCallback reports whether the calling goroutine is running one of
+// f's callbacks right now.
+func (f *Future) inOwnCallback() bool {
+	g := f.cbGoroutine.Load()
+	return g != 0 && g == goroutineID()
+}
+
+// goroutineID returns the runtime's id of the calling goroutine, parsed
+// from the first line of its stack trace ("goroutine 42 [running]:"). It
+// is used only to recognise the goroutine running a future's callbacks.
+func goroutineID() uint64 {
+	var buf [64]byte
+	n := runtime.Stack(buf[:], false)
+	const prefix = "goroutine "
+	if n <= len(prefix) {
+		return 0
+	}
+	var id uint64
+	for _, c := range buf[len(prefix):n] {
+		if c < '0' || c > '9' {
+			break
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	return id
+}

@@ -1,0 +1,260 @@
+package fluxbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/go-logr/logr"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// request is a future waiting in a worker's queue, with what it needs to
+// start: a jobspec to submit, or a job ID to attach to.
+type request struct {
+	f      *Future
+	attach bool
+	id     job.ID
+	spec   []byte
+	opts   job.SubmitOptions
+}
+
+// eventSource follows the events of one job. It is the seam between the
+// per-job eventlog watch and a shared journal.
+type eventSource interface {
+	// follow calls deliver with each event of job id, in order, until the
+	// job's eventlog ends (it returns nil) or following fails.
+	follow(ctx context.Context, id job.ID, deliver func(job.Event)) error
+}
+
+// eventlogSource follows a job through its own job-info.eventlog-watch.
+type eventlogSource struct{ conn *flux.Conn }
+
+func (s eventlogSource) follow(ctx context.Context, id job.ID, deliver func(job.Event)) error {
+	w, err := job.WatchEvents(ctx, s.conn, id, job.WatchOptions{})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	for {
+		ev, err := w.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		deliver(ev)
+	}
+}
+
+// worker owns one connection, a queue of futures not yet running, and the
+// goroutines of its running futures.
+type worker struct {
+	ex     *Executor
+	index  int
+	conn   *flux.Conn
+	src    eventSource
+	log    logr.Logger
+	notify chan struct{} // capacity 1: "look at the queue"
+	load   atomic.Int64  // queued + running futures
+
+	mu       sync.Mutex
+	queue    []*request
+	running  int
+	stopping bool  // Shutdown called: exit once idle
+	broken   error // connection lost: reject new work
+}
+
+func (w *worker) wake() {
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue adds r to the queue, or returns the worker's error if it is
+// broken (it raced with Executor.schedule's check).
+func (w *worker) enqueue(r *request) error {
+	w.mu.Lock()
+	if err := w.broken; err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	w.queue = append(w.queue, r)
+	w.load.Add(1)
+	w.mu.Unlock()
+	w.wake()
+	return nil
+}
+
+// stop marks the worker as shutting down and, with cancelFutures, cancels
+// the futures still queued.
+func (w *worker) stop(cancelFutures bool) {
+	w.mu.Lock()
+	w.stopping = true
+	var drop []*request
+	if cancelFutures {
+		drop, w.queue = w.queue, nil
+		w.load.Add(-int64(len(drop)))
+	}
+	w.mu.Unlock()
+	for _, r := range drop {
+		r.f.Cancel()
+	}
+	w.wake()
+}
+
+// run is the worker's goroutine: it starts queued futures, notices a lost
+// connection, and exits closing the connection once it is shutting down
+// (or broken) and has nothing queued or running.
+func (w *worker) run(ctx context.Context) {
+	defer w.ex.wg.Done()
+	gone := w.conn.Done()
+	for {
+		w.mu.Lock()
+		batch := w.queue
+		w.queue = nil
+		w.running += len(batch)
+		idle := w.running == 0 && (w.stopping || w.broken != nil)
+		w.mu.Unlock()
+		for _, r := range batch {
+			w.start(ctx, r)
+		}
+		if idle {
+			w.conn.Close()
+			return
+		}
+		select {
+		case <-w.notify:
+		case <-gone:
+			gone = nil
+			w.lost()
+		}
+	}
+}
+
+// start runs r in a goroutine of its own, unless it was cancelled.
+func (w *worker) start(ctx context.Context, r *request) {
+	if !r.f.setRunning() {
+		w.finished()
+		return
+	}
+	w.ex.wg.Add(1)
+	go w.drive(ctx, r)
+}
+
+// finished accounts for a future that left the worker.
+func (w *worker) finished() {
+	w.load.Add(-1)
+	w.mu.Lock()
+	w.running--
+	w.mu.Unlock()
+	w.wake()
+}
+
+// lost handles the connection going away: unless we closed it while
+// shutting down, the executor is broken and queued futures fail with the
+// connection's error. Running futures fail by themselves, their RPCs
+// failing with the same error.
+func (w *worker) lost() {
+	cause := w.conn.Err()
+	if cause == nil {
+		cause = flux.ErrDisconnected
+	}
+	err := fmt.Errorf("%w: worker %d: %w", ErrBroken, w.index, cause)
+	w.mu.Lock()
+	if errors.Is(cause, flux.ErrClosed) && w.stopping {
+		w.mu.Unlock()
+		return
+	}
+	w.broken = err
+	drop := w.queue
+	w.queue = nil
+	w.load.Add(-int64(len(drop)))
+	w.mu.Unlock()
+	w.ex.markBroken(err)
+	w.log.Error(cause, "connection to the broker lost; executor broken")
+	for _, r := range drop {
+		if r.f.setRunning() {
+			r.f.setException(fmt.Errorf("fluxbridge: connection lost before the job was submitted: %w", cause))
+			r.f.runCallbacks(0)
+		}
+	}
+}
+
+// drive is a running future's goroutine: it submits the job (unless
+// attaching), follows its events and runs the future's callbacks.
+func (w *worker) drive(ctx context.Context, r *request) {
+	defer w.ex.wg.Done()
+	defer w.finished()
+	f := r.f
+	gid := goroutineID()
+	id := r.id
+	if !r.attach {
+		var err error
+		id, err = job.Submit(ctx, w.conn, r.spec, r.opts)
+		if err != nil {
+			f.setException(w.submitError(err))
+			f.runCallbacks(gid)
+			return
+		}
+		if err := f.setJobID(id); err != nil {
+			w.log.Error(err, "setting job ID", "jobid", id)
+		}
+		f.runCallbacks(gid)
+	}
+	err := w.src.follow(ctx, id, func(ev job.Event) {
+		f.handleEvent(ev)
+		f.runCallbacks(gid)
+	})
+	switch {
+	case err != nil:
+		f.setException(w.followError(id, err))
+	default:
+		f.setException(fmt.Errorf("job %s: %w", id, ErrIncomplete))
+	}
+	f.runCallbacks(gid)
+}
+
+// submitError classifies an error from job-ingest.submit.
+func (w *worker) submitError(err error) error {
+	if cerr := w.connError(err); cerr != nil {
+		return cerr
+	}
+	var fe *flux.Error
+	if errors.As(err, &fe) {
+		return &InvalidJobspecError{Message: fe.Message, Err: err}
+	}
+	return fmt.Errorf("fluxbridge: submit: %w", err)
+}
+
+// followError classifies an error from following a job's events.
+func (w *worker) followError(id job.ID, err error) error {
+	if cerr := w.connError(err); cerr != nil {
+		return cerr
+	}
+	if errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("job %s: %w", id, ErrNoSuchJob)
+	}
+	return fmt.Errorf("fluxbridge: following job %s: %w", id, err)
+}
+
+// connError returns err made to match the connection's error, if the
+// connection is gone, or nil.
+func (w *worker) connError(err error) error {
+	cause := w.conn.Err()
+	if cause == nil && !errors.Is(err, flux.ErrDisconnected) && !errors.Is(err, flux.ErrClosed) {
+		return nil
+	}
+	if cause == nil || errors.Is(err, cause) {
+		return fmt.Errorf("fluxbridge: connection lost: %w", err)
+	}
+	return fmt.Errorf("fluxbridge: connection lost: %w: %w", cause, err)
+}
