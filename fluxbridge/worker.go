@@ -64,6 +64,9 @@ type worker struct {
 	log    logr.Logger
 	notify chan struct{} // capacity 1: "look at the queue"
 	load   atomic.Int64  // queued + running futures
+	// paused keeps queued futures from starting; only tests set it, to
+	// hold futures in the cancellable state.
+	paused atomic.Bool
 
 	mu       sync.Mutex
 	queue    []*request
@@ -119,10 +122,12 @@ func (w *worker) run(ctx context.Context) {
 	gone := w.conn.Done()
 	for {
 		w.mu.Lock()
-		batch := w.queue
-		w.queue = nil
-		w.running += len(batch)
-		idle := w.running == 0 && (w.stopping || w.broken != nil)
+		var batch []*request
+		if !w.paused.Load() {
+			batch, w.queue = w.queue, nil
+			w.running += len(batch)
+		}
+		idle := w.running == 0 && len(w.queue) == 0 && (w.stopping || w.broken != nil)
 		w.mu.Unlock()
 		for _, r := range batch {
 			w.start(ctx, r)
