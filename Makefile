@@ -1,0 +1,136 @@
+# fluxjob-operator Makefile (kubebuilder style). `make help` lists the targets.
+#
+# Everything the targets need is built from source through the Go module proxy
+# into ./bin (gitignored): controller-gen, and kube-apiserver, etcd and kubectl
+# for envtest, the local e2e test and the demo (see hack/envtest.sh).
+
+# Image the docker-build target builds and the kind e2e test loads.
+IMG ?= ghcr.io/fluxjob/fluxjob-operator:dev
+# How long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 30s
+# Flags for `go test` in `make test`.
+GO_TEST_FLAGS ?= -race -timeout 30m
+# Flags for `go test` in `make bench`.
+BENCH_FLAGS ?= -run '^$$' -bench . -benchmem -timeout 60m
+
+GO ?= go
+# Run recipes in bash with pipefail, as the kubebuilder scaffold does.
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+
+# Where the tools are installed.
+LOCALBIN ?= $(CURDIR)/bin
+ENVTEST_BIN_DIR ?= $(LOCALBIN)/k8s
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+KUBECTL ?= $(ENVTEST_BIN_DIR)/kubectl
+
+# The manager's main package and binary.
+MAIN_PKG ?= .
+MANAGER_BIN ?= $(LOCALBIN)/manager
+
+# Exported to tests, the demo and the e2e scripts.
+export KUBEBUILDER_ASSETS := $(ENVTEST_BIN_DIR)
+export KUBECTL
+export MANAGER_BIN
+export IMG
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Display this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD and RBAC manifests (config/crd/bases, config/rbac).
+	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: controller-gen ## Generate DeepCopy methods (zz_generated.deepcopy.go).
+	"$(CONTROLLER_GEN)" object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## Run go fmt against the code.
+	$(GO) fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet against the code.
+	$(GO) vet ./...
+
+.PHONY: test
+# The manager binary is built first (once main.go exists) so that the local e2e
+# test can start it as a process: it finds it through MANAGER_BIN.
+test: manifests generate fmt vet envtest $(if $(wildcard main.go),build) ## Run every test in the repo (unit, envtest, local e2e, fuzz seed corpora) with -race.
+	$(GO) test $(GO_TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: envtest ## Run the benchmarks (hack/bench.sh when present, else every Benchmark in the repo).
+	@if [[ -f hack/bench.sh ]]; then bash hack/bench.sh; else $(GO) test $(BENCH_FLAGS) ./...; fi
+
+.PHONY: fuzz
+fuzz: ## Run every Fuzz target in the repo for FUZZTIME each (default 30s).
+	FUZZTIME="$(FUZZTIME)" bash hack/fuzz.sh
+
+.PHONY: soak
+soak: envtest build ## Run the manager kill/restart soak test (hack/soak.sh).
+	@if [[ -f hack/soak.sh ]]; then bash hack/soak.sh; else echo "soak: not yet: hack/soak.sh is not written yet (issue 8)" >&2; exit 1; fi
+
+.PHONY: test-e2e-kind
+test-e2e-kind: ## Run the kind e2e test (needs Docker and kind; skipped with a message where they are missing).
+	E2E_KIND=true $(GO) test -v -count=1 -timeout 60m -run 'Kind' ./test/e2e/...
+
+.PHONY: demo
+demo: envtest build ## Run the demo: local API server, Flux broker (or the test broker), manager, samples.
+	@if [[ -f hack/demo.sh ]]; then bash hack/demo.sh; else echo "demo: not yet: hack/demo.sh is not written yet (issue 6)" >&2; exit 1; fi
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the manager binary (bin/manager).
+	@if ! $(GO) list -f '{{if eq .Name "main"}}ok{{end}}' $(MAIN_PKG) 2>/dev/null | grep -q ok; then \
+		echo "build: not yet: $(MAIN_PKG) is not a main package yet (issue 5)" >&2; exit 1; fi
+	$(GO) build -o "$(MANAGER_BIN)" $(MAIN_PKG)
+
+.PHONY: run
+run: manifests generate fmt vet ## Run the manager from your host against the cluster in ~/.kube/config.
+	$(GO) run $(MAIN_PKG)
+
+.PHONY: docker-build
+docker-build: ## Build the manager's container image (IMG). Needs a Docker engine.
+	docker build -t "$(IMG)" .
+
+##@ Dependencies
+
+$(LOCALBIN):
+	mkdir -p "$(LOCALBIN)"
+
+.PHONY: envtest
+envtest: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s (KUBEBUILDER_ASSETS).
+	ENVTEST_BIN_DIR="$(ENVTEST_BIN_DIR)" bash hack/envtest.sh >/dev/null
+
+.PHONY: controller-gen
+controller-gen: $(LOCALBIN) ## Install controller-gen (CONTROLLER_TOOLS_VERSION) into bin/.
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+# go-install-tool will 'go install' any package with a custom target and the
+# name of the binary, if it doesn't exist yet, and link the versioned binary
+# to the plain name (the kubebuilder scaffold's macro).
+# $1 - target path with name of binary
+# $2 - package url which can be installed
+# $3 - specific version of package
+define go-install-tool
+@[ -f "$(1)-$(3)" ] && [ "$$(readlink -- "$(1)" 2>/dev/null)" = "$(1)-$(3)" ] || { \
+set -e; \
+package=$(2)@$(3) ;\
+echo "Installing $${package}" ;\
+rm -f "$(1)" ;\
+GOBIN="$(LOCALBIN)" GOFLAGS=-buildvcs=false $(GO) install $${package} ;\
+mv "$(1)" "$(1)-$(3)" ;\
+} ;\
+ln -sf "$(1)-$(3)" "$(1)"
+endef
