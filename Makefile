@@ -115,22 +115,6 @@ envtest: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s (KUB
 
 .PHONY: controller-gen
 controller-gen: $(LOCALBIN) ## Install controller-gen (CONTROLLER_TOOLS_VERSION) into bin/.
-	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
-
-# go-install-tool will 'go install' any package with a custom target and the
-# name of the binary, if it doesn't exist yet, and link the versioned binary
-# to the plain name (the kubebuilder scaffold's macro).
-# $1 - target path with name of binary
-# $2 - package url which can be installed
-# $3 - specific version of package
-define go-install-tool
-@[ -f "$(1)-$(3)" ] && [ "$$(readlink -- "$(1)" 2>/dev/null)" = "$(1)-$(3)" ] || { \
-set -e; \
-package=$(2)@$(3) ;\
-echo "Installing $${package}" ;\
-rm -f "$(1)" ;\
-GOBIN="$(LOCALBIN)" GOFLAGS=-buildvcs=false $(GO) install $${package} ;\
-mv "$(1)" "$(1)-$(3)" ;\
-} ;\
-ln -sf "$(1)-$(3)" "$(1)"
-endef
+	@if [[ -x "$(CONTROLLER_GEN)" ]] && "$(CONTROLLER_GEN)" --version 2>/dev/null | grep -qx "Version: $(CONTROLLER_TOOLS_VERSION)"; then exit 0; fi; \
+	echo "Installing sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION) into $(LOCALBIN)"; \
+	GOBIN="$(LOCALBIN)" GOFLAGS=-buildvcs=false $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
