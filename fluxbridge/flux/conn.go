@@ -1,0 +1,662 @@
+// Package flux is a pure-Go client connection to a flux-core broker over
+// its local:// unix socket: the accept byte, request/response RPCs matched
+// by matchtag, streaming RPCs and their cancellation, and errors carrying
+// the service's errno. The bytes are in fluxbridge/wire.
+//
+// Behaviour follows flux-core 0.88: src/common/libflux/handle.c (default
+// URI), src/common/libflux/connector_local.c and
+// src/common/librouter/usock.c (connect and the accept byte),
+// src/common/libflux/rpc.c (matchtags, NORESPONSE, streaming).
+package flux
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
+)
+
+const (
+	// EnvURI is the environment variable holding the default broker URI.
+	EnvURI = "FLUX_URI"
+	// DefaultURI is used when neither the caller nor $FLUX_URI names a
+	// broker (flux-core handle.c get_local_uri with rundir /run/flux).
+	DefaultURI = "local:///run/flux/local"
+
+	// maxPending bounds outstanding RPCs on one Conn (matchtags in use).
+	maxPending = 1 << 24
+	// cancelTimeout bounds writing a stream's cancel request when the
+	// caller gave no context (Stream.Close, a cancelled context).
+	cancelTimeout = 10 * time.Second
+)
+
+// Option configures Dial.
+type Option func(*options)
+
+type options struct {
+	log     logr.Logger
+	maxSize int
+}
+
+// WithLogger sets the logger (default: discard). Dropped and unexpected
+// messages are logged at V(1).
+func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithMaxMessageSize sets the largest message the Conn accepts from the
+// broker (default wire.DefaultMaxSize). A larger one ends the connection
+// with ErrDisconnected wrapping wire.ErrTooLarge.
+func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxSize = n } }
+
+// RPCOption configures one RPC, Stream or Send.
+type RPCOption func(*rpcOptions)
+
+type rpcOptions struct {
+	nodeid      uint32
+	cancelTopic string
+}
+
+// NodeID sets the request's destination rank (default wire.NodeIDAny).
+func NodeID(id uint32) RPCOption { return func(o *rpcOptions) { o.nodeid = id } }
+
+// CancelTopic sets the topic a Stream sends its cancel request to
+// (default "<topic>-cancel", e.g. job-info.eventlog-watch-cancel).
+func CancelTopic(topic string) RPCOption { return func(o *rpcOptions) { o.cancelTopic = topic } }
+
+// Conn is a connection to a broker. It is safe for concurrent use. One
+// goroutine reads responses and routes them to callers by matchtag; it
+// exits when the connection ends (Close or broker gone).
+type Conn struct {
+	uri string
+	nc  net.Conn
+	log logr.Logger
+
+	wsem chan struct{} // write lock, held while writing one message
+	wbuf []byte        // encoding buffer, guarded by wsem
+
+	mu      sync.Mutex
+	pending map[uint32]*call // outstanding RPCs by matchtag
+	next    uint32           // last matchtag handed out
+	err     error            // why the Conn ended; nil while open
+
+	done       chan struct{} // closed when the Conn ends
+	readerDone chan struct{} // closed when the reader goroutine returns
+}
+
+// call is one outstanding RPC or stream. Fields are guarded by Conn.mu.
+type call struct {
+	stream    bool
+	queue     []*wire.Message
+	notify    chan struct{} // cap 1: something was queued or the Conn ended
+	final     bool          // last response received; matchtag freed
+	abandoned bool          // nobody reads: drop responses until the final one
+}
+
+// Dial connects to the broker named by uri: "" means $FLUX_URI, then
+// DefaultURI. Only local://PATH is supported, PATH being the broker's unix
+// socket (flux-core 0.88 connector_local.c; for compatibility with older
+// releases a PATH that is a directory means PATH/local). The broker's
+// accept byte is read before Dial returns: non-zero is a *ConnectError.
+func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
+	o := options{log: logr.Discard(), maxSize: wire.DefaultMaxSize}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if uri == "" {
+		uri = os.Getenv(EnvURI)
+	}
+	if uri == "" {
+		uri = DefaultURI
+	}
+	path, err := socketPath(uri)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("flux: dial %s: %w", uri, err)
+	}
+	if err := readAccept(ctx, nc, uri); err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	c := &Conn{
+		uri:        uri,
+		nc:         nc,
+		log:        o.log.WithValues("uri", uri),
+		wsem:       make(chan struct{}, 1),
+		pending:    make(map[uint32]*call),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+	}
+	go c.readLoop(wire.NewReader(nc, o.maxSize))
+	return c, nil
+}
+
+func socketPath(uri string) (string, error) {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return "", fmt.Errorf("%w: %q has no scheme", ErrUnsupportedScheme, uri)
+	}
+	if scheme != "local" {
+		return "", fmt.Errorf("%w: %q in %q", ErrUnsupportedScheme, scheme+"://", uri)
+	}
+	if rest == "" {
+		return "", fmt.Errorf("flux: %q names no socket path", uri)
+	}
+	if fi, err := os.Stat(rest); err == nil && fi.IsDir() {
+		rest = filepath.Join(rest, "local")
+	}
+	return rest, nil
+}
+
+// aLongTimeAgo is a deadline in the past, to interrupt blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// readAccept reads the byte the broker writes on accept (usock.c
+// usock_conn_accept writes 0, usock_conn_reject an errno).
+func readAccept(ctx context.Context, nc net.Conn, uri string) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetReadDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(aLongTimeAgo) })
+	var b [1]byte
+	n, err := nc.Read(b[:])
+	stop()
+	if ctx.Err() != nil {
+		return fmt.Errorf("flux: dial %s: waiting for accept: %w", uri, ctx.Err())
+	}
+	if n == 0 {
+		if err == nil || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) {
+			return &ConnectError{URI: uri, Errno: syscall.ECONNRESET}
+		}
+		return fmt.Errorf("flux: dial %s: reading accept byte: %w", uri, err)
+	}
+	if b[0] != 0 {
+		return &ConnectError{URI: uri, Errno: syscall.Errno(b[0])}
+	}
+	return nc.SetReadDeadline(time.Time{})
+}
+
+// URI returns the URI the Conn was dialled with (after defaults).
+func (c *Conn) URI() string { return c.uri }
+
+// Done returns a channel closed when the Conn ends, by Close or because the
+// broker went away.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns nil while the Conn is open, ErrClosed after Close, or an
+// error matching ErrDisconnected (wrapping the cause) after the broker went
+// away.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close closes the connection. Pending RPCs and streams fail with
+// ErrClosed. It waits for the reader goroutine to exit. Closing a Conn that
+// already ended is a no-op.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	<-c.readerDone
+	return nil
+}
+
+// fail ends the Conn with err (first caller wins) and wakes every waiter.
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	for tag, cl := range c.pending {
+		signal(cl.notify)
+		delete(c.pending, tag)
+	}
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	close(c.done)
+	if !errors.Is(err, ErrClosed) {
+		c.log.Info("connection to broker lost", "err", err)
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Conn) readLoop(r *wire.Reader) {
+	defer close(c.readerDone)
+	for {
+		m, err := r.ReadMessage()
+		if err != nil {
+			c.fail(fmt.Errorf("%w: %w", ErrDisconnected, err))
+			return
+		}
+		c.dispatch(m)
+	}
+}
+
+// dispatch routes a response to its call. A non-streaming call gets one
+// response; a stream gets responses until one carries an errno. Only then
+// is the matchtag freed (rpc.c: a matchtag is not reused while a response
+// may still arrive for it).
+func (c *Conn) dispatch(m *wire.Message) {
+	if m.Type != wire.TypeResponse {
+		c.log.V(1).Info("dropping unexpected message", "type", m.Type.String(), "topic", m.Topic)
+		return
+	}
+	tag := m.Matchtag()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.pending[tag]
+	if cl == nil {
+		c.log.V(1).Info("dropping response with unknown matchtag", "topic", m.Topic, "matchtag", tag)
+		return
+	}
+	if !cl.stream || m.Errnum() != 0 {
+		cl.final = true
+		delete(c.pending, tag)
+	}
+	if cl.abandoned {
+		return
+	}
+	cl.queue = append(cl.queue, m)
+	signal(cl.notify)
+}
+
+// register allocates a matchtag: the next one after the last handed out,
+// skipping 0 and tags still in use, as flux-core's clients count up from 1.
+func (c *Conn) register(stream bool) (*call, uint32, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return nil, 0, c.err
+	}
+	if len(c.pending) >= maxPending {
+		return nil, 0, fmt.Errorf("flux: %d RPCs outstanding, no matchtag free", len(c.pending))
+	}
+	for {
+		c.next++
+		if c.next == wire.MatchtagNone {
+			continue
+		}
+		if _, used := c.pending[c.next]; !used {
+			break
+		}
+	}
+	cl := &call{stream: stream, notify: make(chan struct{}, 1)}
+	c.pending[c.next] = cl
+	return cl, c.next, nil
+}
+
+// unregister frees a matchtag whose request was never sent.
+func (c *Conn) unregister(tag uint32, cl *call) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending[tag] == cl {
+		delete(c.pending, tag)
+	}
+}
+
+// abandon stops queueing responses for cl; its matchtag stays reserved
+// until the final response arrives (or the Conn ends).
+func (c *Conn) abandon(cl *call) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl.abandoned = true
+	cl.queue = nil
+}
+
+// wait returns the next response for cl, or the Conn's error once cl has
+// nothing queued and the Conn ended, or ctx's error.
+func (c *Conn) wait(ctx context.Context, cl *call) (*wire.Message, error) {
+	for {
+		c.mu.Lock()
+		if len(cl.queue) > 0 {
+			m := cl.queue[0]
+			cl.queue[0] = nil
+			cl.queue = cl.queue[1:]
+			c.mu.Unlock()
+			return m, nil
+		}
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return nil, err
+		}
+		c.mu.Unlock()
+		select {
+		case <-cl.notify:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// write sends one message. Writes are serialised; a write blocked by a
+// full socket is interrupted by ctx. A write cut short after some bytes
+// went out leaves the byte stream unusable, so it ends the Conn.
+func (c *Conn) write(ctx context.Context, m *wire.Message) error {
+	select {
+	case c.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.Err()
+	}
+	defer func() { <-c.wsem }()
+	if err := c.Err(); err != nil {
+		return err
+	}
+	buf, err := wire.AppendFramed(c.wbuf[:0], m)
+	if err != nil {
+		return err
+	}
+	if cap(buf) <= 64<<10 {
+		c.wbuf = buf[:0]
+	}
+	if ctx.Done() == nil {
+		n, err := c.nc.Write(buf)
+		return c.writeFailed(ctx, n, len(buf), err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.nc.SetWriteDeadline(dl)
+	}
+	var (
+		mu       sync.Mutex
+		finished bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !finished {
+			_ = c.nc.SetWriteDeadline(aLongTimeAgo)
+		}
+	})
+	n, err := c.nc.Write(buf)
+	mu.Lock()
+	finished = true
+	mu.Unlock()
+	stop()
+	_ = c.nc.SetWriteDeadline(time.Time{})
+	return c.writeFailed(ctx, n, len(buf), err)
+}
+
+func (c *Conn) writeFailed(ctx context.Context, n, total int, err error) error {
+	if err == nil {
+		return nil
+	}
+	if n == 0 && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if cerr := c.Err(); cerr != nil {
+		return cerr
+	}
+	c.fail(fmt.Errorf("%w: write failed after %d of %d bytes: %w", ErrDisconnected, n, total, err))
+	return c.Err()
+}
+
+// requestPayload turns an RPC's req into a payload frame: nil means none;
+// json.RawMessage and []byte are sent as given, with the NUL terminator
+// flux-core expects appended unless present; anything else is marshalled.
+func requestPayload(req any) ([]byte, error) {
+	var raw []byte
+	switch r := req.(type) {
+	case nil:
+		return nil, nil
+	case json.RawMessage:
+		raw = r
+	case []byte:
+		raw = r
+	default:
+		return wire.JSONPayload(req)
+	}
+	if raw == nil {
+		return nil, nil
+	}
+	if len(raw) > 0 && raw[len(raw)-1] == 0 {
+		return raw, nil
+	}
+	out := make([]byte, len(raw)+1)
+	copy(out, raw)
+	return out, nil
+}
+
+// decodeResponse turns a response into an *Error or decodes its payload
+// into resp (nil: ignored; a response without payload leaves resp as is).
+// *[]byte and *json.RawMessage receive the payload's bytes without the NUL.
+func decodeResponse(topic string, m *wire.Message, resp any) error {
+	if e := m.Errnum(); e != 0 {
+		return &Error{Errno: syscall.Errno(e), Message: m.PayloadString(), Topic: topic}
+	}
+	if resp == nil || m.Flags&wire.FlagPayload == 0 {
+		return nil
+	}
+	switch r := resp.(type) {
+	case *[]byte:
+		*r = []byte(m.PayloadString())
+		return nil
+	case *json.RawMessage:
+		*r = json.RawMessage(m.PayloadString())
+		return nil
+	}
+	if err := m.DecodeJSON(resp); err != nil {
+		return fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (c *Conn) newRequest(topic string, req any, tag uint32, opts []RPCOption) (*wire.Message, rpcOptions, error) {
+	o := rpcOptions{nodeid: wire.NodeIDAny, cancelTopic: topic + "-cancel"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p, err := requestPayload(req)
+	if err != nil {
+		return nil, o, fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	m := wire.NewRequest(topic, p, tag)
+	m.Aux1 = o.nodeid
+	return m, o, nil
+}
+
+// RPC sends a request to topic and waits for its response. req is
+// marshalled to JSON (nil: no payload; json.RawMessage or []byte: sent as
+// is), resp is a pointer to decode the response into (nil: ignored). An
+// error response is an *Error. If ctx ends first RPC returns ctx's error;
+// the matchtag stays reserved until the response arrives.
+func (c *Conn) RPC(ctx context.Context, topic string, req, resp any, opts ...RPCOption) error {
+	m, _, err := c.newRequest(topic, req, 0, opts)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	cl, tag, err := c.register(false)
+	if err != nil {
+		return fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	m.Aux2 = tag
+	if err := c.write(ctx, m); err != nil {
+		c.unregister(tag, cl)
+		return fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	r, err := c.wait(ctx, cl)
+	if err != nil {
+		c.abandon(cl)
+		return fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	return decodeResponse(topic, r, resp)
+}
+
+// Send sends a request that expects no response (FLUX_MSGFLAG_NORESPONSE,
+// matchtag 0), e.g. a cancel.
+func (c *Conn) Send(ctx context.Context, topic string, req any, opts ...RPCOption) error {
+	m, _, err := c.newRequest(topic, req, wire.MatchtagNone, opts)
+	if err != nil {
+		return err
+	}
+	m.Flags |= wire.FlagNoResponse
+	if err := c.write(ctx, m); err != nil {
+		return fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Stream sends a streaming request (FLUX_MSGFLAG_STREAMING, as flux_rpc
+// with FLUX_RPC_STREAMING) and returns the Stream of its responses. When
+// ctx ends, or on Close, the stream is cancelled at the service by sending
+// {"matchtag": M} to the cancel topic with NORESPONSE.
+func (c *Conn) Stream(ctx context.Context, topic string, req any, opts ...RPCOption) (*Stream, error) {
+	m, o, err := c.newRequest(topic, req, 0, opts)
+	if err != nil {
+		return nil, err
+	}
+	m.Flags |= wire.FlagStreaming
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	cl, tag, err := c.register(true)
+	if err != nil {
+		return nil, fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	m.Aux2 = tag
+	if err := c.write(ctx, m); err != nil {
+		c.unregister(tag, cl)
+		return nil, fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	s := &Stream{c: c, cl: cl, ctx: ctx, topic: topic, cancelTopic: o.cancelTopic, tag: tag}
+	s.stop = context.AfterFunc(ctx, func() { _ = s.cancel() })
+	return s, nil
+}
+
+// Stream is the response side of a streaming RPC. Recv is meant for one
+// goroutine; Close may be called from any.
+type Stream struct {
+	c           *Conn
+	cl          *call
+	ctx         context.Context
+	topic       string
+	cancelTopic string
+	tag         uint32
+	stop        func() bool
+
+	mu         sync.Mutex
+	cancelSent bool
+	closed     bool
+	term       error // returned by every Recv after the stream ended
+}
+
+// Matchtag returns the stream's matchtag.
+func (s *Stream) Matchtag() uint32 { return s.tag }
+
+// Recv waits for the next response and decodes it into resp (nil:
+// ignored). It returns io.EOF at the normal end of the stream (ENODATA),
+// an *Error if the service ended it with another errno, ErrClosed or
+// ErrDisconnected if the Conn ended, ctx's error once the Stream's
+// context ended, and ErrStreamClosed after Close. Responses already
+// received are delivered before a Conn error.
+func (s *Stream) Recv(resp any) error {
+	s.mu.Lock()
+	closed, term := s.closed, s.term
+	s.mu.Unlock()
+	if closed {
+		return ErrStreamClosed
+	}
+	if term != nil {
+		return term
+	}
+	m, err := s.c.wait(s.ctx, s.cl)
+	if err != nil {
+		if s.ctx.Err() != nil {
+			s.c.abandon(s.cl)
+			_ = s.cancel()
+		}
+		err = fmt.Errorf("flux: %s: %w", s.topic, err)
+		s.setTerm(err)
+		return err
+	}
+	if m.Errnum() == uint32(syscall.ENODATA) {
+		s.stop()
+		s.setTerm(io.EOF)
+		return io.EOF
+	}
+	if err := decodeResponse(s.topic, m, resp); err != nil {
+		var fe *Error
+		if errors.As(err, &fe) {
+			s.stop()
+			s.setTerm(err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Stream) setTerm(err error) {
+	s.mu.Lock()
+	if s.term == nil {
+		s.term = err
+	}
+	s.mu.Unlock()
+}
+
+// Close cancels the stream at the service unless it already ended, and
+// releases it: responses still coming are dropped, and the matchtag is
+// freed when the final one arrives. It returns an error only if the cancel
+// request could not be written.
+func (s *Stream) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.stop()
+	s.c.abandon(s.cl)
+	return s.cancel()
+}
+
+// cancel sends the cancel request once, if the stream has not ended and
+// the Conn is open.
+func (s *Stream) cancel() error {
+	s.mu.Lock()
+	if s.cancelSent {
+		s.mu.Unlock()
+		return nil
+	}
+	s.cancelSent = true
+	s.mu.Unlock()
+	s.c.mu.Lock()
+	skip := s.cl.final || s.c.err != nil
+	s.c.mu.Unlock()
+	if skip {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+	defer cancel()
+	err := s.c.Send(ctx, s.cancelTopic, map[string]uint32{"matchtag": s.tag})
+	if err != nil && (errors.Is(err, ErrClosed) || errors.Is(err, ErrDisconnected)) {
+		return nil // the broker drops a gone client's streams itself
+	}
+	return err
+}
