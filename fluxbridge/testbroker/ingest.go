@@ -1,0 +1,512 @@
+package testbroker
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
+)
+
+// submission is a decoded, checked job-ingest.submit request.
+type submission struct {
+	userid   uint32
+	rolemask uint32
+	urgency  int
+	flags    int
+	jobspec  []byte
+}
+
+// handleSubmit serves job-ingest.submit: {"J", "urgency", "flags"} ->
+// {"id"}. The checks, their order, errnos and messages follow
+// src/modules/job-ingest/job.c job_create_from_request (flux-core built
+// without flux-security, so J must be signed with mechanism "none").
+func (s *Server) handleSubmit(c *conn, req *wire.Message) {
+	s.mu.Lock()
+	fault := s.submitErr
+	ctx := s.jobCtx
+	s.mu.Unlock()
+	if fault != nil {
+		s.respondError(c, req, fault)
+		return
+	}
+	sub, err := s.checkSubmit(req)
+	if err != nil {
+		s.respondError(c, req, err)
+		return
+	}
+	delay := s.opts.Delays.Ingest
+	if delay <= 0 {
+		s.ingest(ctx, c, req, sub)
+		return
+	}
+	s.jobWG.Add(1)
+	go func() {
+		defer s.jobWG.Done()
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.ingest(ctx, c, req, sub)
+	}()
+}
+
+func (s *Server) checkSubmit(req *wire.Message) (*submission, error) {
+	decodeErr := errorf(syscall.EPROTO, "error decoding job request: %s", syscall.EPROTO.Error())
+	r, err := decodeRequest(req.Payload, req.Flags&wire.FlagPayload != 0)
+	if err != nil {
+		return nil, decodeErr
+	}
+	J, err1 := r.str("J")
+	urgency, err2 := r.int("urgency")
+	flags, err3 := r.int("flags")
+	if err1 != nil || err2 != nil || err3 != nil {
+		return nil, decodeErr
+	}
+	owner := req.Rolemask&roleOwner != 0
+	if flags&^(flagDebug|flagWaitable|flagNoValidate) != 0 {
+		return nil, errorf(syscall.EPROTO, "invalid job flags")
+	}
+	if !owner && flags&flagNoValidate != 0 {
+		return nil, errorf(syscall.EPERM, "only the instance owner can submit with FLUX_JOB_NOVALIDATE")
+	}
+	if urgency < urgencyMin || urgency > urgencyMax {
+		return nil, errorf(syscall.EINVAL, "urgency range is [%d:%d]", urgencyMin, urgencyMax)
+	}
+	if !owner && urgency > urgencyDefault {
+		return nil, errorf(syscall.EINVAL, "only the instance owner can submit with urgency >%d", urgencyDefault)
+	}
+	if !owner && flags&flagWaitable != 0 {
+		return nil, errorf(syscall.EINVAL, "only the instance owner can submit with FLUX_JOB_WAITABLE")
+	}
+	signer, jobspec, err := signNoneUnwrap(J)
+	if err != nil {
+		return nil, errorf(syscall.EINVAL, "could not unwrap jobspec: %s", syscall.EINVAL.Error())
+	}
+	if signer != req.UserID {
+		return nil, errorf(syscall.EPERM, "signer=%d != requestor=%d", signer, req.UserID)
+	}
+	if !owner && !s.opts.GuestSigning {
+		return nil, errorf(syscall.EPERM, "only instance owner can use sign-type=none")
+	}
+	if err := checkJSON(jobspec); err != nil {
+		return nil, errorf(syscall.EINVAL, "jobspec: invalid JSON: %s", err)
+	}
+	return &submission{userid: req.UserID, rolemask: req.Rolemask, urgency: urgency, flags: flags, jobspec: jobspec}, nil
+}
+
+// ingest validates the jobspec (job-ingest's validator), then creates the
+// job, posts its submit event, answers the submit request and starts the
+// job's lifecycle.
+func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *submission) {
+	spec, err := parseJobspec(sub.jobspec, sub.flags&flagNoValidate == 0)
+	if err != nil {
+		s.respondError(c, req, err)
+		return
+	}
+	s.mu.Lock()
+	if ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	j := &jobRecord{
+		id:          s.ids.next(),
+		userid:      sub.userid,
+		urgency:     sub.urgency,
+		flags:       sub.flags,
+		jobspecText: string(sub.jobspec),
+		jobspec:     spec.redacted,
+		name:        spec.name,
+		command:     spec.command,
+		ntasks:      spec.ntasks,
+		ncores:      spec.ncores,
+		duration:    spec.duration,
+		cwd:         spec.cwd,
+		queue:       spec.queue,
+		runDuration: spec.runDuration,
+		waitStatus:  -1,
+		wake:        make(chan struct{}, 1),
+	}
+	s.jobs[j.id] = j
+	s.order = append(s.order, j)
+	// src/modules/job-manager/submit.c: the submit event's context.
+	s.postLocked(j, "submit", obj{
+		{"userid", int64(j.userid)},
+		{"urgency", j.urgency},
+		{"flags", j.flags},
+		{"version", 1},
+	})
+	s.startWaitingWatchesLocked(j)
+	s.respond(c, req, obj{{"id", j.id}})
+	s.jobWG.Add(1)
+	s.mu.Unlock()
+	go s.runJob(ctx, j)
+}
+
+// signNoneUnwrap decodes J signed with mechanism "none": base64(header) "."
+// base64(jobspec) ".none", the header being NUL-separated key/value pairs
+// version=i1, userid=i<uid>, mechanism=snone
+// (src/common/libjob/sign_none.c sign_none_unwrap).
+func signNoneUnwrap(J string) (uint32, []byte, error) {
+	errInval := errors.New("invalid signed jobspec")
+	h, rest, ok := strings.Cut(J, ".")
+	if !ok {
+		return 0, nil, errInval
+	}
+	p, mech, ok := strings.Cut(rest, ".")
+	if !ok || mech != "none" {
+		return 0, nil, errInval
+	}
+	header, err := decodeBase64(h)
+	if err != nil {
+		return 0, nil, errInval
+	}
+	fields := strings.Split(string(header), "\x00")
+	if len(fields) > 0 && fields[len(fields)-1] == "" {
+		fields = fields[:len(fields)-1]
+	}
+	if len(fields)%2 != 0 {
+		return 0, nil, errInval
+	}
+	var version, userid, mechanism string
+	for i := 0; i < len(fields); i += 2 {
+		switch fields[i] {
+		case "version":
+			version = fields[i+1]
+		case "userid":
+			userid = fields[i+1]
+		case "mechanism":
+			mechanism = fields[i+1]
+		default:
+			return 0, nil, errInval
+		}
+	}
+	if version != "i1" || mechanism != "snone" || len(userid) < 2 || userid[0] != 'i' || userid[1] < '0' || userid[1] > '9' {
+		return 0, nil, errInval
+	}
+	uid, err := strconv.ParseUint(userid[1:], 10, 32)
+	if err != nil {
+		return 0, nil, errInval
+	}
+	payload, err := decodeBase64(p)
+	if err != nil {
+		return 0, nil, errInval
+	}
+	return uint32(uid), payload, nil
+}
+
+func decodeBase64(s string) ([]byte, error) {
+	if b, err := base64.StdEncoding.DecodeString(s); err == nil {
+		return b, nil
+	}
+	return base64.RawStdEncoding.DecodeString(s)
+}
+
+// checkJSON reports why data is not a JSON object or array, in words close
+// to jansson's json_loadb (which without JSON_DECODE_ANY wants an object or
+// an array at the top).
+func checkJSON(data []byte) error {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) == 0 {
+		return errors.New("'[' or '{' expected near end of file")
+	}
+	if trimmed[0] != '{' && trimmed[0] != '[' {
+		tok := trimmed
+		if i := bytes.IndexAny(tok, " \t\r\n,:[]{}\""); i > 0 {
+			tok = tok[:i]
+		} else if i == 0 {
+			tok = tok[:1]
+		}
+		return fmt.Errorf("'[' or '{' expected near '%s'", tok)
+	}
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parsedJobspec is what the simulation needs from a jobspec.
+type parsedJobspec struct {
+	redacted    any
+	name        string
+	command     []string
+	ntasks      int
+	ncores      int
+	duration    float64
+	cwd         string
+	queue       string
+	runDuration *time.Duration
+}
+
+// topLevelKeys are Jobspec.top_level_keys of flux-core's Python validator
+// (src/bindings/python/flux/job/Jobspec.py), checked in sorted order here
+// (Python iterates a set, so which missing key a real broker names varies
+// between runs, as the submit-invalid transcripts show).
+var topLevelKeys = []string{"attributes", "resources", "tasks", "version"}
+
+// parseJobspec validates a jobspec as job-ingest's default validator
+// plugin does (errors are EPERM with the validator's message, as the
+// submit-invalid transcript shows) and extracts the fields the simulation
+// uses. With validate false (FLUX_JOB_NOVALIDATE) only extraction runs.
+func parseJobspec(data []byte, validate bool) (*parsedJobspec, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, errorf(syscall.EINVAL, "jobspec: invalid JSON: %s", err)
+	}
+	m, isMap := v.(map[string]any)
+	if validate {
+		if err := validateJobspec(data, v); err != nil {
+			return nil, err
+		}
+	}
+	if !isMap {
+		m = map[string]any{}
+	}
+	p := &parsedJobspec{ntasks: 1, ncores: 1}
+	tasks, _ := m["tasks"].([]any)
+	if len(tasks) > 0 {
+		if t, ok := tasks[0].(map[string]any); ok {
+			if cmd, ok := t["command"].([]any); ok {
+				for _, a := range cmd {
+					if s, ok := a.(string); ok {
+						p.command = append(p.command, s)
+					}
+				}
+			}
+			slots := countSlots(m["resources"])
+			if cnt, ok := t["count"].(map[string]any); ok {
+				if n := intOf(cnt["per_slot"]); n > 0 {
+					p.ntasks = n * max(slots, 1)
+				} else if n := intOf(cnt["total"]); n > 0 {
+					p.ntasks = n
+				}
+			}
+		}
+	}
+	if n := countCores(m["resources"]); n > 0 {
+		p.ncores = n
+	}
+	system := dig(m, "attributes", "system")
+	if name, ok := dig(system, "job")["name"].(string); ok && name != "" {
+		p.name = name
+	} else if len(p.command) > 0 {
+		// job-list names a job after its command's base name
+		// (src/modules/job-list/job_data.c).
+		p.name = path.Base(p.command[0])
+	}
+	p.duration = floatOf(system["duration"])
+	p.cwd, _ = system["cwd"].(string)
+	p.queue, _ = system["queue"].(string)
+	if rd, ok := dig(system, "exec", "test")["run_duration"]; ok {
+		var d time.Duration
+		var err error
+		switch x := rd.(type) {
+		case string:
+			d, err = parseFSD(x)
+		case json.Number:
+			var f float64
+			f, err = x.Float64()
+			d = time.Duration(f * float64(time.Second))
+		}
+		if err == nil {
+			p.runDuration = &d
+		}
+	}
+	p.redacted = redact(m)
+	return p, nil
+}
+
+// validateJobspec runs the checks of flux-core's jobspec validator that
+// this package knows (top-level keys, their types, version 1, tasks'
+// commands), with its messages, as EPERM errors.
+func validateJobspec(_ []byte, v any) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return errorf(syscall.EPERM, "'list' object has no attribute 'keys'")
+	}
+	for _, k := range topLevelKeys {
+		if _, ok := m[k]; !ok {
+			return errorf(syscall.EPERM, "Missing key (%s)", k)
+		}
+	}
+	var extra []string
+	for k := range m {
+		if !contains(topLevelKeys, k) {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return errorf(syscall.EPERM, "Extraneous key (%s)", extra[0])
+	}
+	if _, ok := m["resources"].([]any); !ok {
+		return errorf(syscall.EPERM, "resources must be a sequence")
+	}
+	tasks, ok := m["tasks"].([]any)
+	if !ok {
+		return errorf(syscall.EPERM, "tasks must be a sequence")
+	}
+	if _, ok := m["attributes"].(map[string]any); !ok {
+		return errorf(syscall.EPERM, "attributes must be a mapping")
+	}
+	ver, ok := m["version"].(json.Number)
+	if !ok {
+		return errorf(syscall.EPERM, "version must be an integer")
+	}
+	if n, err := ver.Int64(); err != nil {
+		return errorf(syscall.EPERM, "version must be an integer")
+	} else if n < 1 {
+		return errorf(syscall.EPERM, "version must be >= 1")
+	} else if n != 1 {
+		return errorf(syscall.EPERM, "version must be 1")
+	}
+	if len(tasks) == 0 {
+		return errorf(syscall.EPERM, "tasks must have at least one element")
+	}
+	for _, t := range tasks {
+		tm, ok := t.(map[string]any)
+		if !ok {
+			return errorf(syscall.EPERM, "task must be a mapping")
+		}
+		for _, k := range []string{"command", "count", "slot"} {
+			if _, ok := tm[k]; !ok {
+				return errorf(syscall.EPERM, "Missing key (%s)", k)
+			}
+		}
+		cmd, ok := tm["command"].([]any)
+		if !ok {
+			return errorf(syscall.EPERM, "command must be a list of strings")
+		}
+		if len(cmd) == 0 {
+			return errorf(syscall.EPERM, "command array cannot have length of zero")
+		}
+		for _, a := range cmd {
+			if _, ok := a.(string); !ok {
+				return errorf(syscall.EPERM, "command must be a list of strings")
+			}
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// dig follows keys through nested objects; a missing level gives an empty
+// map.
+func dig(v any, keys ...string) map[string]any {
+	m, _ := v.(map[string]any)
+	for _, k := range keys {
+		m, _ = m[k].(map[string]any)
+	}
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}
+
+func intOf(v any) int {
+	switch x := v.(type) {
+	case json.Number:
+		n, err := x.Int64()
+		if err == nil {
+			return int(n)
+		}
+	case map[string]any: // a range count {"min": N, ...}
+		return intOf(x["min"])
+	}
+	return 0
+}
+
+func floatOf(v any) float64 {
+	if x, ok := v.(json.Number); ok {
+		f, err := x.Float64()
+		if err == nil {
+			return f
+		}
+	}
+	return 0
+}
+
+// countSlots returns the number of task slots the resources request.
+func countSlots(v any) int {
+	list, _ := v.([]any)
+	n := 0
+	for _, r := range list {
+		rm, _ := r.(map[string]any)
+		count := max(intOf(rm["count"]), 1)
+		if rm["type"] == "slot" {
+			n += count
+		} else {
+			n += count * countSlots(rm["with"])
+		}
+	}
+	return n
+}
+
+// countCores returns the number of cores the resources request.
+func countCores(v any) int {
+	list, _ := v.([]any)
+	n := 0
+	for _, r := range list {
+		rm, _ := r.(map[string]any)
+		count := max(intOf(rm["count"]), 1)
+		if rm["type"] == "core" {
+			n += count
+		} else {
+			n += count * countCores(rm["with"])
+		}
+	}
+	return n
+}
+
+// redact drops attributes.system.environment, as job-manager does before
+// it hands a jobspec to journal consumers (jobspec_redacted).
+func redact(m map[string]any) any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	attrs, ok := m["attributes"].(map[string]any)
+	if !ok {
+		return out
+	}
+	system, ok := attrs["system"].(map[string]any)
+	if !ok {
+		return out
+	}
+	sys2 := make(map[string]any, len(system))
+	for k, v := range system {
+		if k != "environment" {
+			sys2[k] = v
+		}
+	}
+	attrs2 := make(map[string]any, len(attrs))
+	for k, v := range attrs {
+		attrs2[k] = v
+	}
+	attrs2["system"] = sys2
+	out["attributes"] = attrs2
+	return out
+}

@@ -1,0 +1,146 @@
+package testbroker
+
+import (
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// SocketName is the name of the socket file the server creates in
+// Options.Dir. A local:// URI names the socket itself (flux-core
+// src/common/libflux/connector_local.c uses the path as given), so URI
+// returns local://<Dir>/local, like a system instance's
+// local:///run/flux/local.
+const SocketName = "local"
+
+// Delays are the simulated durations of the job lifecycle's phases. Each is
+// the time between the previous event and the named one. Zero values mean
+// "as fast as possible" (events are still posted in order). A real 0.88
+// broker takes about 10ms for each of Validate and Depend, and a few ms for
+// the others (see the eventlog-watch transcript).
+type Delays struct {
+	// Ingest delays the submit response (jobspec validation in job-ingest).
+	Ingest time.Duration
+	// Validate is submit -> validate.
+	Validate time.Duration
+	// Depend is validate -> depend (priority follows at once).
+	Depend time.Duration
+	// Sched is priority -> alloc (once the job is not held and cores are free).
+	Sched time.Duration
+	// Start is alloc -> start.
+	Start time.Duration
+	// Run is the minimum time between start and finish for a command that
+	// exits at once (true, false, exit N); sleep N adds to nothing, it
+	// replaces it.
+	Run time.Duration
+	// Kill is the time a running job takes to die after a fatal exception
+	// or a kill (exception/kill -> finish).
+	Kill time.Duration
+	// Cleanup is finish (or a pending job's fatal exception) -> release,
+	// free and clean.
+	Cleanup time.Duration
+}
+
+// RealisticDelays returns delays close to what the captured 0.88 broker
+// showed (eventlog-watch transcript): about 10ms per early phase.
+func RealisticDelays() Delays {
+	return Delays{
+		Ingest:   2 * time.Millisecond,
+		Validate: 10 * time.Millisecond,
+		Depend:   10 * time.Millisecond,
+		Sched:    3 * time.Millisecond,
+		Start:    2 * time.Millisecond,
+		Run:      20 * time.Millisecond,
+		Kill:     10 * time.Millisecond,
+		Cleanup:  1 * time.Millisecond,
+	}
+}
+
+// Outcome is what a job's command does once started, as decided by
+// Options.Outcome (DefaultOutcome when nil).
+type Outcome struct {
+	// Run is how long the command runs before it exits (before TimeScale).
+	Run time.Duration
+	// Status is the finish event's wait status (POSIX encoding).
+	Status int
+	// NotFound makes the start fail like an unknown program: an "exec"
+	// exception of severity 0 whose note names the program, then finish
+	// status 32512 (exit code 127).
+	NotFound bool
+}
+
+// Options configure a Server. The zero value works: a socket in a new
+// temporary directory, no delays, the current user as instance owner.
+type Options struct {
+	// Dir is the directory for the socket (SocketName inside it). Empty
+	// means a new temporary directory, removed by Close.
+	Dir string
+	// Delays are the lifecycle's per-phase delays.
+	Delays Delays
+	// TimeScale multiplies every command run time (sleep N, run_duration):
+	// 0.001 turns "sleep 5" into 5ms. Zero means 1.
+	TimeScale float64
+	// OwnerUID is the instance owner's uid. Nil means the uid of this
+	// process. Connections from the owner get rolemask OWNER|LOCAL (5).
+	OwnerUID *uint32
+	// AllowGuests accepts connections from other users with rolemask
+	// USER|LOCAL (6), like [access] allow-guest-user = true. Without it such
+	// a connection gets the accept byte EPERM, as connector-local does.
+	AllowGuests bool
+	// GuestSigning accepts mechanism "none" from guests. A real
+	// multi-user instance requires a flux-security signature from guests
+	// ("only instance owner can use sign-type=none", EPERM); this knob
+	// stands in for one so guest jobs can be tested.
+	GuestSigning bool
+	// Cores is the number of cores of the simulated node; a job waits in
+	// SCHED until its cores are free. Zero means 8.
+	Cores int
+	// Hostname is the simulated node's name (nodelist, exec exception
+	// notes). Empty means "testbroker".
+	Hostname string
+	// Outcome decides what a job's command does. Nil means DefaultOutcome.
+	Outcome func(command []string) Outcome
+	// Now is the clock for event timestamps. Nil means time.Now.
+	Now func() time.Time
+	// MaxMessageSize bounds a request's encoded size. Zero means
+	// wire.DefaultMaxSize.
+	MaxMessageSize int
+	// Logger receives the server's log lines. The zero Logger discards them.
+	Logger logr.Logger
+}
+
+func (o *Options) ownerUID() uint32 {
+	if o.OwnerUID != nil {
+		return *o.OwnerUID
+	}
+	return uint32(os.Getuid())
+}
+
+func (o *Options) cores() int {
+	if o.Cores <= 0 {
+		return 8
+	}
+	return o.Cores
+}
+
+func (o *Options) hostname() string {
+	if o.Hostname == "" {
+		return "testbroker"
+	}
+	return o.Hostname
+}
+
+func (o *Options) scale(d time.Duration) time.Duration {
+	if o.TimeScale <= 0 {
+		return d
+	}
+	return time.Duration(float64(d) * o.TimeScale)
+}
+
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,191 @@
+package testbroker
+
+import (
+	"path"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// KnownPrograms are the commands (by base name) DefaultOutcome runs and that
+// exit 0 at once, besides the ones with their own rules (true, false, sleep,
+// exit, sh, bash, kill-self, kill-shell). Any other program is "not found".
+var KnownPrograms = map[string]bool{
+	"echo": true, "hostname": true, "env": true, "printenv": true, "date": true,
+	"uname": true, "pwd": true, "id": true, "whoami": true, "cat": true,
+	"ls": true, "flux": true, "python3": true, "python": true, "hello": true,
+}
+
+// DefaultOutcome is the documented command -> outcome rule (see the package
+// doc). It looks at the first task's command only.
+func DefaultOutcome(command []string) Outcome {
+	if len(command) == 0 {
+		return Outcome{NotFound: true}
+	}
+	prog := path.Base(command[0])
+	args := command[1:]
+	switch prog {
+	case "true":
+		return Outcome{}
+	case "false":
+		return Outcome{Status: 1 << 8}
+	case "sleep":
+		return Outcome{Run: sleepArg(args)}
+	case "exit":
+		return Outcome{Status: exitArg(args, 0) << 8}
+	case "kill-self":
+		if sig, ok := signalArg(args); ok {
+			return Outcome{Status: (128 + sig) << 8}
+		}
+		return Outcome{Status: 1 << 8}
+	case "kill-shell":
+		if sig, ok := signalArg(args); ok {
+			return Outcome{Status: sig}
+		}
+		return Outcome{Status: 1 << 8}
+	case "sh", "bash", "dash":
+		if len(args) >= 2 && args[0] == "-c" {
+			return shellOutcome(args[1])
+		}
+		return Outcome{}
+	}
+	if KnownPrograms[prog] {
+		return Outcome{}
+	}
+	return Outcome{NotFound: true}
+}
+
+// shellOutcome evaluates a tiny subset of sh: commands separated by ';' or
+// '&&' (both run in sequence), each one of true, false, sleep N, exit [N],
+// kill -SIG $$ (the shell kills itself), a known program (exits 0) or
+// anything else ("not found": exit code 127, as sh reports it).
+func shellOutcome(script string) Outcome {
+	var run time.Duration
+	last := 0
+	script = strings.ReplaceAll(script, "&&", ";")
+	for _, part := range strings.Split(script, ";") {
+		f := strings.Fields(part)
+		if len(f) == 0 {
+			continue
+		}
+		switch path.Base(f[0]) {
+		case "true", ":":
+			last = 0
+		case "false":
+			last = 1
+		case "sleep":
+			run += sleepArg(f[1:])
+			last = 0
+		case "exit":
+			return Outcome{Run: run, Status: exitArg(f[1:], last) << 8}
+		case "kill":
+			if len(f) >= 3 && f[len(f)-1] == "$$" {
+				a := f[1 : len(f)-1]
+				if len(a) == 2 && a[0] == "-s" {
+					a = a[1:]
+				}
+				if len(a) == 1 && strings.HasPrefix(a[0], "-") {
+					if sig, ok := parseSignal(strings.TrimPrefix(a[0], "-")); ok {
+						return Outcome{Run: run, Status: (128 + sig) << 8}
+					}
+				}
+			}
+			last = 1
+		default:
+			if KnownPrograms[path.Base(f[0])] {
+				last = 0
+			} else {
+				last = 127
+			}
+		}
+	}
+	return Outcome{Run: run, Status: last << 8}
+}
+
+func sleepArg(args []string) time.Duration {
+	if len(args) == 0 {
+		return 0
+	}
+	d, err := parseFSD(args[0])
+	if err != nil {
+		return 0
+	}
+	return d
+}
+
+func exitArg(args []string, def int) int {
+	if len(args) == 0 {
+		return def
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil {
+		return 2
+	}
+	return n & 0xff
+}
+
+func signalArg(args []string) (int, bool) {
+	if len(args) == 0 {
+		return 0, false
+	}
+	return parseSignal(args[0])
+}
+
+var signalNames = map[string]syscall.Signal{
+	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
+	"ILL": syscall.SIGILL, "TRAP": syscall.SIGTRAP, "ABRT": syscall.SIGABRT,
+	"BUS": syscall.SIGBUS, "FPE": syscall.SIGFPE, "KILL": syscall.SIGKILL,
+	"USR1": syscall.SIGUSR1, "SEGV": syscall.SIGSEGV, "USR2": syscall.SIGUSR2,
+	"PIPE": syscall.SIGPIPE, "ALRM": syscall.SIGALRM, "TERM": syscall.SIGTERM,
+	"CHLD": syscall.SIGCHLD, "CONT": syscall.SIGCONT, "STOP": syscall.SIGSTOP,
+	"TSTP": syscall.SIGTSTP, "TTIN": syscall.SIGTTIN, "TTOU": syscall.SIGTTOU,
+	"URG": syscall.SIGURG, "XCPU": syscall.SIGXCPU, "XFSZ": syscall.SIGXFSZ,
+	"VTALRM": syscall.SIGVTALRM, "PROF": syscall.SIGPROF, "WINCH": syscall.SIGWINCH,
+	"SYS": syscall.SIGSYS,
+}
+
+// parseSignal reads a signal as a number, NAME or SIGNAME.
+func parseSignal(s string) (int, bool) {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n, n > 0 && n < 65
+	}
+	sig, ok := signalNames[strings.TrimPrefix(strings.ToUpper(s), "SIG")]
+	return int(sig), ok
+}
+
+// terminates reports whether a signal's default action ends a process
+// (signal(7)); the others (CHLD, CONT, URG, WINCH; STOP and friends) leave
+// a task running as far as the simulation is concerned.
+func terminates(sig int) bool {
+	switch syscall.Signal(sig) {
+	case syscall.SIGCHLD, syscall.SIGCONT, syscall.SIGURG, syscall.SIGWINCH,
+		syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
+		return false
+	}
+	return true
+}
+
+// parseFSD parses Flux Standard Duration (RFC 23): a non-negative number
+// with an optional unit s, m, h or d; "inf"/"infinity" is not supported.
+// flux-core: src/common/libutil/fsd.c.
+func parseFSD(s string) (time.Duration, error) {
+	unit := time.Second
+	switch {
+	case strings.HasSuffix(s, "ms"):
+		unit, s = time.Millisecond, strings.TrimSuffix(s, "ms")
+	case strings.HasSuffix(s, "s"):
+		s = strings.TrimSuffix(s, "s")
+	case strings.HasSuffix(s, "m"):
+		unit, s = time.Minute, strings.TrimSuffix(s, "m")
+	case strings.HasSuffix(s, "h"):
+		unit, s = time.Hour, strings.TrimSuffix(s, "h")
+	case strings.HasSuffix(s, "d"):
+		unit, s = 24*time.Hour, strings.TrimSuffix(s, "d")
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 {
+		return 0, errorf(syscall.EINVAL, "invalid duration %q", s)
+	}
+	return time.Duration(f * float64(unit)), nil
+}

@@ -1,0 +1,358 @@
+package testbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
+)
+
+// Errors returned by Server methods.
+var (
+	// ErrNotStarted is returned by methods that need a running server.
+	ErrNotStarted = errors.New("testbroker: server not started")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("testbroker: server closed")
+	// ErrStarted is returned by a second Start.
+	ErrStarted = errors.New("testbroker: server already started")
+)
+
+// Server is a simulated flux-core broker listening on a unix socket. Create
+// it with New, then Start it; Close stops it and waits for every goroutine
+// it started. Its methods are safe for concurrent use.
+type Server struct {
+	opts    Options
+	log     logr.Logger
+	dir     string
+	tempDir bool
+	owner   uint32
+
+	// mu guards everything below.
+	mu       sync.Mutex
+	state    serverState
+	ln       *net.UnixListener
+	conns    map[*conn]struct{}
+	jobs     map[job.ID]*jobRecord
+	order    []*jobRecord // submission order
+	journal  []*stream    // events-journal listeners
+	waitAny  []*stream    // job-manager.wait {"id":-1} requests
+	zombies  []*jobRecord // inactive waitable jobs nobody waited for yet
+	waiting  map[job.ID][]*watch
+	ids      idGenerator
+	coreUsed []bool
+
+	connectErr    syscall.Errno
+	submitErr     *rpcError
+	responseDelay time.Duration
+
+	// jobCtx is cancelled to stop the job goroutines (Close, Restart
+	// without keeping jobs); jobWG counts them.
+	jobCtx    context.Context
+	jobCancel context.CancelFunc
+	jobWG     sync.WaitGroup
+	// connWG counts the accept loop and each connection's goroutines.
+	connWG sync.WaitGroup
+}
+
+type serverState int
+
+const (
+	srvNew serverState = iota
+	srvRunning
+	srvClosed
+)
+
+// New returns a Server configured by opts. It does not listen yet.
+func New(opts Options) *Server {
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		dir:      opts.Dir,
+		owner:    opts.ownerUID(),
+		conns:    make(map[*conn]struct{}),
+		jobs:     make(map[job.ID]*jobRecord),
+		waiting:  make(map[job.ID][]*watch),
+		coreUsed: make([]bool, opts.cores()),
+	}
+	s.ids.now = opts.now
+	return s
+}
+
+// Start creates the socket and starts serving. ctx bounds nothing after
+// Start returns (use Close); it is checked once, so a cancelled ctx fails
+// Start.
+func (s *Server) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("testbroker: start: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case srvRunning:
+		return ErrStarted
+	case srvClosed:
+		return ErrClosed
+	}
+	if s.dir == "" {
+		d, err := os.MkdirTemp("", "testbroker-")
+		if err != nil {
+			return fmt.Errorf("testbroker: socket directory: %w", err)
+		}
+		s.dir, s.tempDir = d, true
+	}
+	s.ids.start(s.opts.now())
+	if err := s.listenLocked(); err != nil {
+		return err
+	}
+	s.jobCtx, s.jobCancel = context.WithCancel(context.Background())
+	s.state = srvRunning
+	s.log.V(1).Info("listening", "uri", s.uriLocked(), "owner", s.owner)
+	return nil
+}
+
+func (s *Server) listenLocked() error {
+	path := s.socketPathLocked()
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("testbroker: remove stale socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("testbroker: listen: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	s.ln = ln
+	s.connWG.Add(1)
+	go s.acceptLoop(ln)
+	return nil
+}
+
+// SocketPath returns the path of the server's unix socket.
+func (s *Server) SocketPath() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.socketPathLocked()
+}
+
+func (s *Server) socketPathLocked() string { return filepath.Join(s.dir, SocketName) }
+
+// URI returns the local:// URI that reaches the server (the socket path
+// itself, as flux-core's local connector uses it), for flux.Dial or
+// FLUX_URI.
+func (s *Server) URI() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.uriLocked()
+}
+
+func (s *Server) uriLocked() string { return "local://" + s.socketPathLocked() }
+
+// Owner returns the instance owner's uid.
+func (s *Server) Owner() uint32 { return s.owner }
+
+// Close stops the server: the socket is removed, every connection is
+// closed, every job stops where it is, and Close waits for all the
+// goroutines the server started. Close is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.state == srvClosed {
+		s.mu.Unlock()
+		return nil
+	}
+	wasRunning := s.state == srvRunning
+	s.state = srvClosed
+	if wasRunning {
+		s.stopConnsLocked()
+		s.jobCancel()
+	}
+	s.mu.Unlock()
+	s.connWG.Wait()
+	s.jobWG.Wait()
+	if s.tempDir {
+		if err := os.RemoveAll(s.dir); err != nil {
+			return fmt.Errorf("testbroker: remove socket directory: %w", err)
+		}
+	}
+	return nil
+}
+
+// stopConnsLocked closes the listener and every connection.
+func (s *Server) stopConnsLocked() {
+	if s.ln != nil {
+		_ = s.ln.Close()
+		s.ln = nil
+	}
+	for c := range s.conns {
+		s.dropConnLocked(c)
+	}
+}
+
+// DropConnections closes every client connection, as a broker crash would
+// look to clients, but keeps listening and keeps every job.
+func (s *Server) DropConnections() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != srvRunning {
+		return s.notRunningLocked()
+	}
+	for c := range s.conns {
+		s.dropConnLocked(c)
+	}
+	return nil
+}
+
+// Restart simulates a broker restart on the same socket path: every
+// connection is dropped and the socket is re-created. With keepJobs, every
+// job survives (active jobs get a "flux-restart" event, as job-manager
+// posts on restart, and carry on); without it the new instance has no jobs,
+// and every job stops where it was.
+func (s *Server) Restart(keepJobs bool) error {
+	s.mu.Lock()
+	if s.state != srvRunning {
+		err := s.notRunningLocked()
+		s.mu.Unlock()
+		return err
+	}
+	s.stopConnsLocked()
+	var cancel context.CancelFunc
+	if !keepJobs {
+		cancel = s.jobCancel
+		s.jobCtx, s.jobCancel = context.WithCancel(context.Background())
+	}
+	s.mu.Unlock()
+	// Wait for the old connections' goroutines, and for the old jobs'
+	// goroutines when they are being thrown away.
+	s.connWG.Wait()
+	if cancel != nil {
+		cancel()
+		s.jobWG.Wait()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != srvRunning {
+		return s.notRunningLocked()
+	}
+	if keepJobs {
+		for _, j := range s.order {
+			if j.state != stateInactive {
+				s.postLocked(j, "flux-restart", nil)
+			}
+		}
+	} else {
+		s.jobs = make(map[job.ID]*jobRecord)
+		s.order = nil
+		s.zombies = nil
+		s.waiting = make(map[job.ID][]*watch)
+		s.coreUsed = make([]bool, s.opts.cores())
+	}
+	return s.listenLocked()
+}
+
+func (s *Server) notRunningLocked() error {
+	if s.state == srvClosed {
+		return ErrClosed
+	}
+	return ErrNotStarted
+}
+
+// SetConnectError makes the server refuse new connections by writing errno
+// as the accept byte and closing (as connector-local does for a user with
+// no role). Zero accepts connections again.
+func (s *Server) SetConnectError(errno syscall.Errno) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.connectErr = errno
+}
+
+// SetSubmitError makes every job-ingest.submit fail with errno and message
+// (no message: no payload frame). Zero errno accepts submissions again.
+func (s *Server) SetSubmitError(errno syscall.Errno, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if errno == 0 {
+		s.submitErr = nil
+		return
+	}
+	s.submitErr = &rpcError{errno: errno, msg: message}
+}
+
+// SetResponseDelay delays every message the server sends by d (each
+// connection's messages stay in order). Zero removes the delay.
+func (s *Server) SetResponseDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.responseDelay = d
+}
+
+func (s *Server) getResponseDelay() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.responseDelay
+}
+
+// Jobs returns the IDs of the jobs the server knows, in submission order.
+func (s *Server) Jobs() []job.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]job.ID, len(s.order))
+	for i, j := range s.order {
+		ids[i] = j.id
+	}
+	return ids
+}
+
+// ConnCount returns the number of open client connections.
+func (s *Server) ConnCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// idGenerator makes FLUIDs as flux-core's job-ingest does
+// (src/common/libutil/fluid.c): 40 bits of milliseconds since the
+// instance's epoch, 14 bits of generator id (0 here), 10 bits of sequence.
+type idGenerator struct {
+	now   func() time.Time
+	epoch time.Time
+	last  uint64
+	seq   uint64
+}
+
+func (g *idGenerator) start(now time.Time) {
+	if g.epoch.IsZero() {
+		g.epoch = now
+	}
+}
+
+func (g *idGenerator) next() job.ID {
+	ms := uint64(max(g.now().Sub(g.epoch).Milliseconds(), 1))
+	if ms <= g.last {
+		ms = g.last
+		g.seq++
+		if g.seq >= 1<<10 {
+			ms++
+			g.seq = 0
+		}
+	} else {
+		g.seq = 0
+	}
+	g.last = ms
+	return job.ID(ms<<24 | g.seq)
+}
+
+// wireMaxSize returns the Reader's size bound.
+func (s *Server) wireMaxSize() int {
+	if s.opts.MaxMessageSize > 0 {
+		return s.opts.MaxMessageSize
+	}
+	return wire.DefaultMaxSize
+}

@@ -1,0 +1,71 @@
+// Command testbroker runs fluxbridge/testbroker, the test double of a
+// flux-core broker, on a socket directory, for the demo and local e2e runs.
+// It prints the URI to use as FLUX_URI and serves until SIGINT or SIGTERM.
+//
+//	go run ./hack/testbroker -dir /tmp/flux
+//	FLUX_URI=local:///tmp/flux/local ...
+//
+// It is not a Flux instance: jobs are simulated (see the package doc of
+// fluxbridge/testbroker for how a command decides a job's outcome).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "testbroker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	dir := flag.String("dir", "", "directory for the broker socket (created if missing; empty: a temporary directory)")
+	realistic := flag.Bool("realistic", true, "use phase delays close to a real flux-core broker's")
+	scale := flag.Float64("time-scale", 1, "multiply command run times (sleep N) by this factor")
+	cores := flag.Int("cores", 8, "number of cores of the simulated node")
+	guests := flag.Bool("allow-guests", false, "accept connections from users other than the instance owner")
+	verbose := flag.Bool("v", false, "log connections and jobs")
+	flag.Parse()
+
+	if *dir != "" {
+		if err := os.MkdirAll(*dir, 0o755); err != nil {
+			return fmt.Errorf("socket directory: %w", err)
+		}
+	}
+	opts := testbroker.Options{
+		Dir:         *dir,
+		TimeScale:   *scale,
+		Cores:       *cores,
+		AllowGuests: *guests,
+		Logger:      logr.Discard(),
+	}
+	if *realistic {
+		opts.Delays = testbroker.RealisticDelays()
+	}
+	if *verbose {
+		opts.Logger = funcr.New(func(prefix, args string) {
+			fmt.Fprintln(os.Stderr, prefix, args)
+		}, funcr.Options{Verbosity: 1})
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv := testbroker.New(opts)
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Println(srv.URI())
+	<-ctx.Done()
+	return srv.Close()
+}
