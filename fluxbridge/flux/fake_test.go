@@ -61,13 +61,20 @@ func (r *recorder) bytes() []byte {
 
 func newFakeServer(t testing.TB, handle func(sc *serverConn)) *fakeServer {
 	t.Helper()
+	return newFakeServerAccept(t, []byte{0}, handle)
+}
+
+// newFakeServerAccept is newFakeServer writing accept (nil: nothing) on
+// every new connection.
+func newFakeServerAccept(t testing.TB, accept []byte, handle func(sc *serverConn)) *fakeServer {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "local")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeServer{t: t, path: path, uri: "local://" + path, ln: ln, accept: []byte{0}, handle: handle}
+	s := &fakeServer{t: t, path: path, uri: "local://" + path, ln: ln, accept: accept, handle: handle}
 	s.wg.Add(1)
 	go s.serve()
 	t.Cleanup(s.Close)
