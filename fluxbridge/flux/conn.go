@@ -175,8 +175,8 @@ func readAccept(ctx context.Context, nc net.Conn, uri string) error {
 	var b [1]byte
 	n, err := nc.Read(b[:])
 	stop()
-	if ctx.Err() != nil {
-		return fmt.Errorf("flux: dial %s: waiting for accept: %w", uri, ctx.Err())
+	if cerr := ctxErr(ctx, err); cerr != nil {
+		return fmt.Errorf("flux: dial %s: waiting for accept: %w", uri, cerr)
 	}
 	if n == 0 {
 		if err == nil || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) {
@@ -188,6 +188,19 @@ func readAccept(ctx context.Context, nc net.Conn, uri string) error {
 		return &ConnectError{URI: uri, Errno: syscall.Errno(b[0])}
 	}
 	return nc.SetReadDeadline(time.Time{})
+}
+
+// ctxErr returns ctx's error if ctx ended, or context.DeadlineExceeded if
+// err is the socket deadline taken from ctx firing a moment before ctx's own
+// timer.
+func ctxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if _, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // URI returns the URI the Conn was dialled with (after defaults).
@@ -404,8 +417,8 @@ func (c *Conn) writeFailed(ctx context.Context, n, total int, err error) error {
 	if err == nil {
 		return nil
 	}
-	if n == 0 && ctx.Err() != nil {
-		return ctx.Err()
+	if cerr := ctxErr(ctx, err); n == 0 && cerr != nil {
+		return cerr
 	}
 	if cerr := c.Err(); cerr != nil {
 		return cerr
@@ -584,6 +597,13 @@ func (s *Stream) Recv(resp any) error {
 	}
 	if term != nil {
 		return term
+	}
+	if err := s.ctx.Err(); err != nil {
+		s.c.abandon(s.cl)
+		_ = s.cancel()
+		err = fmt.Errorf("flux: %s: %w", s.topic, err)
+		s.setTerm(err)
+		return err
 	}
 	m, err := s.c.wait(s.ctx, s.cl)
 	if err != nil {
