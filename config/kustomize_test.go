@@ -67,11 +67,17 @@ type object struct {
 // and splits the output into objects.
 func render(t *testing.T, dir string) []object {
 	t.Helper()
+	return renderPath(t, filepath.Join("..", dir))
+}
+
+// renderPath runs `kubectl kustomize path` and splits the output.
+func renderPath(t *testing.T, dir string) []object {
+	t.Helper()
 	kubectl := kubectlPath(t)
 	touchInputs(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kubectl, "kustomize", filepath.Join("..", dir))
+	cmd := exec.CommandContext(ctx, kubectl, "kustomize", dir)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -518,4 +524,55 @@ func volume(pod *corev1.PodSpec, name string) *corev1.Volume {
 		}
 	}
 	return nil
+}
+
+// TestNamespacesPatchApplies turns on the optional namespace restriction
+// that config/default/kustomization.yaml carries commented out, in a copy of
+// config/, and checks that the flags reach the manager container only.
+func TestNamespacesPatchApplies(t *testing.T) {
+	kubectlPath(t)
+	root := t.TempDir()
+	for _, dir := range []string{"default", "manager", "rbac", "crd"} {
+		if err := os.CopyFS(filepath.Join(root, dir), os.DirFS(dir)); err != nil {
+			t.Fatalf("copy config/%s: %v", dir, err)
+		}
+	}
+	kpath := filepath.Join(root, "default", "kustomization.yaml")
+	b, err := os.ReadFile(kpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	uncommented := 0
+	inBlock := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "#patches:" {
+			inBlock = true
+		}
+		if inBlock && strings.HasPrefix(line, "#") {
+			line = strings.TrimPrefix(line, "#")
+			uncommented++
+		} else {
+			inBlock = false
+		}
+		out = append(out, line)
+	}
+	if uncommented == 0 {
+		t.Fatal("config/default/kustomization.yaml has no commented-out '#patches:' block for manager_namespaces_patch.yaml")
+	}
+	if err := os.WriteFile(kpath, []byte(strings.Join(out, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs := renderPath(t, filepath.Join(root, "default"))
+	dep := decode[appsv1.Deployment](t, find(t, objs, "Deployment", wantDeployment))
+	all := containers(t, &dep.Spec.Template.Spec)
+	args := strings.Join(all[managerName].c.Args, " ")
+	for _, flag := range []string{"--watch-namespaces=", "--allowed-namespaces=", "--leader-elect"} {
+		if !strings.Contains(args, flag) {
+			t.Errorf("manager args %q lack %s", args, flag)
+		}
+	}
+	if fluxArgs := strings.Join(all[sidecarName].c.Args, " "); strings.Contains(fluxArgs, "namespaces") {
+		t.Errorf("the patch reached the flux sidecar: %q", fluxArgs)
+	}
 }
