@@ -244,7 +244,7 @@ func (c *Conn) fail(err error) {
 	_ = c.nc.Close()
 	close(c.done)
 	if !errors.Is(err, ErrClosed) {
-		c.log.Info("connection to broker lost", "err", err)
+		c.log.Error(err, "connection to broker lost")
 	}
 }
 
