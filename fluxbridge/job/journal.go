@@ -1,0 +1,111 @@
+package job
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+)
+
+// JournalOptions are the arguments of WatchJournal
+// (flux-core v0.88.0 src/modules/job-manager/journal.c).
+type JournalOptions struct {
+	// Full replays the events of jobs that are already inactive first
+	// (then a sentinel), not just those of active jobs.
+	Full bool
+	// Allow, if not empty, keeps only these event names; Deny drops these.
+	Allow, Deny []string
+}
+
+// JournalEntry is one response of the job manager's events journal:
+// events of one job, or the sentinel between the backlog and live events.
+type JournalEntry struct {
+	// ID is the job; meaningless for the sentinel.
+	ID ID
+	// Sentinel marks the end of the backlog (the service sends id -1 and
+	// no events).
+	Sentinel bool
+	// Events are the job's events, in order: the whole log of a backlog
+	// job, one event for a live one.
+	Events []Event
+	// Jobspec is the job's jobspec, sent with its first live entry
+	// ("submit"); nil otherwise.
+	Jobspec json.RawMessage
+	// R is the job's resource set, sent with its "alloc" entry; nil
+	// otherwise.
+	R json.RawMessage
+}
+
+// JournalWatch is a running job-manager.events-journal stream. Next is
+// meant for one goroutine; Close may be called from any.
+type JournalWatch struct{ s *flux.Stream }
+
+// WatchJournal follows the events of every job on one stream
+// (job-manager.events-journal, instance owner only). The stream lives until
+// ctx ends or Close, which cancel it at the service
+// (job-manager.events-journal-cancel).
+func WatchJournal(ctx context.Context, c *flux.Conn, opts JournalOptions) (*JournalWatch, error) {
+	req := struct {
+		Full  bool            `json:"full"`
+		Allow map[string]bool `json:"allow,omitempty"`
+		Deny  map[string]bool `json:"deny,omitempty"`
+	}{Full: opts.Full, Allow: nameSet(opts.Allow), Deny: nameSet(opts.Deny)}
+	s, err := c.Stream(ctx, topicJournal, req)
+	if err != nil {
+		return nil, fmt.Errorf("job: events journal: %w", err)
+	}
+	return &JournalWatch{s: s}, nil
+}
+
+// nameSet makes the {"name": true, ...} object journal.c looks names up in.
+func nameSet(names []string) map[string]bool {
+	if len(names) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// Next returns the next journal entry; io.EOF when the service ended the
+// stream.
+func (w *JournalWatch) Next() (JournalEntry, error) {
+	var resp struct {
+		ID      json.Number       `json:"id"` // the sentinel's -1 is no ID
+		Events  []json.RawMessage `json:"events"`
+		Jobspec json.RawMessage   `json:"jobspec"`
+		R       json.RawMessage   `json:"R"`
+	}
+	if err := w.s.Recv(&resp); err != nil {
+		if errors.Is(err, io.EOF) {
+			return JournalEntry{}, io.EOF
+		}
+		return JournalEntry{}, fmt.Errorf("job: events journal: %w", err)
+	}
+	if resp.ID == "-1" {
+		return JournalEntry{Sentinel: true}, nil
+	}
+	var id ID
+	if err := id.UnmarshalJSON([]byte(resp.ID)); err != nil {
+		return JournalEntry{}, fmt.Errorf("job: events journal: response without a valid job id: %w: %w", syscall.EPROTO, err)
+	}
+	e := JournalEntry{ID: id, Jobspec: resp.Jobspec, R: resp.R}
+	for _, r := range resp.Events {
+		ev, err := ParseEvent(r)
+		if err != nil {
+			return JournalEntry{}, fmt.Errorf("job %s: events journal: %w", id, err)
+		}
+		e.Events = append(e.Events, ev)
+	}
+	return e, nil
+}
+
+// Close stops the journal, cancelling it at the service if it has not
+// ended.
+func (w *JournalWatch) Close() error { return w.s.Close() }

@@ -1,0 +1,296 @@
+package job
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+)
+
+// Service topics (flux-core v0.88.0 src/modules/...).
+const (
+	topicSubmit          = "job-ingest.submit"
+	topicEventlog        = "job-info.eventlog-watch"
+	topicRaise           = "job-manager.raise"
+	topicKill            = "job-manager.kill"
+	topicUrgency         = "job-manager.urgency"
+	topicWait            = "job-manager.wait"
+	topicJournal         = "job-manager.events-journal"
+	topicList            = "job-list.list"
+	topicListID          = "job-list.list-id"
+	defaultEventlog      = "eventlog"
+	eventWatchWaitCreate = 1 // FLUX_JOB_EVENT_WATCH_WAITCREATE, src/common/libjob/job.h
+)
+
+// Urgency values (flux-core src/common/libjob/job.h).
+const (
+	UrgencyHold     = 0  // held: never scheduled until the urgency is raised
+	UrgencyMin      = 0  // lowest urgency
+	UrgencyDefault  = 16 // what a submission without an urgency gets
+	UrgencyMax      = 31 // highest urgency
+	UrgencyExpedite = 31 // scheduled ahead of every other job
+)
+
+// Submit flags on the wire (src/common/libjob/job.h). FLUX_JOB_PRE_SIGNED
+// (1) is client-side only: job-ingest refuses it ("invalid job flags").
+const (
+	flagDebug      = 2
+	flagWaitable   = 4
+	flagNoValidate = 8
+)
+
+// SubmitOptions are the options of Submit, as flux_job_submit takes them.
+type SubmitOptions struct {
+	// Urgency is 0 (held) to 31 (expedite); nil means UrgencyDefault.
+	// Above 16 needs the instance owner.
+	Urgency *int
+	// Waitable lets Wait collect the job's result (instance owner only).
+	Waitable bool
+	// Debug asks the job manager for debug events.
+	Debug bool
+	// NoValidate skips the job-ingest validator (instance owner only).
+	NoValidate bool
+	// PreSigned says the spec given to Submit is already a signed J;
+	// otherwise it is a jobspec and is wrapped with SignNone.
+	PreSigned bool
+	// UserID is the signer claimed by the "none" signature; nil means the
+	// process's uid. job-ingest refuses a signer other than the
+	// connection's user ("signer=X != requestor=Y").
+	UserID *uint32
+}
+
+// Urgency returns a pointer to u, for SubmitOptions.Urgency.
+func Urgency(u int) *int { return &u }
+
+type submitRequest struct {
+	J       string `json:"J"`
+	Urgency int    `json:"urgency"`
+	Flags   int    `json:"flags"`
+}
+
+// SignNone wraps a jobspec as flux-core does for mechanism "none" when
+// flux-security is not used (src/common/libjob/sign_none.c):
+// base64(header) "." base64(jobspec) ".none", the header being the
+// NUL-separated fields "version" "i1" "userid" "i<uid>" "mechanism"
+// "snone". The jobspec bytes are wrapped as given.
+func SignNone(jobspec []byte, uid uint32) string {
+	header := "version\x00i1\x00userid\x00i" + strconv.FormatUint(uint64(uid), 10) + "\x00mechanism\x00snone\x00"
+	enc := base64.StdEncoding
+	return enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString(jobspec) + ".none"
+}
+
+// Submit submits a job through job-ingest.submit and returns its ID. spec
+// is the jobspec's encoding (JSON), wrapped with SignNone, or with
+// opts.PreSigned a signed J sent as is. The jobspec is not validated
+// here: the broker's validator does it, and its refusal is a *flux.Error
+// (errno EPERM for "Missing key (tasks)" and the like, EINVAL for bad
+// JSON), wrapped.
+func Submit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOptions) (ID, error) {
+	req := submitRequest{Urgency: UrgencyDefault}
+	if opts.Urgency != nil {
+		req.Urgency = *opts.Urgency
+	}
+	if req.Urgency < UrgencyMin || req.Urgency > UrgencyMax {
+		return 0, fmt.Errorf("job: submit: urgency %d out of range [%d:%d]: %w", req.Urgency, UrgencyMin, UrgencyMax, syscall.EINVAL)
+	}
+	if opts.Debug {
+		req.Flags |= flagDebug
+	}
+	if opts.Waitable {
+		req.Flags |= flagWaitable
+	}
+	if opts.NoValidate {
+		req.Flags |= flagNoValidate
+	}
+	if opts.PreSigned {
+		req.J = string(spec)
+	} else {
+		uid := uint32(os.Getuid())
+		if opts.UserID != nil {
+			uid = *opts.UserID
+		}
+		req.J = SignNone(spec, uid)
+	}
+	var resp struct {
+		ID *ID `json:"id"`
+	}
+	if err := c.RPC(ctx, topicSubmit, req, &resp); err != nil {
+		return 0, fmt.Errorf("job: submit: %w", err)
+	}
+	if resp.ID == nil {
+		return 0, fmt.Errorf("job: submit: response has no job ID: %w", syscall.EPROTO)
+	}
+	return *resp.ID, nil
+}
+
+// SubmitJobspec marshals js and submits it with Submit.
+func SubmitJobspec(ctx context.Context, c *flux.Conn, js *Jobspec, opts SubmitOptions) (ID, error) {
+	b, err := json.Marshal(js)
+	if err != nil {
+		return 0, fmt.Errorf("job: submit: encoding jobspec: %w", err)
+	}
+	return Submit(ctx, c, b, opts)
+}
+
+// WatchOptions are the options of WatchEvents.
+type WatchOptions struct {
+	// Path is the eventlog to watch, relative to the job's KVS directory:
+	// "" means "eventlog"; "guest.exec.eventlog" is the exec eventlog.
+	Path string
+	// WaitCreate waits for the eventlog to exist instead of failing
+	// (FLUX_JOB_EVENT_WATCH_WAITCREATE), as `flux job eventlog -f` does.
+	WaitCreate bool
+}
+
+// EventWatch is a running job-info.eventlog-watch. Next is meant for one
+// goroutine; Close may be called from any.
+type EventWatch struct {
+	s    *flux.Stream
+	id   ID
+	path string
+}
+
+// WatchEvents starts following a job's eventlog: every event already
+// posted, then each new one, until the eventlog ends (the main eventlog
+// ends after "clean"). The watch lives until ctx ends or Close; either
+// cancels it at the service (job-info.eventlog-watch-cancel). An unknown
+// job is reported by the first Next, as an error matching syscall.ENOENT.
+func WatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions) (*EventWatch, error) {
+	path := opts.Path
+	if path == "" {
+		path = defaultEventlog
+	}
+	req := struct {
+		ID    ID     `json:"id"`
+		Path  string `json:"path"`
+		Flags int    `json:"flags"`
+	}{ID: id, Path: path}
+	if opts.WaitCreate {
+		req.Flags |= eventWatchWaitCreate
+	}
+	s, err := c.Stream(ctx, topicEventlog, req)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: watching %s: %w", id, path, err)
+	}
+	return &EventWatch{s: s, id: id, path: path}, nil
+}
+
+// Next returns the next event. It returns io.EOF when the eventlog has
+// ended, and otherwise the stream's error (a *flux.Error from the service,
+// flux.ErrClosed or flux.ErrDisconnected, the context's error), wrapped.
+func (w *EventWatch) Next() (Event, error) {
+	var resp struct {
+		Event *string `json:"event"`
+	}
+	if err := w.s.Recv(&resp); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Event{}, io.EOF
+		}
+		return Event{}, fmt.Errorf("job %s: watching %s: %w", w.id, w.path, err)
+	}
+	if resp.Event == nil {
+		return Event{}, fmt.Errorf("job %s: watching %s: response has no event: %w", w.id, w.path, syscall.EPROTO)
+	}
+	ev, err := ParseEvent([]byte(*resp.Event))
+	if err != nil {
+		return Event{}, fmt.Errorf("job %s: watching %s: %w", w.id, w.path, err)
+	}
+	return ev, nil
+}
+
+// Close stops the watch, cancelling it at the service if it has not ended.
+func (w *EventWatch) Close() error { return w.s.Close() }
+
+// Raise raises an exception on a job (job-manager.raise). Severity 0 is
+// fatal: the job is cancelled. note may be empty.
+func Raise(ctx context.Context, c *flux.Conn, id ID, typ string, severity int, note string) error {
+	req := struct {
+		ID       ID     `json:"id"`
+		Type     string `json:"type"`
+		Severity int    `json:"severity"`
+		Note     string `json:"note,omitempty"`
+	}{id, typ, severity, note}
+	if err := c.RPC(ctx, topicRaise, req, nil); err != nil {
+		return fmt.Errorf("job %s: raise %s exception: %w", id, typ, err)
+	}
+	return nil
+}
+
+// Cancel cancels a job, as `flux cancel` does: a fatal exception of type
+// "cancel" with reason as its note (may be empty). Cancelling an inactive
+// job fails with an error matching syscall.ENOENT ("job is inactive").
+func Cancel(ctx context.Context, c *flux.Conn, id ID, reason string) error {
+	return Raise(ctx, c, id, "cancel", 0, reason)
+}
+
+// Kill sends a signal to a running job's tasks (job-manager.kill).
+func Kill(ctx context.Context, c *flux.Conn, id ID, sig syscall.Signal) error {
+	req := struct {
+		ID     ID  `json:"id"`
+		Signum int `json:"signum"`
+	}{id, int(sig)}
+	if err := c.RPC(ctx, topicKill, req, nil); err != nil {
+		return fmt.Errorf("job %s: kill with signal %d: %w", id, int(sig), err)
+	}
+	return nil
+}
+
+// SetUrgency changes a pending job's urgency (job-manager.urgency) and
+// returns the previous one. Once resources are allocated the broker
+// refuses with EINVAL ("urgency cannot be changed once resources are
+// allocated").
+func SetUrgency(ctx context.Context, c *flux.Conn, id ID, urgency int) (old int, err error) {
+	if urgency < UrgencyMin || urgency > UrgencyMax {
+		return 0, fmt.Errorf("job %s: urgency %d out of range [%d:%d]: %w", id, urgency, UrgencyMin, UrgencyMax, syscall.EINVAL)
+	}
+	req := struct {
+		ID      ID  `json:"id"`
+		Urgency int `json:"urgency"`
+	}{id, urgency}
+	var resp struct {
+		Old int `json:"old_urgency"`
+	}
+	if err := c.RPC(ctx, topicUrgency, req, &resp); err != nil {
+		return 0, fmt.Errorf("job %s: set urgency %d: %w", id, urgency, err)
+	}
+	return resp.Old, nil
+}
+
+// WaitResult is what job-manager.wait reports for a waitable job.
+type WaitResult struct {
+	ID      ID     `json:"id"`
+	Success bool   `json:"success"`
+	Errstr  string `json:"errstr"`
+}
+
+// Wait waits for a waitable job to become inactive and collects it
+// (job-manager.wait). A job not submitted waitable, or already waited
+// for, is an error.
+func Wait(ctx context.Context, c *flux.Conn, id ID) (WaitResult, error) {
+	return wait(ctx, c, id, id.String())
+}
+
+// WaitAny waits for any waitable job of the caller. With none left the
+// broker answers ECHILD ("there are no more waitable jobs").
+func WaitAny(ctx context.Context, c *flux.Conn) (WaitResult, error) {
+	return wait(ctx, c, -1, "any") // FLUX_JOBID_ANY
+}
+
+// wait sends {"id": id}; id is an ID or -1.
+func wait(ctx context.Context, c *flux.Conn, id any, what string) (WaitResult, error) {
+	req := struct {
+		ID any `json:"id"`
+	}{id}
+	var resp WaitResult
+	if err := c.RPC(ctx, topicWait, req, &resp); err != nil {
+		return WaitResult{}, fmt.Errorf("job %s: wait: %w", what, err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,378 @@
+package job
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
+)
+
+var uid0 = func() *uint32 { var u uint32; return &u }()
+
+// The transcripts were recorded as root (uid 0): the jobspec is wrapped
+// exactly as flux-core's sign_none_wrap did, byte for byte.
+func TestSignNoneMatchesFluxCore(t *testing.T) {
+	rec := decodeFramed(t, scenario(t, "submit").Conns[0].Client[0])
+	var req struct{ J string }
+	if err := rec.DecodeJSON(&req); err != nil {
+		t.Fatal(err)
+	}
+	if got := SignNone(readWire(t, "jobspec-true.json"), 0); got != req.J {
+		t.Fatalf("SignNone:\n got %s\nwant %s", got, req.J)
+	}
+	rec = decodeFramed(t, scenario(t, "submit-invalid").Conns[0].Client[0])
+	if err := rec.DecodeJSON(&req); err != nil {
+		t.Fatal(err)
+	}
+	if got := SignNone([]byte("{\"version\": 1}\n"), 0); got != req.J {
+		t.Fatalf("SignNone:\n got %s\nwant %s", got, req.J)
+	}
+	if got := SignNone(nil, 4294967295); !strings.HasPrefix(got, "dmVyc2lvbgBpMQB1c2VyaWQAaTQyOTQ5NjcyOTUAbWVjaGFuaXNtAHNub25lAA==.") || !strings.HasSuffix(got, "..none") {
+		t.Fatalf("SignNone(nil, max uid) = %s", got)
+	}
+}
+
+func TestSubmit(t *testing.T) {
+	fb := newFakeBroker(t, "submit")
+	c := fb.dial(t)
+	id, err := Submit(testCtx(t), c, readWire(t, "jobspec-true.json"), SubmitOptions{UserID: uid0})
+	if err != nil || id != 24779948032 {
+		t.Fatalf("Submit = %v, %v", id, err)
+	}
+	fb.checkRequest("job-ingest.submit", true)
+}
+
+func TestSubmitUrgencyWaitable(t *testing.T) {
+	fb := newFakeBroker(t, "submit-urgency-waitable")
+	c := fb.dial(t)
+	id, err := Submit(testCtx(t), c, readWire(t, "jobspec-true.json"), SubmitOptions{UserID: uid0, Urgency: Urgency(20), Waitable: true})
+	if err != nil || id != 82174803968 {
+		t.Fatalf("Submit = %v, %v", id, err)
+	}
+	fb.checkRequest("job-ingest.submit", true)
+}
+
+func TestSubmitInvalidJobspec(t *testing.T) {
+	fb := newFakeBroker(t, "submit-invalid")
+	c := fb.dial(t)
+	_, err := Submit(testCtx(t), c, []byte("{\"version\": 1}\n"), SubmitOptions{UserID: uid0})
+	fluxError(t, err, syscall.EPERM, "Missing key (tasks)")
+	fb.checkRequest("job-ingest.submit", true)
+}
+
+func TestSubmitFlagsAndPreSigned(t *testing.T) {
+	fb := newFakeBroker(t)
+	var got []byte
+	fb.handle = func(req *wire.Message) []*wire.Message {
+		got = append([]byte(nil), req.Payload...)
+		p, _ := wire.JSONPayload(map[string]any{"id": 7})
+		return []*wire.Message{wire.NewResponse(req, p)}
+	}
+	c := fb.dial(t)
+	id, err := Submit(testCtx(t), c, []byte("x.y.none"), SubmitOptions{PreSigned: true, Debug: true, NoValidate: true, Urgency: Urgency(0)})
+	if err != nil || id != 7 {
+		t.Fatalf("Submit = %v, %v", id, err)
+	}
+	if want := "{\"J\":\"x.y.none\",\"urgency\":0,\"flags\":10}\x00"; string(got) != want {
+		t.Fatalf("request %q, want %q", got, want)
+	}
+	for _, u := range []int{-1, 32} {
+		if _, err := Submit(testCtx(t), c, nil, SubmitOptions{Urgency: Urgency(u)}); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("urgency %d: %v, want EINVAL", u, err)
+		}
+	}
+}
+
+func TestWatchEvents(t *testing.T) {
+	fb := newFakeBroker(t, "eventlog-watch")
+	c := fb.dial(t)
+	w, err := WatchEvents(testCtx(t), c, 24779948032, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var names []string
+	for {
+		ev, err := w.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, ev.Name)
+		if ev.Name == "finish" {
+			if fin, err := ev.Finish(); err != nil || fin.Status != 0 {
+				t.Errorf("finish = %+v, %v", fin, err)
+			}
+		}
+	}
+	want := "submit validate depend priority alloc start finish release free clean"
+	if strings.Join(names, " ") != want {
+		t.Fatalf("events %v, want %s", names, want)
+	}
+	if _, err := w.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("Next after the end: %v", err)
+	}
+	fb.checkRequest("job-info.eventlog-watch", true)
+}
+
+func TestWatchEventsOptionsAndErrors(t *testing.T) {
+	fb := newFakeBroker(t)
+	var payload string
+	fb.handle = func(req *wire.Message) []*wire.Message {
+		if req.Topic != "job-info.eventlog-watch" {
+			return []*wire.Message{}
+		}
+		payload = req.PayloadString()
+		return []*wire.Message{wire.NewErrorResponse(req, uint32(syscall.ENOENT), "job not found")}
+	}
+	c := fb.dial(t)
+	w, err := WatchEvents(testCtx(t), c, 123456789, WatchOptions{Path: "guest.exec.eventlog", WaitCreate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	_, err = w.Next()
+	fluxError(t, err, syscall.ENOENT, "job not found")
+	if want := `{"id":123456789,"path":"guest.exec.eventlog","flags":1}`; payload != want {
+		t.Fatalf("request %s, want %s", payload, want)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	fb := newFakeBroker(t, "cancel")
+	c := fb.dial(t)
+	if err := Cancel(testCtx(t), c, 131768254464, ""); err != nil {
+		t.Fatal(err)
+	}
+	fb.checkRequest("job-manager.raise", true)
+}
+
+func TestCancelInactive(t *testing.T) {
+	fb := newFakeBroker(t, "bin-hex/d5-cancel-inactive-error")
+	c := fb.dial(t)
+	rec := decodeFramed(t, scenario(t, "bin-hex/d5-cancel-inactive-error").Conns[0].Client[0])
+	var req struct{ ID ID }
+	if err := rec.DecodeJSON(&req); err != nil {
+		t.Fatal(err)
+	}
+	err := Cancel(testCtx(t), c, req.ID, "")
+	fluxError(t, err, syscall.ENOENT, "job is inactive")
+	fb.checkRequest("job-manager.raise", true)
+}
+
+func TestRaise(t *testing.T) {
+	fb := newFakeBroker(t, "raise")
+	c := fb.dial(t)
+	if err := Raise(testCtx(t), c, 131768254464, "test", 1, "a note"); err != nil {
+		t.Fatal(err)
+	}
+	fb.checkRequest("job-manager.raise", true)
+}
+
+func TestKill(t *testing.T) {
+	fb := newFakeBroker(t, "kill")
+	c := fb.dial(t)
+	if err := Kill(testCtx(t), c, 102139691008, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	fb.checkRequest("job-manager.kill", true)
+}
+
+func TestSetUrgency(t *testing.T) {
+	fb := newFakeBroker(t, "urgency-pending")
+	c := fb.dial(t)
+	old, err := SetUrgency(testCtx(t), c, 163997286400, 16)
+	if err != nil || old != 0 {
+		t.Fatalf("SetUrgency = %d, %v", old, err)
+	}
+	fb.checkRequest("job-manager.urgency", true)
+	if _, err := SetUrgency(testCtx(t), c, 1, 32); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("urgency 32: %v", err)
+	}
+}
+
+func TestSetUrgencyRunning(t *testing.T) {
+	fb := newFakeBroker(t, "urgency")
+	c := fb.dial(t)
+	_, err := SetUrgency(testCtx(t), c, 102139691008, 5)
+	fluxError(t, err, syscall.EINVAL, "urgency cannot be changed once resources are allocated")
+	fb.checkRequest("job-manager.urgency", true)
+}
+
+func TestWait(t *testing.T) {
+	fb := newFakeBroker(t, "wait")
+	c := fb.dial(t)
+	res, err := Wait(testCtx(t), c, 82174803968)
+	if err != nil || res != (WaitResult{ID: 82174803968, Success: true}) {
+		t.Fatalf("Wait = %+v, %v", res, err)
+	}
+	fb.checkRequest("job-manager.wait", true)
+}
+
+func TestWaitAnyNone(t *testing.T) {
+	fb := newFakeBroker(t, "bin-hex/h-submit-waitable-wait")
+	c := fb.dial(t)
+	// The transcript's first wait is for a job ID; consume it first.
+	if _, err := Wait(testCtx(t), c, 208691789824); err != nil {
+		t.Fatal(err)
+	}
+	_, err := WaitAny(testCtx(t), c)
+	fluxError(t, err, syscall.ECHILD, "there are no more waitable jobs")
+	reqs := fb.requests("job-manager.wait")
+	if len(reqs) != 2 || reqs[1].got.PayloadString() != `{"id":-1}` || reqs[1].recorded.PayloadString() != `{"id":-1}` {
+		t.Fatalf("wait requests %+v", reqs)
+	}
+}
+
+func TestList(t *testing.T) {
+	fb := newFakeBroker(t, "list")
+	c := fb.dial(t)
+	jobs, err := List(testCtx(t), c, ListOptions{
+		MaxEntries: 1001,
+		Attrs:      []string{"name", "state", "result", "waitstatus"},
+		Constraint: And(UserID(0), States(StateAll)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb.checkRequest("job-list.list", false)
+	if len(jobs) != 5 {
+		t.Fatalf("got %d jobs, want 5", len(jobs))
+	}
+	j := jobs[1]
+	if j.ID != 131768254464 || j.Name != "sleep" || j.State != StateInactive || j.Result != ResultCanceled ||
+		j.WaitStatus == nil || *j.WaitStatus != 36608 || j.WaitStatus.Result() != 143 || j.All["waitstatus"] != 36608.0 {
+		t.Fatalf("job %+v", j)
+	}
+	if jobs[0].Result.String() != "COMPLETED" || jobs[2].Result.String() != "FAILED" || j.State.String() != "INACTIVE" {
+		t.Fatalf("results %v %v state %v", jobs[0].Result, jobs[2].Result, j.State)
+	}
+}
+
+func TestListRequestShape(t *testing.T) {
+	fb := newFakeBroker(t)
+	var payload string
+	fb.handle = func(req *wire.Message) []*wire.Message {
+		if req.Topic == "job-list.list" {
+			payload = req.PayloadString()
+			return []*wire.Message{wire.NewErrorResponse(req, uint32(syscall.ENODATA), "")}
+		}
+		return []*wire.Message{}
+	}
+	c := fb.dial(t)
+	jobs, err := List(testCtx(t), c, ListOptions{Constraint: And(Name("sleep", "true"), Not(Results(ResultFailed|ResultTimeout))), Since: 1.5})
+	if err != nil || len(jobs) != 0 {
+		t.Fatalf("List = %v, %v", jobs, err)
+	}
+	want := `{"max_entries":0,"attrs":["all"],"since":1.5,"constraint":{"and":[{"name":["sleep","true"]},{"not":[{"results":[10]}]}]}}`
+	if payload != want {
+		t.Fatalf("request %s\nwant %s", payload, want)
+	}
+	if _, err := List(testCtx(t), c, ListOptions{MaxEntries: -1}); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("MaxEntries -1: %v", err)
+	}
+}
+
+func TestListID(t *testing.T) {
+	fb := newFakeBroker(t, "list-id")
+	c := fb.dial(t)
+	attrs := []string{"priority", "dependencies", "duration", "t_cleanup", "userid", "result", "t_run", "state", "name", "annotations", "nodelist", "ntasks", "queue", "urgency", "nnodes"}
+	j, err := ListID(testCtx(t), c, 131768254464, attrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb.checkRequest("job-list.list-id", false)
+	if j.ID != 131768254464 || j.Name != "sleep" || j.State != StateInactive || j.Nodelist != "vm" || j.Ntasks != 1 ||
+		j.Priority != 16 || j.TRun != 1795576038.8440154 || j.All["nnodes"] != 1.0 {
+		t.Fatalf("job %+v", j)
+	}
+}
+
+func TestListIDUnknown(t *testing.T) {
+	fb := newFakeBroker(t, "bin-hex/e3-jobs-list-id-nonexistent")
+	c := fb.dial(t)
+	_, err := ListID(testCtx(t), c, 123456789, "state")
+	if !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("ListID of an unknown job: %v", err)
+	}
+}
+
+func TestWatchJournal(t *testing.T) {
+	fb := newFakeBroker(t, "bin-hex/i-events-journal")
+	c := fb.dial(t)
+	w, err := WatchJournal(testCtx(t), c, JournalOptions{Full: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var backlog, live, sentinels int
+	var sawJobspec, sawR bool
+	for {
+		e, err := w.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case e.Sentinel:
+			sentinels++
+		case sentinels == 0:
+			backlog++
+			if len(e.Events) < 2 || e.Events[0].Name != "submit" {
+				t.Errorf("backlog entry %+v", e)
+			}
+		default:
+			live++
+			if len(e.Events) != 1 || e.ID != 219932524544 {
+				t.Errorf("live entry %+v", e)
+			}
+			if e.Jobspec != nil {
+				sawJobspec = e.Events[0].Name == "submit"
+			}
+			if e.R != nil {
+				sawR = e.Events[0].Name == "alloc"
+			}
+		}
+	}
+	if sentinels != 1 || backlog == 0 || live < 10 || !sawJobspec || !sawR {
+		t.Fatalf("backlog %d sentinels %d live %d jobspec %v R %v", backlog, sentinels, live, sawJobspec, sawR)
+	}
+	fb.checkRequest("job-manager.events-journal", false)
+}
+
+func TestJournalFilters(t *testing.T) {
+	fb := newFakeBroker(t)
+	var payload string
+	fb.handle = func(req *wire.Message) []*wire.Message {
+		if req.Topic == "job-manager.events-journal" {
+			payload = req.PayloadString()
+			p, _ := wire.JSONPayload(map[string]any{"events": []any{}})
+			return []*wire.Message{wire.NewResponse(req, p), wire.NewErrorResponse(req, uint32(syscall.ENODATA), "")}
+		}
+		return []*wire.Message{}
+	}
+	c := fb.dial(t)
+	w, err := WatchJournal(testCtx(t), c, JournalOptions{Allow: []string{"finish", "exception"}, Deny: []string{"alloc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Next(); !errors.Is(err, syscall.EPROTO) {
+		t.Fatalf("entry without an id: %v", err)
+	}
+	var req map[string]any
+	if err := json.Unmarshal([]byte(payload), &req); err != nil {
+		t.Fatal(err)
+	}
+	if jsonOf(t, req) != `{"allow":{"exception":true,"finish":true},"deny":{"alloc":true},"full":false}` {
+		t.Fatalf("request %s", payload)
+	}
+}
