@@ -36,6 +36,8 @@ type rawClient struct {
 	readErr error
 	done    chan struct{}
 	nextTag uint32
+	// rewrite, when set, edits every request made with request().
+	rewrite func(*wire.Message)
 }
 
 func dialRaw(t testing.TB, srv *testbroker.Server) *rawClient {
@@ -114,6 +116,9 @@ func (c *rawClient) request(topic string, payload any, flags wire.Flags) uint32 
 	m.Flags |= flags
 	if flags&wire.FlagNoResponse != 0 {
 		m.Aux2 = 0
+	}
+	if c.rewrite != nil {
+		c.rewrite(m)
 	}
 	c.send(m)
 	return tag
@@ -200,7 +205,13 @@ func myUID() uint32 { return uint32(os.Getuid()) }
 // submit submits command and returns the job ID.
 func (c *rawClient) submit(urgency, flags int, command ...string) uint64 {
 	c.t.Helper()
-	resp := c.rpc("job-ingest.submit", map[string]any{"J": signNone(jobspecFor(command...), myUID()), "urgency": urgency, "flags": flags})
+	return c.submitAs(myUID(), urgency, flags, command...)
+}
+
+// submitAs submits command signed by uid and returns the job ID.
+func (c *rawClient) submitAs(uid uint32, urgency, flags int, command ...string) uint64 {
+	c.t.Helper()
+	resp := c.rpc("job-ingest.submit", map[string]any{"J": signNone(jobspecFor(command...), uid), "urgency": urgency, "flags": flags})
 	if resp.Errnum() != 0 {
 		c.t.Fatalf("submit %v: errno %d %q", command, resp.Errnum(), resp.PayloadString())
 	}

@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 )
 
@@ -64,7 +64,7 @@ func (s *Server) handleSubmit(c *conn, req *wire.Message) {
 }
 
 func (s *Server) checkSubmit(req *wire.Message) (*submission, error) {
-	decodeErr := errorf(syscall.EPROTO, "error decoding job request: %s", syscall.EPROTO.Error())
+	decodeErr := errorf(syscall.EPROTO, "error decoding job request: %s", strerror(syscall.EPROTO))
 	r, err := decodeRequest(req.Payload, req.Flags&wire.FlagPayload != 0)
 	if err != nil {
 		return nil, decodeErr
@@ -93,7 +93,7 @@ func (s *Server) checkSubmit(req *wire.Message) (*submission, error) {
 	}
 	signer, jobspec, err := signNoneUnwrap(J)
 	if err != nil {
-		return nil, errorf(syscall.EINVAL, "could not unwrap jobspec: %s", syscall.EINVAL.Error())
+		return nil, errorf(syscall.EINVAL, "could not unwrap jobspec: %s", strerror(syscall.EINVAL))
 	}
 	if signer != req.UserID {
 		return nil, errorf(syscall.EPERM, "signer=%d != requestor=%d", signer, req.UserID)
@@ -251,12 +251,6 @@ type parsedJobspec struct {
 	runDuration *time.Duration
 }
 
-// topLevelKeys are Jobspec.top_level_keys of flux-core's Python validator
-// (src/bindings/python/flux/job/Jobspec.py), checked in sorted order here
-// (Python iterates a set, so which missing key a real broker names varies
-// between runs, as the submit-invalid transcripts show).
-var topLevelKeys = []string{"attributes", "resources", "tasks", "version"}
-
 // parseJobspec validates a jobspec as job-ingest's default validator
 // plugin does (errors are EPERM with the validator's message, as the
 // submit-invalid transcript shows) and extracts the fields the simulation
@@ -270,7 +264,7 @@ func parseJobspec(data []byte, validate bool) (*parsedJobspec, error) {
 	}
 	m, isMap := v.(map[string]any)
 	if validate {
-		if err := validateJobspec(data, v); err != nil {
+		if err := validateJobspec(data); err != nil {
 			return nil, err
 		}
 	}
@@ -331,86 +325,19 @@ func parseJobspec(data []byte, validate bool) (*parsedJobspec, error) {
 	return p, nil
 }
 
-// validateJobspec runs the checks of flux-core's jobspec validator that
-// this package knows (top-level keys, their types, version 1, tasks'
-// commands), with its messages, as EPERM errors.
-func validateJobspec(_ []byte, v any) error {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return errorf(syscall.EPERM, "'list' object has no attribute 'keys'")
-	}
-	for _, k := range topLevelKeys {
-		if _, ok := m[k]; !ok {
-			return errorf(syscall.EPERM, "Missing key (%s)", k)
+// validateJobspec runs fluxbridge/job's validation, which reproduces
+// flux-core's default jobspec validator (the Python JobspecV1 checks) and
+// its messages ("Missing key (tasks)"). The broker answers a rejected
+// jobspec with EPERM, as the submit-invalid transcripts show.
+func validateJobspec(data []byte) error {
+	if _, err := job.Parse(data); err != nil {
+		var je *job.JobspecError
+		if errors.As(err, &je) {
+			return errorf(syscall.EPERM, "%s", je.Message)
 		}
-	}
-	var extra []string
-	for k := range m {
-		if !contains(topLevelKeys, k) {
-			extra = append(extra, k)
-		}
-	}
-	if len(extra) > 0 {
-		sort.Strings(extra)
-		return errorf(syscall.EPERM, "Extraneous key (%s)", extra[0])
-	}
-	if _, ok := m["resources"].([]any); !ok {
-		return errorf(syscall.EPERM, "resources must be a sequence")
-	}
-	tasks, ok := m["tasks"].([]any)
-	if !ok {
-		return errorf(syscall.EPERM, "tasks must be a sequence")
-	}
-	if _, ok := m["attributes"].(map[string]any); !ok {
-		return errorf(syscall.EPERM, "attributes must be a mapping")
-	}
-	ver, ok := m["version"].(json.Number)
-	if !ok {
-		return errorf(syscall.EPERM, "version must be an integer")
-	}
-	if n, err := ver.Int64(); err != nil {
-		return errorf(syscall.EPERM, "version must be an integer")
-	} else if n < 1 {
-		return errorf(syscall.EPERM, "version must be >= 1")
-	} else if n != 1 {
-		return errorf(syscall.EPERM, "version must be 1")
-	}
-	if len(tasks) == 0 {
-		return errorf(syscall.EPERM, "tasks must have at least one element")
-	}
-	for _, t := range tasks {
-		tm, ok := t.(map[string]any)
-		if !ok {
-			return errorf(syscall.EPERM, "task must be a mapping")
-		}
-		for _, k := range []string{"command", "count", "slot"} {
-			if _, ok := tm[k]; !ok {
-				return errorf(syscall.EPERM, "Missing key (%s)", k)
-			}
-		}
-		cmd, ok := tm["command"].([]any)
-		if !ok {
-			return errorf(syscall.EPERM, "command must be a list of strings")
-		}
-		if len(cmd) == 0 {
-			return errorf(syscall.EPERM, "command array cannot have length of zero")
-		}
-		for _, a := range cmd {
-			if _, ok := a.(string); !ok {
-				return errorf(syscall.EPERM, "command must be a list of strings")
-			}
-		}
+		return errorf(syscall.EPERM, "%s", err)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // dig follows keys through nested objects; a missing level gives an empty
@@ -509,4 +436,14 @@ func redact(m map[string]any) any {
 	attrs2["system"] = sys2
 	out["attributes"] = attrs2
 	return out
+}
+
+// strerror is glibc's strerror text for errno: Go's text with a capital
+// first letter ("Invalid argument", "Protocol error").
+func strerror(errno syscall.Errno) string {
+	s := errno.Error()
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
