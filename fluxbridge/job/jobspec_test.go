@@ -4,17 +4,20 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire/wiretest"
 )
 
-const wireDir = "/work/shared/flux-wire"
-
+// readWire reads a file of the flux-core 0.88.0 transcripts
+// (/work/shared/flux-wire, found by wiretest.Dir); a missing file fails.
 func readWire(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(wireDir + "/" + name)
+	b, err := os.ReadFile(filepath.Join(wiretest.Dir(), name))
 	if err != nil {
 		t.Fatalf("reading the flux-core transcript %s (it must exist): %v", name, err)
 	}

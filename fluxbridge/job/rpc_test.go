@@ -1,12 +1,15 @@
 package job
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 )
@@ -374,5 +377,48 @@ func TestJournalFilters(t *testing.T) {
 	}
 	if jsonOf(t, req) != `{"allow":{"exception":true,"finish":true},"deny":{"alloc":true},"full":false}` {
 		t.Fatalf("request %s", payload)
+	}
+}
+
+// Ending a watch's context cancels it at the service, as flux-core's
+// clients do: job-info.eventlog-watch-cancel {"matchtag": M}, no response.
+func TestWatchEventsContextCancel(t *testing.T) {
+	fb := newFakeBroker(t)
+	cancelled := make(chan *wire.Message, 1)
+	var watchTag uint32
+	fb.handle = func(req *wire.Message) []*wire.Message {
+		switch req.Topic {
+		case "job-info.eventlog-watch":
+			watchTag = req.Aux2
+			p, _ := wire.JSONPayload(map[string]string{"event": `{"timestamp":1.5,"name":"submit","context":{"userid":0,"urgency":16,"flags":0,"version":1}}` + "\n"})
+			return []*wire.Message{wire.NewResponse(req, p)}
+		case "job-info.eventlog-watch-cancel":
+			cancelled <- req
+		}
+		return []*wire.Message{}
+	}
+	c := fb.dial(t)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	w, err := WatchEvents(ctx, c, 42, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ev, err := w.Next()
+	if err != nil || ev.Name != "submit" || ev.Timestamp != 1.5 {
+		t.Fatalf("Next = %+v, %v", ev, err)
+	}
+	cancel()
+	select {
+	case req := <-cancelled:
+		want := fmt.Sprintf(`{"matchtag":%d}`, watchTag)
+		if req.PayloadString() != want || req.Flags&wire.FlagNoResponse == 0 {
+			t.Fatalf("cancel request %v, want payload %s with NORESPONSE", req, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no cancel request after the context ended")
+	}
+	if _, err := w.Next(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next after cancel: %v", err)
 	}
 }
