@@ -286,7 +286,7 @@ func FromCommand(cmd []string, opts CommandOptions) (*Jobspec, error) {
 	if len(opts.UserAttributes) > 0 {
 		js.Attributes.User = maps.Clone(opts.UserAttributes)
 	}
-	if err := js.Validate(); err != nil {
+	if err := js.CheckRunnable(); err != nil {
 		return nil, err
 	}
 	return js, nil
@@ -320,13 +320,28 @@ func (js *Jobspec) SetShellOption(key string, value any) {
 	opts[key] = value
 }
 
+// MarshalJSON encodes the jobspec, writing nil Resources or Tasks as []
+// (the broker refuses null: "resources must be a sequence").
+func (js Jobspec) MarshalJSON() ([]byte, error) {
+	type plain Jobspec
+	p := plain(js)
+	if p.Resources == nil {
+		p.Resources = []Resource{}
+	}
+	if p.Tasks == nil {
+		p.Tasks = []Task{}
+	}
+	return json.Marshal(p)
+}
+
 // Marshal returns the jobspec as JSON.
 func (js *Jobspec) Marshal() ([]byte, error) { return json.Marshal(js) }
 
 // YAML returns the jobspec as YAML.
 func (js *Jobspec) YAML() ([]byte, error) { return yaml.Marshal(js) }
 
-// Parse decodes a V1 jobspec from JSON or YAML and validates it. Its
+// Parse decodes a V1 jobspec from JSON or YAML and validates it as the
+// broker does (see Validate; CheckRunnable checks more). Its
 // errors for a document that is well-formed but not a valid V1 jobspec
 // match ErrInvalidJobspec and use the messages of flux-core's validator
 // (src/bindings/python/flux/job/Jobspec.py, the job-ingest "jobspec"
@@ -363,26 +378,20 @@ func Parse(data []byte) (*Jobspec, error) {
 }
 
 // Validate checks the jobspec as the broker's default validator does
-// (Python JobspecV1 construction: src/bindings/python/flux/job/Jobspec.py),
-// and that each task names a slot label present in the resources, which
-// the scheduler would otherwise refuse later. The first problem found is
-// returned, as a *JobspecError.
+// (the job-ingest "jobspec" plugin, i.e. constructing a Python JobspecV1:
+// src/bindings/python/flux/job/Jobspec.py), so that it refuses what the
+// broker would refuse and nothing else. The first problem found is
+// returned, as a *JobspecError. CheckRunnable finds more problems, which
+// the broker accepts at submission but which make the job fail later.
 func (js *Jobspec) Validate() error {
 	if js.Version != 1 {
 		return specErr("version must be 1")
 	}
-	if len(js.Resources) == 0 {
-		return specErr("resources must contain at least one resource")
-	}
-	labels := map[string]bool{}
 	var walk func(rs []Resource) error
 	walk = func(rs []Resource) error {
 		for _, r := range rs {
 			if err := validateResource(r); err != nil {
 				return err
-			}
-			if r.Type == "slot" {
-				labels[r.Label] = true
 			}
 			if err := walk(r.With); err != nil {
 				return err
@@ -392,9 +401,6 @@ func (js *Jobspec) Validate() error {
 	}
 	if err := walk(js.Resources); err != nil {
 		return err
-	}
-	if len(js.Tasks) == 0 {
-		return specErr("tasks must contain at least one task")
 	}
 	for _, t := range js.Tasks {
 		switch {
@@ -408,21 +414,53 @@ func (js *Jobspec) Validate() error {
 			return specErr("count per_slot or total must be set")
 		case t.Count.PerSlot != 0 && t.Count.Total != 0:
 			return specErr("count must have exactly one key set")
-		case !labels[t.Slot]:
-			return specErr("task slot %q names no slot label in resources", t.Slot)
 		}
 	}
 	sys := js.Attributes.System
-	if sys.Duration < 0 {
-		return specErr("duration must not be negative")
-	}
 	if math.IsNaN(sys.Duration) || math.IsInf(sys.Duration, 0) {
-		return specErr("duration must be a normal, finite value")
+		return specErr("attributes.system.duration must be a number")
 	}
 	if sys.Constraints != nil {
 		if err := checkConstraint(sys.Constraints); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// CheckRunnable runs Validate, then checks what the broker's validator
+// lets through but the job then fails on (the scheduler or the job shell
+// refuses it): there must be resources and tasks, each task's slot must
+// name a slot label in the resources, and the duration must not be
+// negative. FromCommand's jobspecs pass it.
+func (js *Jobspec) CheckRunnable() error {
+	if err := js.Validate(); err != nil {
+		return err
+	}
+	if len(js.Resources) == 0 {
+		return specErr("resources must contain at least one resource")
+	}
+	if len(js.Tasks) == 0 {
+		return specErr("tasks must contain at least one task")
+	}
+	labels := map[string]bool{}
+	var walk func(rs []Resource)
+	walk = func(rs []Resource) {
+		for _, r := range rs {
+			if r.Type == "slot" {
+				labels[r.Label] = true
+			}
+			walk(r.With)
+		}
+	}
+	walk(js.Resources)
+	for _, t := range js.Tasks {
+		if !labels[t.Slot] {
+			return specErr("task slot %q names no slot label in resources", t.Slot)
+		}
+	}
+	if js.Attributes.System.Duration < 0 {
+		return specErr("duration must not be negative")
 	}
 	return nil
 }

@@ -260,7 +260,6 @@ func TestParseInvalid(t *testing.T) {
 		{valid(func(m map[string]any) { task(m)["command"] = []any{} }), "command array cannot have length of zero"},
 		{valid(func(m map[string]any) { task(m)["command"] = "true" }), "command must be a list of strings"},
 		{valid(func(m map[string]any) { delete(task(m), "slot") }), "Missing key (slot)"},
-		{valid(func(m map[string]any) { task(m)["slot"] = "nope" }), `task slot "nope" names no slot label in resources`},
 		{valid(func(m map[string]any) { task(m)["count"] = map[string]any{"per_slot": 0} }), "count per_slot must be > 0"},
 		{valid(func(m map[string]any) { task(m)["count"] = map[string]any{"per_resource": 1} }), "count per_slot or total must be set"},
 		{valid(func(m map[string]any) { task(m)["count"] = map[string]any{"per_slot": 1, "total": 2} }), "count must have exactly one key set"},
@@ -268,7 +267,6 @@ func TestParseInvalid(t *testing.T) {
 		{valid(func(m map[string]any) { delete(m["attributes"].(map[string]any), "system") }), "attributes.system is a required key"},
 		{valid(func(m map[string]any) { delete(sys(m), "duration") }), "attributes.system.duration is a required key"},
 		{valid(func(m map[string]any) { sys(m)["duration"] = "1h" }), "attributes.system.duration must be a number"},
-		{valid(func(m map[string]any) { sys(m)["duration"] = -1 }), "duration must not be negative"},
 		{valid(func(m map[string]any) { sys(m)["dependencies"] = []any{map[string]any{"scheme": "afterok"}} }), "Missing key (value)"},
 		{valid(func(m map[string]any) { sys(m)["constraints"] = map[string]any{"bogus": []any{}} }), "unknown constraint operator 'bogus'"},
 		{valid(func(m map[string]any) { sys(m)["constraints"] = map[string]any{"properties": []any{"a|b"}} }), "invalid character in property 'a|b'"},
@@ -311,4 +309,44 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip differs:\n%+v\n%+v", js, again)
 		}
 	})
+}
+
+// What the broker accepts at submission but the job then fails on:
+// Parse accepts it, CheckRunnable refuses it.
+func TestCheckRunnable(t *testing.T) {
+	base := func() *Jobspec {
+		js, err := Parse(readWire(t, "jobspec-true.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	if err := base().CheckRunnable(); err != nil {
+		t.Fatalf("jobspec-true.json: %v", err)
+	}
+	tests := []struct {
+		edit func(js *Jobspec)
+		msg  string
+	}{
+		{func(js *Jobspec) { js.Tasks[0].Slot = "nope" }, `task slot "nope" names no slot label in resources`},
+		{func(js *Jobspec) { js.Attributes.System.Duration = -1 }, "duration must not be negative"},
+		{func(js *Jobspec) { js.Resources = []Resource{} }, "resources must contain at least one resource"},
+		{func(js *Jobspec) { js.Tasks = []Task{} }, "tasks must contain at least one task"},
+		{func(js *Jobspec) { js.Version = 2 }, "version must be 1"},
+	}
+	for _, tc := range tests {
+		js := base()
+		tc.edit(js)
+		b, _ := json.Marshal(js)
+		if tc.msg != "version must be 1" {
+			if _, err := Parse(b); err != nil {
+				t.Errorf("Parse(%s) = %v; the broker's validator accepts it", b, err)
+			}
+		}
+		err := js.CheckRunnable()
+		var je *JobspecError
+		if !errors.As(err, &je) || je.Message != tc.msg {
+			t.Errorf("CheckRunnable(%s) = %v, want %q", b, err, tc.msg)
+		}
+	}
 }
