@@ -37,6 +37,7 @@ type IDError struct {
 	Reason string // what is wrong with it
 }
 
+// Error returns "invalid job ID \"S\": REASON".
 func (e *IDError) Error() string {
 	return fmt.Sprintf("invalid job ID %q: %s", e.Input, e.Reason)
 }
@@ -300,7 +301,8 @@ func (id ID) Words() string {
 
 // Format returns the encoding named by kind, as flux_job_id_encode and
 // `flux job id --to=KIND` name them: "dec", "hex", "dothex", "kvs",
-// "words", "f58", "f58plain" (case-insensitive). Other kinds are an error.
+// "words", "f58", "f58plain" (case-insensitive; "" means "dec", as a
+// NULL type does in flux_job_id_encode). Other kinds are an error.
 func (id ID) Format(kind string) (string, error) {
 	switch strings.ToLower(kind) {
 	case "dec", "":

@@ -201,6 +201,7 @@ type JobspecError struct {
 	Message string
 }
 
+// Error returns "invalid jobspec: MESSAGE".
 func (e *JobspecError) Error() string { return "invalid jobspec: " + e.Message }
 
 // Is reports whether target is ErrInvalidJobspec.

@@ -187,6 +187,7 @@ func anys[T any](vs []T) []any {
 // writes floats ("since": 0.0 in /work/shared/flux-wire/list.decoded.txt).
 type jsonFloat float64
 
+// MarshalJSON writes f with a decimal point.
 func (f jsonFloat) MarshalJSON() ([]byte, error) {
 	v := float64(f)
 	if math.IsNaN(v) || math.IsInf(v, 0) {

@@ -422,3 +422,32 @@ func TestWatchEventsContextCancel(t *testing.T) {
 		t.Fatalf("Next after cancel: %v", err)
 	}
 }
+
+func TestSubmitNotJSON(t *testing.T) {
+	fb := newFakeBroker(t, "bin-hex/f2-submit-not-json")
+	c := fb.dial(t)
+	_, err := Submit(testCtx(t), c, []byte("this is not json\n"), SubmitOptions{UserID: uid0})
+	fluxError(t, err, syscall.EINVAL, "jobspec: invalid JSON")
+	fb.checkRequest("job-ingest.submit", true)
+}
+
+func TestSubmitBadSignature(t *testing.T) {
+	fb := newFakeBroker(t, "bin-hex/f3-raw-rpc-errors")
+	c := fb.dial(t)
+	_, err := Submit(testCtx(t), c, []byte("garbage"), SubmitOptions{PreSigned: true})
+	fluxError(t, err, syscall.EINVAL, "could not unwrap jobspec: Invalid argument")
+	reqs := fb.requests("job-ingest.submit")
+	if len(reqs) != 1 || reqs[0].recorded == nil {
+		t.Fatalf("requests %+v", reqs)
+	}
+	var got, want map[string]any
+	if err := reqs[0].got.DecodeJSON(&got); err != nil {
+		t.Fatal(err)
+	}
+	if err := reqs[0].recorded.DecodeJSON(&want); err != nil {
+		t.Fatal(err)
+	}
+	if jsonOf(t, got) != jsonOf(t, want) {
+		t.Fatalf("request %s, recorded %s", jsonOf(t, got), jsonOf(t, want))
+	}
+}
