@@ -193,7 +193,11 @@ func (f jsonFloat) MarshalJSON() ([]byte, error) {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil, fmt.Errorf("job: %v is not a JSON number", v)
 	}
-	b := strconv.AppendFloat(nil, v, 'g', -1, 64)
+	format := byte('f') // as Python's repr: positional below 1e16
+	if math.Abs(v) >= 1e16 {
+		format = 'g'
+	}
+	b := strconv.AppendFloat(nil, v, format, -1, 64)
 	if !strings.ContainsAny(string(b), ".eE") {
 		b = append(b, '.', '0')
 	}

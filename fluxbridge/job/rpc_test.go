@@ -451,3 +451,11 @@ func TestSubmitBadSignature(t *testing.T) {
 		t.Fatalf("request %s, recorded %s", jsonOf(t, got), jsonOf(t, want))
 	}
 }
+
+func TestJSONFloat(t *testing.T) {
+	for v, want := range map[float64]string{0: "0.0", 1.5: "1.5", 1795576040.3546662: "1795576040.3546662", 3: "3.0", 1e20: "1e+20"} {
+		if got := jsonOf(t, jsonFloat(v)); got != want {
+			t.Errorf("jsonFloat(%v) = %s, want %s", v, got, want)
+		}
+	}
+}
