@@ -33,11 +33,17 @@ const (
 	sidecarName    = "flux"
 )
 
-// kubectlPath finds kubectl: bin/k8s/kubectl in the repository (installed by
-// the Makefile), else PATH. Without it the test is skipped locally and fails
-// in CI.
+// kubectlPath finds kubectl: $KUBECTL if set, else bin/k8s/kubectl in the
+// repository (built by `make envtest`), else PATH. Without it the test is
+// skipped locally and fails in CI.
 func kubectlPath(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("KUBECTL"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		t.Logf("KUBECTL=%s does not exist; looking elsewhere", p)
+	}
 	local, err := filepath.Abs(filepath.Join("..", "bin", "k8s", "kubectl"))
 	if err == nil {
 		if fi, statErr := os.Stat(local); statErr == nil && !fi.IsDir() {
