@@ -49,7 +49,14 @@ func (s *Server) handleSubmit(c *conn, req *wire.Message) {
 		s.ingest(ctx, c, req, sub)
 		return
 	}
+	// Count the goroutine under s.mu, where Close and Restart cancel ctx.
+	s.mu.Lock()
+	if ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
 	s.jobWG.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.jobWG.Done()
 		t := time.NewTimer(delay)
@@ -150,6 +157,7 @@ func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *su
 	})
 	s.startWaitingWatchesLocked(j)
 	s.respond(c, req, obj{{"id", j.id}})
+	s.log.V(1).Info("job submitted", "id", j.id.String(), "userid", j.userid, "urgency", j.urgency, "command", j.command)
 	s.jobWG.Add(1)
 	s.mu.Unlock()
 	go s.runJob(ctx, j)

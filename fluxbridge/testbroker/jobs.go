@@ -676,6 +676,7 @@ func (j *jobRecord) eventlogText() string {
 // inactiveLocked runs when j posts clean: a waitable job answers its waiter
 // or becomes a zombie (src/modules/job-manager/wait.c wait_notify_inactive).
 func (s *Server) inactiveLocked(j *jobRecord) {
+	s.log.V(1).Info("job inactive", "id", j.id.String(), "result", j.result, "waitstatus", j.waitStatus)
 	if j.flags&flagWaitable == 0 {
 		return
 	}
