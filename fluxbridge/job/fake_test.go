@@ -192,11 +192,18 @@ func (fb *fakeBroker) respond(req *wire.Message) []*wire.Message {
 	}
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
+	// The unused recorded request with the same topic and payload, else
+	// the first unused one with the same topic.
 	var e *exchange
 	for _, x := range fb.ex {
-		if !x.used && x.req.Topic == req.Topic {
+		if !x.used && x.req.Topic == req.Topic && bytes.Equal(x.req.Payload, req.Payload) {
 			e = x
 			break
+		}
+	}
+	for _, x := range fb.ex {
+		if e == nil && !x.used && x.req.Topic == req.Topic {
+			e = x
 		}
 	}
 	fb.got = append(fb.got, received{got: req})

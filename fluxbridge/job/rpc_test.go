@@ -1,12 +1,15 @@
 package job
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -456,6 +459,128 @@ func TestJSONFloat(t *testing.T) {
 	for v, want := range map[float64]string{0: "0.0", 1.5: "1.5", 1795576040.3546662: "1795576040.3546662", 3: "3.0", 1e20: "1e+20"} {
 		if got := jsonOf(t, jsonFloat(v)); got != want {
 			t.Errorf("jsonFloat(%v) = %s, want %s", v, got, want)
+		}
+	}
+}
+
+// The client side of flux-core's Python FluxExecutor run
+// (/work/shared/flux-wire/python-executor.*): three jobs submitted at once
+// on one connection, then their eventlogs watched at the same time. Every
+// request must be what the Python executor sent, byte for byte.
+func TestPythonExecutorScenario(t *testing.T) {
+	const name = "python-executor"
+	fb := newFakeBroker(t, name)
+	c := fb.dial(t)
+	type job struct {
+		spec    []byte
+		urgency int
+		id      ID
+		events  []Event
+		err     error
+	}
+	var jobs []*job
+	for _, b := range scenario(t, name).Conns[0].Client {
+		m := decodeFramed(t, b)
+		if m.Topic != "job-ingest.submit" {
+			continue
+		}
+		var req submitRequest
+		if err := m.DecodeJSON(&req); err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(req.J, ".")
+		spec, err := base64.StdEncoding.DecodeString(parts[1])
+		if err != nil || len(parts) != 3 || req.Flags != 0 {
+			t.Fatalf("recorded J %q: %v", req.J, err)
+		}
+		jobs = append(jobs, &job{spec: spec, urgency: req.Urgency})
+	}
+	if len(jobs) != 3 {
+		t.Fatalf("%d recorded submits, want 3", len(jobs))
+	}
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j.id, j.err = Submit(ctx, c, j.spec, SubmitOptions{UserID: uid0, Urgency: Urgency(j.urgency)})
+		}()
+	}
+	wg.Wait()
+	for _, j := range jobs {
+		if j.err != nil {
+			t.Fatal(j.err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := WatchEvents(ctx, c, j.id, WatchOptions{})
+			if err != nil {
+				j.err = err
+				return
+			}
+			defer w.Close()
+			for {
+				ev, err := w.Next()
+				if err != nil {
+					if !errors.Is(err, io.EOF) {
+						j.err = err
+					}
+					return
+				}
+				j.events = append(j.events, ev)
+			}
+		}()
+	}
+	wg.Wait()
+	want := map[ID]WaitStatus{229210324992: 0, 229260656640: 256, 229260656641: 32512}
+	for _, j := range jobs {
+		if j.err != nil {
+			t.Fatalf("job %s: %v", j.id, j.err)
+		}
+		status, ok := want[j.id]
+		if !ok || len(j.events) == 0 || j.events[len(j.events)-1].Name != "clean" {
+			t.Fatalf("job %s: events %v", j.id, j.events)
+		}
+		var fin *FinishContext
+		var fatal *ExceptionContext
+		for _, ev := range j.events {
+			switch ev.Name {
+			case "finish":
+				f, err := ev.Finish()
+				if err != nil {
+					t.Fatal(err)
+				}
+				fin = &f
+			case "exception":
+				x, err := ev.Exception()
+				if err != nil {
+					t.Fatal(err)
+				}
+				fatal = &x
+			case "submit":
+				s, err := ev.Submit()
+				if err != nil || s.Urgency != j.urgency {
+					t.Errorf("job %s: submit context %+v, %v; want urgency %d", j.id, s, err, j.urgency)
+				}
+			}
+		}
+		if fin == nil || fin.Status != status {
+			t.Errorf("job %s: finish %+v, want status %d", j.id, fin, status)
+		}
+		if (status == 32512) != (fatal != nil && fatal.Type == "exec" && fatal.Severity == 0) {
+			t.Errorf("job %s: exception %+v", j.id, fatal)
+		}
+	}
+	for _, r := range fb.requests("job-ingest.submit") {
+		if r.recorded == nil || !bytes.Equal(r.got.Payload, r.recorded.Payload) {
+			t.Errorf("submit request %q differs from the recorded one", r.got.Payload)
+		}
+	}
+	for _, r := range fb.requests("job-info.eventlog-watch") {
+		if r.recorded == nil || !bytes.Equal(r.got.Payload, r.recorded.Payload) || r.got.Flags != r.recorded.Flags {
+			t.Errorf("eventlog-watch request %v differs from the recorded one", r.got)
 		}
 	}
 }
