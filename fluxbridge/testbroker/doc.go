@@ -56,6 +56,11 @@
 // (128+S)<<8. A pending job that gets a fatal exception goes straight to
 // clean.
 //
+// Urgency 0 holds a job: its priority is 0 and it stays in SCHED without
+// resources until job-manager.urgency raises it (the urgency-pending
+// transcript); urgency 31 expedites it (priority 4294967295). A job waits in
+// SCHED while the simulated node (Options.Cores) has too few free cores.
+//
 // # Knobs
 //
 // Options sets per-phase delays, the instance owner and guest policy, a

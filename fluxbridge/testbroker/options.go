@@ -101,7 +101,8 @@ type Options struct {
 	Hostname string
 	// Outcome decides what a job's command does. Nil means DefaultOutcome.
 	Outcome func(command []string) Outcome
-	// Now is the clock for event timestamps. Nil means time.Now.
+	// Now is the clock for event timestamps and job IDs (FLUIDs). Nil
+	// means time.Now. Delays and run times always use real timers.
 	Now func() time.Time
 	// MaxMessageSize bounds a request's encoded size. Zero means
 	// wire.DefaultMaxSize.
