@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
@@ -209,8 +210,17 @@ func (w *EventWatch) Next() (Event, error) {
 func (w *EventWatch) Close() error { return w.s.Close() }
 
 // Raise raises an exception on a job (job-manager.raise). Severity 0 is
-// fatal: the job is cancelled. note may be empty.
+// fatal: the job is cancelled. note may be empty. As the job manager does
+// (src/modules/job-manager/raise.c), a severity outside 0-7 or a type that
+// is empty or holds white space or '=' is refused (EPROTO), here without
+// a round trip.
 func Raise(ctx context.Context, c *flux.Conn, id ID, typ string, severity int, note string) error {
+	if severity < 0 || severity > 7 {
+		return fmt.Errorf("job %s: raise: invalid exception severity %d: %w", id, severity, syscall.EPROTO)
+	}
+	if typ == "" || strings.ContainsAny(typ, " \t\n\v\f\r=") {
+		return fmt.Errorf("job %s: raise: invalid exception type %q: %w", id, typ, syscall.EPROTO)
+	}
 	req := struct {
 		ID       ID     `json:"id"`
 		Type     string `json:"type"`

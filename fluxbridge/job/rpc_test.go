@@ -584,3 +584,53 @@ func TestPythonExecutorScenario(t *testing.T) {
 		}
 	}
 }
+
+func TestRaiseLocalChecks(t *testing.T) {
+	fb := newFakeBroker(t)
+	c := fb.dial(t)
+	for _, tc := range []struct {
+		typ string
+		sev int
+	}{{"test", -1}, {"test", 8}, {"", 0}, {"a b", 0}, {"a=b", 1}, {"a\tb", 1}} {
+		if err := Raise(testCtx(t), c, 1, tc.typ, tc.sev, ""); !errors.Is(err, syscall.EPROTO) {
+			t.Errorf("Raise(type %q, severity %d) = %v, want EPROTO", tc.typ, tc.sev, err)
+		}
+	}
+	if n := len(fb.requests("job-manager.raise")); n != 0 {
+		t.Fatalf("%d requests sent for invalid exceptions", n)
+	}
+}
+
+func TestSubmitJobspec(t *testing.T) {
+	fb := newFakeBroker(t)
+	var j string
+	fb.handle = func(req *wire.Message) []*wire.Message {
+		var r submitRequest
+		if err := req.DecodeJSON(&r); err != nil {
+			return []*wire.Message{wire.NewErrorResponse(req, uint32(syscall.EPROTO), err.Error())}
+		}
+		j = r.J
+		p, _ := wire.JSONPayload(map[string]any{"id": 99})
+		return []*wire.Message{wire.NewResponse(req, p)}
+	}
+	c := fb.dial(t)
+	js, err := FromCommand([]string{"hostname"}, CommandOptions{NumTasks: 2, Name: "hn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uid uint32 = 1000
+	id, err := SubmitJobspec(testCtx(t), c, js, SubmitOptions{UserID: &uid})
+	if err != nil || id != 99 {
+		t.Fatalf("SubmitJobspec = %v, %v", id, err)
+	}
+	body, _ := json.Marshal(js)
+	if want := SignNone(body, 1000); j != want {
+		t.Fatalf("J %s\nwant %s", j, want)
+	}
+	parts := strings.Split(j, ".")
+	spec, _ := base64.StdEncoding.DecodeString(parts[1])
+	back, err := Parse(spec)
+	if err != nil || back.JobName() != "hn" || back.Resources[0].Count != 2 {
+		t.Fatalf("signed jobspec %s: %v", spec, err)
+	}
+}
