@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/test/e2e/cluster"
+)
+
+// localTarget is a real kube-apiserver and etcd, the built manager binary
+// as a process, and the test broker on a unix socket.
+type localTarget struct {
+	c      *cluster.Cluster
+	broker *testbroker.Server
+}
+
+func (l *localTarget) kubectl(ctx context.Context, args ...string) ([]byte, error) {
+	return l.c.Kubectl(ctx, args...)
+}
+
+func (l *localTarget) kubectlInput(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error) {
+	return l.c.KubectlInput(ctx, stdin, args...)
+}
+
+func (l *localTarget) fluxEvents(ctx context.Context, id job.ID) ([]job.Event, error) {
+	return readEventlog(ctx, l.broker.URI(), id)
+}
+
+func (l *localTarget) fluxJobCount(context.Context) (int, error) {
+	return len(l.broker.Jobs()), nil
+}
+
+// readEventlog reads the whole eventlog of a job that has ended, through
+// the production client.
+func readEventlog(ctx context.Context, uri string, id job.ID) ([]job.Event, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := flux.Dial(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	w, err := job.WatchEvents(ctx, c, id, job.WatchOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	var evs []job.Event
+	for {
+		ev, err := w.Next()
+		if errors.Is(err, io.EOF) {
+			return evs, nil
+		}
+		if err != nil {
+			return evs, err
+		}
+		evs = append(evs, ev)
+	}
+}
+
+// TestLocal runs the e2e scenario against the real API server and the
+// built manager binary, with the test broker in place of Flux.
+func TestLocal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode: builds and runs the manager binary against a real API server")
+	}
+	_, err := cluster.AssetsDir("")
+	requireRealParts(t, err)
+	ctx := deadline(t, 8*time.Minute)
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	broker := testbroker.New(testbroker.Options{Dir: t.TempDir()})
+	if err := broker.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = broker.Close() })
+
+	c, err := cluster.Start(ctx, cluster.Options{CRDDir: filepath.Join(root, "config", "crd", "bases")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+
+	bin := filepath.Join(t.TempDir(), "manager")
+	if err := cluster.BuildManager(ctx, bin); err != nil {
+		t.Fatal(err)
+	}
+	probe := freeAddr(t)
+	mgr, err := cluster.StartProcess(ctx, bin,
+		[]string{"--metrics-bind-address=0", "--health-probe-bind-address=" + probe},
+		[]string{"KUBECONFIG=" + c.Kubeconfig, "FLUX_URI=" + broker.URI()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The manager must stop cleanly on SIGTERM (executor shut down,
+		// leader lease released), within its grace period.
+		if err := mgr.Stop(30 * time.Second); err != nil {
+			t.Errorf("manager did not exit cleanly on SIGTERM: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("manager output:\n%s", mgr.Output())
+		}
+	})
+	if err := waitReady(ctx, "http://"+probe+"/readyz", mgr); err != nil {
+		t.Fatalf("manager never became ready: %v\n%s", err, mgr.Output())
+	}
+
+	runScenario(ctx, t, &localTarget{c: c, broker: broker}, "e2e")
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitReady polls url until it answers 200, the process exits, or ctx
+// ends.
+func waitReady(ctx context.Context, url string, p *cluster.Process) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.Done():
+			return fmt.Errorf("the manager exited")
+		case <-tick.C:
+		}
+	}
+}
