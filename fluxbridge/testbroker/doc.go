@@ -67,6 +67,7 @@
 // time scale, and the clock. Server methods inject faults at run time:
 // DropConnections, Restart (same socket path, jobs kept or lost),
 // SetConnectError (refuse connections with an errno accept byte),
-// SetSubmitError (reject submissions with an errno and message) and
-// SetResponseDelay (slow responses).
+// SetSubmitError (reject submissions with an errno and message),
+// SetResponseDelay (slow responses) and PauseScheduling (jobs stay pending).
+// Eventlog and Jobs let a test look at the jobs without a client.
 package testbroker

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 )
@@ -276,5 +278,28 @@ func TestConcurrentClients(t *testing.T) {
 	}
 	if n := len(srv.Jobs()); n != clients*jobs {
 		t.Fatalf("%d jobs, want %d", n, clients*jobs)
+	}
+}
+
+func TestPauseScheduling(t *testing.T) {
+	srv := startServer(t, testbroker.Options{})
+	c := dialRaw(t, srv)
+	srv.PauseScheduling(true)
+	id := c.submit(16, 0, "true")
+	waitForEvent(t, c, id, "priority")
+	time.Sleep(20 * time.Millisecond)
+	if m := c.rpc("job-list.list-id", map[string]any{"id": id, "attrs": []string{"state"}}); m.PayloadString() != fmt.Sprintf(`{"job":{"id":%d,"state":8}}`, id) {
+		t.Fatalf("paused: %q, want state SCHED", m.PayloadString())
+	}
+	srv.PauseScheduling(false)
+	if got := names(c.events(id)); got != fullLife {
+		t.Fatalf("events after resume %q", got)
+	}
+	log, ok := srv.Eventlog(job.ID(id))
+	if !ok || strings.Count(log, "\n") != 10 || !strings.HasSuffix(log, "\"name\":\"clean\"}\n") {
+		t.Fatalf("Eventlog = %q, %v", log, ok)
+	}
+	if _, ok := srv.Eventlog(1); ok {
+		t.Fatal("Eventlog of an unknown job")
 	}
 }

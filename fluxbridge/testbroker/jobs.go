@@ -383,7 +383,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 			s.cleanupPending(ctx, j)
 			return
 		}
-		held := j.priority == 0
+		held := j.priority == 0 || s.schedPaused
 		s.mu.Unlock()
 		if held {
 			if !waitWake(ctx, j) {
@@ -391,14 +391,14 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 			}
 			continue
 		}
-		switch s.pause(ctx, j, d.Sched, func() bool { return j.fatal || j.priority == 0 }) {
+		switch s.pause(ctx, j, d.Sched, func() bool { return j.fatal || j.priority == 0 || s.schedPaused }) {
 		case pauseDone:
 			return
 		case pauseInterrupted:
 			continue
 		}
 		s.mu.Lock()
-		if j.fatal || j.priority == 0 {
+		if j.fatal || j.priority == 0 || s.schedPaused {
 			s.mu.Unlock()
 			continue
 		}

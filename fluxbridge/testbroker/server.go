@@ -54,6 +54,7 @@ type Server struct {
 	connectErr    syscall.Errno
 	submitErr     *rpcError
 	responseDelay time.Duration
+	schedPaused   bool
 
 	// jobCtx is cancelled to stop the job goroutines (Close, Restart
 	// without keeping jobs); jobWG counts them.
@@ -297,6 +298,35 @@ func (s *Server) getResponseDelay() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.responseDelay
+}
+
+// PauseScheduling stops (true) or resumes (false) resource allocation: while
+// paused, every job that reaches SCHED stays there, pending, as when a
+// Flux instance's queue is stopped. Running jobs are not affected.
+func (s *Server) PauseScheduling(paused bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.schedPaused = paused
+	if !paused {
+		for _, j := range s.order {
+			if j.state == stateSched {
+				j.signal()
+			}
+		}
+	}
+}
+
+// Eventlog returns a job's main eventlog as job-info.lookup returns it (one
+// JSON event per line; parse it with job.ParseEventlog), and false for an
+// unknown job.
+func (s *Server) Eventlog(id job.ID) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.jobs[id]
+	if !ok {
+		return "", false
+	}
+	return j.eventlogText(), true
 }
 
 // Jobs returns the IDs of the jobs the server knows, in submission order.
