@@ -73,11 +73,11 @@ var b58Value = func() (m [256]int8) {
 //   - dotted hex, four groups of up to four hex digits: "0018.1d0d.4d85.0fbe"
 //   - the KVS path form, dotted hex after "job.": "job.0018.1d0d.4d85.0fbe"
 //   - mnemonic words: "cake-plume-nepal--neuron-pencil-academy"
-//   - emoji (base 576): "👴😱🔚🎮🕙🚩"
 //
 // The encoding is detected as flux-core does: a '.' means dotted hex, a
-// '-' means words, a leading "ƒ" or "f" means F58, 1 to 7 four-byte
-// characters starting F0 9F emoji, "0x" hex, else decimal. Surrounding
+// '-' means words, a leading "ƒ" or "f" means F58, "0x" hex, else decimal.
+// flux-core's emoji encoding is not supported (its digit table is
+// flux-core's own data, which this project does not reproduce). Surrounding
 // white space is ignored.
 //
 // ParseID is stricter than flux-core where flux-core's C accepts garbage
@@ -109,12 +109,6 @@ func ParseID(s string) (ID, error) {
 		return parseF58(s, p[len(f58Prefix):])
 	case strings.HasPrefix(p, f58ASCIIPrefix):
 		return parseF58(s, p[len(f58ASCIIPrefix):])
-	case isEmoji(p):
-		id, reason := parseEmoji(p)
-		if reason != "" {
-			return fail("emoji: %s", reason)
-		}
-		return id, nil
 	case strings.HasPrefix(p, "0x"):
 		return parseUint(s, p[2:], 16)
 	}
@@ -241,63 +235,6 @@ func parseWords(s string) (ID, string) {
 	return ID(v), ""
 }
 
-// Emoji encoding (flux-core src/common/libutil/basemoji.c): the ID in base
-// 576, most significant digit first, each digit an emoji of emojiDigits.
-const (
-	emojiBase   = 576
-	emojiMaxLen = 7 * 4 // 576^7 > 2^64; every digit is 4 bytes of UTF-8
-)
-
-var emojiIndex = func() map[string]int {
-	m := make(map[string]int, emojiBase)
-	for i, e := range emojiDigits {
-		m[e] = i
-	}
-	return m
-}()
-
-// isEmoji is basemoji.c is_basemoji_string: a length that is a multiple of
-// 4 up to 28 bytes, starting with the UTF-8 bytes F0 9F.
-func isEmoji(s string) bool {
-	return len(s) >= 4 && len(s) <= emojiMaxLen && len(s)%4 == 0 && s[0] == 0xf0 && s[1] == 0x9f
-}
-
-func parseEmoji(s string) (ID, string) {
-	var v uint64
-	for i := 0; i < len(s); i += 4 {
-		d, ok := emojiIndex[s[i:i+4]]
-		if !ok {
-			return 0, fmt.Sprintf("%q is not a digit of the emoji encoding", s[i:i+4])
-		}
-		hi, lo := bits.Mul64(v, emojiBase)
-		lo, carry := bits.Add64(lo, uint64(d), 0)
-		if hi != 0 || carry != 0 {
-			return 0, "does not fit in 64 bits"
-		}
-		v = lo
-	}
-	return ID(v), ""
-}
-
-// Emoji returns the emoji encoding: "👴😱🔚🎮🕙🚩".
-func (id ID) Emoji() string {
-	var digits [emojiMaxLen / 4]int
-	n := 0
-	for v := uint64(id); ; {
-		digits[n] = int(v % emojiBase)
-		n++
-		v /= emojiBase
-		if v == 0 {
-			break
-		}
-	}
-	var b strings.Builder
-	for i := n - 1; i >= 0; i-- {
-		b.WriteString(emojiDigits[digits[i]])
-	}
-	return b.String()
-}
-
 func isASCIILetter(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }
 
 // String returns the F58 encoding with the Unicode "ƒ" prefix.
@@ -366,7 +303,7 @@ func (id ID) Words() string {
 
 // Format returns the encoding named by kind, as flux_job_id_encode and
 // `flux job id --to=KIND` name them: "dec", "hex", "dothex", "kvs",
-// "words", "f58", "f58plain", "emoji" (case-insensitive; "" means "dec", as a
+// "words", "f58", "f58plain" (case-insensitive; "" means "dec", as a
 // NULL type does in flux_job_id_encode). Other kinds are an error.
 func (id ID) Format(kind string) (string, error) {
 	switch strings.ToLower(kind) {
@@ -384,10 +321,8 @@ func (id ID) Format(kind string) (string, error) {
 		return id.F58(), nil
 	case "f58plain":
 		return id.F58ASCII(), nil
-	case "emoji":
-		return id.Emoji(), nil
 	}
-	return "", fmt.Errorf("job ID encoding %q not supported (want dec, hex, dothex, kvs, words, f58, f58plain or emoji)", kind)
+	return "", fmt.Errorf("job ID encoding %q not supported (want dec, hex, dothex, kvs, words, f58 or f58plain)", kind)
 }
 
 // MarshalText returns the F58 encoding.

@@ -12,19 +12,19 @@ import (
 var jobIDEncodings = []struct {
 	id                           ID
 	dec, hex, dothex, kvs, words string
-	f58, emoji                   string
+	f58                          string
 }{
-	{0, "0", "0x0", "0000.0000.0000.0000", "job.0000.0000.0000.0000", "academy-academy-academy--academy-academy-academy", "ƒ1", "😃"},
-	{1, "1", "0x1", "0000.0000.0000.0001", "job.0000.0000.0000.0001", "acrobat-academy-academy--academy-academy-academy", "ƒ2", "😄"},
-	{65535, "65535", "0xffff", "0000.0000.0000.ffff", "job.0000.0000.0000.ffff", "nevada-archive-academy--academy-academy-academy", "ƒLUv", "💁📚"},
-	{6787342413402046, "6787342413402046", "0x181d0d4d850fbe", "0018.1d0d.4d85.0fbe", "job.0018.1d0d.4d85.0fbe", "cake-plume-nepal--neuron-pencil-academy", "ƒuzzybunny", "👴😱🔚🎮🕙🚩"},
+	{0, "0", "0x0", "0000.0000.0000.0000", "job.0000.0000.0000.0000", "academy-academy-academy--academy-academy-academy", "ƒ1"},
+	{1, "1", "0x1", "0000.0000.0000.0001", "job.0000.0000.0000.0001", "acrobat-academy-academy--academy-academy-academy", "ƒ2"},
+	{65535, "65535", "0xffff", "0000.0000.0000.ffff", "job.0000.0000.0000.ffff", "nevada-archive-academy--academy-academy-academy", "ƒLUv"},
+	{6787342413402046, "6787342413402046", "0x181d0d4d850fbe", "0018.1d0d.4d85.0fbe", "job.0018.1d0d.4d85.0fbe", "cake-plume-nepal--neuron-pencil-academy", "ƒuzzybunny"},
 }
 
 func TestIDEncodeParseRoundTrip(t *testing.T) {
 	for _, tc := range jobIDEncodings {
 		enc := map[string]string{
 			"dec": tc.dec, "hex": tc.hex, "dothex": tc.dothex, "kvs": tc.kvs,
-			"words": tc.words, "f58": tc.f58, "emoji": tc.emoji, "f58plain": "f" + tc.f58[len("ƒ"):],
+			"words": tc.words, "f58": tc.f58, "f58plain": "f" + tc.f58[len("ƒ"):],
 		}
 		for kind, want := range enc {
 			got, err := tc.id.Format(kind)
@@ -95,8 +95,6 @@ func TestParseID(t *testing.T) {
 		{"a.b.c.d", 2814797012533261}, {"1.2.3.4", 281483566841860},
 		{" 0xffff   ", 65535}, {"  1234  ", 1234},
 		{"ACROBAT-Academy-academy--academy-academy-academy", 1},
-		{"😃", 0}, {"😄", 1}, {"🙊", 57}, {"😁👌", 1234}, {"😆🐻", 1888}, {"😊🌀", 4369},
-		{"💁📚", 65535}, {"😳🏪🍖🍸", 4294967295}, {"🚹💗💧👗😷📷📚", 18446744073709551615},
 		{"24779948032", 24779948032}, {"job.0000.0005.c500.0000", 24779948032},
 	}
 	for _, tc := range tests {
@@ -170,7 +168,7 @@ func TestIDJSONAndText(t *testing.T) {
 
 func TestWordsRoundTripExtremes(t *testing.T) {
 	for _, id := range []ID{0, 1, 1<<32 - 1, 1 << 32, 1<<64 - 1, 0x8000000080000000, 24779948032} {
-		for _, enc := range []string{id.Words(), id.Emoji(), id.F58()} {
+		for _, enc := range []string{id.Words(), id.F58()} {
 			got, err := ParseID(enc)
 			if err != nil || got != id {
 				t.Errorf("ParseID(%q) = %d, %v; want %d", enc, uint64(got), err, uint64(id))
@@ -185,7 +183,6 @@ func FuzzParseID(f *testing.F) {
 		f.Add(tc.words)
 		f.Add(tc.f58)
 		f.Add(tc.kvs)
-		f.Add(tc.emoji)
 	}
 	f.Add("0xffffffffffffffff")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -194,7 +191,7 @@ func FuzzParseID(f *testing.F) {
 			return
 		}
 		// Whatever parses must round-trip through every encoding.
-		for _, kind := range []string{"dec", "hex", "dothex", "kvs", "words", "f58", "f58plain", "emoji"} {
+		for _, kind := range []string{"dec", "hex", "dothex", "kvs", "words", "f58", "f58plain"} {
 			enc, _ := id.Format(kind)
 			back, err := ParseID(enc)
 			if err != nil || back != id {
