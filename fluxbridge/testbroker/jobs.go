@@ -2,7 +2,6 @@ package testbroker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -647,15 +646,6 @@ func (s *Server) outcome(j *jobRecord) Outcome {
 		return s.opts.Outcome(j.command)
 	}
 	return DefaultOutcome(j.command)
-}
-
-// eventsJSON returns j's eventlog as JSON objects.
-func (j *jobRecord) eventsJSON() []json.RawMessage {
-	out := make([]json.RawMessage, len(j.events))
-	for i := range j.events {
-		out[i] = j.events[i].line
-	}
-	return out
 }
 
 // eventlogText returns j's eventlog as flux stores it: one JSON object per

@@ -152,7 +152,7 @@ func (s *Server) handleList(c *conn, req *wire.Message) {
 		s.respondError(c, req, errorf(syscall.EPROTO, "invalid payload: attrs must be an array"))
 		return
 	}
-	match, err := parseConstraint(constraint)
+	match, err := parseConstraint(constraint, s.opts.hostname())
 	if err != nil {
 		s.respondError(c, req, errorf(syscall.EPROTO, "invalid payload: constraint object invalid: %s", err))
 		return
@@ -265,7 +265,9 @@ type matcher func(*jobRecord) bool
 // parseConstraint compiles an RFC 31 constraint as job-list does
 // (src/modules/job-list/match.c): {"op": [values...]} with op one of and,
 // or, not, userid, name, queue, states, results, hostlist, ranks, t_*.
-func parseConstraint(v any) (matcher, error) {
+// host is the simulated node's name, what hostlist matches (plain
+// comma-separated names only; ranks matches "0").
+func parseConstraint(v any, host string) (matcher, error) {
 	if v == nil {
 		return func(*jobRecord) bool { return true }, nil
 	}
@@ -288,7 +290,7 @@ func parseConstraint(v any) (matcher, error) {
 		case "and", "or", "not":
 			subs := make([]matcher, 0, len(values))
 			for _, sv := range values {
-				sm, err := parseConstraint(sv)
+				sm, err := parseConstraint(sv, host)
 				if err != nil {
 					return nil, err
 				}
@@ -335,7 +337,12 @@ func parseConstraint(v any) (matcher, error) {
 					have = j.name
 				case "queue":
 					have = j.queue
-				case "hostlist", "ranks":
+				case "hostlist":
+					if j.statesMask&stateRun == 0 {
+						return false
+					}
+					have = host
+				case "ranks":
 					if j.statesMask&stateRun == 0 {
 						return false
 					}

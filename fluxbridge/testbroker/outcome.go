@@ -82,13 +82,15 @@ func shellOutcome(script string) Outcome {
 		case "kill":
 			if len(f) >= 3 && f[len(f)-1] == "$$" {
 				a := f[1 : len(f)-1]
-				if len(a) == 2 && a[0] == "-s" {
-					a = a[1:]
+				name := ""
+				switch {
+				case len(a) == 2 && a[0] == "-s":
+					name = a[1]
+				case len(a) == 1 && strings.HasPrefix(a[0], "-"):
+					name = strings.TrimPrefix(a[0], "-")
 				}
-				if len(a) == 1 && strings.HasPrefix(a[0], "-") {
-					if sig, ok := parseSignal(strings.TrimPrefix(a[0], "-")); ok {
-						return Outcome{Run: run, Status: (128 + sig) << 8}
-					}
+				if sig, ok := parseSignal(name); ok && name != "" {
+					return Outcome{Run: run, Status: (128 + sig) << 8}
 				}
 			}
 			last = 1
