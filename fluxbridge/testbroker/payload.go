@@ -48,14 +48,15 @@ func (o obj) MarshalJSON() ([]byte, error) {
 // as jansson's json_real does (0.0, not 0).
 type real float64
 
-// MarshalJSON encodes r like jansson: shortest round-trip digits, and ".0"
-// when that would otherwise read as an integer.
+// MarshalJSON encodes r like the captured broker output: the shortest
+// round-trip digits in plain decimal (1795576032.443094, never an exponent),
+// and ".0" when that would otherwise read as an integer.
 func (r real) MarshalJSON() ([]byte, error) {
 	f := float64(r)
 	if math.IsInf(f, 0) || math.IsNaN(f) {
 		return nil, fmt.Errorf("testbroker: cannot encode %v as JSON", f)
 	}
-	b := strconv.AppendFloat(nil, f, 'g', -1, 64)
+	b := strconv.AppendFloat(nil, f, 'f', -1, 64)
 	if !bytes.ContainsAny(b, ".e") {
 		b = append(b, '.', '0')
 	}

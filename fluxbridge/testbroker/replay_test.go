@@ -359,6 +359,13 @@ func (h *replayHarness) sameShape(path string, want, got any) error {
 			if err1 != nil || err2 != nil || !strings.HasSuffix(g, "\n") {
 				return fmt.Errorf("%s: event %q is not one JSON line", path, g)
 			}
+			// Same key order as the broker's (jansson packs them in order).
+			if wk, gk := keyOrder(w), keyOrder(g); wk != gk {
+				return fmt.Errorf("%s: event keys in order %s, captured %s", path, gk, wk)
+			}
+			if ts := timestampText.FindStringSubmatch(g); ts == nil || strings.ContainsAny(ts[1], "eE") {
+				return fmt.Errorf("%s: event %q timestamp is not plain decimal", path, g)
+			}
 			return h.sameShape(path+"(event)", wv, gv)
 		case "eventlog":
 			wl, gl := strings.Split(w, "\n"), strings.Split(g, "\n")
@@ -418,4 +425,49 @@ func (h *replayHarness) sameShape(path string, want, got any) error {
 		}
 		return nil
 	}
+}
+
+var timestampText = regexp.MustCompile(`^\{"timestamp":([0-9.eE+-]+),`)
+
+// keyOrder lists a JSON document's object keys in the order they appear.
+func keyOrder(doc string) string {
+	dec := json.NewDecoder(strings.NewReader(doc))
+	var keys []string
+	// Track whether the next string token in an object is a key.
+	type frame struct {
+		object bool
+		key    bool
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		isKey := false
+		if n := len(stack); n > 0 && stack[n-1].object {
+			isKey = stack[n-1].key
+			stack[n-1].key = !stack[n-1].key
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				stack = append(stack, frame{object: true, key: true})
+			case '[':
+				stack = append(stack, frame{})
+			default:
+				stack = stack[:len(stack)-1]
+				if n := len(stack); n > 0 && stack[n-1].object {
+					stack[n-1].key = true
+				}
+			}
+			continue
+		case string:
+			if isKey {
+				keys = append(keys, v)
+			}
+		}
+	}
+	return strings.Join(keys, ",")
 }
