@@ -1,0 +1,439 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// failure is a reason the controller itself decided a FluxJob fails,
+// before or instead of anything Flux reported (namespace not allowed, a
+// jobspec too large or invalid locally).
+type failure struct {
+	Reason  string
+	Message string
+}
+
+// statusInput is everything computeStatus looks at besides the object.
+type statusInput struct {
+	// Obs is what the tracker knows; nil if the FluxJob is not tracked
+	// (yet, or any more after a restart).
+	Obs *observation
+	// Unreachable is non-empty while the broker cannot be reached: the
+	// reason, shown in the FluxReachable condition.
+	Unreachable string
+	// Reachable is true when the executor is known to be connected.
+	Reachable bool
+	// Failure is a failure the controller decided on its own.
+	Failure *failure
+	// UrgencyRejected is the broker's message when it refused the
+	// urgency in spec.urgency; empty otherwise.
+	UrgencyRejected string
+}
+
+// ConditionUrgencyApplied is False (reason UrgencyRejected, the broker's
+// message quoted) while Flux refuses the urgency in spec.urgency; it is
+// absent otherwise. The job keeps running at its previous urgency.
+const ConditionUrgencyApplied = "UrgencyApplied"
+
+// jobState is the Flux job's state read from its eventlog and future.
+type jobState struct {
+	phase      fluxjobv1.FluxJobPhase
+	reason     string // condition reason for the phase
+	message    string
+	exitStatus *int32
+	exception  *fluxjobv1.FluxJobException
+	submitted  *metav1.Time
+	started    *metav1.Time
+	completed  *metav1.Time
+	urgency    *int32
+}
+
+// computeStatus returns the status obj should have, given what was
+// observed. It is a pure function of its arguments: calling it again with
+// the same input returns an equal status, so that the reconciler patches
+// only on change. A terminal status (Succeeded, Failed, Cancelled) is
+// final: it is returned unchanged but for observedGeneration.
+func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjobv1.FluxJobStatus {
+	st := *obj.Status.DeepCopy()
+	gen := obj.Generation
+	nowT := metav1.NewTime(now.Truncate(time.Second))
+	if st.Phase.IsTerminal() {
+		st.ObservedGeneration = gen
+		for i := range st.Conditions {
+			st.Conditions[i].ObservedGeneration = gen
+		}
+		return st
+	}
+	js := deriveJobState(obj, in)
+	if in.Obs != nil && in.Obs.HasJobID {
+		id := job.ID(in.Obs.JobID)
+		st.JobID = int64(in.Obs.JobID)
+		st.JobIDF58 = id.F58()
+	}
+	if in.Obs != nil && len(in.Obs.Events) > 0 {
+		st.Events = statusEvents(in.Obs.Events)
+	}
+	st.Phase = js.phase
+	st.Message = clip(js.message, fluxjobv1.MaxMessageLength)
+	if js.exitStatus != nil {
+		st.ExitStatus = js.exitStatus
+	}
+	if js.exception != nil {
+		st.Exception = js.exception
+	}
+	if js.submitted != nil {
+		st.SubmitTime = js.submitted
+	}
+	if js.started != nil {
+		st.StartTime = js.started
+	}
+	if js.completed != nil {
+		st.CompletionTime = js.completed
+	}
+	if js.urgency != nil {
+		st.Urgency = js.urgency
+	}
+	st.Duration = nil
+	if st.StartTime != nil && st.CompletionTime != nil && js.phase.IsTerminal() {
+		st.Duration = &metav1.Duration{Duration: jobDuration(in.Obs)}
+	}
+	st.ObservedGeneration = gen
+	setConditions(&st, js, in, gen, nowT)
+	return st
+}
+
+// deriveJobState decides the phase from, in order: the controller's own
+// failure, the job's eventlog (finish, clean, fatal exceptions, start),
+// the future's non-eventlog outcome (invalid jobspec, job not found), and
+// what the status already says.
+func deriveJobState(obj *fluxjobv1.FluxJob, in statusInput) jobState {
+	var js jobState
+	if in.Failure != nil {
+		js.phase, js.reason, js.message = fluxjobv1.PhaseFailed, in.Failure.Reason, in.Failure.Message
+		return js
+	}
+	obs := in.Obs
+	if obs == nil {
+		// Not tracked: keep what the status says until re-attached.
+		js.phase = obj.Status.Phase
+		if js.phase == "" {
+			js.phase = fluxjobv1.PhasePending
+		}
+		js.reason, js.message = phaseReason(js.phase), obj.Status.Message
+		if js.message == "" {
+			js.message = defaultMessage(obj, js.phase)
+		}
+		return js
+	}
+	var fatal *observedEvent
+	var finish, clean, start *observedEvent
+	for i := range obs.Events {
+		ev := &obs.Events[i]
+		switch ev.Name {
+		case "submit":
+			js.submitted = eventTime(ev)
+			if u, ok := intField(ev.Context, "urgency"); ok {
+				js.urgency = int32Ptr(u)
+			}
+		case "urgency":
+			if u, ok := intField(ev.Context, "urgency"); ok {
+				js.urgency = int32Ptr(u)
+			}
+		case "start":
+			start = ev
+			js.started = eventTime(ev)
+		case "exception":
+			if sev, ok := intField(ev.Context, "severity"); ok && sev == 0 && fatal == nil {
+				fatal = ev
+			}
+		case "finish":
+			finish = ev
+		case "clean":
+			clean = ev
+		}
+	}
+	id := job.ID(obs.JobID)
+	switch {
+	case finish != nil || clean != nil:
+		terminalFromEvents(&js, id, fatal, finish, clean)
+		return js
+	case obs.Outcome.Kind.final() && obs.Outcome.Kind != outcomeExited && obs.Outcome.Kind != outcomeException:
+		js.phase = fluxjobv1.PhaseFailed
+		switch obs.Outcome.Kind {
+		case outcomeInvalidJobspec:
+			js.reason = fluxjobv1.ReasonInvalidJobspec
+			js.message = "Flux rejected the jobspec: " + obs.Outcome.Message
+		case outcomeNoSuchJob:
+			js.reason = fluxjobv1.ReasonJobNotFound
+			js.message = fmt.Sprintf("Flux job %s not found (was the Flux instance restarted?): %s", id, obs.Outcome.Message)
+		default:
+			js.reason = fluxjobv1.ReasonSubmitFailed
+			js.message = "Flux job failed: " + obs.Outcome.Message
+		}
+		return js
+	case start != nil:
+		js.phase, js.reason, js.message = fluxjobv1.PhaseRunning, fluxjobv1.ReasonStarted, fmt.Sprintf("Flux job %s is running", id)
+	case obs.HasJobID:
+		js.phase, js.reason, js.message = fluxjobv1.PhaseSubmitted, fluxjobv1.ReasonSubmitted, fmt.Sprintf("Flux job %s submitted", id)
+	default:
+		js.phase = obj.Status.Phase
+		if js.phase == "" {
+			js.phase = fluxjobv1.PhasePending
+		}
+		js.reason, js.message = phaseReason(js.phase), defaultMessage(obj, js.phase)
+	}
+	if fatal != nil {
+		// A fatal exception was raised; the job ends once finish or clean
+		// is posted. Say so meanwhile.
+		typ, _ := fatal.Context["type"].(string)
+		js.message = fmt.Sprintf("Flux job %s: exception %s raised, ending", id, typ)
+	}
+	return js
+}
+
+// terminalFromEvents fills js for a job whose eventlog has a finish or
+// clean event.
+func terminalFromEvents(js *jobState, id job.ID, fatal, finish, clean *observedEvent) {
+	if finish != nil {
+		js.completed = eventTime(finish)
+		if s, ok := intField(finish.Context, "status"); ok {
+			ws := job.WaitStatus(s)
+			js.exitStatus = int32Ptr(ws.Result())
+		}
+	} else if fatal != nil {
+		js.completed = eventTime(fatal)
+	} else {
+		js.completed = eventTime(clean)
+	}
+	if fatal != nil {
+		typ, _ := fatal.Context["type"].(string)
+		note, _ := fatal.Context["note"].(string)
+		js.exception = &fluxjobv1.FluxJobException{Type: clip(typ, 64), Severity: 0, Note: clip(note, fluxjobv1.MaxExceptionNoteLength)}
+		msg := fmt.Sprintf("Flux job %s: exception %s", id, typ)
+		if note != "" {
+			msg += ": " + note
+		}
+		if typ == "cancel" {
+			js.phase, js.reason, js.message = fluxjobv1.PhaseCancelled, fluxjobv1.ReasonCancelled, msg
+		} else {
+			js.phase, js.reason, js.message = fluxjobv1.PhaseFailed, fluxjobv1.ReasonException, msg
+		}
+		return
+	}
+	switch {
+	case js.exitStatus == nil:
+		js.phase, js.reason = fluxjobv1.PhaseFailed, fluxjobv1.ReasonException
+		js.message = fmt.Sprintf("Flux job %s ended without an exit status", id)
+	case *js.exitStatus == 0:
+		js.phase, js.reason = fluxjobv1.PhaseSucceeded, fluxjobv1.ReasonCompleted
+		js.message = fmt.Sprintf("Flux job %s completed (exit 0)", id)
+	case *js.exitStatus > 0:
+		js.phase, js.reason = fluxjobv1.PhaseFailed, fluxjobv1.ReasonNonZeroExit
+		js.message = fmt.Sprintf("Flux job %s exited with code %d", id, *js.exitStatus)
+	default:
+		js.phase, js.reason = fluxjobv1.PhaseFailed, fluxjobv1.ReasonSignaled
+		js.message = fmt.Sprintf("Flux job %s was killed by signal %d", id, -*js.exitStatus)
+	}
+}
+
+func phaseReason(p fluxjobv1.FluxJobPhase) string {
+	switch p {
+	case fluxjobv1.PhaseSubmitted:
+		return fluxjobv1.ReasonSubmitted
+	case fluxjobv1.PhaseRunning:
+		return fluxjobv1.ReasonStarted
+	}
+	return fluxjobv1.ReasonPending
+}
+
+func defaultMessage(obj *fluxjobv1.FluxJob, p fluxjobv1.FluxJobPhase) string {
+	switch {
+	case p == fluxjobv1.PhasePending && obj.Status.SubmitAttemptTime != nil && obj.Status.JobID == 0:
+		return "Submitting to Flux"
+	case p == fluxjobv1.PhasePending:
+		return "Waiting to be submitted to Flux"
+	case obj.Status.JobIDF58 != "":
+		return fmt.Sprintf("Flux job %s is %s", obj.Status.JobIDF58, p)
+	}
+	return string(p)
+}
+
+// setConditions sets every condition from the job state. Conditions keep
+// their lastTransitionTime while their status does not change.
+func setConditions(st *fluxjobv1.FluxJobStatus, js jobState, in statusInput, gen int64, now metav1.Time) {
+	set := func(typ string, s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: typ, Status: s, Reason: reason, Message: clip(msg, 32768),
+			ObservedGeneration: gen, LastTransitionTime: now,
+		})
+	}
+	terminal := js.phase.IsTerminal()
+	failed := js.phase == fluxjobv1.PhaseFailed || js.phase == fluxjobv1.PhaseCancelled
+	hasID := st.JobID != 0
+
+	switch {
+	case hasID:
+		set(fluxjobv1.ConditionSubmitted, metav1.ConditionTrue, fluxjobv1.ReasonSubmitted, "Flux job "+st.JobIDF58)
+	case failed:
+		set(fluxjobv1.ConditionSubmitted, metav1.ConditionFalse, js.reason, js.message)
+	case st.SubmitAttemptTime != nil:
+		set(fluxjobv1.ConditionSubmitted, metav1.ConditionUnknown, fluxjobv1.ReasonSubmitting, "Submitting to Flux")
+	default:
+		set(fluxjobv1.ConditionSubmitted, metav1.ConditionFalse, fluxjobv1.ReasonPending, "Not submitted yet")
+	}
+
+	switch js.phase {
+	case fluxjobv1.PhaseRunning:
+		set(fluxjobv1.ConditionRunning, metav1.ConditionTrue, fluxjobv1.ReasonStarted, js.message)
+	case fluxjobv1.PhasePending, fluxjobv1.PhaseSubmitted:
+		set(fluxjobv1.ConditionRunning, metav1.ConditionFalse, phaseReason(js.phase), "Not started yet")
+	default:
+		set(fluxjobv1.ConditionRunning, metav1.ConditionFalse, js.reason, "Ended")
+	}
+
+	if js.phase == fluxjobv1.PhaseSucceeded {
+		set(fluxjobv1.ConditionSucceeded, metav1.ConditionTrue, js.reason, js.message)
+		set(fluxjobv1.ConditionReady, metav1.ConditionTrue, js.reason, js.message)
+	} else {
+		reason := fluxjobv1.ReasonInProgress
+		if terminal {
+			reason = js.reason
+		}
+		set(fluxjobv1.ConditionSucceeded, metav1.ConditionFalse, reason, js.message)
+		set(fluxjobv1.ConditionReady, metav1.ConditionFalse, reason, js.message)
+	}
+
+	if failed {
+		set(fluxjobv1.ConditionFailed, metav1.ConditionTrue, js.reason, js.message)
+		set(fluxjobv1.ConditionStalled, metav1.ConditionTrue, js.reason, js.message)
+	} else {
+		set(fluxjobv1.ConditionFailed, metav1.ConditionFalse, fluxjobv1.ReasonInProgress, js.message)
+		meta.RemoveStatusCondition(&st.Conditions, fluxjobv1.ConditionStalled)
+	}
+
+	if terminal {
+		meta.RemoveStatusCondition(&st.Conditions, fluxjobv1.ConditionReconciling)
+	} else {
+		set(fluxjobv1.ConditionReconciling, metav1.ConditionTrue, fluxjobv1.ReasonInProgress, js.message)
+	}
+
+	if in.UrgencyRejected != "" && !terminal {
+		set(ConditionUrgencyApplied, metav1.ConditionFalse, fluxjobv1.ReasonUrgencyRejected, "Flux refused the urgency: "+in.UrgencyRejected)
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, ConditionUrgencyApplied)
+	}
+
+	switch {
+	case in.Unreachable != "" && !terminal:
+		set(fluxjobv1.ConditionFluxReachable, metav1.ConditionFalse, fluxjobv1.ReasonFluxUnreachable,
+			"Cannot reach the Flux broker, will re-attach when it is back: "+in.Unreachable)
+	case in.Reachable && in.Failure == nil:
+		set(fluxjobv1.ConditionFluxReachable, metav1.ConditionTrue, fluxjobv1.ReasonFluxReachable, "Connected to the Flux broker")
+	}
+}
+
+// statusEvents converts the latest MaxStatusEvents events for the status.
+func statusEvents(evs []observedEvent) []fluxjobv1.FluxJobEvent {
+	if len(evs) > fluxjobv1.MaxStatusEvents {
+		evs = evs[len(evs)-fluxjobv1.MaxStatusEvents:]
+	}
+	out := make([]fluxjobv1.FluxJobEvent, 0, len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		var ctx string
+		if len(ev.Context) > 0 {
+			b, err := json.Marshal(ev.Context)
+			if err == nil {
+				ctx = clip(string(b), fluxjobv1.MaxEventContextLength)
+			}
+		}
+		out = append(out, fluxjobv1.FluxJobEvent{
+			Name:    clip(ev.Name, fluxjobv1.MaxEventNameLength),
+			Time:    metav1.NewMicroTime(floatTime(ev.Timestamp).Truncate(time.Microsecond)),
+			Context: ctx,
+		})
+	}
+	return out
+}
+
+// jobDuration is finish (or completion) minus start, rounded to the
+// millisecond, from the raw event timestamps.
+func jobDuration(obs *observation) time.Duration {
+	var start, end float64
+	for _, ev := range obs.Events {
+		switch ev.Name {
+		case "start":
+			start = ev.Timestamp
+		case "finish":
+			end = ev.Timestamp
+		}
+	}
+	if start == 0 || end < start {
+		return 0
+	}
+	return floatTime(end).Sub(floatTime(start)).Round(time.Millisecond)
+}
+
+// floatTime converts an eventlog timestamp (seconds since the epoch).
+func floatTime(ts float64) time.Time {
+	sec := int64(ts)
+	nsec := int64((ts - float64(sec)) * 1e9)
+	return time.Unix(sec, nsec).UTC()
+}
+
+// eventTime is the event's time at the second precision metav1.Time keeps
+// over the wire (so that recomputing the status is stable).
+func eventTime(ev *observedEvent) *metav1.Time {
+	t := metav1.NewTime(floatTime(ev.Timestamp).Truncate(time.Second))
+	return &t
+}
+
+func int32Ptr(v int) *int32 {
+	x := int32(v)
+	return &x
+}
+
+// intField reads an integer from a decoded JSON context.
+func intField(m map[string]any, key string) (int, bool) {
+	switch v := m[key].(type) {
+	case float64:
+		return int(v), true
+	case int:
+		return v, true
+	case int64:
+		return int(v), true
+	case json.Number:
+		n, err := v.Int64()
+		return int(n), err == nil
+	case string:
+		n, err := strconv.Atoi(v)
+		return n, err == nil
+	}
+	return 0, false
+}
+
+// clip cuts s to at most max bytes without splitting a UTF-8 sequence,
+// marking the cut with "...".
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	const mark = "..."
+	cut := max - len(mark)
+	if cut < 0 {
+		cut = 0
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}

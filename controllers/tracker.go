@@ -1,0 +1,340 @@
+package controllers
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+)
+
+// maxTrackedEvents bounds the eventlog events kept per job in memory. A
+// Flux job's main eventlog is short (submit ... clean, about a dozen
+// events), but urgency/priority/debug events can repeat; once the bound is
+// reached the oldest repeatable events are dropped first.
+const maxTrackedEvents = 128
+
+// observedEvent is one eventlog event of a Flux job, as the tracker keeps
+// it: the eventlog's own fields, free of fluxbridge types.
+type observedEvent struct {
+	Name      string
+	Timestamp float64
+	Context   map[string]any
+}
+
+// outcomeKind says how a Flux job's future ended.
+type outcomeKind int
+
+const (
+	// outcomeNone: the future has not completed.
+	outcomeNone outcomeKind = iota
+	// outcomeExited: the job finished; exitCode is its result (>= 0, or
+	// -signum).
+	outcomeExited
+	// outcomeException: the job ended on a fatal exception (cancel, exec
+	// failure, timeout...).
+	outcomeException
+	// outcomeInvalidJobspec: the broker rejected the jobspec at submit.
+	outcomeInvalidJobspec
+	// outcomeNoSuchJob: the job ID matches no job at the broker.
+	outcomeNoSuchJob
+	// outcomeLost: the connection to the broker was lost. The job's state
+	// is unknown, not final: the FluxJob is re-attached after reconnecting.
+	outcomeLost
+	// outcomeAborted: the future was cancelled before it ran (executor
+	// shut down). Not final either.
+	outcomeAborted
+	// outcomeError: any other error; final, reported with its message.
+	outcomeError
+)
+
+// final reports whether the outcome settles the FluxJob for good.
+func (k outcomeKind) final() bool {
+	switch k {
+	case outcomeNone, outcomeLost, outcomeAborted:
+		return false
+	}
+	return true
+}
+
+// outcome is how a future completed, classified by the code that binds
+// futures to the tracker (see bindFuture).
+type outcome struct {
+	Kind     outcomeKind
+	ExitCode int
+	// Exception fields, for outcomeException.
+	ExcType     string
+	ExcSeverity int
+	ExcNote     string
+	// Message is the error text (the broker's, for outcomeInvalidJobspec).
+	Message string
+}
+
+// observation is a snapshot of what the tracker knows about one FluxJob's
+// Flux job.
+type observation struct {
+	// Token identifies the future that produced this observation; a new
+	// attach after a lost connection gets a new token.
+	Token uint64
+	// JobID is valid when HasJobID.
+	JobID    uint64
+	HasJobID bool
+	// Events seen so far, oldest first (bounded, see maxTrackedEvents).
+	Events []observedEvent
+	// Outcome is set once the future completed.
+	Outcome outcome
+	// SubmittedAt is when the controller handed the job to the executor
+	// (zero for attached jobs).
+	SubmittedAt time.Time
+	// LastSeen is when the tracker last heard from the future.
+	LastSeen time.Time
+	// CancelRequested is when the finalizer asked Flux to cancel the job.
+	CancelRequested time.Time
+	// UrgencyRequested is the last urgency successfully sent to Flux (-1:
+	// none); UrgencyRejected the last one Flux refused (-1: none), with
+	// UrgencyError the broker's message.
+	UrgencyRequested int
+	UrgencyRejected  int
+	UrgencyError     string
+}
+
+// Done reports whether the future completed (for any reason).
+func (o observation) Done() bool { return o.Outcome.Kind != outcomeNone }
+
+type tracked struct {
+	key types.NamespacedName
+	obs observation
+}
+
+// Tracker holds, per FluxJob UID, what the executor's callbacks reported
+// about its Flux job. Callbacks only write here and poke the reconciler
+// through a non-blocking channel send; they never call the API server.
+// Reconcile reads snapshots. Safe for concurrent use.
+type Tracker struct {
+	notify chan event.TypedGenericEvent[client.Object]
+	now    func() time.Time
+
+	mu        sync.Mutex
+	jobs      map[types.UID]*tracked
+	nextToken uint64
+	dropped   uint64
+}
+
+// NewTracker returns an empty tracker whose notifications go to a channel
+// with the given buffer (see Events).
+func NewTracker(buffer int) *Tracker {
+	return &Tracker{
+		notify: make(chan event.TypedGenericEvent[client.Object], buffer),
+		now:    time.Now,
+		jobs:   map[types.UID]*tracked{},
+	}
+}
+
+// Events is the channel the tracker pokes when a job's state changes; it
+// is meant for source.Channel.
+func (t *Tracker) Events() <-chan event.TypedGenericEvent[client.Object] { return t.notify }
+
+// Dropped returns how many notifications were dropped because the channel
+// was full (the state itself is never dropped; a resync picks it up).
+func (t *Tracker) Dropped() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.dropped
+}
+
+// Len returns the number of tracked FluxJobs.
+func (t *Tracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.jobs)
+}
+
+// Get returns a copy of the observation for uid.
+func (t *Tracker) Get(uid types.UID) (observation, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr, ok := t.jobs[uid]
+	if !ok {
+		return observation{}, false
+	}
+	return copyObservation(tr.obs), true
+}
+
+func copyObservation(o observation) observation {
+	o.Events = append([]observedEvent(nil), o.Events...)
+	return o
+}
+
+// Begin starts tracking a new future for uid, replacing what was tracked
+// before (a future lost with its connection, say), and returns the token
+// the future's callbacks must report with. submitted tells a submission
+// (its time is recorded) from an attach.
+func (t *Tracker) Begin(uid types.UID, key types.NamespacedName, submitted bool) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.nextToken++
+	obs := observation{Token: t.nextToken, UrgencyRequested: -1, UrgencyRejected: -1, LastSeen: t.now()}
+	if old, ok := t.jobs[uid]; ok {
+		obs.CancelRequested = old.obs.CancelRequested
+		obs.UrgencyRejected = old.obs.UrgencyRejected
+		obs.UrgencyError = old.obs.UrgencyError
+	}
+	if submitted {
+		obs.SubmittedAt = obs.LastSeen
+	}
+	t.jobs[uid] = &tracked{key: key, obs: obs}
+	return obs.Token
+}
+
+// update runs fn on uid's observation if token is still current, then
+// notifies the reconciler.
+func (t *Tracker) update(uid types.UID, token uint64, fn func(*observation)) {
+	t.mu.Lock()
+	tr, ok := t.jobs[uid]
+	if !ok || tr.obs.Token != token {
+		t.mu.Unlock()
+		return
+	}
+	fn(&tr.obs)
+	tr.obs.LastSeen = t.now()
+	key := tr.key
+	t.mu.Unlock()
+	t.poke(key)
+}
+
+// poke sends a notification for key without blocking.
+func (t *Tracker) poke(key types.NamespacedName) {
+	obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	select {
+	case t.notify <- event.TypedGenericEvent[client.Object]{Object: obj}:
+	default:
+		t.mu.Lock()
+		t.dropped++
+		t.mu.Unlock()
+	}
+}
+
+// SetJobID records the job ID reported by the future with token.
+func (t *Tracker) SetJobID(uid types.UID, token uint64, id uint64) {
+	t.update(uid, token, func(o *observation) { o.JobID, o.HasJobID = id, true })
+}
+
+// AddEvent records an eventlog event reported by the future with token.
+func (t *Tracker) AddEvent(uid types.UID, token uint64, ev observedEvent) {
+	t.update(uid, token, func(o *observation) { o.Events = appendBounded(o.Events, ev, maxTrackedEvents) })
+}
+
+// Finish records how the future with token completed.
+func (t *Tracker) Finish(uid types.UID, token uint64, out outcome) {
+	t.update(uid, token, func(o *observation) { o.Outcome = out })
+}
+
+// MarkCancelRequested records that the job's cancellation was requested,
+// unless it already was; it returns the recorded time.
+func (t *Tracker) MarkCancelRequested(uid types.UID, key types.NamespacedName) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr, ok := t.jobs[uid]
+	if !ok {
+		tr = &tracked{key: key, obs: observation{UrgencyRequested: -1, UrgencyRejected: -1}}
+		t.jobs[uid] = tr
+	}
+	if tr.obs.CancelRequested.IsZero() {
+		tr.obs.CancelRequested = t.now()
+	}
+	return tr.obs.CancelRequested
+}
+
+// SetUrgencyResult records the outcome of a job.SetUrgency call: errMsg
+// empty means urgency was accepted.
+func (t *Tracker) SetUrgencyResult(uid types.UID, urgency int, errMsg string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr, ok := t.jobs[uid]
+	if !ok {
+		return
+	}
+	if errMsg == "" {
+		tr.obs.UrgencyRequested = urgency
+		tr.obs.UrgencyRejected, tr.obs.UrgencyError = -1, ""
+		return
+	}
+	tr.obs.UrgencyRejected, tr.obs.UrgencyError = urgency, errMsg
+}
+
+// Forget stops tracking uid.
+func (t *Tracker) Forget(uid types.UID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.jobs, uid)
+}
+
+// ForgetKey stops tracking whatever is tracked under key (the object is
+// gone and its UID unknown).
+func (t *Tracker) ForgetKey(key types.NamespacedName) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for uid, tr := range t.jobs {
+		if tr.key == key {
+			delete(t.jobs, uid)
+		}
+	}
+}
+
+// PokeUnsettled notifies the reconciler about every tracked FluxJob whose
+// future has not reached a final outcome (used after a reconnect), and
+// returns their keys, sorted.
+func (t *Tracker) PokeUnsettled() []types.NamespacedName {
+	t.mu.Lock()
+	var keys []types.NamespacedName
+	for _, tr := range t.jobs {
+		if !tr.obs.Outcome.Kind.final() {
+			keys = append(keys, tr.key)
+		}
+	}
+	t.mu.Unlock()
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	for _, k := range keys {
+		t.poke(k)
+	}
+	return keys
+}
+
+// keepEvent reports whether an event must survive trimming: the ones the
+// status is computed from.
+func keepEvent(ev observedEvent) bool {
+	switch ev.Name {
+	case "submit", "alloc", "start", "finish", "clean", "exception":
+		return true
+	}
+	return false
+}
+
+// appendBounded inserts ev in timestamp order (after events with the same
+// timestamp: callbacks for different event names may replay past events
+// name by name, so arrival order is not always eventlog order), then,
+// while there are more than max events, drops the oldest event that
+// keepEvent does not protect (or the oldest event if all are protected).
+func appendBounded(evs []observedEvent, ev observedEvent, max int) []observedEvent {
+	i := len(evs)
+	for i > 0 && evs[i-1].Timestamp > ev.Timestamp {
+		i--
+	}
+	evs = append(evs, observedEvent{})
+	copy(evs[i+1:], evs[i:])
+	evs[i] = ev
+	for len(evs) > max {
+		drop := 0
+		for i, e := range evs {
+			if !keepEvent(e) {
+				drop = i
+				break
+			}
+		}
+		evs = append(evs[:drop], evs[drop+1:]...)
+	}
+	return evs
+}

@@ -1,0 +1,179 @@
+package controllers
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func TestTrackerTokenGuardsStaleFutures(t *testing.T) {
+	tr := NewTracker(8)
+	uid, key := types.UID("u1"), types.NamespacedName{Namespace: "ns", Name: "a"}
+	old := tr.Begin(uid, key, true)
+	tr.SetJobID(uid, old, 42)
+	cur := tr.Begin(uid, key, false) // re-attach after a lost connection
+	tr.Finish(uid, old, outcome{Kind: outcomeLost})
+	tr.AddEvent(uid, old, observedEvent{Name: "start"})
+	obs, ok := tr.Get(uid)
+	if !ok {
+		t.Fatal("uid not tracked")
+	}
+	if obs.Token != cur || obs.HasJobID || obs.Done() || len(obs.Events) != 0 {
+		t.Fatalf("stale future changed the new observation: %+v", obs)
+	}
+	if !obs.SubmittedAt.IsZero() {
+		t.Fatalf("attach recorded a submit time: %v", obs.SubmittedAt)
+	}
+	tr.SetJobID(uid, cur, 7)
+	tr.Finish(uid, cur, outcome{Kind: outcomeExited, ExitCode: 3})
+	obs, _ = tr.Get(uid)
+	if !obs.HasJobID || obs.JobID != 7 || obs.Outcome.Kind != outcomeExited || obs.Outcome.ExitCode != 3 {
+		t.Fatalf("observation = %+v", obs)
+	}
+}
+
+func TestTrackerNotifiesWithoutBlocking(t *testing.T) {
+	tr := NewTracker(2)
+	uid, key := types.UID("u1"), types.NamespacedName{Namespace: "ns", Name: "a"}
+	tok := tr.Begin(uid, key, true)
+	for i := 0; i < 5; i++ { // more than the buffer: must not block
+		tr.AddEvent(uid, tok, observedEvent{Name: "debug"})
+	}
+	if got := tr.Dropped(); got != 3 {
+		t.Fatalf("Dropped() = %d, want 3", got)
+	}
+	ev := <-tr.Events()
+	if ev.Object.GetNamespace() != "ns" || ev.Object.GetName() != "a" {
+		t.Fatalf("notification for %s/%s", ev.Object.GetNamespace(), ev.Object.GetName())
+	}
+	obs, _ := tr.Get(uid)
+	if len(obs.Events) != 5 {
+		t.Fatalf("kept %d events, want all 5 despite dropped notifications", len(obs.Events))
+	}
+}
+
+func TestTrackerGetReturnsCopy(t *testing.T) {
+	tr := NewTracker(8)
+	uid := types.UID("u")
+	tok := tr.Begin(uid, types.NamespacedName{Name: "a"}, true)
+	tr.AddEvent(uid, tok, observedEvent{Name: "submit"})
+	obs, _ := tr.Get(uid)
+	obs.Events[0].Name = "changed"
+	again, _ := tr.Get(uid)
+	if again.Events[0].Name != "submit" {
+		t.Fatal("Get shares its event slice with the tracker")
+	}
+}
+
+func TestTrackerForgetAndUnsettled(t *testing.T) {
+	tr := NewTracker(16)
+	a, b, c := types.UID("a"), types.UID("b"), types.UID("c")
+	ka, kb, kc := types.NamespacedName{Namespace: "n", Name: "a"}, types.NamespacedName{Namespace: "n", Name: "b"}, types.NamespacedName{Namespace: "n", Name: "c"}
+	ta := tr.Begin(a, ka, true)
+	tb := tr.Begin(b, kb, true)
+	tr.Begin(c, kc, true)
+	tr.Finish(a, ta, outcome{Kind: outcomeExited})
+	tr.Finish(b, tb, outcome{Kind: outcomeLost})
+	for len(tr.Events()) > 0 {
+		<-tr.Events()
+	}
+	got := tr.PokeUnsettled()
+	if fmt.Sprint(got) != fmt.Sprint([]types.NamespacedName{kb, kc}) {
+		t.Fatalf("PokeUnsettled() = %v, want [n/b n/c]", got)
+	}
+	if n := len(tr.Events()); n != 2 {
+		t.Fatalf("%d notifications, want 2", n)
+	}
+	tr.Forget(a)
+	tr.ForgetKey(kb)
+	if tr.Len() != 1 {
+		t.Fatalf("Len() = %d, want 1", tr.Len())
+	}
+}
+
+func TestTrackerCancelAndUrgencySurviveReattach(t *testing.T) {
+	tr := NewTracker(8)
+	uid, key := types.UID("u"), types.NamespacedName{Name: "a"}
+	tr.Begin(uid, key, true)
+	at := tr.MarkCancelRequested(uid, key)
+	if again := tr.MarkCancelRequested(uid, key); !again.Equal(at) {
+		t.Fatalf("second MarkCancelRequested moved the time: %v != %v", again, at)
+	}
+	tr.SetUrgencyResult(uid, 31, "Operation not permitted")
+	tr.Begin(uid, key, false)
+	obs, _ := tr.Get(uid)
+	if !obs.CancelRequested.Equal(at) || obs.UrgencyRejected != 31 || obs.UrgencyError == "" {
+		t.Fatalf("re-attach lost cancel/urgency state: %+v", obs)
+	}
+	tr.SetUrgencyResult(uid, 5, "")
+	obs, _ = tr.Get(uid)
+	if obs.UrgencyRequested != 5 || obs.UrgencyRejected != -1 {
+		t.Fatalf("urgency state = %+v", obs)
+	}
+}
+
+func TestAppendBounded(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []string
+		max  int
+		want string
+	}{
+		{"under bound", []string{"submit", "alloc"}, 4, "[submit alloc]"},
+		{"drops oldest repeatable", []string{"submit", "urgency", "priority", "start", "urgency"}, 4, "[submit priority start urgency]"},
+		{"all protected drops oldest", []string{"submit", "alloc", "start", "finish"}, 3, "[alloc start finish]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var evs []observedEvent
+			for i, n := range tc.in {
+				evs = appendBounded(evs, observedEvent{Name: n, Timestamp: float64(i)}, tc.max)
+			}
+			var names []string
+			for _, e := range evs {
+				names = append(names, e.Name)
+			}
+			if got := fmt.Sprint(names); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTrackerConcurrent(t *testing.T) {
+	tr := NewTracker(1)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		uid := types.UID(fmt.Sprint(i))
+		tok := tr.Begin(uid, types.NamespacedName{Name: string(uid)}, true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 50; j++ {
+				tr.AddEvent(uid, tok, observedEvent{Name: "debug"})
+				tr.Get(uid)
+			}
+			tr.Finish(uid, tok, outcome{Kind: outcomeExited})
+		}()
+	}
+	wg.Wait()
+	if got := tr.PokeUnsettled(); len(got) != 0 {
+		t.Fatalf("unsettled after all finished: %v", got)
+	}
+}
+
+func TestAppendBoundedOrdersByTimestamp(t *testing.T) {
+	var evs []observedEvent
+	for _, e := range []observedEvent{{Name: "start", Timestamp: 3}, {Name: "submit", Timestamp: 1}, {Name: "alloc", Timestamp: 2}, {Name: "finish", Timestamp: 4}, {Name: "release", Timestamp: 4}} {
+		evs = appendBounded(evs, e, 10)
+	}
+	var names []string
+	for _, e := range evs {
+		names = append(names, e.Name)
+	}
+	if got := fmt.Sprint(names); got != "[submit alloc start finish release]" {
+		t.Fatalf("order %s", got)
+	}
+}
