@@ -211,9 +211,15 @@ func (c *rawClient) submit(urgency, flags int, command ...string) uint64 {
 // submitAs submits command signed by uid and returns the job ID.
 func (c *rawClient) submitAs(uid uint32, urgency, flags int, command ...string) uint64 {
 	c.t.Helper()
-	resp := c.rpc("job-ingest.submit", map[string]any{"J": signNone(jobspecFor(command...), uid), "urgency": urgency, "flags": flags})
+	return c.submitSpec(uid, urgency, flags, jobspecFor(command...))
+}
+
+// submitSpec submits a jobspec signed by uid and returns the job ID.
+func (c *rawClient) submitSpec(uid uint32, urgency, flags int, jobspec []byte) uint64 {
+	c.t.Helper()
+	resp := c.rpc("job-ingest.submit", map[string]any{"J": signNone(jobspec, uid), "urgency": urgency, "flags": flags})
 	if resp.Errnum() != 0 {
-		c.t.Fatalf("submit %v: errno %d %q", command, resp.Errnum(), resp.PayloadString())
+		c.t.Fatalf("submit %s: errno %d %q", jobspec, resp.Errnum(), resp.PayloadString())
 	}
 	var out struct{ ID uint64 }
 	if err := resp.DecodeJSON(&out); err != nil {

@@ -329,7 +329,7 @@ func parseJobspec(data []byte, validate bool) (*parsedJobspec, error) {
 			p.runDuration = &d
 		}
 	}
-	p.redacted = redact(m)
+	p.redacted = redact(data)
 	return p, nil
 }
 
@@ -416,33 +416,38 @@ func countCores(v any) int {
 	return n
 }
 
-// redact drops attributes.system.environment, as job-manager does before
-// it hands a jobspec to journal consumers (jobspec_redacted).
-func redact(m map[string]any) any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
+// redact returns the jobspec without attributes.system.environment, as
+// job-manager hands it to journal consumers (jobspec_redacted), keys in the
+// submitted order.
+func redact(data []byte) any {
+	v, err := decodeOrdered(data)
+	if err != nil {
+		return nil
 	}
-	attrs, ok := m["attributes"].(map[string]any)
+	top, ok := v.(obj)
 	if !ok {
-		return out
+		return v
 	}
-	system, ok := attrs["system"].(map[string]any)
-	if !ok {
-		return out
-	}
-	sys2 := make(map[string]any, len(system))
-	for k, v := range system {
-		if k != "environment" {
-			sys2[k] = v
+	out := make(obj, 0, len(top))
+	for _, e := range top {
+		if a, ok := e.v.(obj); ok && e.k == "attributes" {
+			attrs := make(obj, 0, len(a))
+			for _, ae := range a {
+				if sys, ok := ae.v.(obj); ok && ae.k == "system" {
+					sys2 := make(obj, 0, len(sys))
+					for _, se := range sys {
+						if se.k != "environment" {
+							sys2 = append(sys2, se)
+						}
+					}
+					ae = kv{ae.k, sys2}
+				}
+				attrs = append(attrs, ae)
+			}
+			e = kv{e.k, attrs}
 		}
+		out = append(out, e)
 	}
-	attrs2 := make(map[string]any, len(attrs))
-	for k, v := range attrs {
-		attrs2[k] = v
-	}
-	attrs2["system"] = sys2
-	out["attributes"] = attrs2
 	return out
 }
 

@@ -48,7 +48,10 @@ func TestReplayEventsJournal(t *testing.T) {
 	h := &replayHarness{t: t, srv: srv, idmap: map[uint64]uint64{}}
 	admin := dialRaw(t, srv)
 	admin.rewrite = asRoot
-	done := admin.submitAs(0, 16, 0, "true")
+	// Keys in the order `flux run` writes them, as in the captured backlog:
+	// the broker keeps a jobspec's key order.
+	done := admin.submitSpec(0, 16, 0, []byte(`{"resources": [{"type": "slot", "count": 1, "with": [{"type": "core", "count": 1}], "label": "task"}], `+
+		`"tasks": [{"command": ["true"], "slot": "task", "count": {"per_slot": 1}}], "attributes": {"system": {"duration": 0, "cwd": "/", "environment": {}}}, "version": 1}`))
 	admin.events(done)
 	running := admin.submitAs(0, 16, 0, "sleep", "300")
 	waitForEvent(t, admin, running, "start")

@@ -226,3 +226,74 @@ func optional[T any](v T, err error) (T, error) {
 	}
 	return v, err
 }
+
+// decodeOrdered decodes JSON keeping object keys in document order (as obj)
+// and numbers as json.Number, so a document re-encodes as jansson would
+// re-encode what it parsed.
+func decodeOrdered(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	v, err := decodeOrderedValue(dec)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func decodeOrderedValue(dec *json.Decoder) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil
+	}
+	switch d {
+	case '{':
+		o := obj{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			k, ok := kt.(string)
+			if !ok {
+				return nil, fmt.Errorf("testbroker: object key %v", kt)
+			}
+			v, err := decodeOrderedValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			o = append(o, kv{k, v})
+		}
+		if _, err := dec.Token(); err != nil {
+			return nil, err
+		}
+		return o, nil
+	case '[':
+		a := []any{}
+		for dec.More() {
+			v, err := decodeOrderedValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+		if _, err := dec.Token(); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	return nil, fmt.Errorf("testbroker: unexpected %v", d)
+}
+
+// get returns the value of key k, and whether it is present.
+func (o obj) get(k string) (any, bool) {
+	for _, e := range o {
+		if e.k == k {
+			return e.v, true
+		}
+	}
+	return nil, false
+}

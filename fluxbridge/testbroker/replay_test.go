@@ -291,7 +291,13 @@ func (h *replayHarness) compare(want, got *wire.Message) error {
 	if err != nil {
 		return fmt.Errorf("our payload: %w", err)
 	}
-	return h.sameShape("", wv, gv)
+	if err := h.sameShape("", wv, gv); err != nil {
+		return err
+	}
+	if wk, gk := keyOrder(want.PayloadString()), keyOrder(got.PayloadString()); wk != gk {
+		return fmt.Errorf("keys in order %s, captured %s", gk, wk)
+	}
+	return nil
 }
 
 func decodeUseNumber(b []byte) (any, error) {
