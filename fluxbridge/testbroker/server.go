@@ -137,6 +137,14 @@ func (s *Server) listenLocked() error {
 	return nil
 }
 
+// Dir returns the directory holding the socket (Options.Dir, or the
+// temporary directory Start created).
+func (s *Server) Dir() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dir
+}
+
 // SocketPath returns the path of the server's unix socket.
 func (s *Server) SocketPath() string {
 	s.mu.Lock()

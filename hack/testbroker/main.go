@@ -37,6 +37,7 @@ func run() error {
 	cores := flag.Int("cores", 8, "number of cores of the simulated node")
 	guests := flag.Bool("allow-guests", false, "accept connections from users other than the instance owner")
 	verbose := flag.Bool("v", false, "log connections and jobs")
+	uriFile := flag.String("uri-file", "", "also write the URI to this file (for scripts waiting on the broker)")
 	flag.Parse()
 
 	if *dir != "" {
@@ -66,6 +67,12 @@ func run() error {
 		return err
 	}
 	fmt.Println(srv.URI())
+	if *uriFile != "" {
+		if err := os.WriteFile(*uriFile, []byte(srv.URI()+"\n"), 0o644); err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("uri file: %w", err)
+		}
+	}
 	<-ctx.Done()
 	return srv.Close()
 }
