@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
@@ -230,6 +232,9 @@ func TestLifecycleOfServer(t *testing.T) {
 	if _, err := net.Dial("unix", srv.SocketPath()); err == nil {
 		t.Fatal("socket still accepts after Close")
 	}
+	// Every goroutine the server started (accept loop, per-connection
+	// reader and writer, job lifecycles) is gone once Close returns.
+	goleak.VerifyNone(t)
 }
 
 func TestConcurrentClients(t *testing.T) {

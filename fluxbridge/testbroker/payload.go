@@ -85,6 +85,7 @@ type rpcError struct {
 	msg   string
 }
 
+// Error returns the message, or the errno's text when there is none.
 func (e *rpcError) Error() string {
 	if e.msg == "" {
 		return e.errno.Error()
