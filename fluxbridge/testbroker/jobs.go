@@ -431,13 +431,13 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		return
 	case pauseInterrupted:
 		// Fatal exception before the shells started: nothing to finish.
-		s.cleanupRunning(ctx, j, false)
+		s.cleanupRunning(ctx, j)
 		return
 	}
 	s.mu.Lock()
 	if j.fatal {
 		s.mu.Unlock()
-		s.cleanupRunning(ctx, j, false)
+		s.cleanupRunning(ctx, j)
 		return
 	}
 	s.postLocked(j, "start", nil)
@@ -464,7 +464,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		}
 		s.finishLocked(j, 127<<8)
 		s.mu.Unlock()
-		s.cleanupRunning(ctx, j, true)
+		s.cleanupRunning(ctx, j)
 		return
 	}
 
@@ -527,7 +527,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 	s.mu.Lock()
 	s.finishLocked(j, status)
 	s.mu.Unlock()
-	s.cleanupRunning(ctx, j, true)
+	s.cleanupRunning(ctx, j)
 }
 
 func (s *Server) finishLocked(j *jobRecord, status int) {
@@ -547,7 +547,7 @@ func (s *Server) cleanupPending(ctx context.Context, j *jobRecord) {
 }
 
 // cleanupRunning releases a job's resources: release, free, clean.
-func (s *Server) cleanupRunning(ctx context.Context, j *jobRecord, _ bool) {
+func (s *Server) cleanupRunning(ctx context.Context, j *jobRecord) {
 	if s.pause(ctx, j, s.opts.Delays.Cleanup, nil) == pauseDone {
 		return
 	}
