@@ -29,7 +29,8 @@
 //
 //	true                      exits 0 (finish status 0)
 //	false                     exits 1 (status 256)
-//	sleep N                   runs N seconds (times Options.TimeScale), exits 0
+//	sleep N                   runs N seconds (times Options.TimeScale; N may
+//	                          have an FSD unit s, m, h, d, or be "inf"), exits 0
 //	exit N                    exits N (status N<<8)
 //	sh -c 'SCRIPT'            SCRIPT is ';'-separated: true, false, sleep N,
 //	                          exit N, kill -SIG $$ (evaluated in order)

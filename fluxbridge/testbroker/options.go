@@ -78,8 +78,9 @@ type Options struct {
 	Dir string
 	// Delays are the lifecycle's per-phase delays.
 	Delays Delays
-	// TimeScale multiplies every command run time (sleep N, run_duration):
-	// 0.001 turns "sleep 5" into 5ms. Zero means 1.
+	// TimeScale multiplies every command run time (sleep N, run_duration)
+	// and time limit (attributes.system.duration): 0.001 turns "sleep 5"
+	// into 5ms. Zero means 1. Phase delays are not scaled.
 	TimeScale float64
 	// OwnerUID is the instance owner's uid. Nil means the uid of this
 	// process. Connections from the owner get rolemask OWNER|LOCAL (5).

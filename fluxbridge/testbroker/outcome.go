@@ -105,9 +105,15 @@ func shellOutcome(script string) Outcome {
 	return Outcome{Run: run, Status: last << 8}
 }
 
+// forever is how long "sleep inf" runs: until cancelled, in practice.
+const forever = 100 * 365 * 24 * time.Hour
+
 func sleepArg(args []string) time.Duration {
 	if len(args) == 0 {
 		return 0
+	}
+	if a := strings.ToLower(args[0]); a == "inf" || a == "infinity" {
+		return forever
 	}
 	d, err := parseFSD(args[0])
 	if err != nil {

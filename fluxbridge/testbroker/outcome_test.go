@@ -18,6 +18,7 @@ func TestDefaultOutcome(t *testing.T) {
 		{[]string{"sleep", "1.5"}, testbroker.Outcome{Run: 1500 * time.Millisecond}},
 		{[]string{"sleep", "2m"}, testbroker.Outcome{Run: 2 * time.Minute}},
 		{[]string{"sleep", "junk"}, testbroker.Outcome{}},
+		{[]string{"sleep", "inf"}, testbroker.Outcome{Run: 100 * 365 * 24 * time.Hour}},
 		{[]string{"exit", "300"}, testbroker.Outcome{Status: (300 & 0xff) << 8}},
 		{[]string{"kill-self", "USR1"}, testbroker.Outcome{Status: (128 + 10) << 8}},
 		{[]string{"kill-self", "NOPE"}, testbroker.Outcome{Status: 256}},
