@@ -1,0 +1,78 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// bindFuture registers callbacks on f that record its job ID, every
+// eventlog event and its outcome in the tracker under (uid, token). The
+// callbacks never block: they only take the tracker's lock and poke the
+// reconciler without waiting.
+func bindFuture(t *Tracker, uid types.UID, token uint64, f *fluxbridge.Future, submittedAt time.Time) {
+	f.AddJobIDCallback(func(f *fluxbridge.Future) {
+		// The ID is set when this runs, so JobID does not wait.
+		id, err := f.JobID(context.Background())
+		if !submittedAt.IsZero() {
+			submitDuration.Observe(time.Since(submittedAt).Seconds())
+			switch {
+			case err == nil:
+				submissionsTotal.WithLabelValues("success").Inc()
+			case errors.As(err, new(*fluxbridge.InvalidJobspecError)):
+				submissionsTotal.WithLabelValues("rejected").Inc()
+			default:
+				submissionsTotal.WithLabelValues("error").Inc()
+			}
+		}
+		if err == nil {
+			t.SetJobID(uid, token, uint64(id))
+		}
+	})
+	for name := range fluxbridge.Events {
+		// Every name in fluxbridge.Events is accepted; an error here
+		// would mean that map changed under us.
+		_ = f.AddEventCallback(name, func(_ *fluxbridge.Future, ev job.Event) {
+			t.AddEvent(uid, token, observedEvent{Name: ev.Name, Timestamp: ev.Timestamp, Context: ev.Context})
+		})
+	}
+	f.AddDoneCallback(func(f *fluxbridge.Future) {
+		res, err := f.Result(context.Background())
+		t.Finish(uid, token, classify(res, err))
+	})
+}
+
+// classify turns a future's result into an outcome.
+func classify(res int, err error) outcome {
+	if err == nil {
+		return outcome{Kind: outcomeExited, ExitCode: res}
+	}
+	var exc *fluxbridge.JobException
+	var inv *fluxbridge.InvalidJobspecError
+	switch {
+	case errors.As(err, &exc):
+		return outcome{Kind: outcomeException, ExcType: exc.Type, ExcSeverity: exc.Severity, ExcNote: exc.Note, Message: err.Error()}
+	case errors.As(err, &inv):
+		return outcome{Kind: outcomeInvalidJobspec, Message: inv.Message}
+	case errors.Is(err, fluxbridge.ErrNoSuchJob):
+		return outcome{Kind: outcomeNoSuchJob, Message: err.Error()}
+	case errors.Is(err, fluxbridge.ErrCancelled), errors.Is(err, fluxbridge.ErrShutdown):
+		return outcome{Kind: outcomeAborted, Message: err.Error()}
+	case isConnectionError(err):
+		return outcome{Kind: outcomeLost, Message: err.Error()}
+	}
+	return outcome{Kind: outcomeError, Message: err.Error()}
+}
+
+// isConnectionError reports whether err means the broker connection (not
+// the job) failed.
+func isConnectionError(err error) bool {
+	return errors.Is(err, flux.ErrDisconnected) || errors.Is(err, flux.ErrClosed) || errors.Is(err, fluxbridge.ErrBroken) ||
+		errors.Is(err, ErrFluxUnreachable)
+}

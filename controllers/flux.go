@@ -1,0 +1,224 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+)
+
+// ErrFluxUnreachable is returned (wrapped with the last connection error)
+// by FluxConnector.Get while there is no usable broker connection.
+var ErrFluxUnreachable = errors.New("flux broker unreachable")
+
+// FluxConnectorOptions configure a FluxConnector.
+type FluxConnectorOptions struct {
+	// URI of the broker; empty means $FLUX_URI, then the local default
+	// (see flux.Dial).
+	URI string
+	// Workers is the executor's number of workers (connections).
+	Workers int
+	// Backoff paces reconnection attempts. The zero value means 200ms
+	// doubling up to 30s, with jitter.
+	Backoff wait.Backoff
+	// DialTimeout bounds one connection attempt. Zero means 10s.
+	DialTimeout time.Duration
+	// CheckInterval is how often the executor's health is polled (its
+	// control connection is also watched directly). Zero means 500ms.
+	CheckInterval time.Duration
+	// ShutdownTimeout bounds how long stopping waits for in-flight
+	// submissions before closing the connections. Zero means 5s. Jobs keep
+	// running in Flux; the next manager re-attaches to them.
+	ShutdownTimeout time.Duration
+	// Logger receives connection logs (and the executor's).
+	Logger logr.Logger
+}
+
+// FluxConnector owns the shared fluxbridge.Executor and a control
+// connection for the job RPCs the executor does not offer (cancel,
+// urgency, list). It is a manager.Runnable: Start connects with backoff,
+// watches the connection, and reconnects (a new executor) when the broker
+// goes away; it shuts the executor down when the manager stops. It also
+// serves as the readiness check (healthz.Checker) via Ready.
+type FluxConnector struct {
+	opts FluxConnectorOptions
+	log  logr.Logger
+
+	mu          sync.RWMutex
+	exec        *fluxbridge.Executor
+	ctl         *flux.Conn
+	lastErr     error
+	generation  uint64 // counts successful connects
+	onReconnect []func()
+}
+
+// NewFluxConnector returns a connector; nothing is dialled until Start.
+func NewFluxConnector(opts FluxConnectorOptions) *FluxConnector {
+	if opts.Backoff.Duration == 0 {
+		opts.Backoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 1 << 30, Cap: 30 * time.Second}
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = 500 * time.Millisecond
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 5 * time.Second
+	}
+	return &FluxConnector{opts: opts, log: opts.Logger.WithName("flux"), lastErr: errors.New("not connected yet")}
+}
+
+// OnConnect registers fn to run (on the connector's goroutine) after each
+// successful connection, the first included. Register before Start.
+func (c *FluxConnector) OnConnect(fn func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onReconnect = append(c.onReconnect, fn)
+}
+
+// Get returns the current executor and control connection, or an error
+// wrapping ErrFluxUnreachable and the last connection error.
+func (c *FluxConnector) Get() (*fluxbridge.Executor, *flux.Conn, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.exec == nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrFluxUnreachable, c.lastErr)
+	}
+	return c.exec, c.ctl, nil
+}
+
+// Unreachable returns "" while connected, else why not.
+func (c *FluxConnector) Unreachable() string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.exec != nil {
+		return ""
+	}
+	return c.lastErr.Error()
+}
+
+// Ready is a healthz.Checker: nil while the executor is connected.
+func (c *FluxConnector) Ready(_ *http.Request) error {
+	_, _, err := c.Get()
+	return err
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: every
+// replica connects, so that readiness reflects the broker on all of them
+// and a new leader can work at once.
+func (c *FluxConnector) NeedLeaderElection() bool { return false }
+
+// Start implements manager.Runnable. It returns nil when ctx ends, after
+// the executor is shut down.
+func (c *FluxConnector) Start(ctx context.Context) error {
+	backoff := c.opts.Backoff
+	for {
+		exec, ctl, err := c.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.setDisconnected(err)
+			d := backoff.Step()
+			c.log.Info("cannot connect to the Flux broker; retrying", "uri", c.opts.URI, "error", err.Error(), "retryIn", d)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(d):
+			}
+			continue
+		}
+		backoff = c.opts.Backoff
+		c.setConnected(exec, ctl)
+		lost := c.watch(ctx, exec, ctl)
+		if lost == nil { // ctx ended: graceful shutdown
+			c.shutdown(exec, ctl)
+			return nil
+		}
+		c.log.Error(lost, "lost the Flux broker connection; reconnecting")
+		c.setDisconnected(lost)
+		// The executor is broken: its futures have failed with the
+		// connection error. Close releases its goroutines.
+		_ = exec.Close()
+		_ = ctl.Close()
+	}
+}
+
+func (c *FluxConnector) connect(ctx context.Context) (*fluxbridge.Executor, *flux.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+	defer cancel()
+	ctl, err := flux.Dial(dctx, c.opts.URI)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to the Flux broker: %w", err)
+	}
+	exec, err := fluxbridge.NewExecutor(dctx, fluxbridge.ExecutorOptions{
+		Workers: c.opts.Workers, URI: c.opts.URI, Logger: c.opts.Logger, NamePrefix: "fluxjob-executor",
+	})
+	if err != nil {
+		_ = ctl.Close()
+		return nil, nil, fmt.Errorf("starting the executor: %w", err)
+	}
+	return exec, ctl, nil
+}
+
+// watch blocks until ctx ends (it returns nil) or the connection breaks
+// (it returns the cause).
+func (c *FluxConnector) watch(ctx context.Context, exec *fluxbridge.Executor, ctl *flux.Conn) error {
+	tick := time.NewTicker(c.opts.CheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ctl.Done():
+			if err := ctl.Err(); err != nil {
+				return err
+			}
+			return flux.ErrDisconnected
+		case <-tick.C:
+			if err := exec.Err(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *FluxConnector) shutdown(exec *fluxbridge.Executor, ctl *flux.Conn) {
+	c.setDisconnected(errors.New("shutting down"))
+	sctx, cancel := context.WithTimeout(context.Background(), c.opts.ShutdownTimeout)
+	defer cancel()
+	if err := exec.ShutdownContext(sctx, false); err != nil {
+		c.log.Info("executor did not finish in time; closing its connections (jobs keep running in Flux)", "error", err.Error())
+	}
+	_ = exec.Close()
+	_ = ctl.Close()
+}
+
+func (c *FluxConnector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn) {
+	c.mu.Lock()
+	c.exec, c.ctl, c.lastErr = exec, ctl, nil
+	c.generation++
+	fns := append([]func(){}, c.onReconnect...)
+	c.mu.Unlock()
+	executorConnected.Set(1)
+	c.log.Info("connected to the Flux broker", "uri", ctl.URI(), "workers", c.opts.Workers)
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+func (c *FluxConnector) setDisconnected(err error) {
+	c.mu.Lock()
+	c.exec, c.ctl, c.lastErr = nil, nil, err
+	c.mu.Unlock()
+	executorConnected.Set(0)
+}

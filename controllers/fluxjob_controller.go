@@ -1,0 +1,362 @@
+// Package controllers reconciles FluxJobs: it submits each to Flux through
+// the shared fluxbridge.Executor (exactly once), follows its Flux job
+// through the executor's callbacks, and keeps the FluxJob's status true.
+//
+// The executor's callbacks never call the API server: they record into a
+// Tracker and poke the reconciler through a channel source. Reconcile
+// computes the status from the object and the tracker (computeStatus) and
+// patches the status subresource only when it changed, so the workqueue
+// coalesces many callbacks into few writes.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// Options tune a FluxJobReconciler. Zero values mean the defaults.
+type Options struct {
+	// AllowedNamespaces, if not empty, are the only namespaces whose
+	// FluxJobs may run on this Flux instance; others end Failed with
+	// reason NamespaceNotAllowed and are never submitted.
+	AllowedNamespaces []string
+	// CancelTimeout bounds how long deleting a FluxJob waits for its
+	// cancelled Flux job to end (counted from the deletion timestamp).
+	// Default 30s.
+	CancelTimeout time.Duration
+	// AdoptWindow is how long after an unfinished submission attempt
+	// (status.submitAttemptTime without a job ID) the controller keeps
+	// looking the job up in job-list before submitting again. Default 10s.
+	AdoptWindow time.Duration
+	// Resync is the requeue period for unfinished FluxJobs, a safety net
+	// for dropped notifications. Default 30s.
+	Resync time.Duration
+	// UnreachableRetry is the requeue period while the broker is
+	// unreachable. Default 2s.
+	UnreachableRetry time.Duration
+	// RPCTimeout bounds each job RPC (list, cancel, urgency). Default 10s.
+	RPCTimeout time.Duration
+	// MaxConcurrentReconciles is passed to the controller. Default 1.
+	MaxConcurrentReconciles int
+}
+
+func (o *Options) defaults() {
+	if o.CancelTimeout <= 0 {
+		o.CancelTimeout = 30 * time.Second
+	}
+	if o.AdoptWindow <= 0 {
+		o.AdoptWindow = 10 * time.Second
+	}
+	if o.Resync <= 0 {
+		o.Resync = 30 * time.Second
+	}
+	if o.UnreachableRetry <= 0 {
+		o.UnreachableRetry = 2 * time.Second
+	}
+	if o.RPCTimeout <= 0 {
+		o.RPCTimeout = 10 * time.Second
+	}
+	if o.MaxConcurrentReconciles <= 0 {
+		o.MaxConcurrentReconciles = 1
+	}
+}
+
+// FluxJobReconciler reconciles FluxJob objects with Flux jobs.
+type FluxJobReconciler struct {
+	client.Client
+	// Scheme knows the FluxJob types.
+	Scheme *runtime.Scheme
+	// Recorder emits Kubernetes events (events.k8s.io).
+	Recorder events.EventRecorder
+	// Flux owns the executor and the broker connection.
+	Flux *FluxConnector
+	// Tracker holds what the executor reported; NewTracker if nil at
+	// SetupWithManager.
+	Tracker *Tracker
+	// Options tune the reconciler.
+	Options Options
+
+	now func() time.Time
+}
+
+// Permissions, least privilege: read FluxJobs, write their status and
+// finalizers (patch on the object is for the finalizer only; spec, labels
+// and annotations are never written), and emit events.
+// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs/finalizers,verbs=update
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the reconciler with mgr: it watches FluxJobs
+// (spec changes, creation, deletion) and the tracker's channel, and adds
+// the Flux connector as a runnable if it is not added yet.
+func (r *FluxJobReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.Options.defaults()
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.Tracker == nil {
+		r.Tracker = NewTracker(1024)
+	}
+	if r.Flux == nil {
+		return errors.New("controllers: FluxJobReconciler.Flux is nil")
+	}
+	RegisterMetrics()
+	tr := r.Tracker
+	r.Flux.OnConnect(func() { tr.PokeUnsettled() })
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&fluxjobv1.FluxJob{}, builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, deletionPredicate()))).
+		WatchesRawSource(source.Channel(tr.Events(), &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
+		Named("fluxjob").
+		Complete(r)
+}
+
+// deletionPredicate passes updates that mark an object for deletion.
+func deletionPredicate() predicate.Funcs {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectNew != nil && !e.ObjectNew.GetDeletionTimestamp().IsZero()
+		},
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// Reconcile brings one FluxJob's status in line with its Flux job:
+// deletion (finalizer) -> namespace allowed? -> finalizer -> submit once or
+// attach -> urgency -> status patch -> requeue policy.
+func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	var obj fluxjobv1.FluxJob
+	if err := r.Get(ctx, req.NamespacedName, &obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Tracker.ForgetKey(req.NamespacedName)
+			trackedJobs.Set(float64(r.Tracker.Len()))
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("getting FluxJob %s: %w", req.NamespacedName, err)
+	}
+	log = log.WithValues("uid", obj.UID)
+	if obj.Status.JobIDF58 != "" {
+		log = log.WithValues("jobid", obj.Status.JobIDF58)
+	}
+	ctx = logf.IntoContext(ctx, log)
+	defer func() { trackedJobs.Set(float64(r.Tracker.Len())) }()
+
+	if !obj.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, &obj)
+	}
+	if obj.Status.Phase.IsTerminal() {
+		// Settled for good: only observedGeneration may need a write (an
+		// urgency edit after the end). Nothing is tracked any more.
+		r.Tracker.Forget(obj.UID)
+		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{})
+	}
+	if !r.namespaceAllowed(obj.Namespace) && obj.Status.JobID == 0 && obj.Status.SubmitAttemptTime == nil {
+		msg := fmt.Sprintf("namespace %q is not allowed to run jobs on this Flux instance (--allowed-namespaces)", obj.Namespace)
+		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{Failure: &failure{Reason: fluxjobv1.ReasonNamespaceNotAllowed, Message: msg}})
+	}
+	if err := r.ensureFinalizer(ctx, &obj); err != nil {
+		return ctrl.Result{}, err
+	}
+	requeue, fail, err := r.ensureTracked(ctx, &obj)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	obs, tracked := r.Tracker.Get(obj.UID)
+	if tracked && fail == nil {
+		requeue = minRequeue(requeue, r.syncUrgency(ctx, &obj, obs))
+		obs, _ = r.Tracker.Get(obj.UID)
+	}
+	in := statusInput{Failure: fail}
+	if tracked {
+		in.Obs = &obs
+	}
+	if un := r.Flux.Unreachable(); un != "" {
+		in.Unreachable = un
+	} else if tracked && obs.Outcome.Kind == outcomeLost {
+		in.Unreachable = obs.Outcome.Message
+	} else {
+		in.Reachable = true
+	}
+	if tracked && obs.UrgencyError != "" {
+		in.UrgencyRejected = obs.UrgencyError
+	}
+	if err := r.writeStatus(ctx, &obj, in); err != nil {
+		return ctrl.Result{}, err
+	}
+	if obj.Status.Phase.IsTerminal() {
+		return ctrl.Result{}, nil
+	}
+	if in.Unreachable != "" {
+		requeue = minRequeue(requeue, r.Options.UnreachableRetry)
+	}
+	return ctrl.Result{RequeueAfter: minRequeue(requeue, r.Options.Resync)}, nil
+}
+
+// minRequeue returns the smaller positive duration (0 means none).
+func minRequeue(a, b time.Duration) time.Duration {
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0 || a < b:
+		return a
+	}
+	return b
+}
+
+func (r *FluxJobReconciler) namespaceAllowed(ns string) bool {
+	return len(r.Options.AllowedNamespaces) == 0 || slices.Contains(r.Options.AllowedNamespaces, ns)
+}
+
+// ensureTracked makes sure a future follows the FluxJob's Flux job:
+// nothing to do while one does (or its outcome is final); otherwise attach
+// to a known job ID, or submit (exactly once, see submit). It returns a
+// requeue delay when it has to wait (broker unreachable, job-list catching
+// up), or a failure the controller decided itself.
+func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.FluxJob) (time.Duration, *failure, error) {
+	obs, ok := r.Tracker.Get(obj.UID)
+	if ok && !r.needsNewFuture(obs) {
+		return 0, nil, nil
+	}
+	exec, ctl, err := r.Flux.Get()
+	if err != nil {
+		return r.Options.UnreachableRetry, nil, nil
+	}
+	var id uint64
+	switch {
+	case obj.Status.JobID != 0:
+		id = uint64(obj.Status.JobID)
+	case ok && obs.HasJobID:
+		id = obs.JobID
+	}
+	if id != 0 {
+		return r.attach(ctx, obj, exec, job.ID(id))
+	}
+	return r.submit(ctx, obj, exec, ctl)
+}
+
+// needsNewFuture reports whether the tracked future can no longer tell us
+// anything: it lost its connection, was aborted, or ended on a fatal
+// exception but has been silent too long without the job's clean event
+// (its eventlog watch may have died with a connection).
+func (r *FluxJobReconciler) needsNewFuture(obs observation) bool {
+	switch obs.Outcome.Kind {
+	case outcomeLost, outcomeAborted:
+		return true
+	case outcomeException:
+		for _, ev := range obs.Events {
+			if ev.Name == "clean" || ev.Name == "finish" {
+				return false
+			}
+		}
+		return r.now().Sub(obs.LastSeen) > r.Options.Resync
+	}
+	return false
+}
+
+// writeStatus computes the status and patches the status subresource if
+// it changed, with an optimistic lock so that a stale cache never
+// overwrites a newer status (a conflict is returned and requeued). It
+// emits an event for a phase change. obj is updated in place.
+func (r *FluxJobReconciler) writeStatus(ctx context.Context, obj *fluxjobv1.FluxJob, in statusInput) error {
+	st := computeStatus(obj, in, r.now())
+	if equality.Semantic.DeepEqual(st, obj.Status) {
+		return nil
+	}
+	oldPhase := obj.Status.Phase
+	base := obj.DeepCopy()
+	obj.Status = st
+	if err := r.Status().Patch(ctx, obj, clientMergeLocked(base)); err != nil {
+		*obj = *base
+		statusPatchesTotal.WithLabelValues(patchResult(err)).Inc()
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patching FluxJob status: %w", err)
+	}
+	statusPatchesTotal.WithLabelValues("success").Inc()
+	if st.Phase != oldPhase {
+		phaseTransitionsTotal.WithLabelValues(string(st.Phase)).Inc()
+		r.phaseEvent(ctx, obj, oldPhase)
+	}
+	return nil
+}
+
+// phaseEvent emits the Kubernetes event for a phase change just written.
+func (r *FluxJobReconciler) phaseEvent(ctx context.Context, obj *fluxjobv1.FluxJob, old fluxjobv1.FluxJobPhase) {
+	st := &obj.Status
+	logf.FromContext(ctx).Info("phase changed", "from", old, "to", st.Phase, "jobid", st.JobIDF58, "message", st.Message)
+	typ, reason := corev1.EventTypeNormal, string(st.Phase)
+	switch st.Phase {
+	case fluxjobv1.PhasePending:
+		return
+	case fluxjobv1.PhaseFailed, fluxjobv1.PhaseCancelled:
+		typ = corev1.EventTypeWarning
+		if c := failedCondition(st); c != "" {
+			reason = c
+		}
+	}
+	r.event(obj, typ, reason, "Reconcile", st.Message)
+}
+
+func failedCondition(st *fluxjobv1.FluxJobStatus) string {
+	for _, c := range st.Conditions {
+		if c.Type == fluxjobv1.ConditionFailed {
+			return c.Reason
+		}
+	}
+	return ""
+}
+
+// event emits a Kubernetes event if a recorder is set.
+func (r *FluxJobReconciler) event(obj *fluxjobv1.FluxJob, typ, reason, action, note string) {
+	if r.Recorder == nil {
+		return
+	}
+	r.Recorder.Eventf(obj, nil, typ, reason, action, "%s", clip(note, 1024))
+}
+
+// key returns obj's namespaced name.
+func key(obj client.Object) types.NamespacedName {
+	return types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}
+}
+
+// clientMergeLocked is a merge patch from base that fails with a conflict
+// if the object changed since base was read.
+func clientMergeLocked(base client.Object) client.Patch {
+	return client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
+}
+
+// patchResult is the metrics label for a failed patch.
+func patchResult(err error) string {
+	if apierrors.IsConflict(err) {
+		return "conflict"
+	}
+	return "error"
+}

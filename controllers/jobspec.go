@@ -1,0 +1,158 @@
+package controllers
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// fluxJobName is the Flux job name (attributes.system.job.name) the
+// controller gives a FluxJob's job: the prefix and the FluxJob's UID,
+// unique per object for ever. job-list can find a job by it (see
+// lookupJob), which is what makes submission exactly-once.
+func fluxJobName(obj *fluxjobv1.FluxJob) string {
+	return fluxjobv1.FluxJobNamePrefix + string(obj.UID)
+}
+
+// ownerAttribute is attributes.user.fluxjob: which FluxJob a Flux job
+// belongs to, for humans reading `flux job info`.
+func ownerAttribute(obj *fluxjobv1.FluxJob) map[string]any {
+	return map[string]any{"namespace": obj.Namespace, "name": obj.Name, "uid": string(obj.UID)}
+}
+
+// buildJobspec returns the JSON jobspec to submit for obj, with the job
+// name and owner attribute set, or a failure for a spec the controller
+// can tell is unusable without asking the broker (too large, not an
+// object, a command FromCommand refuses). A full spec.jobspec is otherwise
+// passed to the broker as it is, so that its own validator decides and
+// its message reaches the status; only attributes.system.job.name (which
+// a user-set name is replaced by) and attributes.user.fluxjob are set.
+func buildJobspec(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
+	if obj.Spec.Jobspec != nil {
+		return buildFromJobspec(obj)
+	}
+	return buildFromCommand(obj)
+}
+
+func invalid(format string, args ...any) *failure {
+	return &failure{Reason: fluxjobv1.ReasonInvalidJobspec, Message: fmt.Sprintf(format, args...)}
+}
+
+func buildFromJobspec(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
+	raw := obj.Spec.Jobspec.Raw
+	if len(raw) > fluxjobv1.MaxJobspecBytes {
+		return nil, &failure{Reason: fluxjobv1.ReasonJobspecTooLarge,
+			Message: fmt.Sprintf("spec.jobspec is %d bytes, more than the %d allowed", len(raw), fluxjobv1.MaxJobspecBytes)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // keep integers integers
+	var doc map[string]any
+	if err := dec.Decode(&doc); err != nil || doc == nil {
+		return nil, invalid("spec.jobspec is not a JSON object: %v", err)
+	}
+	attrs, ok := objectAt(doc, "attributes")
+	if !ok {
+		return nil, invalid("spec.jobspec.attributes must be an object")
+	}
+	system, ok := objectAt(attrs, "system")
+	if !ok {
+		return nil, invalid("spec.jobspec.attributes.system must be an object")
+	}
+	jobAttr, ok := objectAt(system, "job")
+	if !ok {
+		return nil, invalid("spec.jobspec.attributes.system.job must be an object")
+	}
+	jobAttr["name"] = fluxJobName(obj)
+	user, ok := objectAt(attrs, "user")
+	if !ok {
+		return nil, invalid("spec.jobspec.attributes.user must be an object")
+	}
+	user[fluxjobv1.UserAttributeKey] = ownerAttribute(obj)
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, invalid("encoding spec.jobspec: %v", err)
+	}
+	return b, nil
+}
+
+// objectAt returns m[key] as an object, creating it if absent; false if
+// it is present but not an object.
+func objectAt(m map[string]any, key string) (map[string]any, bool) {
+	v, ok := m[key]
+	if !ok || v == nil {
+		o := map[string]any{}
+		m[key] = o
+		return o, true
+	}
+	o, ok := v.(map[string]any)
+	return o, ok
+}
+
+func buildFromCommand(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
+	s := &obj.Spec
+	opts := job.CommandOptions{
+		NumTasks:     int(deref(s.Tasks)),
+		CoresPerTask: int(deref(s.CoresPerTask)),
+		GPUsPerTask:  int(deref(s.GPUsPerTask)),
+		NumNodes:     int(deref(s.Nodes)),
+		Exclusive:    s.Exclusive,
+		Cwd:          s.WorkingDir,
+		Name:         fluxJobName(obj),
+		Environment:  map[string]string{},
+	}
+	if s.Duration != nil {
+		opts.Duration = s.Duration.Duration
+	}
+	// Values are never logged: they may hold secrets.
+	for _, e := range s.Env {
+		opts.Environment[e.Name] = e.Value
+	}
+	user := map[string]any{}
+	if s.Attributes != nil && len(s.Attributes.Raw) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(s.Attributes.Raw))
+		dec.UseNumber()
+		if err := dec.Decode(&user); err != nil {
+			return nil, invalid("spec.attributes is not a JSON object: %v", err)
+		}
+		if user == nil {
+			user = map[string]any{}
+		}
+	}
+	user[fluxjobv1.UserAttributeKey] = ownerAttribute(obj)
+	opts.UserAttributes = user
+	js, err := job.FromCommand(s.Command, opts)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	b, err := js.Marshal()
+	if err != nil {
+		return nil, invalid("encoding the jobspec: %v", err)
+	}
+	if len(b) > fluxjobv1.MaxJobspecBytes {
+		return nil, &failure{Reason: fluxjobv1.ReasonJobspecTooLarge,
+			Message: fmt.Sprintf("the jobspec built from spec.command is %d bytes, more than the %d allowed", len(b), fluxjobv1.MaxJobspecBytes)}
+	}
+	return b, nil
+}
+
+func deref(p *int32) int32 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// envNames lists the names (never the values) of spec.env, sorted, for
+// logs.
+func envNames(obj *fluxjobv1.FluxJob) []string {
+	names := make([]string, 0, len(obj.Spec.Env))
+	for _, e := range obj.Spec.Env {
+		names = append(names, e.Name)
+	}
+	sort.Strings(names)
+	return names
+}

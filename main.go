@@ -1,0 +1,161 @@
+// Command manager runs the fluxjob-operator: a controller-runtime manager
+// whose FluxJob controller submits FluxJobs to a Flux broker through one
+// shared executor and keeps their status true.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/controllers"
+)
+
+// defaultFluxURI is the broker socket of the Flux sidecar in config/manager
+// (the shared emptyDir), used when neither --flux-uri nor FLUX_URI is set.
+const defaultFluxURI = "local:///run/flux/local"
+
+// leaderElectionID names the Lease the replicas compete for.
+const leaderElectionID = "fluxjob-operator.fluxjob.io"
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+// config holds the parsed flags.
+type config struct {
+	fluxURI                 string
+	workers                 int
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	watchNamespaces         string
+	allowedNamespaces       string
+	maxConcurrentReconciles int
+	zap                     zap.Options
+}
+
+func parseFlags(args []string) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	uri := os.Getenv("FLUX_URI")
+	if uri == "" {
+		uri = defaultFluxURI
+	}
+	fs.StringVar(&c.fluxURI, "flux-uri", uri, "URI of the Flux broker (local://PATH). Default: $FLUX_URI, else the sidecar socket "+defaultFluxURI+".")
+	fs.IntVar(&c.workers, "executor-workers", 2, "Number of executor workers, each with its own broker connection.")
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
+	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the health (/healthz) and readiness (/readyz: broker connected) probes.")
+	fs.BoolVar(&c.leaderElect, "leader-elect", false, "Use leader election (Lease "+leaderElectionID+") so that only one replica reconciles.")
+	fs.StringVar(&c.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (and cache); empty: all namespaces.")
+	fs.StringVar(&c.allowedNamespaces, "allowed-namespaces", "", "Comma-separated namespaces whose FluxJobs may run on this Flux instance; others end Failed (NamespaceNotAllowed). Empty: all.")
+	fs.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Maximum number of FluxJobs reconciled at once.")
+	c.zap = zap.Options{Development: false}
+	c.zap.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if c.workers < 1 {
+		return nil, fmt.Errorf("--executor-workers must be at least 1, got %d", c.workers)
+	}
+	if c.maxConcurrentReconciles < 1 {
+		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", c.maxConcurrentReconciles)
+	}
+	return c, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func run(args []string) error {
+	c, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&c.zap)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(fluxjobv1.AddToScheme(scheme))
+
+	cacheOpts := cache.Options{}
+	if ns := splitList(c.watchNamespaces); len(ns) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, n := range ns {
+			cacheOpts.DefaultNamespaces[n] = cache.Config{}
+		}
+	}
+	restCfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                        scheme,
+		Cache:                         cacheOpts,
+		Metrics:                       metricsserver.Options{BindAddress: c.metricsAddr},
+		HealthProbeBindAddress:        c.probeAddr,
+		LeaderElection:                c.leaderElect,
+		LeaderElectionID:              leaderElectionID,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+
+	fluxConn := controllers.NewFluxConnector(controllers.FluxConnectorOptions{
+		URI: c.fluxURI, Workers: c.workers, Logger: ctrl.Log.WithName("executor"),
+	})
+	// The connector stops with the manager, shutting the executor down
+	// (in-flight submissions get a bounded wait; jobs keep running in Flux).
+	if err := mgr.Add(fluxConn); err != nil {
+		return fmt.Errorf("adding the Flux connector: %w", err)
+	}
+	r := &controllers.FluxJobReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("fluxjob-controller"),
+		Flux:     fluxConn,
+		Options: controllers.Options{
+			AllowedNamespaces:       splitList(c.allowedNamespaces),
+			MaxConcurrentReconciles: c.maxConcurrentReconciles,
+		},
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the FluxJob controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("flux", fluxConn.Ready); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	log.Info("starting the manager", "fluxURI", c.fluxURI, "workers", c.workers,
+		"watchNamespaces", c.watchNamespaces, "allowedNamespaces", c.allowedNamespaces, "leaderElection", c.leaderElect)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("running the manager: %w", err)
+	}
+	return nil
+}
