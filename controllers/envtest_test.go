@@ -207,8 +207,9 @@ func (h *harness) start() {
 	}
 	conn := NewFluxConnector(FluxConnectorOptions{
 		URI: h.broker.URI(), Workers: 2, Logger: ctrl.Log.WithName("flux"),
-		Backoff:       wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
-		CheckInterval: 50 * time.Millisecond,
+		Backoff:         wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
+		CheckInterval:   50 * time.Millisecond,
+		ShutdownTimeout: 500 * time.Millisecond,
 	})
 	if err := mgr.Add(conn); err != nil {
 		h.t.Fatal(err)

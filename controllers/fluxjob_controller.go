@@ -211,6 +211,9 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	}
 	if obj.Status.Phase.IsTerminal() {
+		// The status is final; later callbacks (release, free, clean)
+		// find no entry and are dropped.
+		r.Tracker.Forget(obj.UID)
 		return ctrl.Result{}, nil
 	}
 	if in.Unreachable != "" {
