@@ -48,9 +48,11 @@ const (
 	// EventSourceEventlog watches each job's main eventlog with its own
 	// job-info.eventlog-watch stream, as flux-core's Python executor does.
 	EventSourceEventlog EventSource = iota
-	// EventSourceJournal is reserved for following all jobs through one
-	// job-manager.events-journal stream per worker. It is not implemented
-	// yet: NewExecutor rejects it.
+	// EventSourceJournal follows all of a worker's jobs through one
+	// job-manager.events-journal stream per worker (instance owner only),
+	// reading an attached job's eventlog once with job-info.lookup to
+	// replay the events it already had. Futures behave the same as with
+	// EventSourceEventlog.
 	EventSourceJournal
 )
 
@@ -126,7 +128,7 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 	if n == 0 {
 		n = 1
 	}
-	if opts.EventSource != EventSourceEventlog {
+	if opts.EventSource != EventSourceEventlog && opts.EventSource != EventSourceJournal {
 		return nil, fmt.Errorf("fluxbridge: event source %v is not supported", opts.EventSource)
 	}
 	prefix := opts.NamePrefix
@@ -145,6 +147,19 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 		}
 		conns = append(conns, c)
 	}
+	journals := make([]*journalSource, len(conns))
+	if opts.EventSource == EventSourceJournal {
+		for i, c := range conns {
+			j, err := newJournalSource(ctx, c, e.log.WithValues("worker", i))
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return nil, fmt.Errorf("fluxbridge: worker %d: %w", i, err)
+			}
+			journals[i] = j
+		}
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	for i, c := range conns {
@@ -156,11 +171,22 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 			log:    e.log.WithValues("worker", i),
 			notify: make(chan struct{}, 1),
 		}
+		if journals[i] != nil {
+			w.src = journals[i]
+		}
 		e.workers = append(e.workers, w)
 	}
-	for _, w := range e.workers {
+	for i, w := range e.workers {
+		labels := pprof.Labels("fluxbridge.executor", prefix, "fluxbridge.worker", strconv.Itoa(w.index))
+		if j := journals[i]; j != nil {
+			e.wg.Add(1)
+			go pprof.Do(runCtx, labels, func(context.Context) {
+				defer e.wg.Done()
+				j.run()
+			})
+		}
 		e.wg.Add(1)
-		go pprof.Do(runCtx, pprof.Labels("fluxbridge.executor", prefix, "fluxbridge.worker", strconv.Itoa(w.index)), w.run)
+		go pprof.Do(runCtx, labels, w.run)
 	}
 	return e, nil
 }
@@ -199,6 +225,9 @@ func encodeJobspec(jobspec any) ([]byte, error) {
 // submission is not bound to it, since the future outlives the call.
 // Errors from the broker (an invalid jobspec, for one) complete the future.
 func (e *Executor) Submit(ctx context.Context, jobspec any, opts job.SubmitOptions) (*Future, error) {
+	if err := e.usable(); err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("fluxbridge: submit: %w", err)
 	}
@@ -218,10 +247,27 @@ func (e *Executor) Submit(ctx context.Context, jobspec any, opts job.SubmitOptio
 // once with ErrShutdown after Shutdown, with an error wrapping ErrBroken
 // once the executor is broken, or with ctx's error if ctx is done.
 func (e *Executor) Attach(ctx context.Context, id job.ID) (*Future, error) {
+	if err := e.usable(); err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("fluxbridge: attach: %w", err)
 	}
 	return e.schedule(&request{attach: true, id: id})
+}
+
+// usable returns the error Submit and Attach fail with once the executor
+// is broken or shut down, checked before their arguments as Python does.
+func (e *Executor) usable() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.broken != nil {
+		return e.broken
+	}
+	if e.shutdown {
+		return ErrShutdown
+	}
+	return nil
 }
 
 func (e *Executor) schedule(r *request) (*Future, error) {

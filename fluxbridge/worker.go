@@ -28,15 +28,28 @@ type request struct {
 // eventSource follows the events of one job. It is the seam between the
 // per-job eventlog watch and a shared journal.
 type eventSource interface {
-	// follow calls deliver with each event of job id, in order, until the
-	// job's eventlog ends (it returns nil) or following fails.
-	follow(ctx context.Context, id job.ID, deliver func(job.Event)) error
+	// beginSubmit is called before a job is submitted; the function it
+	// returns is called with the job's ID (ok) or not (the submission
+	// failed) once the submission is answered.
+	beginSubmit() func(id job.ID, ok bool)
+	// follow calls deliver with each event of job id, in order and from
+	// the job's first event (attach says the job was not submitted through
+	// beginSubmit), until the job's eventlog ends (it returns nil) or
+	// following fails.
+	follow(ctx context.Context, id job.ID, attach bool, deliver func(job.Event)) error
+	// close releases the source's resources; follow calls still running
+	// then fail.
+	close()
 }
 
 // eventlogSource follows a job through its own job-info.eventlog-watch.
 type eventlogSource struct{ conn *flux.Conn }
 
-func (s eventlogSource) follow(ctx context.Context, id job.ID, deliver func(job.Event)) error {
+func (eventlogSource) beginSubmit() func(job.ID, bool) { return func(job.ID, bool) {} }
+
+func (eventlogSource) close() {}
+
+func (s eventlogSource) follow(ctx context.Context, id job.ID, _ bool, deliver func(job.Event)) error {
 	w, err := job.WatchEvents(ctx, s.conn, id, job.WatchOptions{})
 	if err != nil {
 		return err
@@ -45,6 +58,12 @@ func (s eventlogSource) follow(ctx context.Context, id job.ID, deliver func(job.
 	for {
 		ev, err := w.Next()
 		if errors.Is(err, io.EOF) {
+			// job.EventWatch.Next reports a broker that hung up
+			// (flux.ErrDisconnected wrapping io.EOF) as the end of the
+			// eventlog; tell the two apart by the connection's state.
+			if cerr := s.conn.Err(); cerr != nil {
+				return fmt.Errorf("fluxbridge: following job %s: %w", id, cerr)
+			}
 			return nil
 		}
 		if err != nil {
@@ -67,12 +86,20 @@ type worker struct {
 	// paused keeps queued futures from starting; only tests set it, to
 	// hold futures in the cancellable state.
 	paused atomic.Bool
+	// started counts the futures this worker has started.
+	started atomic.Int64
 
 	mu       sync.Mutex
 	queue    []*request
 	running  int
 	stopping bool  // Shutdown called: exit once idle
 	broken   error // connection lost: reject new work
+}
+
+// setPaused holds (true) or releases queued futures; for tests.
+func (w *worker) setPaused(p bool) {
+	w.paused.Store(p)
+	w.wake()
 }
 
 func (w *worker) wake() {
@@ -133,6 +160,7 @@ func (w *worker) run(ctx context.Context) {
 			w.start(ctx, r)
 		}
 		if idle {
+			w.src.close()
 			w.conn.Close()
 			return
 		}
@@ -151,6 +179,7 @@ func (w *worker) start(ctx context.Context, r *request) {
 		w.finished()
 		return
 	}
+	w.started.Add(1)
 	w.ex.wg.Add(1)
 	go w.drive(ctx, r)
 }
@@ -204,7 +233,9 @@ func (w *worker) drive(ctx context.Context, r *request) {
 	id := r.id
 	if !r.attach {
 		var err error
+		end := w.src.beginSubmit()
 		id, err = job.Submit(ctx, w.conn, r.spec, r.opts)
+		end(id, err == nil)
 		if err != nil {
 			f.setException(w.submitError(err))
 			f.runCallbacks(gid)
@@ -215,7 +246,7 @@ func (w *worker) drive(ctx context.Context, r *request) {
 		}
 		f.runCallbacks(gid)
 	}
-	err := w.src.follow(ctx, id, func(ev job.Event) {
+	err := w.src.follow(ctx, id, r.attach, func(ev job.Event) {
 		f.handleEvent(ev)
 		f.runCallbacks(gid)
 	})
