@@ -289,7 +289,7 @@ func (r *FluxJobReconciler) needsNewFuture(obs observation) bool {
 // emits an event for a phase change. obj is updated in place.
 func (r *FluxJobReconciler) writeStatus(ctx context.Context, obj *fluxjobv1.FluxJob, in statusInput) error {
 	st := computeStatus(obj, in, r.now())
-	if equality.Semantic.DeepEqual(st, obj.Status) {
+	if !significantChange(obj.Status, st) {
 		return nil
 	}
 	oldPhase := obj.Status.Phase
@@ -309,6 +309,20 @@ func (r *FluxJobReconciler) writeStatus(ctx context.Context, obj *fluxjobv1.Flux
 		r.phaseEvent(ctx, obj, oldPhase)
 	}
 	return nil
+}
+
+// significantChange reports whether the new status is worth a write:
+// anything but the event list and the event times changed. Eventlog
+// events that do not change the phase (validate, depend, priority, alloc,
+// non-fatal exceptions...) ride along with the next write that matters
+// (the phase change to Running, or to the final phase), which keeps a job
+// to about four status writes.
+func significantChange(old, updated fluxjobv1.FluxJobStatus) bool {
+	strip := func(s fluxjobv1.FluxJobStatus) fluxjobv1.FluxJobStatus {
+		s.Events, s.SubmitTime, s.StartTime, s.CompletionTime, s.Duration = nil, nil, nil, nil, nil
+		return s
+	}
+	return !equality.Semantic.DeepEqual(strip(old), strip(updated))
 }
 
 // phaseEvent emits the Kubernetes event for a phase change just written.

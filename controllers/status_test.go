@@ -354,3 +354,20 @@ func TestClip(t *testing.T) {
 		}
 	}
 }
+
+func TestSignificantChange(t *testing.T) {
+	obj := newObj()
+	obs := &observation{JobID: 7, HasJobID: true, Events: lifecycle("submit")}
+	obj.Status = computeStatus(obj, statusInput{Reachable: true, Obs: obs}, time.Unix(1700000100, 0))
+	more := &observation{JobID: 7, HasJobID: true, Events: lifecycle("alloc")}
+	if st := computeStatus(obj, statusInput{Reachable: true, Obs: more}, time.Unix(1700000101, 0)); significantChange(obj.Status, st) {
+		t.Fatal("events that keep the phase count as a significant change")
+	}
+	running := &observation{JobID: 7, HasJobID: true, Events: lifecycle("start")}
+	if st := computeStatus(obj, statusInput{Reachable: true, Obs: running}, time.Unix(1700000101, 0)); !significantChange(obj.Status, st) {
+		t.Fatal("the start of the job is not a significant change")
+	}
+	if st := computeStatus(obj, statusInput{Unreachable: "gone", Obs: more}, time.Unix(1700000101, 0)); !significantChange(obj.Status, st) {
+		t.Fatal("losing the broker is not a significant change")
+	}
+}
