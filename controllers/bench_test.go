@@ -1,0 +1,516 @@
+package controllers
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/rand"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+)
+
+// The benchmarks in this file run the controller end to end as the
+// manager binary does (main.go's defaults: 2 executor workers, 4
+// concurrent reconciles, no client-side rate limit) against a real
+// kube-apiserver and etcd (envtest, $KUBEBUILDER_ASSETS) and the test
+// broker. The broker runs as a separate process (hack/testbroker, built
+// by the benchmark) so that the heap and RSS measured here are the
+// controller's, not the simulated broker's. Every request the manager
+// sends to the API server goes through a counting http.RoundTripper.
+//
+// Each benchmark starts its own envtest and stops it when it ends; run
+// them with -benchtime=1x (hack/bench does): one iteration is a whole
+// scenario (1,000 or 10,000 FluxJobs).
+
+// benchGVR is the FluxJob resource, for classifying API requests.
+var benchGVR = schema.GroupVersionResource{Group: fluxjobv1.GroupVersion.Group, Version: fluxjobv1.GroupVersion.Version, Resource: "fluxjobs"}
+
+// apiCounter counts the API requests that pass through it by verb and
+// resource ("PATCH fluxjobs/status", "WATCH fluxjobs", "POST events").
+type apiCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+	total  atomic.Int64
+}
+
+func newAPICounter() *apiCounter { return &apiCounter{counts: map[string]int{}} }
+
+// wrap is a rest.Config WrapTransport.
+func (c *apiCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		c.add(requestKey(req))
+		return rt.RoundTrip(req)
+	})
+}
+
+func (c *apiCounter) add(key string) {
+	c.total.Add(1)
+	c.mu.Lock()
+	c.counts[key]++
+	c.mu.Unlock()
+}
+
+// snapshot returns the counts and zeroes them.
+func (c *apiCounter) reset() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.counts
+	c.counts = map[string]int{}
+	c.total.Store(0)
+	return out
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// requestKey classifies a request as "VERB resource[/subresource]":
+// /apis/G/V/namespaces/NS/RES/NAME/SUB or /api/v1/namespaces/NS/RES...
+// A GET with watch=true is a WATCH.
+func requestKey(req *http.Request) string {
+	verb := req.Method
+	if verb == http.MethodGet && req.URL.Query().Get("watch") == "true" {
+		verb = "WATCH"
+	}
+	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+	switch {
+	case len(parts) >= 3 && parts[0] == "apis":
+		parts = parts[3:]
+	case len(parts) >= 2 && parts[0] == "api":
+		parts = parts[2:]
+	default:
+		return verb + " " + req.URL.Path
+	}
+	if len(parts) >= 2 && parts[0] == "namespaces" {
+		if len(parts) == 2 {
+			return verb + " namespaces"
+		}
+		parts = parts[2:]
+	}
+	switch len(parts) {
+	case 0:
+		return verb + " (discovery)"
+	case 1, 2:
+		return verb + " " + parts[0]
+	default:
+		return verb + " " + parts[0] + "/" + parts[2]
+	}
+}
+
+// statusWrites sums the writes of the FluxJob status subresource.
+func statusWrites(counts map[string]int) int {
+	return counts["PATCH "+benchGVR.Resource+"/status"] + counts["PUT "+benchGVR.Resource+"/status"]
+}
+
+// sumCounts adds every request.
+func sumCounts(counts map[string]int) int {
+	n := 0
+	for _, v := range counts {
+		n += v
+	}
+	return n
+}
+
+// benchScheme knows the core types and FluxJobs.
+func benchScheme() *k8sruntime.Scheme {
+	s := k8sruntime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(fluxjobv1.AddToScheme(s))
+	return s
+}
+
+// benchEnv is one benchmark's world: envtest, a test broker process, and
+// a manager running the reconciler with a counting transport.
+type benchEnv struct {
+	b       *testing.B
+	env     *envtest.Environment
+	cfg     *rest.Config
+	c       client.WithWatch // the benchmark's own client, not counted
+	counter *apiCounter
+	uri     string
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		b.Skip("KUBEBUILDER_ASSETS is not set: the controller benchmarks need the envtest binaries; run `make bench`")
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
+	e := &benchEnv{b: b, counter: newAPICounter()}
+	e.env = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := e.env.Start()
+	if err != nil {
+		b.Fatalf("starting envtest: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := e.env.Stop(); err != nil {
+			b.Errorf("stopping envtest: %v", err)
+		}
+	})
+	e.cfg = cfg
+	own := rest.CopyConfig(cfg)
+	own.QPS, own.Burst = -1, 0 // creating thousands of objects fast
+	if e.c, err = client.NewWithWatch(own, client.Options{Scheme: benchScheme()}); err != nil {
+		b.Fatal(err)
+	}
+	e.uri = startBrokerProcess(b)
+	return e
+}
+
+// startBrokerProcess builds hack/testbroker and runs it with no phase
+// delays and enough cores for every job to run at once; it returns the URI.
+func startBrokerProcess(b *testing.B) string {
+	b.Helper()
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "testbroker")
+	build := exec.Command("go", "build", "-o", bin, "../hack/testbroker")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building hack/testbroker: %v\n%s", err, out)
+	}
+	uriFile := filepath.Join(dir, "uri")
+	cmd := exec.Command(bin, "-dir", filepath.Join(dir, "sock"), "-realistic=false", "-cores", "20000", "-uri-file", uriFile)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("starting the test broker: %v", err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		waited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-waited
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if data, err := os.ReadFile(uriFile); err == nil && len(data) > 0 {
+			return strings.TrimSpace(string(data))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatal("the test broker did not write its URI within 30s")
+	return ""
+}
+
+// startManager runs the reconciler as main.go configures it, with every
+// request counted.
+func (e *benchEnv) startManager() {
+	e.b.Helper()
+	cfg := rest.CopyConfig(e.cfg)
+	cfg.QPS, cfg.Burst = -1, 0 // what ctrl.GetConfig does: rely on API priority and fairness
+	cfg.WrapTransport = e.counter.wrap
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 benchScheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	conn := NewFluxConnector(FluxConnectorOptions{URI: e.uri, Workers: 2, Logger: ctrl.Log.WithName("executor")})
+	if err := mgr.Add(conn); err != nil {
+		e.b.Fatal(err)
+	}
+	r := &FluxJobReconciler{
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("fluxjob-controller"),
+		Flux: conn, Options: Options{MaxConcurrentReconciles: 4},
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		e.b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan error, 1)
+	go func() { e.done <- mgr.Start(ctx) }()
+	e.b.Cleanup(e.stopManager)
+	// Wait for the cache and the broker connection.
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	if !mgr.GetCache().WaitForCacheSync(wctx) {
+		e.b.Fatal("manager cache did not sync")
+	}
+	for conn.Ready(nil) != nil {
+		if wctx.Err() != nil {
+			e.b.Fatalf("executor not connected: %v", conn.Ready(nil))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (e *benchEnv) stopManager() {
+	if e.cancel == nil {
+		return
+	}
+	e.cancel()
+	select {
+	case err := <-e.done:
+		if err != nil {
+			e.b.Errorf("manager: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		e.b.Error("manager did not stop within 2m")
+	}
+	e.cancel = nil
+}
+
+func (e *benchEnv) namespace() string {
+	e.b.Helper()
+	ns := "bench-" + rand.String(6)
+	if err := e.c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		e.b.Fatal(err)
+	}
+	return ns
+}
+
+// createJobs creates n FluxJobs named job-0..job-(n-1) in ns with 8
+// concurrent clients; cmd(i) is job i's command.
+func (e *benchEnv) createJobs(ctx context.Context, ns string, n int, cmd func(i int) []string) {
+	e.b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				obj := &fluxjobv1.FluxJob{
+					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "job-" + strconv.Itoa(i)},
+					Spec:       fluxjobv1.FluxJobSpec{Command: cmd(i)},
+				}
+				if err := e.c.Create(ctx, obj); err != nil {
+					errs <- fmt.Errorf("creating FluxJob %d: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		e.b.Fatal(err)
+	}
+}
+
+// phaseWatch follows the FluxJobs of a namespace and tells when enough of
+// them reached given phases.
+type phaseWatch struct {
+	w      watch.Interface
+	phases map[string]fluxjobv1.FluxJobPhase
+	count  map[fluxjobv1.FluxJobPhase]int
+}
+
+func (e *benchEnv) watchPhases(ctx context.Context, ns string) *phaseWatch {
+	e.b.Helper()
+	w, err := e.c.Watch(ctx, &fluxjobv1.FluxJobList{}, client.InNamespace(ns))
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	return &phaseWatch{w: w, phases: map[string]fluxjobv1.FluxJobPhase{}, count: map[fluxjobv1.FluxJobPhase]int{}}
+}
+
+// until reads events until done(count) is true or ctx ends.
+func (p *phaseWatch) until(ctx context.Context, done func(map[fluxjobv1.FluxJobPhase]int) bool) error {
+	defer p.w.Stop()
+	for !done(p.count) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for phases (have %v): %w", p.count, ctx.Err())
+		case ev, ok := <-p.w.ResultChan():
+			if !ok {
+				return fmt.Errorf("watch closed (have %v)", p.count)
+			}
+			obj, ok := ev.Object.(*fluxjobv1.FluxJob)
+			if !ok {
+				return fmt.Errorf("watch event %s: %v", ev.Type, ev.Object)
+			}
+			old, seen := p.phases[obj.Name]
+			if seen && old == obj.Status.Phase {
+				continue
+			}
+			if seen {
+				p.count[old]--
+			}
+			p.phases[obj.Name] = obj.Status.Phase
+			p.count[obj.Status.Phase]++
+		}
+	}
+	return nil
+}
+
+// BenchmarkControllerEndToEnd1000 creates 1,000 FluxJobs of `true` (zero
+// run time at the test broker) and measures the time until all are
+// Succeeded, and the API requests the manager sent meanwhile. Metrics:
+// fluxjobs/s (target >= 200), status-writes/job (target <= 4),
+// api-requests/job.
+func BenchmarkControllerEndToEnd1000(b *testing.B) {
+	const n = 1000
+	e := newBenchEnv(b)
+	e.startManager()
+	var elapsed time.Duration
+	var counts map[string]int
+	b.ResetTimer()
+	for range b.N {
+		ns := e.namespace()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		pw := e.watchPhases(ctx, ns)
+		e.counter.reset()
+		start := time.Now()
+		e.createJobs(ctx, ns, n, func(int) []string { return []string{"true"} })
+		err := pw.until(ctx, func(c map[fluxjobv1.FluxJobPhase]int) bool {
+			return c[fluxjobv1.PhaseSucceeded] == n || c[fluxjobv1.PhaseFailed] > 0
+		})
+		elapsed += time.Since(start)
+		if err == nil && pw.count[fluxjobv1.PhaseFailed] > 0 {
+			err = fmt.Errorf("%d FluxJobs failed", pw.count[fluxjobv1.PhaseFailed])
+		}
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Writes still in flight when the last Succeeded arrived (events)
+		// belong to this batch: let them land before counting.
+		time.Sleep(2 * time.Second)
+		counts = e.counter.reset()
+	}
+	b.StopTimer()
+	jobs := float64(n * b.N)
+	b.ReportMetric(jobs/elapsed.Seconds(), "fluxjobs/s")
+	// counts is the last iteration's.
+	b.ReportMetric(float64(statusWrites(counts))/n, "status-writes/job")
+	b.ReportMetric(float64(sumCounts(counts))/n, "api-requests/job")
+	b.ReportMetric(float64(counts["PATCH fluxjobs"]+counts["PUT fluxjobs"])/n, "object-writes/job")
+	b.ReportMetric(float64(counts["POST events"]+counts["PATCH events"])/n, "event-writes/job")
+	b.Logf("API requests for %d FluxJobs: %v", n, counts)
+}
+
+// BenchmarkControllerMemory10000 makes the controller track 10,000
+// FluxJobs, half finished (`true`) and half running (`sleep inf`, one
+// eventlog watch each), then reports the controller's live heap and the
+// process's RSS after a GC. Metrics: heap-MiB, rss-MiB (target <= 150),
+// peak-rss-MiB, goroutines.
+func BenchmarkControllerMemory10000(b *testing.B) {
+	const n = 10000
+	e := newBenchEnv(b)
+	e.startManager()
+	b.ResetTimer()
+	for range b.N {
+		ns := e.namespace()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		pw := e.watchPhases(ctx, ns)
+		start := time.Now()
+		e.createJobs(ctx, ns, n, func(i int) []string {
+			if i%2 == 0 {
+				return []string{"true"}
+			}
+			return []string{"sleep", "inf"}
+		})
+		err := pw.until(ctx, func(c map[fluxjobv1.FluxJobPhase]int) bool {
+			return c[fluxjobv1.PhaseSucceeded] == n/2 && c[fluxjobv1.PhaseRunning] == n/2 || c[fluxjobv1.PhaseFailed] > 0
+		})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if f := pw.count[fluxjobv1.PhaseFailed]; f > 0 {
+			b.Fatalf("%d FluxJobs failed", f)
+		}
+		b.Logf("%d FluxJobs settled (%d Succeeded, %d Running) in %s", n, n/2, n/2, time.Since(start).Round(time.Millisecond))
+	}
+	b.StopTimer()
+	// Let the last status writes and events land, then measure.
+	time.Sleep(5 * time.Second)
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss, hwm := procStatusKiB("VmRSS"), procStatusKiB("VmHWM")
+	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
+	b.ReportMetric(float64(rss)/1024, "rss-MiB")
+	b.ReportMetric(float64(hwm)/1024, "peak-rss-MiB")
+	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
+	b.Logf("heap: alloc %.1f MiB, inuse %.1f MiB, sys %.1f MiB; stacks %.1f MiB; RSS %.1f MiB (peak %.1f MiB); %d goroutines",
+		float64(ms.HeapAlloc)/(1<<20), float64(ms.HeapInuse)/(1<<20), float64(ms.Sys)/(1<<20),
+		float64(ms.StackInuse)/(1<<20), float64(rss)/1024, float64(hwm)/1024, runtime.NumGoroutine())
+}
+
+// procStatusKiB reads a "Key:  N kB" line of /proc/self/status (0 if absent).
+func procStatusKiB(key string) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || k != key {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		return n
+	}
+	return 0
+}
+
+func TestRequestKey(t *testing.T) {
+	tests := []struct {
+		method, url, want string
+	}{
+		{"PATCH", "https://h/apis/fluxjob.io/v1alpha1/namespaces/ns/fluxjobs/a/status", "PATCH fluxjobs/status"},
+		{"PATCH", "https://h/apis/fluxjob.io/v1alpha1/namespaces/ns/fluxjobs/a", "PATCH fluxjobs"},
+		{"GET", "https://h/apis/fluxjob.io/v1alpha1/fluxjobs?watch=true&resourceVersion=1", "WATCH fluxjobs"},
+		{"GET", "https://h/apis/fluxjob.io/v1alpha1/fluxjobs?limit=500", "GET fluxjobs"},
+		{"POST", "https://h/apis/events.k8s.io/v1/namespaces/ns/events", "POST events"},
+		{"GET", "https://h/api/v1/namespaces/ns", "GET namespaces"},
+		{"GET", "https://h/api", "GET /api"},
+		{"GET", "https://h/apis/fluxjob.io/v1alpha1", "GET (discovery)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, tc.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := requestKey(req); got != tc.want {
+				t.Fatalf("requestKey(%s %s) = %q, want %q", tc.method, tc.url, got, tc.want)
+			}
+		})
+	}
+}
