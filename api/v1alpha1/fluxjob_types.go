@@ -44,8 +44,8 @@ const (
 	// (attributes.system.job.name), which lets the controller find a job it submitted.
 	FluxJobNamePrefix = "fluxjob-"
 	// UserAttributeKey is the key under the jobspec's attributes.user where the controller records
-	// which FluxJob a Flux job belongs to ({namespace, name, uid}). It is reserved: spec.attributes
-	// must not use it.
+	// which FluxJob a Flux job belongs to ({namespace, name, uid}). It is reserved: a value given in
+	// spec.attributes is replaced by the controller's.
 	UserAttributeKey = "fluxjob"
 )
 
@@ -171,15 +171,16 @@ type EnvVar struct {
 // +kubebuilder:validation:XValidation:rule="has(self.jobspec) == has(oldSelf.jobspec) && has(self.command) == has(oldSelf.command) && has(self.tasks) == has(oldSelf.tasks) && has(self.nodes) == has(oldSelf.nodes) && has(self.coresPerTask) == has(oldSelf.coresPerTask) && has(self.gpusPerTask) == has(oldSelf.gpusPerTask) && has(self.exclusive) == has(oldSelf.exclusive) && has(self.duration) == has(oldSelf.duration) && has(self.workingDir) == has(oldSelf.workingDir) && has(self.env) == has(oldSelf.env) && has(self.attributes) == has(oldSelf.attributes) && has(self.waitable) == has(oldSelf.waitable) && has(self.debug) == has(oldSelf.debug)",message="spec is immutable except spec.urgency: a submitted Flux job cannot change (fields cannot be added or removed)"
 type FluxJobSpec struct {
 	// Jobspec is a complete Flux jobspec, version 1 (Flux RFC 25 / RFC 14), given as an object.
-	// The broker validates it in full; a jobspec it rejects ends the FluxJob in phase Failed with
-	// reason InvalidJobspec. Its JSON encoding may not exceed 256 KiB (MaxJobspecBytes, checked by
-	// the controller). The controller sets attributes.system.job.name and attributes.user.fluxjob.
+	// The schema only requires an object: CEL cannot see inside an object whose fields the schema
+	// does not declare, so the jobspec's content (version 1, resources, tasks, attributes) is
+	// checked by the controller and the broker; a jobspec either rejects ends the FluxJob in phase
+	// Failed with reason InvalidJobspec. Its JSON encoding may not exceed 256 KiB (MaxJobspecBytes,
+	// checked by the controller). The controller sets attributes.system.job.name and
+	// attributes.user.fluxjob.
 	// +optional
 	// +kubebuilder:validation:Type=object
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.jobspec is immutable"
-	// +kubebuilder:validation:XValidation:rule="has(self.version) && self.version == 1",message="spec.jobspec.version must be 1 (Flux jobspec V1)"
-	// +kubebuilder:validation:XValidation:rule="has(self.resources) && has(self.tasks) && has(self.attributes)",message="spec.jobspec must have resources, tasks and attributes (Flux jobspec V1)"
 	Jobspec *runtime.RawExtension `json:"jobspec,omitempty"`
 
 	// Command is the program and its arguments, run by the Flux job shell (no shell expansion).
@@ -246,11 +247,11 @@ type FluxJobSpec struct {
 	Env []EnvVar `json:"env,omitempty"`
 
 	// Attributes are user attributes, merged into the jobspec's attributes.user (visible with
-	// flux job info). The key "fluxjob" is reserved for the controller.
+	// flux job info). The key "fluxjob" is reserved: the controller sets it (the schema cannot
+	// reject it, as CEL cannot see undeclared fields of a free-form object).
 	// +optional
 	// +kubebuilder:validation:Type=object
 	// +kubebuilder:pruning:PreserveUnknownFields
-	// +kubebuilder:validation:XValidation:rule="!('fluxjob' in self)",message="spec.attributes.fluxjob is reserved for the controller"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.attributes is immutable"
 	Attributes *runtime.RawExtension `json:"attributes,omitempty"`
 
