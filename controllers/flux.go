@@ -74,8 +74,12 @@ func NewFluxConnector(opts FluxConnectorOptions) *FluxConnector {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 5 * time.Second
 	}
-	return &FluxConnector{opts: opts, log: opts.Logger.WithName("flux"), lastErr: errors.New("not connected yet")}
+	return &FluxConnector{opts: opts, log: opts.Logger.WithName("flux")}
 }
+
+// errNotConnectedYet is what Get reports before the first connection
+// attempt has finished.
+var errNotConnectedYet = errors.New("not connected yet")
 
 // OnConnect registers fn to run (on the connector's goroutine) after each
 // successful connection, the first included. Register before Start.
@@ -91,19 +95,29 @@ func (c *FluxConnector) Get() (*fluxbridge.Executor, *flux.Conn, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.exec == nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrFluxUnreachable, c.lastErr)
+		cause := c.lastErr
+		if cause == nil {
+			cause = errNotConnectedYet
+		}
+		return nil, nil, fmt.Errorf("%w: %w", ErrFluxUnreachable, cause)
 	}
 	return c.exec, c.ctl, nil
 }
 
-// Unreachable returns "" while connected, else why not.
-func (c *FluxConnector) Unreachable() string {
+// State reports whether the executor is connected and, if a connection
+// attempt failed or the connection was lost, why it is not. Before the
+// first attempt has finished it reports (false, ""): not known to be
+// unreachable, so FluxJobs are not flagged during a normal start.
+func (c *FluxConnector) State() (connected bool, unreachable string) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.exec != nil {
-		return ""
+		return true, ""
 	}
-	return c.lastErr.Error()
+	if c.lastErr == nil {
+		return false, ""
+	}
+	return false, c.lastErr.Error()
 }
 
 // Ready is a healthz.Checker: nil while the executor is connected.

@@ -197,11 +197,13 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if tracked {
 		in.Obs = &obs
 	}
-	if un := r.Flux.Unreachable(); un != "" {
-		in.Unreachable = un
-	} else if tracked && obs.Outcome.Kind == outcomeLost {
+	connected, unreachable := r.Flux.State()
+	switch {
+	case unreachable != "":
+		in.Unreachable = unreachable
+	case tracked && obs.Outcome.Kind == outcomeLost:
 		in.Unreachable = obs.Outcome.Message
-	} else {
+	case connected:
 		in.Reachable = true
 	}
 	if tracked && obs.UrgencyError != "" {
@@ -249,6 +251,9 @@ func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.Fl
 	}
 	exec, ctl, err := r.Flux.Get()
 	if err != nil {
+		if _, unreachable := r.Flux.State(); unreachable == "" {
+			return 200 * time.Millisecond, nil, nil // still connecting
+		}
 		return r.Options.UnreachableRetry, nil, nil
 	}
 	var id uint64
