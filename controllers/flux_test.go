@@ -1,0 +1,108 @@
+package controllers
+
+import (
+	"context"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+)
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestFluxConnectorReconnects runs the connector against the test broker:
+// it connects, reports ready, notices a lost broker, reconnects with
+// backoff (calling OnConnect again) and stops cleanly.
+func TestFluxConnectorReconnects(t *testing.T) {
+	b := testbroker.New(testbroker.Options{})
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	c := NewFluxConnector(FluxConnectorOptions{
+		URI: b.URI(), Workers: 2,
+		Backoff:       wait.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 100 * time.Millisecond},
+		CheckInterval: 10 * time.Millisecond, ShutdownTimeout: time.Second,
+	})
+	var connects atomic.Int32
+	c.OnConnect(func() { connects.Add(1) })
+	if connected, why := c.State(); connected || why != "" {
+		t.Fatalf("before Start: State() = %v, %q; want false, \"\"", connected, why)
+	}
+	if err := c.Ready(nil); err == nil {
+		t.Fatal("ready before connecting")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Start(ctx) }()
+
+	waitUntil(t, "first connection", func() bool { return c.Ready(nil) == nil })
+	exec, ctl, err := c.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := exec.Submit(ctx, mustJobspec(t, "true"), job.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.Result(ctx); err != nil || res != 0 {
+		t.Fatalf("result %d, %v", res, err)
+	}
+	if ids, err := lookupJob(ctx, ctl, "true", time.Second); err != nil || len(ids) != 1 {
+		t.Fatalf("lookup by name: %v, %v", ids, err)
+	}
+
+	b.SetConnectError(syscall.ECONNREFUSED)
+	if err := b.DropConnections(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "unreachable", func() bool { _, why := c.State(); return why != "" })
+	if err := c.Ready(nil); err == nil {
+		t.Fatal("ready while the broker refuses connections")
+	}
+	b.SetConnectError(0)
+	waitUntil(t, "reconnection", func() bool { return c.Ready(nil) == nil && connects.Load() == 2 })
+	if exec2, _, _ := c.Get(); exec2 == exec {
+		t.Fatal("the broken executor was kept")
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Start returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return after cancel")
+	}
+	if connected, _ := c.State(); connected {
+		t.Fatal("still connected after stop")
+	}
+}
+
+func mustJobspec(t *testing.T, cmd ...string) []byte {
+	t.Helper()
+	js, err := job.FromCommand(cmd, job.CommandOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := js.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
