@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -445,7 +446,7 @@ func formatValue(v float64) string {
 	switch a := abs(v); {
 	case a == 0:
 		return "0"
-	case a >= 1000:
+	case a >= 1000 || (a == math.Trunc(a) && a < 1e15):
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 10:
 		return strconv.FormatFloat(v, 'f', 1, 64)

@@ -80,7 +80,7 @@ func TestEvaluate(t *testing.T) {
 	want := []struct{ verdict, measured string }{
 		{verdictPass, "24251 jobs/s"},
 		{verdictFail, "16666 jobs/s"},
-		{verdictPass, "50.0 allocs/op"},
+		{verdictPass, "50 allocs/op"},
 		{verdictNone, "not measured (skipped: no envtest)"},
 	}
 	if len(got) != len(want) {
@@ -108,7 +108,7 @@ func TestMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"| date | 2026-11-25 20:00 UTC (took 5m0s) |",
 		"| benchmark | runs | jobs/s | ns/op | B/op | allocs/op |",
-		"| Executor/source=eventlog/workers=4 | 20000 | 24251 | 41234 | 5120 | 61.0 |",
+		"| Executor/source=eventlog/workers=4 | 20000 | 24251 | 41234 | 5120 | 61 |",
 		"| executor, test broker, 4 workers: Submit->Result | ≥ 20000 jobs/s | fluxbridge executor: Executor/source=eventlog/workers=4 | 24251 jobs/s | pass |",
 		"skipped: flux-core not installed (flux not on PATH)",
 		"`go test -run '^$'`",
