@@ -52,38 +52,40 @@ import (
 var benchGVR = schema.GroupVersionResource{Group: fluxjobv1.GroupVersion.Group, Version: fluxjobv1.GroupVersion.Version, Resource: "fluxjobs"}
 
 // apiCounter counts the API requests that pass through it by verb and
-// resource ("PATCH fluxjobs/status", "WATCH fluxjobs", "POST events").
+// resource ("PATCH fluxjobs/status", "WATCH fluxjobs", "POST events"), and
+// separately those answered 409 Conflict.
 type apiCounter struct {
-	mu     sync.Mutex
-	counts map[string]int
-	total  atomic.Int64
+	mu        sync.Mutex
+	counts    map[string]int
+	conflicts map[string]int
 }
 
-func newAPICounter() *apiCounter { return &apiCounter{counts: map[string]int{}} }
+func newAPICounter() *apiCounter {
+	return &apiCounter{counts: map[string]int{}, conflicts: map[string]int{}}
+}
 
 // wrap is a rest.Config WrapTransport.
 func (c *apiCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		c.add(requestKey(req))
-		return rt.RoundTrip(req)
+		key := requestKey(req)
+		resp, err := rt.RoundTrip(req)
+		c.mu.Lock()
+		c.counts[key]++
+		if err == nil && resp.StatusCode == http.StatusConflict {
+			c.conflicts[key]++
+		}
+		c.mu.Unlock()
+		return resp, err
 	})
 }
 
-func (c *apiCounter) add(key string) {
-	c.total.Add(1)
-	c.mu.Lock()
-	c.counts[key]++
-	c.mu.Unlock()
-}
-
-// snapshot returns the counts and zeroes them.
-func (c *apiCounter) reset() map[string]int {
+// reset returns the counts and the conflicts, and zeroes them.
+func (c *apiCounter) reset() (counts, conflicts map[string]int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := c.counts
-	c.counts = map[string]int{}
-	c.total.Store(0)
-	return out
+	counts, conflicts = c.counts, c.conflicts
+	c.counts, c.conflicts = map[string]int{}, map[string]int{}
+	return counts, conflicts
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)
@@ -384,7 +386,7 @@ func BenchmarkControllerEndToEnd1000(b *testing.B) {
 	e := newBenchEnv(b)
 	e.startManager()
 	var elapsed time.Duration
-	var counts map[string]int
+	var counts, conflicts map[string]int
 	b.ResetTimer()
 	for range b.N {
 		ns := e.namespace()
@@ -407,17 +409,18 @@ func BenchmarkControllerEndToEnd1000(b *testing.B) {
 		// Writes still in flight when the last Succeeded arrived (events)
 		// belong to this batch: let them land before counting.
 		time.Sleep(2 * time.Second)
-		counts = e.counter.reset()
+		counts, conflicts = e.counter.reset()
 	}
 	b.StopTimer()
 	jobs := float64(n * b.N)
 	b.ReportMetric(jobs/elapsed.Seconds(), "fluxjobs/s")
 	// counts is the last iteration's.
 	b.ReportMetric(float64(statusWrites(counts))/n, "status-writes/job")
+	b.ReportMetric(float64(statusWrites(conflicts))/n, "status-conflicts/job")
 	b.ReportMetric(float64(sumCounts(counts))/n, "api-requests/job")
 	b.ReportMetric(float64(counts["PATCH fluxjobs"]+counts["PUT fluxjobs"])/n, "object-writes/job")
 	b.ReportMetric(float64(counts["POST events"]+counts["PATCH events"])/n, "event-writes/job")
-	b.Logf("API requests for %d FluxJobs: %v", n, counts)
+	b.Logf("API requests for %d FluxJobs: %v; answered 409 Conflict: %v", n, counts, conflicts)
 }
 
 // BenchmarkControllerMemory10000 makes the controller track 10,000
