@@ -79,7 +79,10 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 		st.JobID = int64(in.Obs.JobID)
 		st.JobIDF58 = id.F58()
 	}
-	if in.Obs != nil && len(in.Obs.Events) > 0 {
+	// After a re-attach the eventlog replays from the start: a partial
+	// replay must not shorten the list already in the status.
+	if in.Obs != nil && len(in.Obs.Events) > 0 &&
+		(min(len(in.Obs.Events), fluxjobv1.MaxStatusEvents) >= len(st.Events) || js.phase.IsTerminal()) {
 		st.Events = statusEvents(in.Obs.Events)
 	}
 	st.Phase = js.phase
@@ -116,6 +119,33 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 // the future's non-eventlog outcome (invalid jobspec, job not found), and
 // what the status already says.
 func deriveJobState(obj *fluxjobv1.FluxJob, in statusInput) jobState {
+	js := deriveFromObservation(obj, in)
+	// Phases only move forward. After a restart the eventlog replays
+	// from the beginning; until the replay catches up, keep the phase
+	// the status already has.
+	if !js.phase.IsTerminal() && phaseRank(js.phase) < phaseRank(obj.Status.Phase) {
+		js.phase = obj.Status.Phase
+		js.reason = phaseReason(js.phase)
+		js.message = obj.Status.Message
+		if js.message == "" {
+			js.message = defaultMessage(obj, js.phase)
+		}
+	}
+	return js
+}
+
+// phaseRank orders the non-terminal phases.
+func phaseRank(p fluxjobv1.FluxJobPhase) int {
+	switch p {
+	case fluxjobv1.PhaseSubmitted:
+		return 1
+	case fluxjobv1.PhaseRunning:
+		return 2
+	}
+	return 0
+}
+
+func deriveFromObservation(obj *fluxjobv1.FluxJob, in statusInput) jobState {
 	var js jobState
 	if in.Failure != nil {
 		js.phase, js.reason, js.message = fluxjobv1.PhaseFailed, in.Failure.Reason, in.Failure.Message

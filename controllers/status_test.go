@@ -371,3 +371,25 @@ func TestSignificantChange(t *testing.T) {
 		t.Fatal("losing the broker is not a significant change")
 	}
 }
+
+// TestComputeStatusReplayDoesNotRegress: after a restart the eventlog
+// replays from the start; a partial replay must not move the phase back or
+// shorten the events.
+func TestComputeStatusReplayDoesNotRegress(t *testing.T) {
+	obj := newObj()
+	now := time.Unix(1700000100, 0)
+	obj.Status = computeStatus(obj, statusInput{Reachable: true, Obs: &observation{JobID: 7, HasJobID: true, Events: lifecycle("start")}}, now)
+	if obj.Status.Phase != fluxjobv1.PhaseRunning {
+		t.Fatalf("phase %s", obj.Status.Phase)
+	}
+	for _, upto := range []string{"", "submit", "alloc"} {
+		var evs []observedEvent
+		if upto != "" {
+			evs = lifecycle(upto)
+		}
+		st := computeStatus(obj, statusInput{Reachable: true, Obs: &observation{JobID: 7, HasJobID: true, Events: evs}}, now)
+		if st.Phase != fluxjobv1.PhaseRunning || len(st.Events) != 6 || significantChange(obj.Status, st) {
+			t.Fatalf("replay up to %q: phase %s, %d events, significant=%v", upto, st.Phase, len(st.Events), significantChange(obj.Status, st))
+		}
+	}
+}
