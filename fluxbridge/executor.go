@@ -188,6 +188,15 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 		e.wg.Add(1)
 		go pprof.Do(runCtx, labels, w.run)
 	}
+	for i, j := range journals {
+		if j == nil {
+			continue
+		}
+		if err := j.waitReady(ctx); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("fluxbridge: worker %d: %w", i, err)
+		}
+	}
 	return e, nil
 }
 
@@ -346,6 +355,7 @@ func (e *Executor) Close() error {
 	e.beginShutdown(true)
 	e.cancel()
 	for _, w := range e.workers {
+		w.src.close()
 		w.conn.Close()
 	}
 	e.wg.Wait()

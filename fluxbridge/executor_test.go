@@ -1000,3 +1000,46 @@ func TestExecutorWorkersSpread(t *testing.T) {
 		}
 	})
 }
+
+// The events journal is for the instance owner only: a guest's executor
+// with EventSourceJournal fails at NewExecutor, not job by job.
+func TestExecutorJournalNeedsOwner(t *testing.T) {
+	other := uint32(4242)
+	srv := startBroker(t, testbroker.Options{OwnerUID: &other, AllowGuests: true, GuestSigning: true})
+	_, err := NewExecutor(testCtx(t), ExecutorOptions{URI: srv.URI(), EventSource: EventSourceJournal, Workers: 2})
+	if !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("NewExecutor(journal) as a guest = %v, want EPERM", err)
+	}
+	// the per-job eventlog works for a guest
+	e := newTestExecutor(t, srv, execConfig{src: EventSourceEventlog})
+	if r, err := submit(t, e, "false").Result(testCtx(t)); r != 1 || err != nil {
+		t.Fatalf("guest job: %d, %v", r, err)
+	}
+}
+
+// matchEvent aligns journal events with the eventlog read at attach.
+func TestMatchEvent(t *testing.T) {
+	ev := func(name string, ts float64) job.Event { return job.Event{Name: name, Timestamp: ts} }
+	known := []job.Event{ev("submit", 1), ev("urgency", 2), ev("urgency", 2), ev("priority", 3)}
+	tests := []struct {
+		name    string
+		aligned int
+		ev      job.Event
+		want    int
+	}{
+		{"first match", -1, ev("urgency", 2), 1},
+		{"next position", 1, ev("urgency", 2), 2},
+		{"next position only", 2, ev("urgency", 2), -1},
+		{"new event", -1, ev("alloc", 4), -1},
+		{"same name other time", -1, ev("submit", 9), -1},
+		{"after the end", 3, ev("alloc", 4), -1},
+		{"context differs", -1, job.Event{Name: "submit", Timestamp: 1, Context: map[string]any{"a": 1.0}}, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := matchEvent(known, tt.aligned, tt.ev); got != tt.want {
+				t.Fatalf("matchEvent = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

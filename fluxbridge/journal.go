@@ -46,12 +46,14 @@ type journalSource struct {
 	log    logr.Logger
 	w      *job.JournalWatch
 	cancel context.CancelFunc // ends the journal stream
+	ready  chan struct{}      // closed at the first entry or failure
+	once   sync.Once
 
 	mu       sync.Mutex
 	seq      uint64                     // journal entries read so far
 	inflight map[*submitTicket]struct{} // submissions not yet answered
 	orphans  map[job.ID]*journalOrphan  // events of new jobs nobody claimed yet
-	subs     map[job.ID]*journalSub     // jobs being followed
+	subs     map[job.ID]*journalSub     // jobs being followed (a list per job)
 	err      error                      // set once the journal ended
 	claimed  map[job.ID]*journalSub     // subscriptions made by endSubmit, taken by follow
 }
@@ -66,6 +68,8 @@ type journalOrphan struct {
 // journalSub is one followed job: events queued by the journal reader and
 // a signal for the follower.
 type journalSub struct {
+	next *journalSub // another subscription to the same job (guarded by journalSource.mu)
+
 	mu     sync.Mutex
 	queue  []job.Event
 	err    error
@@ -126,6 +130,7 @@ func newJournalSource(ctx context.Context, c *flux.Conn, log logr.Logger) (*jour
 	}
 	return &journalSource{
 		cancel:   cancel,
+		ready:    make(chan struct{}),
 		conn:     c,
 		log:      log,
 		w:        w,
@@ -154,8 +159,23 @@ func (s *journalSource) run() {
 			s.w.Close()
 			return
 		}
+		s.once.Do(func() { close(s.ready) })
 		s.dispatch(e)
 	}
+}
+
+// waitReady waits until the journal answered (its backlog or sentinel,
+// proof that the service accepted the request) and returns its error if it
+// failed instead, e.g. EPERM for a user who is not the instance owner.
+func (s *journalSource) waitReady(ctx context.Context) error {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return fmt.Errorf("fluxbridge: waiting for the events journal: %w", ctx.Err())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 func (s *journalSource) dispatch(e job.JournalEntry) {
@@ -167,8 +187,10 @@ func (s *journalSource) dispatch(e job.JournalEntry) {
 		return
 	}
 	if sub, ok := s.subs[e.ID]; ok {
+		for ; sub != nil; sub = sub.next {
+			sub.push(e.Events, nil)
+		}
 		s.mu.Unlock()
-		sub.push(e.Events, nil)
 		return
 	}
 	if o, ok := s.orphans[e.ID]; ok {
@@ -185,9 +207,12 @@ func (s *journalSource) fail(err error) {
 	if s.err == nil {
 		s.err = err
 	}
+	s.once.Do(func() { close(s.ready) })
 	subs := make([]*journalSub, 0, len(s.subs)+len(s.claimed))
 	for _, sub := range s.subs {
-		subs = append(subs, sub)
+		for ; sub != nil; sub = sub.next {
+			subs = append(subs, sub)
+		}
 	}
 	s.mu.Unlock()
 	for _, sub := range subs {
@@ -216,7 +241,7 @@ func (s *journalSource) beginSubmit() func(job.ID, bool) {
 			if s.err != nil {
 				sub.push(nil, s.err)
 			}
-			s.subs[id] = sub
+			s.addLocked(id, sub)
 			s.claimed[id] = sub
 		}
 		s.pruneLocked()
@@ -246,31 +271,45 @@ func (s *journalSource) pruneLocked() {
 	}
 }
 
+func (s *journalSource) addLocked(id job.ID, sub *journalSub) {
+	sub.next = s.subs[id]
+	s.subs[id] = sub
+}
+
+func (s *journalSource) removeLocked(id job.ID, sub *journalSub) {
+	head := s.subs[id]
+	if head == sub {
+		if sub.next == nil {
+			delete(s.subs, id)
+		} else {
+			s.subs[id] = sub.next
+		}
+		return
+	}
+	for p := head; p != nil; p = p.next {
+		if p.next == sub {
+			p.next = sub.next
+			return
+		}
+	}
+}
+
 func (s *journalSource) follow(ctx context.Context, id job.ID, attach bool, deliver func(job.Event)) error {
 	s.mu.Lock()
 	sub, ok := s.claimed[id]
 	if ok {
 		delete(s.claimed, id)
 	} else {
-		if _, dup := s.subs[id]; dup {
-			// The same job followed twice on this worker (attached twice):
-			// the journal feeds one subscription per job, so follow the
-			// second through its own eventlog watch.
-			s.mu.Unlock()
-			return eventlogSource{conn: s.conn}.follow(ctx, id, attach, deliver)
-		}
 		sub = newJournalSub()
 		if s.err != nil {
 			sub.push(nil, s.err)
 		}
-		s.subs[id] = sub
+		s.addLocked(id, sub)
 	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		if s.subs[id] == sub {
-			delete(s.subs, id)
-		}
+		s.removeLocked(id, sub)
 		s.mu.Unlock()
 	}()
 
