@@ -62,7 +62,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	rep := &report{Started: time.Now().UTC(), Machine: describeMachine(ctx, root)}
+	rep := &report{Started: time.Now().UTC(), Machine: describeMachine(ctx, root), LoadStart: loadAverage()}
 	for _, s := range suites(root) {
 		if *only != "" && !strings.Contains(s.Name, *only) {
 			continue
@@ -73,6 +73,7 @@ func run() error {
 		rep.Results = append(rep.Results, res)
 	}
 	rep.Finished = time.Now().UTC()
+	rep.LoadEnd = loadAverage()
 	rep.Targets = evaluate(targets, rep.Results)
 
 	md := rep.markdown()
@@ -518,6 +519,33 @@ type report struct {
 	Machine           machine
 	Results           []result
 	Targets           []targetResult
+	// LoadStart and LoadEnd are /proc/loadavg's 1, 5 and 15 minute load
+	// averages: wall-clock rates mean little on a loaded machine.
+	LoadStart, LoadEnd string
+}
+
+// busy reports whether the 1-minute load average exceeds the CPUs.
+func busy(load, cpus string) bool {
+	f := strings.Fields(load)
+	if len(f) == 0 {
+		return false
+	}
+	l, err1 := strconv.ParseFloat(f[0], 64)
+	n, err2 := strconv.ParseFloat(cpus, 64)
+	return err1 == nil && err2 == nil && l > n
+}
+
+// loadAverage returns the first three fields of /proc/loadavg.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func (r *report) markdown() string {
@@ -531,8 +559,13 @@ func (r *report) markdown() string {
 	p("| date | %s (took %s) |\n", r.Started.Format("2006-01-02 15:04 MST"), r.Finished.Sub(r.Started).Round(time.Second))
 	p("| machine | %s CPUs, %s, %s memory, %s |\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Memory, r.Machine.Kernel)
 	p("| Go | %s |\n", r.Machine.GoVersion)
+	p("| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", r.LoadStart, r.LoadEnd)
 	p("| commit | %s |\n", r.Machine.Commit)
 	p("| command | `make bench` = `go run ./hack/bench` |\n\n")
+	if busy(r.LoadStart, r.Machine.CPUs) || busy(r.LoadEnd, r.Machine.CPUs) {
+		p("**The machine was busy** (load average above its %s CPUs): other processes shared the CPUs, so the ", r.Machine.CPUs)
+		p("rates below (jobs/s, fluxjobs/s) are lower bounds; CPU time, allocations, memory and request counts are not affected as much.\n\n")
+	}
 
 	p("## Targets (issue 7)\n\n")
 	p("| target | goal | benchmark | measured | result |\n|---|---|---|---|---|\n")
