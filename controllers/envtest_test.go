@@ -485,12 +485,13 @@ func TestEnvtestInvalidJobspec(t *testing.T) {
 	h.start()
 	// Accepted by the CRD schema (version 1, resources, tasks, attributes),
 	// refused by the broker's validator.
-	raw := `{"version":1,"resources":[],"tasks":[],"attributes":{"system":{"duration":0}}}`
+	raw := `{"version":1,"resources":[{"type":"slot","count":1,"label":"task","with":[{"type":"core","count":1}]}],` +
+		`"tasks":[{"command":["true"],"slot":"task","count":{"per_slot":1}}],"attributes":{"system":{"duration":"soon"}}}`
 	h.create("bad", fluxjobv1.FluxJobSpec{Jobspec: &runtime.RawExtension{Raw: []byte(raw)}})
 	obj := h.waitPhase("bad", fluxjobv1.PhaseFailed, 30*time.Second)
 	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonInvalidJobspec)
 	requireCondition(t, obj, fluxjobv1.ConditionSubmitted, metav1.ConditionFalse, fluxjobv1.ReasonInvalidJobspec)
-	if !strings.Contains(obj.Status.Message, "Flux rejected the jobspec: ") || !strings.Contains(obj.Status.Message, "resource") {
+	if !strings.Contains(obj.Status.Message, "Flux rejected the jobspec: ") || !strings.Contains(obj.Status.Message, "duration must be a number") {
 		t.Fatalf("message %q does not quote the broker", obj.Status.Message)
 	}
 	if len(h.broker.Jobs()) != 0 {
