@@ -602,7 +602,7 @@ func (r *report) markdown() string {
 	p("\n")
 	for _, res := range r.Results {
 		p("## %s\n\n", res.Suite.Name)
-		p("%s.\n\n", res.Suite.About)
+		p("%s.\n\n", sentence(res.Suite.About))
 		switch res.Status {
 		case statusSkipped:
 			p("%s\n\n", res.Message)
@@ -627,6 +627,14 @@ func (r *report) markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// sentence capitalizes the first letter.
+func sentence(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // writeTable writes one table for a suite's benchmarks, one column per
