@@ -339,7 +339,6 @@ func TestExecutorEventCallbacks(t *testing.T) {
 		f := submit(t, e, "false")
 		var mu sync.Mutex
 		expected := map[string]bool{"start": true, "finish": true, "depend": true, "priority": true, "free": true}
-		free := waitEvent(t, f, "free")
 		for name := range Events {
 			if err := f.AddEventCallback(name, func(_ *Future, ev job.Event) {
 				mu.Lock()
@@ -349,6 +348,8 @@ func TestExecutorEventCallbacks(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// registered last, so it runs after the callbacks above for "free"
+		free := waitEvent(t, f, "free")
 		if r, err := f.Result(testCtx(t)); r != 1 || err != nil {
 			t.Fatalf("Result = %d, %v", r, err)
 		}

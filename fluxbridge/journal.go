@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"sync"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 
@@ -47,7 +48,12 @@ type journalSource struct {
 	w      *job.JournalWatch
 	cancel context.CancelFunc // ends the journal stream
 	ready  chan struct{}      // closed at the first entry or failure
-	once   sync.Once
+	// onFail is called when the journal fails other than by close: the
+	// worker cannot follow its jobs any more.
+	onFail  func(error)
+	closing atomic.Bool
+	users   int32 // workers that have not released the source yet (under mu)
+	once    sync.Once
 
 	mu       sync.Mutex
 	seq      uint64                     // journal entries read so far
@@ -115,7 +121,7 @@ func journalEvents() []string {
 
 // newJournalSource opens the journal stream on c; ctx bounds the opening
 // only (the stream lives until close). Its reader is run.
-func newJournalSource(ctx context.Context, c *flux.Conn, log logr.Logger) (*journalSource, error) {
+func newJournalSource(ctx context.Context, c *flux.Conn, log logr.Logger, users int) (*journalSource, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -131,6 +137,7 @@ func newJournalSource(ctx context.Context, c *flux.Conn, log logr.Logger) (*jour
 	return &journalSource{
 		cancel:   cancel,
 		ready:    make(chan struct{}),
+		users:    int32(users),
 		conn:     c,
 		log:      log,
 		w:        w,
@@ -157,6 +164,9 @@ func (s *journalSource) run() {
 			}
 			s.fail(err)
 			s.w.Close()
+			if !s.closing.Load() && s.onFail != nil {
+				s.onFail(err)
+			}
 			return
 		}
 		s.once.Do(func() { close(s.ready) })
@@ -221,7 +231,17 @@ func (s *journalSource) fail(err error) {
 }
 
 // close stops the journal stream; the reader then fails what is left.
-func (s *journalSource) close() { s.cancel() }
+// close releases one worker's use; the last one stops the journal.
+func (s *journalSource) close() {
+	s.mu.Lock()
+	s.users--
+	last := s.users <= 0
+	s.mu.Unlock()
+	if last {
+		s.closing.Store(true)
+		s.cancel()
+	}
+}
 
 func (s *journalSource) beginSubmit() func(job.ID, bool) {
 	s.mu.Lock()

@@ -37,8 +37,8 @@ type eventSource interface {
 	// beginSubmit), until the job's eventlog ends (it returns nil) or
 	// following fails.
 	follow(ctx context.Context, id job.ID, attach bool, deliver func(job.Event)) error
-	// close releases the source's resources; follow calls still running
-	// then fail.
+	// close is called by each worker using the source as it exits; the
+	// source releases its resources once none uses it.
 	close()
 }
 
