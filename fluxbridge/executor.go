@@ -20,7 +20,7 @@
 // (a few hundred bytes plus its recorded events). With EventSourceEventlog
 // it also costs one job-info.eventlog-watch stream at the broker (and its
 // matchtag and state in the client); EventSourceJournal replaces those
-// with one job-manager.events-journal stream per worker, which the
+// with one job-manager.events-journal stream per executor, which the
 // instance owner alone may open. BenchmarkInFlightFuture measures both
 // (10,000 held jobs against the test broker: about 2.7 KB per future with
 // per-job watches, 1.8 KB with the journal, one goroutine per future
@@ -53,8 +53,8 @@ const (
 	// EventSourceEventlog watches each job's main eventlog with its own
 	// job-info.eventlog-watch stream, as flux-core's Python executor does.
 	EventSourceEventlog EventSource = iota
-	// EventSourceJournal follows all of a worker's jobs through one
-	// job-manager.events-journal stream per worker (instance owner only),
+	// EventSourceJournal follows all of the executor's jobs through one
+	// job-manager.events-journal stream per executor (instance owner only),
 	// reading an attached job's eventlog once with job-info.lookup to
 	// replay the events it already had. Futures behave the same as with
 	// EventSourceEventlog.

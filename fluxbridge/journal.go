@@ -15,8 +15,8 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
-// journalSource follows every job of one worker through a single
-// job-manager.events-journal stream (flux-core v0.88.0
+// journalSource follows every job of an executor (all its workers)
+// through a single job-manager.events-journal stream (flux-core v0.88.0
 // src/modules/job-manager/journal.c) instead of one
 // job-info.eventlog-watch stream per job.
 //
