@@ -1044,3 +1044,97 @@ func TestMatchEvent(t *testing.T) {
 		})
 	}
 }
+
+// Futures attached at every point of a job's life each see every event
+// exactly once and in order: the ones it had are replayed, the rest
+// follow (with the journal: the eventlog read at attach and the journal
+// spliced without duplicates or gaps).
+func TestExecutorAttachDuringLifecycle(t *testing.T) {
+	forEachSource(t, func(t *testing.T, src EventSource) {
+		srv := startBroker(t, testbroker.Options{Delays: testbroker.RealisticDelays()})
+		e := newTestExecutor(t, srv, execConfig{workers: 2, src: src})
+		ctx := testCtx(t)
+		c := client(t, srv)
+		id, err := job.SubmitJobspec(ctx, c, spec(t, "true"), job.SubmitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		type rec struct {
+			mu    sync.Mutex
+			names []string
+			clean chan struct{}
+		}
+		var recs []*rec
+		for i := 0; i < 40; i++ {
+			f := mustAttach(t, e, id)
+			r := &rec{clean: make(chan struct{})}
+			for _, name := range strings.Fields(mainEvents) {
+				if err := f.AddEventCallback(name, func(_ *Future, ev job.Event) {
+					r.mu.Lock()
+					r.names = append(r.names, ev.Name)
+					r.mu.Unlock()
+					if ev.Name == "clean" {
+						close(r.clean)
+					}
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			recs = append(recs, r)
+			time.Sleep(2 * time.Millisecond) // spread the attaches over the job's life
+		}
+		for i, r := range recs {
+			await(t, r.clean, "clean")
+			r.mu.Lock()
+			got := strings.Join(r.names, " ")
+			r.mu.Unlock()
+			if got != mainEvents {
+				t.Fatalf("future %d saw %q, want %q", i, got, mainEvents)
+			}
+		}
+	})
+}
+
+// The journal keeps the events of a job whose submit event arrives before
+// the submit response, and drops what no submission in flight can own.
+func TestJournalOrphans(t *testing.T) {
+	s := &journalSource{
+		inflight: make(map[*submitTicket]struct{}),
+		orphans:  make(map[job.ID]*journalOrphan),
+		subs:     make(map[job.ID]*journalSub),
+		claimed:  make(map[job.ID]*journalSub),
+	}
+	entry := func(id job.ID, names ...string) job.JournalEntry {
+		e := job.JournalEntry{ID: id}
+		for _, n := range names {
+			e.Events = append(e.Events, job.Event{Name: n, Timestamp: 1})
+		}
+		return e
+	}
+	s.dispatch(entry(1, "submit")) // nobody submitting: not kept
+	if len(s.orphans) != 0 {
+		t.Fatalf("orphans = %v", s.orphans)
+	}
+	endA := s.beginSubmit()
+	s.dispatch(entry(2, "submit"))
+	s.dispatch(entry(2, "depend"))
+	s.dispatch(entry(3, "depend")) // not a new job: not kept
+	endB := s.beginSubmit()
+	s.dispatch(entry(4, "submit"))
+	endA(2, true)
+	if sub := s.claimed[2]; sub == nil || len(sub.queue) != 2 || sub.queue[1].Name != "depend" {
+		t.Fatalf("job 2 subscription = %+v", s.claimed[2])
+	}
+	if _, ok := s.orphans[4]; !ok || len(s.orphans) != 1 {
+		t.Fatalf("orphans after A = %v, want job 4 kept for B", s.orphans)
+	}
+	endB(0, false)
+	if len(s.orphans) != 0 || len(s.inflight) != 0 {
+		t.Fatalf("orphans %v, inflight %v after every submission ended", s.orphans, s.inflight)
+	}
+	// later events of a followed job go to its subscription
+	s.dispatch(entry(2, "priority"))
+	if q := s.claimed[2].queue; len(q) != 3 {
+		t.Fatalf("queue = %v", q)
+	}
+}
