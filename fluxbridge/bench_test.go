@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -23,6 +24,12 @@ import (
 //
 //	go test -run '^$' -bench 'Executor' -benchtime 20000x ./fluxbridge/
 //	go test -run '^$' -bench 'InFlight' -benchtime 10000x ./fluxbridge/
+//
+// To measure the client alone, run the test broker in its own process and
+// name it in FLUXBRIDGE_BENCH_URI; BenchmarkExecutor then uses it:
+//
+//	go run ./hack/testbroker -realistic=false -cores 1000000 -uri-file /tmp/tb.uri &
+//	FLUXBRIDGE_BENCH_URI=$(cat /tmp/tb.uri) go test -run '^$' -bench Executor ./fluxbridge/
 
 // BenchmarkExecutor measures Submit -> Result throughput: b.N jobs of
 // `true` with zero run time are submitted at once and every result is
@@ -31,8 +38,11 @@ func BenchmarkExecutor(b *testing.B) {
 	for _, src := range sources {
 		for _, workers := range []int{1, 2, 4, 8} {
 			b.Run(fmt.Sprintf("source=%v/workers=%d", src, workers), func(b *testing.B) {
-				srv := startBroker(b, testbroker.Options{Cores: 1 << 20})
-				e := newTestExecutor(b, srv, execConfig{workers: workers, src: src})
+				uri := os.Getenv("FLUXBRIDGE_BENCH_URI")
+				if uri == "" {
+					uri = startBroker(b, testbroker.Options{Cores: 1 << 20}).URI()
+				}
+				e := newTestExecutorURI(b, uri, execConfig{workers: workers, src: src})
 				js := spec(b, "true")
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 				defer cancel()

@@ -64,11 +64,16 @@ type execConfig struct {
 
 func newTestExecutor(t testing.TB, srv *testbroker.Server, cfg execConfig) *Executor {
 	t.Helper()
+	return newTestExecutorURI(t, srv.URI(), cfg)
+}
+
+func newTestExecutorURI(t testing.TB, uri string, cfg execConfig) *Executor {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	e, err := NewExecutor(ctx, ExecutorOptions{
 		Workers:     cfg.workers,
-		URI:         srv.URI(),
+		URI:         uri,
 		EventSource: cfg.src,
 		Logger:      cfg.log,
 		NamePrefix:  "test",
