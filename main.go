@@ -24,7 +24,7 @@ import (
 
 // defaultFluxURI is the broker socket of the Flux sidecar in config/manager
 // (the shared emptyDir), used when neither --flux-uri nor FLUX_URI is set.
-const defaultFluxURI = "local:///run/flux/local"
+const defaultFluxURI = "local:///run/flux/broker/local"
 
 // leaderElectionID names the Lease the replicas compete for.
 const leaderElectionID = "fluxjob-operator.fluxjob.io"
