@@ -330,19 +330,31 @@ func (c *Conn) unregister(tag uint32, cl *call) {
 }
 
 // abandon stops queueing responses for cl; its matchtag stays reserved
-// until the final response arrives (or the Conn ends).
+// until the final response arrives (or the Conn ends). A goroutine waiting
+// for cl is woken and gets errAbandoned.
 func (c *Conn) abandon(cl *call) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl.abandoned = true
 	cl.queue = nil
+	signal(cl.notify)
 }
 
+// errAbandoned is what wait returns for a call abandoned while (or before)
+// it waited; Stream.Recv turns it into ErrStreamClosed.
+var errAbandoned = errors.New("flux: call abandoned")
+
 // wait returns the next response for cl, or the Conn's error once cl has
-// nothing queued and the Conn ended, or ctx's error.
+// nothing queued and the Conn ended, or ctx's error, or errAbandoned once
+// cl was abandoned. The Conn ending wakes it even when cl is no longer
+// registered (its final response already arrived, or it was abandoned).
 func (c *Conn) wait(ctx context.Context, cl *call) (*wire.Message, error) {
 	for {
 		c.mu.Lock()
+		if cl.abandoned {
+			c.mu.Unlock()
+			return nil, errAbandoned
+		}
 		if len(cl.queue) > 0 {
 			m := cl.queue[0]
 			cl.queue[0] = nil
@@ -358,6 +370,7 @@ func (c *Conn) wait(ctx context.Context, cl *call) (*wire.Message, error) {
 		c.mu.Unlock()
 		select {
 		case <-cl.notify:
+		case <-c.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -586,8 +599,11 @@ func (s *Stream) Matchtag() uint32 { return s.tag }
 // ignored). It returns io.EOF at the normal end of the stream (ENODATA),
 // an *Error if the service ended it with another errno, ErrClosed or
 // ErrDisconnected if the Conn ended, ctx's error once the Stream's
-// context ended, and ErrStreamClosed after Close. Responses already
-// received are delivered before a Conn error.
+// context ended, and ErrStreamClosed after Close. Close called from
+// another goroutine while Recv waits wakes it with ErrStreamClosed (not
+// io.EOF: the stream did not end, it was given up); responses not yet
+// returned are dropped. Responses already received are delivered before a
+// Conn error, and Conn.Close wakes a waiting Recv with ErrClosed.
 func (s *Stream) Recv(resp any) error {
 	s.mu.Lock()
 	closed, term := s.closed, s.term
@@ -607,6 +623,9 @@ func (s *Stream) Recv(resp any) error {
 	}
 	m, err := s.c.wait(s.ctx, s.cl)
 	if err != nil {
+		if errors.Is(err, errAbandoned) {
+			return ErrStreamClosed
+		}
 		if s.ctx.Err() != nil {
 			s.c.abandon(s.cl)
 			_ = s.cancel()

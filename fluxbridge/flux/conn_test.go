@@ -732,3 +732,70 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestCloseWakesRecv: a Recv waiting for a response is woken by
+// Stream.Close from another goroutine (ErrStreamClosed) and by Conn.Close
+// (ErrClosed), whether or not the stream's call is still registered.
+func TestCloseWakesRecv(t *testing.T) {
+	tests := []struct {
+		name    string
+		topic   string // "watch": cancel ends it with ENODATA; "never": no response ever
+		closeFn func(c *Conn, s *Stream) error
+		want    error
+	}{
+		{"stream close, service ends stream", "watch", func(_ *Conn, s *Stream) error { return s.Close() }, ErrStreamClosed},
+		{"stream close, service silent", "never", func(_ *Conn, s *Stream) error { return s.Close() }, ErrStreamClosed},
+		{"conn close", "watch", func(c *Conn, _ *Stream) error { return c.Close() }, ErrClosed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ss := newStreamServer(t, 0, false)
+			c := dial(t, ss.srv)
+			s, err := c.Stream(testCtx(t), tt.topic, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recvTimeout(t, ss.requests)
+			errc := make(chan error, 1)
+			go func() { errc <- s.Recv(nil) }()
+			time.Sleep(10 * time.Millisecond) // let Recv block in wait
+
+			if err := tt.closeFn(c, s); err != nil {
+				t.Fatal(err)
+			}
+			if err := recvTimeout(t, errc); !errors.Is(err, tt.want) {
+				t.Errorf("Recv = %v, want %v", err, tt.want)
+			}
+			if err := s.Recv(nil); err == nil {
+				t.Error("second Recv succeeded")
+			}
+			// a later Conn.Close still leaves nothing blocked (goleak)
+			_ = c.Close()
+		})
+	}
+}
+
+// TestConnCloseWakesUnregisteredWaiter: a goroutine waiting on a call that
+// is no longer in the pending table (its final response was dropped after
+// abandon, say) is woken by Conn.Close.
+func TestConnCloseWakesUnregisteredWaiter(t *testing.T) {
+	ss := newStreamServer(t, 0, false)
+	c := dial(t, ss.srv)
+	cl, tag, err := c.register(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.unregister(tag, cl)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.wait(context.Background(), cl)
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := recvTimeout(t, errc); !errors.Is(err, ErrClosed) {
+		t.Errorf("wait = %v, want ErrClosed", err)
+	}
+}
