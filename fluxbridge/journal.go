@@ -2,7 +2,6 @@ package fluxbridge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -153,14 +152,11 @@ func (s *journalSource) run() {
 	for {
 		e, err := s.w.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				// A broker that hung up looks like io.EOF from
-				// job.JournalWatch.Next; the connection knows better.
-				if cerr := s.conn.Err(); cerr != nil {
-					err = fmt.Errorf("fluxbridge: the events journal ended: %w", cerr)
-				} else {
-					err = fmt.Errorf("fluxbridge: the events journal ended: %w", io.ErrUnexpectedEOF)
-				}
+			if err == io.EOF { //nolint:errorlint // Next returns io.EOF itself at the end
+				// the service ended the journal (job.JournalWatch.Next
+				// reports a lost connection as flux.ErrDisconnected,
+				// which wraps the socket's io.EOF: hence ==)
+				err = fmt.Errorf("fluxbridge: the events journal ended: %w", io.ErrUnexpectedEOF)
 			}
 			s.fail(err)
 			s.w.Close()

@@ -57,13 +57,10 @@ func (s eventlogSource) follow(ctx context.Context, id job.ID, _ bool, deliver f
 	defer w.Close()
 	for {
 		ev, err := w.Next()
-		if errors.Is(err, io.EOF) {
-			// job.EventWatch.Next reports a broker that hung up
-			// (flux.ErrDisconnected wrapping io.EOF) as the end of the
-			// eventlog; tell the two apart by the connection's state.
-			if cerr := s.conn.Err(); cerr != nil {
-				return fmt.Errorf("fluxbridge: following job %s: %w", id, cerr)
-			}
+		if err == io.EOF { //nolint:errorlint // Next returns io.EOF itself at the end
+			// the eventlog ended; a lost connection comes as an error
+			// matching flux.ErrDisconnected or flux.ErrClosed (which
+			// wraps the socket's io.EOF: hence ==, not errors.Is)
 			return nil
 		}
 		if err != nil {

@@ -3,7 +3,6 @@ package job
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"syscall"
@@ -73,8 +72,9 @@ func nameSet(names []string) map[string]bool {
 	return m
 }
 
-// Next returns the next journal entry; io.EOF when the service ended the
-// stream.
+// Next returns the next journal entry; io.EOF only when the service ended
+// the stream (ENODATA). Otherwise the stream's error, wrapped: a broker
+// that hung up matches flux.ErrDisconnected, a closed Conn flux.ErrClosed.
 func (w *JournalWatch) Next() (JournalEntry, error) {
 	var resp struct {
 		ID      json.Number       `json:"id"` // the sentinel's -1 is no ID
@@ -83,7 +83,7 @@ func (w *JournalWatch) Next() (JournalEntry, error) {
 		R       json.RawMessage   `json:"R"`
 	}
 	if err := w.s.Recv(&resp); err != nil {
-		if errors.Is(err, io.EOF) {
+		if isStreamEnd(err) {
 			return JournalEntry{}, io.EOF
 		}
 		return JournalEntry{}, fmt.Errorf("job: events journal: %w", err)

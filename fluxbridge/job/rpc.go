@@ -183,15 +183,18 @@ func WatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions) (*
 	return &EventWatch{s: s, id: id, path: path}, nil
 }
 
-// Next returns the next event. It returns io.EOF when the eventlog has
-// ended, and otherwise the stream's error (a *flux.Error from the service,
-// flux.ErrClosed or flux.ErrDisconnected, the context's error), wrapped.
+// Next returns the next event. It returns io.EOF only when the service
+// ended the eventlog (ENODATA), and otherwise the stream's error (a
+// *flux.Error from the service, flux.ErrClosed or flux.ErrDisconnected,
+// the context's error, flux.ErrStreamClosed after Close), wrapped. A broker
+// that hung up is not the end of the eventlog: the error matches
+// flux.ErrDisconnected, even though that wraps the connection's io.EOF.
 func (w *EventWatch) Next() (Event, error) {
 	var resp struct {
 		Event *string `json:"event"`
 	}
 	if err := w.s.Recv(&resp); err != nil {
-		if errors.Is(err, io.EOF) {
+		if isStreamEnd(err) {
 			return Event{}, io.EOF
 		}
 		return Event{}, fmt.Errorf("job %s: watching %s: %w", w.id, w.path, err)
@@ -208,6 +211,14 @@ func (w *EventWatch) Next() (Event, error) {
 
 // Close stops the watch, cancelling it at the service if it has not ended.
 func (w *EventWatch) Close() error { return w.s.Close() }
+
+// isStreamEnd reports whether err from flux.Stream.Recv is the normal end
+// of the stream (the service's ENODATA, which Recv returns as a bare
+// io.EOF), as opposed to the Conn ending: flux.ErrDisconnected wraps the
+// socket's io.EOF and must not be taken for it.
+func isStreamEnd(err error) bool {
+	return errors.Is(err, io.EOF) && !errors.Is(err, flux.ErrDisconnected) && !errors.Is(err, flux.ErrClosed)
+}
 
 // Raise raises an exception on a job (job-manager.raise). Severity 0 is
 // fatal: the job is cancelled. note may be empty. As the job manager does

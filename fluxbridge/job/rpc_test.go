@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 )
 
@@ -632,5 +633,71 @@ func TestSubmitJobspec(t *testing.T) {
 	back, err := Parse(spec)
 	if err != nil || back.JobName() != "hn" || back.Resources[0].Count != 2 {
 		t.Fatalf("signed jobspec %s: %v", spec, err)
+	}
+}
+
+// TestNextBrokerHangUp: a broker that hangs up in the middle of a watch is
+// reported as flux.ErrDisconnected by EventWatch.Next and JournalWatch.Next,
+// not as io.EOF (the normal end, which only the service's ENODATA means);
+// a Conn closed by us as flux.ErrClosed.
+func TestNextBrokerHangUp(t *testing.T) {
+	tests := []struct {
+		name    string
+		journal bool
+		hangUp  bool // the broker goes away; else the client closes the Conn
+		want    error
+	}{
+		{"eventlog broker gone", false, true, flux.ErrDisconnected},
+		{"journal broker gone", true, true, flux.ErrDisconnected},
+		{"eventlog conn closed", false, false, flux.ErrClosed},
+		{"journal conn closed", true, false, flux.ErrClosed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fb := newFakeBroker(t)
+			fb.handle = func(req *wire.Message) []*wire.Message {
+				switch req.Topic {
+				case "job-info.eventlog-watch":
+					p, _ := wire.JSONPayload(map[string]string{"event": `{"timestamp":1.5,"name":"submit","context":{"userid":0,"urgency":16,"flags":0,"version":1}}` + "\n"})
+					return []*wire.Message{wire.NewResponse(req, p)}
+				case "job-manager.events-journal":
+					p, _ := wire.JSONPayload(map[string]any{"id": -1, "events": []any{}})
+					return []*wire.Message{wire.NewResponse(req, p)}
+				}
+				return []*wire.Message{}
+			}
+			c := fb.dial(t)
+			var next func() error
+			if tt.journal {
+				w, err := WatchJournal(testCtx(t), c, JournalOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer w.Close()
+				next = func() error { _, err := w.Next(); return err }
+			} else {
+				w, err := WatchEvents(testCtx(t), c, 42, WatchOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer w.Close()
+				next = func() error { _, err := w.Next(); return err }
+			}
+			if err := next(); err != nil {
+				t.Fatalf("first Next: %v", err)
+			}
+			if tt.hangUp {
+				fb.close()
+			} else {
+				_ = c.Close()
+			}
+			err := next()
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Next after hang-up = %v, want %v", err, tt.want)
+			}
+			if err == io.EOF { //nolint:errorlint // the bare sentinel is what must not come back
+				t.Fatal("Next returned the normal end of stream")
+			}
+		})
 	}
 }
