@@ -141,3 +141,51 @@ func TestReconcileNamespaceNotAllowedFakeClient(t *testing.T) {
 	}
 	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonNamespaceNotAllowed)
 }
+
+func TestReconcileAdoptsEarlierSubmissionFakeClient(t *testing.T) {
+	obj := fakeJob("crash", "true")
+	at := metav1.NewTime(time.Now().Truncate(time.Second))
+	obj.Status.SubmitAttemptTime = &at
+	w := newFakeWorld(t, Options{}, obj)
+	spec, fail := buildJobspec(obj)
+	if fail != nil {
+		t.Fatal(fail.Message)
+	}
+	id := submitDirect(t, w.broker.URI(), spec)
+	done := w.drive("crash", phaseIs(fluxjobv1.PhaseSucceeded))
+	if done.Status.JobID != int64(id) || len(w.broker.Jobs()) != 1 {
+		t.Fatalf("status job %d, broker jobs %v; want only the adopted %d", done.Status.JobID, w.broker.Jobs(), id)
+	}
+}
+
+func TestReconcileWaitsForJobListBeforeResubmitFakeClient(t *testing.T) {
+	obj := fakeJob("recent", "true")
+	at := metav1.NewTime(time.Now().Truncate(time.Second))
+	obj.Status.SubmitAttemptTime = &at
+	w := newFakeWorld(t, Options{AdoptWindow: time.Hour}, obj)
+	res, err := w.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "recent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter <= 0 || len(w.broker.Jobs()) != 0 {
+		t.Fatalf("result %+v, broker jobs %v: want a requeue and no submission inside the adopt window", res, w.broker.Jobs())
+	}
+}
+
+func TestReconcileUrgencyFakeClient(t *testing.T) {
+	w := newFakeWorld(t, Options{}, fakeJob("u", "true"))
+	w.broker.PauseScheduling(true)
+	obj := w.drive("u", func(o *fluxjobv1.FluxJob, err error) bool {
+		return err == nil && o.Status.Urgency != nil && *o.Status.Urgency == 16
+	})
+	obj.Spec.Urgency = ptrTo(int32(4))
+	obj.Generation = 2
+	if err := w.c.Update(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+	w.drive("u", func(o *fluxjobv1.FluxJob, err error) bool {
+		return err == nil && o.Status.Urgency != nil && *o.Status.Urgency == 4
+	})
+	w.broker.PauseScheduling(false)
+	w.drive("u", phaseIs(fluxjobv1.PhaseSucceeded))
+}
