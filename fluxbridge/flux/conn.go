@@ -10,6 +10,7 @@
 package flux
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,9 @@ const (
 	// cancelTimeout bounds writing a stream's cancel request when the
 	// caller gave no context (Stream.Close, a cancelled context).
 	cancelTimeout = 10 * time.Second
+	// readBufferSize is the size of the buffer between the socket and the
+	// message decoder.
+	readBufferSize = 64 << 10
 )
 
 // Option configures Dial.
@@ -141,7 +145,9 @@ func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
-	go c.readLoop(wire.NewReader(nc, o.maxSize))
+	// Buffered: a burst of responses (a job's eventlog) costs one read
+	// system call instead of two per message.
+	go c.readLoop(wire.NewReader(bufio.NewReaderSize(nc, readBufferSize), o.maxSize))
 	return c, nil
 }
 
