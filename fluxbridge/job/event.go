@@ -34,6 +34,42 @@ func eventErr(format string, args ...any) error {
 // refused.
 func ParseEvent(line []byte) (Event, error) {
 	line = bytes.TrimSuffix(line, []byte("\n"))
+	if ev, ok := parseEventFast(line); ok {
+		return ev, nil
+	}
+	return parseEventChecked(line)
+}
+
+// parseEventFast decodes a well-formed entry in one pass. It reports false
+// for anything unusual (a decoding error, a missing or null field, a
+// timestamp out of range), which parseEventChecked then decodes and
+// explains.
+func parseEventFast(line []byte) (Event, bool) {
+	var f struct {
+		Timestamp *float64        `json:"timestamp"`
+		Name      *string         `json:"name"`
+		Context   json.RawMessage `json:"context"`
+	}
+	if json.Unmarshal(line, &f) != nil || f.Name == nil || *f.Name == "" || f.Timestamp == nil {
+		return Event{}, false
+	}
+	if ts := *f.Timestamp; ts < 0 || math.IsInf(ts, 0) {
+		return Event{}, false
+	}
+	ev := Event{Timestamp: *f.Timestamp, Name: *f.Name}
+	if f.Context != nil {
+		// a raw context keeps the last of duplicate keys, as
+		// parseEventChecked does; null or a non-object is refused there
+		if f.Context[0] != '{' || json.Unmarshal(f.Context, &ev.Context) != nil {
+			return Event{}, false
+		}
+	}
+	return ev, true
+}
+
+// parseEventChecked is ParseEvent field by field, with an error saying
+// what is wrong.
+func parseEventChecked(line []byte) (Event, error) {
 	var raw struct {
 		Timestamp json.RawMessage `json:"timestamp"`
 		Name      json.RawMessage `json:"name"`

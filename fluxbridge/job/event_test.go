@@ -1,6 +1,7 @@
 package job
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"testing"
@@ -154,6 +155,13 @@ func FuzzParseEvent(f *testing.F) {
 	}
 	f.Add([]byte(`{"timestamp":1,"name":"x","context":{"a":[1,{"b":null}]}}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
+		// the one-pass decoder agrees with the field-by-field one
+		trimmed := bytes.TrimSuffix(line, []byte("\n"))
+		if fast, ok := parseEventFast(trimmed); ok {
+			if checked, err := parseEventChecked(trimmed); err != nil || !reflect.DeepEqual(fast, checked) {
+				t.Fatalf("%q: fast path %#v, checked %#v, %v", line, fast, checked, err)
+			}
+		}
 		ev, err := ParseEvent(line)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidEvent) {
