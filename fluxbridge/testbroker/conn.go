@@ -1,6 +1,7 @@
 package testbroker
 
 import (
+	"bufio"
 	"errors"
 	"net"
 	"sync"
@@ -104,7 +105,7 @@ func (s *Server) accept(nc *net.UnixConn) {
 // drops the connection (its watches end silently, as on a real disconnect).
 func (c *conn) readLoop() {
 	defer c.s.connWG.Done()
-	r := wire.NewReader(c.nc, c.s.wireMaxSize())
+	r := wire.NewReader(bufio.NewReaderSize(c.nc, 64<<10), c.s.wireMaxSize())
 	for {
 		m, err := r.ReadMessage()
 		if err != nil {
@@ -130,6 +131,17 @@ func (c *conn) writeLoop() {
 		batch := c.out
 		c.out = nil
 		c.mu.Unlock()
+		if c.s.getResponseDelay() <= 0 {
+			// one writev for the whole batch
+			bufs := net.Buffers(batch)
+			if _, err := bufs.WriteTo(c.nc); err != nil {
+				c.s.mu.Lock()
+				c.s.dropConnLocked(c)
+				c.s.mu.Unlock()
+				return
+			}
+			continue
+		}
 		for _, b := range batch {
 			if d := c.s.getResponseDelay(); d > 0 && len(b) > 1 {
 				t := time.NewTimer(d)
