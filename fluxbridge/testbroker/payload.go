@@ -8,6 +8,8 @@ import (
 	"math"
 	"strconv"
 	"syscall"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
 // obj is a JSON object that keeps its keys in the order given, so payloads
@@ -22,26 +24,7 @@ type kv struct {
 
 // MarshalJSON encodes o with its keys in order.
 func (o obj) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, e := range o {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		k, err := marshal(e.k)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(k)
-		b.WriteByte(':')
-		v, err := marshal(e.v)
-		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", e.k, err)
-		}
-		b.Write(v)
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return appendJSON(nil, o)
 }
 
 // real is a float64 that always encodes with a decimal point or exponent,
@@ -52,12 +35,17 @@ type real float64
 // round-trip digits in plain decimal (1795576032.443094, never an exponent),
 // and ".0" when that would otherwise read as an integer.
 func (r real) MarshalJSON() ([]byte, error) {
+	return r.appendJSON(nil)
+}
+
+func (r real) appendJSON(b []byte) ([]byte, error) {
 	f := float64(r)
 	if math.IsInf(f, 0) || math.IsNaN(f) {
-		return nil, fmt.Errorf("testbroker: cannot encode %v as JSON", f)
+		return b, fmt.Errorf("testbroker: cannot encode %v as JSON", f)
 	}
-	b := strconv.AppendFloat(nil, f, 'f', -1, 64)
-	if !bytes.ContainsAny(b, ".e") {
+	start := len(b)
+	b = strconv.AppendFloat(b, f, 'f', -1, 64)
+	if !bytes.ContainsAny(b[start:], ".e") {
 		b = append(b, '.', '0')
 	}
 	return b, nil
@@ -65,6 +53,176 @@ func (r real) MarshalJSON() ([]byte, error) {
 
 // marshal encodes v without HTML escaping (jansson does not escape <, >, &).
 func marshal(v any) ([]byte, error) {
+	return appendJSON(nil, v)
+}
+
+// appendJSON appends v's encoding to b, producing exactly the bytes
+// encoding/json (without HTML escaping) would, but encoding the types the
+// broker's payloads are made of by hand: the event lines and responses of
+// every job are built here. Other types go through encoding/json.
+func appendJSON(b []byte, v any) ([]byte, error) {
+	var err error
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case string:
+		return appendJSONString(b, x)
+	case bool:
+		return strconv.AppendBool(b, x), nil
+	case int:
+		return strconv.AppendInt(b, int64(x), 10), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	case int32:
+		return strconv.AppendInt(b, int64(x), 10), nil
+	case uint32:
+		return strconv.AppendUint(b, uint64(x), 10), nil
+	case uint64:
+		return strconv.AppendUint(b, x, 10), nil
+	case job.ID:
+		return strconv.AppendUint(b, uint64(x), 10), nil
+	case real:
+		return x.appendJSON(b)
+	case json.Number:
+		if !isJSONNumber(string(x)) {
+			break
+		}
+		return append(b, x...), nil
+	case json.RawMessage:
+		if x == nil {
+			return append(b, "null"...), nil
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, x); err != nil {
+			break
+		}
+		return append(b, buf.Bytes()...), nil
+	case obj:
+		b = append(b, '{')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendJSONString(b, e.k); err != nil {
+				return b, err
+			}
+			b = append(b, ':')
+			if b, err = appendJSON(b, e.v); err != nil {
+				return b, fmt.Errorf("key %q: %w", e.k, err)
+			}
+		}
+		return append(b, '}'), nil
+	case []obj:
+		return appendJSONArray(b, len(x), x == nil, func(b []byte, i int) ([]byte, error) { return appendJSON(b, x[i]) })
+	case []any:
+		return appendJSONArray(b, len(x), x == nil, func(b []byte, i int) ([]byte, error) { return appendJSON(b, x[i]) })
+	case []json.RawMessage:
+		return appendJSONArray(b, len(x), x == nil, func(b []byte, i int) ([]byte, error) { return appendJSON(b, x[i]) })
+	case []string:
+		return appendJSONArray(b, len(x), x == nil, func(b []byte, i int) ([]byte, error) { return appendJSONString(b, x[i]) })
+	}
+	std, err := marshalStd(v)
+	if err != nil {
+		return b, err
+	}
+	return append(b, std...), nil
+}
+
+func appendJSONArray(b []byte, n int, isNil bool, elem func([]byte, int) ([]byte, error)) ([]byte, error) {
+	if isNil {
+		return append(b, "null"...), nil
+	}
+	b = append(b, '[')
+	var err error
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if b, err = elem(b, i); err != nil {
+			return b, err
+		}
+	}
+	return append(b, ']'), nil
+}
+
+// appendJSONString quotes s as encoding/json does without HTML escaping.
+// Plain ASCII, quotes, backslashes, newlines, carriage returns and tabs are
+// escaped here; a string with other control characters or non-ASCII bytes
+// goes through encoding/json (its \u escapes and UTF-8 repair).
+func appendJSONString(b []byte, s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 || (c < 0x20 && c != '\n' && c != '\r' && c != '\t') {
+			std, err := marshalStd(s)
+			return append(b, std...), err
+		}
+	}
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		var esc string
+		switch s[i] {
+		case '"':
+			esc = `\"`
+		case '\\':
+			esc = `\\`
+		case '\n':
+			esc = `\n`
+		case '\r':
+			esc = `\r`
+		case '\t':
+			esc = `\t`
+		default:
+			continue
+		}
+		b = append(b, s[start:i]...)
+		b = append(b, esc...)
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"'), nil
+}
+
+// isJSONNumber reports whether s is a number in JSON's grammar
+// (RFC 8259 section 6), as encoding/json requires of a json.Number.
+func isJSONNumber(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+// marshalStd encodes v with encoding/json without HTML escaping.
+func marshalStd(v any) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)

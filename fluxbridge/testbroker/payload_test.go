@@ -1,0 +1,71 @@
+package testbroker
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"testing"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// TestAppendJSONMatchesEncodingJSON: the hand-written encoder produces the
+// bytes encoding/json (without HTML escaping) produces, for every type the
+// broker's payloads use, including strings needing escapes.
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	line := `{"timestamp":1795576038.8199482,"name":"submit","context":{"userid":0,"urgency":16,"flags":0,"version":1}}` + "\n"
+	tests := []struct {
+		name string
+		v    any
+	}{
+		{"nil", nil},
+		{"plain string", "rank0/core0"},
+		{"event line", line},
+		{"escapes", "a\"b\\c\nd\re\tf<g>&h"},
+		{"control", "bell\x07 back\b feed\f nul\x00"},
+		{"unicode", "héllo \u2028 \u2029 ☃"},
+		{"invalid utf8", "bad \xff\xfe"},
+		{"ints", []any{0, -1, int64(1 << 62), int32(-7), uint32(1 << 31), uint64(1 << 63)}},
+		{"bools", []any{true, false}},
+		{"job id", job.ID(24779948032)},
+		{"numbers", []any{json.Number(""), json.Number("0"), json.Number("-1.5e+10"), json.Number("16")}},
+		{"raw", json.RawMessage(`{ "a" : [1, 2] }`)},
+		{"raw nil", json.RawMessage(nil)},
+		{"raw list", []json.RawMessage{json.RawMessage(`{"x":1}`), json.RawMessage(` 2 `)}},
+		{"strings", []string{"a", "b\"", ""}},
+		{"nil slices", obj{{"a", []any(nil)}, {"b", []obj(nil)}, {"c", []string(nil)}}},
+		{"empty", obj{{"a", []any{}}, {"b", obj{}}, {"c", obj(nil)}}},
+		{"float fallback", 1.5},
+		{"map fallback", map[string]any{"z": 1, "a": "x"}},
+		{"nested", obj{
+			{"id", job.ID(7)},
+			{"events", []json.RawMessage{json.RawMessage(line[:len(line)-1])}},
+			{"R", obj{{"version", 1}, {"execution", obj{{"R_lite", []obj{{{"rank", "0"}, {"children", obj{{"core", "0-3"}}}}}}, {"starttime", real(0)}}}}},
+		}},
+		{"event", obj{{"event", line}}},
+		{"real", []any{real(1795576032.443094), real(0), real(12), real(1e21)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := appendJSON([]byte("prefix"), tt.v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode(tt.v); err != nil {
+				t.Fatal(err)
+			}
+			want := "prefix" + string(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+			if string(got) != want {
+				t.Errorf("appendJSON = %s\nencoding/json = %s", got, want)
+			}
+		})
+	}
+	for _, bad := range []any{real(math.Inf(1)), json.Number("01"), json.Number("1.")} {
+		if b, err := appendJSON(nil, bad); err == nil {
+			t.Errorf("appendJSON(%#v) = %s, want an error", bad, b)
+		}
+	}
+}
