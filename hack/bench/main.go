@@ -132,11 +132,18 @@ type suite struct {
 	Env []string
 	// Skip, if it returns a reason, skips the suite with that message.
 	Skip func() string
+
+	root string // the repository, to show paths in Env relative to it
 }
 
 func (s suite) commandLine() string {
 	var parts []string
 	for _, e := range s.Env {
+		if k, v, ok := strings.Cut(e, "="); ok && s.root != "" {
+			if rel, err := filepath.Rel(s.root, v); err == nil && !strings.HasPrefix(rel, "..") {
+				e = k + "=" + rel
+			}
+		}
 		parts = append(parts, shellQuote(e))
 	}
 	for _, a := range s.Args {
@@ -158,6 +165,9 @@ func goBench(pkg, bench string, extra ...string) []string {
 	args = append(args, extra...)
 	return append(args, pkg)
 }
+
+const realAbout = "A real flux-core broker (`flux start --test-size=1`, flux on PATH), jobs in its test execution mode: " +
+	"our executor side by side with flux-core's Python FluxExecutor and `flux submit --cc`, each client in its own process"
 
 // suites lists what `make bench` runs, in order.
 func suites(root string) []suite {
@@ -197,19 +207,22 @@ func suites(root string) []suite {
 	// The real-broker harness: a Go benchmark package, else a command.
 	switch {
 	case exists(filepath.Join(root, "test", "realflux")):
-		list = append(list, suite{Name: "real broker", About: "flux start --test-size=1 (flux-core on PATH): our executor side by side with the Python FluxExecutor and flux submit --cc",
-			Args: goBench("./test/realflux/...", ".", "-benchtime", "1x", "-timeout", "60m"), Skip: noFlux})
+		list = append(list, suite{Name: "real broker", About: realAbout,
+			Args: goBench("./test/realflux/", ".", "-benchtime", "1x", "-timeout", "60m"), Skip: noFlux})
 	case exists(filepath.Join(root, "hack", "realfluxbench")):
-		list = append(list, suite{Name: "real broker", About: "flux start --test-size=1 (flux-core on PATH): our executor side by side with the Python FluxExecutor and flux submit --cc",
+		list = append(list, suite{Name: "real broker", About: realAbout,
 			Args: []string{"go", "run", "./hack/realfluxbench"}, Skip: noFlux})
 	default:
-		list = append(list, suite{Name: "real broker", About: "flux start --test-size=1 (flux-core on PATH)",
+		list = append(list, suite{Name: "real broker", About: realAbout,
 			Skip: func() string {
 				if s := noFlux(); s != "" {
 					return s
 				}
 				return "skipped: no real-broker harness in the repository yet (test/realflux or hack/realfluxbench)"
 			}})
+	}
+	for i := range list {
+		list[i].root = root
 	}
 	return list
 }
@@ -378,6 +391,10 @@ type target struct {
 	Unit  string
 	Max   bool // the value must be <= Limit (else >= Limit)
 	Limit float64
+	// Ref, if set, makes the target relative: the limit is Limit times
+	// the same metric of the first benchmark Ref matches (in the same run).
+	Ref     *regexp.Regexp
+	RefName string // names the reference in the report
 }
 
 var targets = []target{
@@ -385,7 +402,21 @@ var targets = []target{
 	{Name: "controller end to end, 1,000 FluxJobs", Bench: regexp.MustCompile(`^controllers: ControllerEndToEnd1000$`), Unit: "fluxjobs/s", Limit: 200},
 	{Name: "controller status writes per job", Bench: regexp.MustCompile(`^controllers: ControllerEndToEnd1000$`), Unit: "status-writes/job", Max: true, Limit: 4},
 	{Name: "controller RSS with 10,000 FluxJobs tracked", Bench: regexp.MustCompile(`^controllers: ControllerMemory10000$`), Unit: "rss-MiB", Max: true, Limit: 150},
+	// Against a real broker (test execution mode), relative to flux-core's
+	// own clients in the same run.
+	{Name: "real broker: end-to-end jobs/s vs the Python FluxExecutor", Bench: realExecutor, Unit: "jobs/s", Limit: 1, Ref: realPython, RefName: "python-executor"},
+	{Name: "real broker: submit rate vs the Python FluxExecutor", Bench: realExecutor, Unit: "submit-jobs/s", Limit: 1, Ref: realPython, RefName: "python-executor"},
+	{Name: "real broker: submit rate vs flux submit --cc", Bench: realExecutor, Unit: "submit-jobs/s", Limit: 1, Ref: realSubmitCC, RefName: "flux-submit-cc"},
+	{Name: "real broker: client CPU per job vs the Python FluxExecutor", Bench: realExecutor, Unit: "cpu-µs/job", Max: true, Limit: 0.2, Ref: realPython, RefName: "python-executor"},
+	{Name: "real broker: client RSS vs the Python FluxExecutor", Bench: realExecutor, Unit: "rss-MB", Max: true, Limit: 0.25, Ref: realPython, RefName: "python-executor"},
 }
+
+// The rows of test/realflux's BenchmarkRealFlux.
+var (
+	realExecutor = regexp.MustCompile(`^real broker: RealFlux/executor.*/workers=4$`)
+	realPython   = regexp.MustCompile(`^real broker: RealFlux/python-executor$`)
+	realSubmitCC = regexp.MustCompile(`^real broker: RealFlux/flux-submit-cc$`)
+)
 
 // Target verdicts.
 const (
@@ -397,8 +428,25 @@ const (
 type targetResult struct {
 	Target   target
 	Bench    string
+	Goal     string
 	Measured string
 	Verdict  string
+}
+
+// find returns the first benchmark whose "<suite>: <name>" re matches and
+// that has unit.
+func find(results []result, re *regexp.Regexp, unit string) (string, float64, bool) {
+	for _, r := range results {
+		for _, b := range r.Benches {
+			id := r.Suite.Name + ": " + b.Name
+			if re.MatchString(id) {
+				if v, ok := b.value(unit); ok {
+					return id, v, true
+				}
+			}
+		}
+	}
+	return "", 0, false
 }
 
 // evaluate checks each target against every benchmark it matches; a target
@@ -406,6 +454,22 @@ type targetResult struct {
 func evaluate(ts []target, results []result) []targetResult {
 	var out []targetResult
 	for _, t := range ts {
+		op := "≥"
+		if t.Max {
+			op = "≤"
+		}
+		limit := t.Limit
+		goal := op + " " + formatValue(t.Limit) + " " + t.Unit
+		if t.Ref != nil {
+			_, ref, ok := find(results, t.Ref, t.Unit)
+			if !ok {
+				out = append(out, targetResult{Target: t, Goal: fmt.Sprintf("%s %s× %s's", op, formatValue(t.Limit), t.RefName),
+					Measured: "not measured (no " + t.RefName + " row)", Verdict: verdictNone})
+				continue
+			}
+			limit = t.Limit * ref
+			goal = fmt.Sprintf("%s %s× %s's %s = %s %s", op, formatValue(t.Limit), t.RefName, formatValue(ref), formatValue(limit), t.Unit)
+		}
 		found := false
 		for _, r := range results {
 			for _, b := range r.Benches {
@@ -418,15 +482,15 @@ func evaluate(ts []target, results []result) []targetResult {
 					continue
 				}
 				found = true
-				pass := v >= t.Limit
+				pass := v >= limit
 				if t.Max {
-					pass = v <= t.Limit
+					pass = v <= limit
 				}
 				verdict := verdictFail
 				if pass {
 					verdict = verdictPass
 				}
-				out = append(out, targetResult{Target: t, Bench: id, Measured: formatValue(v) + " " + t.Unit, Verdict: verdict})
+				out = append(out, targetResult{Target: t, Bench: id, Goal: goal, Measured: formatValue(v) + " " + t.Unit, Verdict: verdict})
 			}
 		}
 		if !found {
@@ -436,7 +500,7 @@ func evaluate(ts []target, results []result) []targetResult {
 					why = "not measured (" + r.Message + ")"
 				}
 			}
-			out = append(out, targetResult{Target: t, Measured: why, Verdict: verdictNone})
+			out = append(out, targetResult{Target: t, Goal: goal, Measured: why, Verdict: verdictNone})
 		}
 	}
 	return out
@@ -570,18 +634,13 @@ func (r *report) markdown() string {
 	p("## Targets (issue 7)\n\n")
 	p("| target | goal | benchmark | measured | result |\n|---|---|---|---|---|\n")
 	for _, t := range r.Targets {
-		op := "≥"
-		if t.Target.Max {
-			op = "≤"
-		}
 		bench := t.Bench
 		if bench == "" {
 			bench = "—"
 		}
-		p("| %s | %s %s %s | %s | %s | %s |\n", t.Target.Name, op, formatValue(t.Target.Limit), t.Target.Unit, bench, t.Measured, t.Verdict)
+		p("| %s | %s | %s | %s | %s |\n", t.Target.Name, t.Goal, bench, t.Measured, t.Verdict)
 	}
-	p("\nTargets against a real flux-core broker (the executor's and the Python FluxExecutor's jobs/s, submit rate, CPU and RSS) ")
-	p("are in the real broker section when flux-core is installed.\n\n")
+	p("\n")
 
 	p("## Suites\n\n")
 	p("| suite | what | command | result |\n|---|---|---|---|\n")
@@ -591,8 +650,10 @@ func (r *report) markdown() string {
 			cmd = "`" + strings.ReplaceAll(res.Suite.commandLine(), "|", `\|`) + "`"
 		}
 		status := res.Status
-		if res.Message != "" {
+		if res.Message != "" && !strings.HasPrefix(res.Message, res.Status) {
 			status += ": " + res.Message
+		} else if res.Message != "" {
+			status = res.Message
 		}
 		if res.Elapsed > 0 {
 			status += fmt.Sprintf(" (%s)", res.Elapsed.Round(time.Second))
@@ -622,7 +683,7 @@ func (r *report) markdown() string {
 		if len(logs) > 0 {
 			p("Benchmark logs:\n\n```\n%s\n```\n\n", strings.Join(logs, "\n"))
 		}
-		if len(res.Other) > 0 && len(res.Benches) == 0 {
+		if len(res.Other) > 0 {
 			p("Output:\n\n```\n%s\n```\n\n", strings.Join(res.Other, "\n"))
 		}
 	}

@@ -182,3 +182,32 @@ func waitStreams(t *testing.T, p *streamProxy, want int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestEvaluateRelative(t *testing.T) {
+	out := `BenchmarkRealFlux/executor/workers=4-2   1   100 jobs/s   50 cpu-µs/job   20 rss-MB
+BenchmarkRealFlux/python-executor-2      1   130 jobs/s  400 cpu-µs/job  100 rss-MB
+`
+	benches, _ := parse(out)
+	results := []result{{Suite: suite{Name: "real broker"}, Status: statusOK, Benches: benches}}
+	ts := []target{
+		{Name: "rate", Bench: realExecutor, Unit: "jobs/s", Limit: 1, Ref: realPython, RefName: "python-executor"},
+		{Name: "cpu", Bench: realExecutor, Unit: "cpu-µs/job", Max: true, Limit: 0.2, Ref: realPython, RefName: "python-executor"},
+		{Name: "rss", Bench: realExecutor, Unit: "rss-MB", Max: true, Limit: 0.25, Ref: realPython, RefName: "python-executor"},
+		{Name: "cc", Bench: realExecutor, Unit: "jobs/s", Limit: 1, Ref: realSubmitCC, RefName: "flux-submit-cc"},
+	}
+	got := evaluate(ts, results)
+	want := []struct{ verdict, goal string }{
+		{verdictFail, "≥ 1× python-executor's 130 = 130 jobs/s"},
+		{verdictPass, "≤ 0.20× python-executor's 400 = 80 cpu-µs/job"},
+		{verdictPass, "≤ 0.25× python-executor's 100 = 25 rss-MB"},
+		{verdictNone, "≥ 1× flux-submit-cc's"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v", got)
+	}
+	for i, w := range want {
+		if got[i].Verdict != w.verdict || got[i].Goal != w.goal {
+			t.Errorf("target %d: %s %q, want %s %q", i, got[i].Verdict, got[i].Goal, w.verdict, w.goal)
+		}
+	}
+}
