@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +26,8 @@ type submission struct {
 	urgency  int
 	flags    int
 	jobspec  []byte
+	// unwrapped is the cached decoding of J (jobspec is its jobspec).
+	unwrapped *unwrappedSpec
 }
 
 // handleSubmit serves job-ingest.submit: {"J", "urgency", "flags"} ->
@@ -98,27 +102,94 @@ func (s *Server) checkSubmit(req *wire.Message) (*submission, error) {
 	if !owner && flags&flagWaitable != 0 {
 		return nil, errorf(syscall.EINVAL, "only the instance owner can submit with FLUX_JOB_WAITABLE")
 	}
-	signer, jobspec, err := signNoneUnwrap(J)
-	if err != nil {
+	u := s.specs.unwrap(J)
+	if u.unwrapErr {
 		return nil, errorf(syscall.EINVAL, "could not unwrap jobspec: %s", strerror(syscall.EINVAL))
 	}
+	signer, jobspec := u.signer, u.jobspec
 	if signer != req.UserID {
 		return nil, errorf(syscall.EPERM, "signer=%d != requestor=%d", signer, req.UserID)
 	}
 	if !owner && !s.opts.GuestSigning {
 		return nil, errorf(syscall.EPERM, "only instance owner can use sign-type=none")
 	}
-	if err := checkJSON(jobspec); err != nil {
-		return nil, errorf(syscall.EINVAL, "jobspec: invalid JSON: %s", err)
+	if u.jsonErr != nil {
+		return nil, errorf(syscall.EINVAL, "jobspec: invalid JSON: %s", u.jsonErr)
 	}
-	return &submission{userid: req.UserID, rolemask: req.Rolemask, urgency: urgency, flags: flags, jobspec: jobspec}, nil
+	return &submission{userid: req.UserID, rolemask: req.Rolemask, urgency: urgency, flags: flags, jobspec: jobspec, unwrapped: u}, nil
+}
+
+// specCache remembers what the broker made of recently submitted J
+// strings: clients submit the same jobspec again and again, and decoding,
+// checking and validating it was most of the broker's work per job. The
+// entries are read-only once made.
+type specCache struct {
+	mu sync.Mutex
+	m  map[string]*unwrappedSpec
+}
+
+// specCacheSize bounds the cache; it is emptied when full.
+const specCacheSize = 256
+
+// unwrappedSpec is a J decoded: the signer and jobspec, whether the
+// jobspec is JSON, and the jobspec parsed with and without validation
+// (made on first use).
+type unwrappedSpec struct {
+	unwrapErr bool
+	signer    uint32
+	jobspec   []byte
+	jsonErr   error
+
+	once   [2]sync.Once
+	parsed [2]*parsedJobspec
+	errs   [2]error
+}
+
+func (c *specCache) unwrap(J string) *unwrappedSpec {
+	c.mu.Lock()
+	u := c.m[J]
+	c.mu.Unlock()
+	if u != nil {
+		return u
+	}
+	u = &unwrappedSpec{}
+	signer, jobspec, err := signNoneUnwrap(J)
+	if err != nil {
+		u.unwrapErr = true
+	} else {
+		u.signer, u.jobspec = signer, jobspec
+		u.jsonErr = checkJSON(jobspec)
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= specCacheSize {
+		c.m = make(map[string]*unwrappedSpec)
+	}
+	c.m[J] = u
+	c.mu.Unlock()
+	return u
+}
+
+// parse returns parseJobspec(u.jobspec, validate), computed once.
+func (u *unwrappedSpec) parse(validate bool) (*parsedJobspec, error) {
+	i := 0
+	if validate {
+		i = 1
+	}
+	u.once[i].Do(func() { u.parsed[i], u.errs[i] = parseJobspec(u.jobspec, validate) })
+	return u.parsed[i], u.errs[i]
 }
 
 // ingest validates the jobspec (job-ingest's validator), then creates the
 // job, posts its submit event, answers the submit request and starts the
 // job's lifecycle.
 func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *submission) {
-	spec, err := parseJobspec(sub.jobspec, sub.flags&flagNoValidate == 0)
+	var spec *parsedJobspec
+	var err error
+	if sub.unwrapped != nil {
+		spec, err = sub.unwrapped.parse(sub.flags&flagNoValidate == 0)
+	} else {
+		spec, err = parseJobspec(sub.jobspec, sub.flags&flagNoValidate == 0)
+	}
 	if err != nil {
 		s.respondError(c, req, err)
 		return
@@ -136,7 +207,7 @@ func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *su
 		jobspecText: string(sub.jobspec),
 		jobspec:     spec.redacted,
 		name:        spec.name,
-		command:     spec.command,
+		command:     slices.Clone(spec.command), // spec may be shared (specCache)
 		ntasks:      spec.ntasks,
 		ncores:      spec.ncores,
 		duration:    spec.duration,

@@ -3,6 +3,7 @@ package testbroker
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"testing"
 
@@ -67,5 +68,58 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		if b, err := appendJSON(nil, bad); err == nil {
 			t.Errorf("appendJSON(%#v) = %s, want an error", bad, b)
 		}
+	}
+}
+
+// TestSpecCache: a J is decoded once and its results are the uncached
+// ones, errors included; the cache stays bounded.
+func TestSpecCache(t *testing.T) {
+	good := job.SignNone([]byte(`{"version":1,"tasks":[{"command":["true"],"slot":"task","count":{"per_slot":1}}],"resources":[{"type":"slot","count":1,"label":"task","with":[{"type":"core","count":1}]}],"attributes":{"system":{"duration":0}}}`), 1000)
+	tests := []struct {
+		name      string
+		J         string
+		unwrapErr bool
+		jsonErr   bool
+		parseErr  bool
+	}{
+		{"valid", good, false, false, false},
+		{"not signed", "garbage", true, false, false},
+		{"not JSON", job.SignNone([]byte(`nope`), 1000), false, true, false},
+		{"invalid jobspec", job.SignNone([]byte(`{"version":1}`), 1000), false, false, true},
+	}
+	var c specCache
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := c.unwrap(tt.J)
+			if again := c.unwrap(tt.J); again != u {
+				t.Error("second unwrap decoded again")
+			}
+			if u.unwrapErr != tt.unwrapErr || (u.jsonErr != nil) != tt.jsonErr {
+				t.Fatalf("unwrap = %+v", u)
+			}
+			if tt.unwrapErr || tt.jsonErr {
+				return
+			}
+			if u.signer != 1000 {
+				t.Errorf("signer %d", u.signer)
+			}
+			p1, err1 := u.parse(true)
+			p2, err2 := parseJobspec(u.jobspec, true)
+			if (err1 != nil) != tt.parseErr || fmt.Sprint(err1) != fmt.Sprint(err2) {
+				t.Fatalf("parse = %v, uncached %v", err1, err2)
+			}
+			if err1 == nil && (p1.ntasks != p2.ntasks || fmt.Sprint(p1.command) != fmt.Sprint(p2.command)) {
+				t.Errorf("parse = %+v, uncached %+v", p1, p2)
+			}
+			if p, _ := u.parse(true); p != p1 {
+				t.Error("second parse parsed again")
+			}
+		})
+	}
+	for i := range 2 * specCacheSize {
+		c.unwrap(fmt.Sprint(i))
+	}
+	if n := len(c.m); n > specCacheSize {
+		t.Errorf("cache holds %d entries, limit %d", n, specCacheSize)
 	}
 }

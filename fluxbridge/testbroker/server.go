@@ -31,6 +31,7 @@ var (
 // it with New, then Start it; Close stops it and waits for every goroutine
 // it started. Its methods are safe for concurrent use.
 type Server struct {
+	specs   specCache // decoded jobspecs, by J
 	opts    Options
 	log     logr.Logger
 	dir     string
