@@ -11,6 +11,7 @@ package flux
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -487,7 +488,9 @@ func decodeResponse(topic string, m *wire.Message, resp any) error {
 		*r = []byte(m.PayloadString())
 		return nil
 	case *json.RawMessage:
-		*r = json.RawMessage(m.PayloadString())
+		// the message owns its payload (wire copies it out of the read
+		// buffer) and is dropped after this: no copy needed
+		*r = json.RawMessage(bytes.TrimSuffix(m.Payload, []byte{0}))
 		return nil
 	}
 	if err := m.DecodeJSON(resp); err != nil {

@@ -34,6 +34,9 @@ func eventErr(format string, args ...any) error {
 // refused.
 func ParseEvent(line []byte) (Event, error) {
 	line = bytes.TrimSuffix(line, []byte("\n"))
+	if ev, ok := scanEvent(line); ok {
+		return ev, nil
+	}
 	if ev, ok := parseEventFast(line); ok {
 		return ev, nil
 	}

@@ -2,6 +2,7 @@ package job
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
@@ -154,9 +155,15 @@ func FuzzParseEvent(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Add([]byte(`{"timestamp":1,"name":"x","context":{"a":[1,{"b":null}]}}`))
+	f.Add([]byte(`{"timestamp":1.5e3,"name":"x\"y","context":{"a":[true,false,"\t\/"],"b":{},"c":[]}}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		// the one-pass decoder agrees with the field-by-field one
 		trimmed := bytes.TrimSuffix(line, []byte("\n"))
+		if scanned, ok := scanEvent(trimmed); ok {
+			if checked, err := parseEventChecked(trimmed); err != nil || !reflect.DeepEqual(scanned, checked) {
+				t.Fatalf("%q: scanner %#v, checked %#v, %v", line, scanned, checked, err)
+			}
+		}
 		if fast, ok := parseEventFast(trimmed); ok {
 			if checked, err := parseEventChecked(trimmed); err != nil || !reflect.DeepEqual(fast, checked) {
 				t.Fatalf("%q: fast path %#v, checked %#v, %v", line, fast, checked, err)
@@ -180,4 +187,41 @@ func FuzzParseEvent(f *testing.F) {
 		_, _ = ev.Urgency()
 		_, _ = ev.Priority()
 	})
+}
+
+// TestScanEventResponse: the scanner decodes eventlog-watch responses as
+// encoding/json plus ParseEvent do, and gives up on what it does not know.
+func TestScanEventResponse(t *testing.T) {
+	for _, tt := range []struct {
+		payload string
+		ok      bool
+	}{
+		{`{"event":"{\"timestamp\":1795576038.8199482,\"name\":\"submit\",\"context\":{\"userid\":0,\"urgency\":16,\"flags\":0,\"version\":1}}\n"}`, true},
+		{` { "event" : "{\"timestamp\":2,\"name\":\"start\"}" } `, true},
+		{`{"event":"{\"timestamp\":2,\"name\":\"exception\",\"context\":{\"note\":\"a \\\"quoted\\\" note\\ttab\"}}\n"}`, true},
+		{`{"event":"{\"timestamp\":2,\"name\":\"x\",\"context\":{\"note\":\"\\u00e9\"}}\n"}`, false},
+		{`{"event":"{\"timestamp\":2,\"name\":\"x\",\"context\":null}\n"}`, false},
+		{`{"event":"{\"timestamp\":2,\"name\":\"x\",\"extra\":1}\n"}`, false},
+		{`{"event":"{\"timestamp\":2,\"name\":\"x\"}\n","more":1}`, false},
+		{`{"Event":"{\"timestamp\":2,\"name\":\"x\"}\n"}`, false},
+		{`{"event":5}`, false},
+		{`{"event":"{\"timestamp\":2,\"name\":\"x\"}"} x`, false},
+	} {
+		ev, ok := scanEventResponse([]byte(tt.payload))
+		if ok != tt.ok {
+			t.Errorf("scanEventResponse(%s) ok = %v, want %v", tt.payload, ok, tt.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		var resp struct{ Event string }
+		if err := json.Unmarshal([]byte(tt.payload), &resp); err != nil {
+			t.Fatal(err)
+		}
+		want, err := ParseEvent([]byte(resp.Event))
+		if err != nil || !reflect.DeepEqual(ev, want) {
+			t.Errorf("scanEventResponse(%s) = %#v; encoding/json and ParseEvent: %#v, %v", tt.payload, ev, want, err)
+		}
+	}
 }

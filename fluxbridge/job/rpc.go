@@ -190,14 +190,21 @@ func WatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions) (*
 // that hung up is not the end of the eventlog: the error matches
 // flux.ErrDisconnected, even though that wraps the connection's io.EOF.
 func (w *EventWatch) Next() (Event, error) {
-	var resp struct {
-		Event *string `json:"event"`
-	}
-	if err := w.s.Recv(&resp); err != nil {
+	var raw json.RawMessage
+	if err := w.s.Recv(&raw); err != nil {
 		if isStreamEnd(err) {
 			return Event{}, io.EOF
 		}
 		return Event{}, fmt.Errorf("job %s: watching %s: %w", w.id, w.path, err)
+	}
+	if ev, ok := scanEventResponse(raw); ok {
+		return ev, nil
+	}
+	var resp struct {
+		Event *string `json:"event"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return Event{}, fmt.Errorf("job %s: watching %s: decoding response: %w", w.id, w.path, err)
 	}
 	if resp.Event == nil {
 		return Event{}, fmt.Errorf("job %s: watching %s: response has no event: %w", w.id, w.path, syscall.EPROTO)

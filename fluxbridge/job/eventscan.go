@@ -1,0 +1,312 @@
+package job
+
+import (
+	"bytes"
+	"math"
+	"strconv"
+)
+
+// eventScanner decodes, without reflection, the JSON that eventlog
+// entries are made of in practice: objects, arrays, numbers, booleans,
+// null, and strings whose escapes are \" \\ \/ \b \f \n \r \t and whose
+// bytes are ASCII. Values come out as encoding/json decodes them into an
+// interface (float64, string, bool, nil, map[string]any, []any). Anything
+// else (a \u escape, a non-ASCII byte, deep nesting, a syntax error) makes
+// it give up, and the caller falls back to encoding/json, so the result
+// never differs from encoding/json's.
+type eventScanner struct {
+	b     []byte
+	i     int
+	depth int
+}
+
+// maxScanDepth bounds nesting; deeper input is left to encoding/json.
+const maxScanDepth = 64
+
+func (s *eventScanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// consume skips white space and then c, reporting whether c was there.
+func (s *eventScanner) consume(c byte) bool {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+func (s *eventScanner) value() (any, bool) {
+	s.ws()
+	if s.i >= len(s.b) {
+		return nil, false
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		return s.object()
+	case c == '[':
+		return s.array()
+	case c == '"':
+		return s.str()
+	case c == '-' || (c >= '0' && c <= '9'):
+		return s.number()
+	case bytes.HasPrefix(s.b[s.i:], []byte("true")):
+		s.i += 4
+		return true, true
+	case bytes.HasPrefix(s.b[s.i:], []byte("false")):
+		s.i += 5
+		return false, true
+	case bytes.HasPrefix(s.b[s.i:], []byte("null")):
+		s.i += 4
+		return nil, true
+	}
+	return nil, false
+}
+
+func (s *eventScanner) object() (map[string]any, bool) {
+	if s.depth++; s.depth > maxScanDepth || !s.consume('{') {
+		return nil, false
+	}
+	m := make(map[string]any)
+	if s.consume('}') {
+		s.depth--
+		return m, true
+	}
+	for {
+		s.ws()
+		k, ok := s.str()
+		if !ok || !s.consume(':') {
+			return nil, false
+		}
+		v, ok := s.value()
+		if !ok {
+			return nil, false
+		}
+		m[k] = v
+		if s.consume('}') {
+			s.depth--
+			return m, true
+		}
+		if !s.consume(',') {
+			return nil, false
+		}
+	}
+}
+
+func (s *eventScanner) array() ([]any, bool) {
+	if s.depth++; s.depth > maxScanDepth || !s.consume('[') {
+		return nil, false
+	}
+	a := []any{}
+	if s.consume(']') {
+		s.depth--
+		return a, true
+	}
+	for {
+		v, ok := s.value()
+		if !ok {
+			return nil, false
+		}
+		a = append(a, v)
+		if s.consume(']') {
+			s.depth--
+			return a, true
+		}
+		if !s.consume(',') {
+			return nil, false
+		}
+	}
+}
+
+// str decodes a string at s.i (which must be '"').
+func (s *eventScanner) str() (string, bool) {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return "", false
+	}
+	s.i++
+	start := s.i
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			out := string(s.b[start:s.i])
+			s.i++
+			return out, true
+		case c == '\\':
+			return s.escapedStr(start)
+		case c < 0x20 || c >= 0x80:
+			return "", false
+		}
+		s.i++
+	}
+	return "", false
+}
+
+// escapedStr finishes a string that has escapes; s.i is at the first one.
+func (s *eventScanner) escapedStr(start int) (string, bool) {
+	out := append([]byte(nil), s.b[start:s.i]...)
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return string(out), true
+		case c == '\\':
+			if s.i+1 >= len(s.b) {
+				return "", false
+			}
+			var r byte
+			switch s.b[s.i+1] {
+			case '"', '\\', '/':
+				r = s.b[s.i+1]
+			case 'b':
+				r = '\b'
+			case 'f':
+				r = '\f'
+			case 'n':
+				r = '\n'
+			case 'r':
+				r = '\r'
+			case 't':
+				r = '\t'
+			default: // \u and invalid escapes
+				return "", false
+			}
+			out = append(out, r)
+			s.i += 2
+			continue
+		case c < 0x20 || c >= 0x80:
+			return "", false
+		}
+		out = append(out, c)
+		s.i++
+	}
+	return "", false
+}
+
+// number decodes a JSON number as a float64, as encoding/json does for an
+// interface value.
+func (s *eventScanner) number() (float64, bool) {
+	start := s.i
+	if s.i < len(s.b) && s.b[s.i] == '-' {
+		s.i++
+	}
+	digits := func() int {
+		n := 0
+		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+			s.i++
+			n++
+		}
+		return n
+	}
+	if s.i < len(s.b) && s.b[s.i] == '0' {
+		s.i++
+	} else if digits() == 0 {
+		return 0, false
+	}
+	if s.i < len(s.b) && s.b[s.i] == '.' {
+		s.i++
+		if digits() == 0 {
+			return 0, false
+		}
+	}
+	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+		s.i++
+		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
+			s.i++
+		}
+		if digits() == 0 {
+			return 0, false
+		}
+	}
+	f, err := strconv.ParseFloat(string(s.b[start:s.i]), 64)
+	if err != nil {
+		return 0, false
+	}
+	return f, true
+}
+
+// scanEvent decodes an eventlog entry (no trailing newline) with an
+// eventScanner: exactly the keys timestamp, name and optionally context,
+// each once. It reports false for anything else, leaving the entry to
+// parseEventFast and parseEventChecked.
+func scanEvent(line []byte) (Event, bool) {
+	s := eventScanner{b: line}
+	if !s.consume('{') {
+		return Event{}, false
+	}
+	var ev Event
+	var haveTS, haveName, haveCtx bool
+	for {
+		s.ws()
+		k, ok := s.str()
+		if !ok || !s.consume(':') {
+			return Event{}, false
+		}
+		s.ws()
+		switch {
+		case k == "timestamp" && !haveTS:
+			if ev.Timestamp, ok = s.number(); !ok {
+				return Event{}, false
+			}
+			haveTS = true
+		case k == "name" && !haveName:
+			if ev.Name, ok = s.str(); !ok {
+				return Event{}, false
+			}
+			haveName = true
+		case k == "context" && !haveCtx:
+			if ev.Context, ok = s.object(); !ok {
+				return Event{}, false
+			}
+			haveCtx = true
+		default:
+			return Event{}, false
+		}
+		if s.consume('}') {
+			break
+		}
+		if !s.consume(',') {
+			return Event{}, false
+		}
+	}
+	s.ws()
+	if s.i != len(s.b) || !haveTS || !haveName || ev.Name == "" || ev.Timestamp < 0 || math.IsInf(ev.Timestamp, 0) {
+		return Event{}, false
+	}
+	return ev, true
+}
+
+// scanEventResponse decodes a job-info.eventlog-watch response,
+// {"event": "<entry>\n"}, and its entry. It reports false for anything
+// else, leaving the response to encoding/json.
+func scanEventResponse(payload []byte) (Event, bool) {
+	s := eventScanner{b: payload}
+	if !s.consume('{') {
+		return Event{}, false
+	}
+	s.ws()
+	if k, ok := s.str(); !ok || k != "event" || !s.consume(':') {
+		return Event{}, false
+	}
+	s.ws()
+	line, ok := s.str()
+	if !ok || !s.consume('}') {
+		return Event{}, false
+	}
+	if s.ws(); s.i != len(s.b) {
+		return Event{}, false
+	}
+	if n := len(line); n > 0 && line[n-1] == '\n' {
+		line = line[:n-1]
+	}
+	return scanEvent([]byte(line))
+}
