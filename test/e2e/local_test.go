@@ -98,8 +98,8 @@ func TestLocal(t *testing.T) {
 		}
 	})
 
-	bin := filepath.Join(t.TempDir(), "manager")
-	if err := cluster.BuildManager(ctx, bin); err != nil {
+	bin, err := cluster.ManagerBinary(ctx, t.TempDir())
+	if err != nil {
 		t.Fatal(err)
 	}
 	probe := freeAddr(t)

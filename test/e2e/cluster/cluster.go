@@ -194,6 +194,27 @@ func (c *Cluster) cleanDir() {
 	}
 }
 
+// ManagerBinary returns the manager binary to run: $MANAGER_BIN when it is
+// set (the Makefile builds bin/manager before the tests and sets it), else
+// a fresh build from the repository into dir.
+func ManagerBinary(ctx context.Context, dir string) (string, error) {
+	if bin := os.Getenv("MANAGER_BIN"); bin != "" {
+		if !filepath.IsAbs(bin) {
+			root, err := RepoRoot()
+			if err != nil {
+				return "", err
+			}
+			bin = filepath.Join(root, bin)
+		}
+		if _, err := os.Stat(bin); err != nil {
+			return "", fmt.Errorf("MANAGER_BIN: %w", err)
+		}
+		return bin, nil
+	}
+	bin := filepath.Join(dir, "manager")
+	return bin, BuildManager(ctx, bin)
+}
+
 // BuildManager builds the manager binary from the repository's main.go
 // into out.
 func BuildManager(ctx context.Context, out string) error {
