@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +60,8 @@ type apiCounter struct {
 	mu        sync.Mutex
 	counts    map[string]int
 	conflicts map[string]int
+	latency   time.Duration // summed over the non-watch requests
+	timed     int
 }
 
 func newAPICounter() *apiCounter {
@@ -69,9 +72,15 @@ func newAPICounter() *apiCounter {
 func (c *apiCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		key := requestKey(req)
+		start := time.Now()
 		resp, err := rt.RoundTrip(req)
+		d := time.Since(start)
 		c.mu.Lock()
 		c.counts[key]++
+		if !strings.HasPrefix(key, "WATCH ") {
+			c.latency += d
+			c.timed++
+		}
 		if err == nil && resp.StatusCode == http.StatusConflict {
 			c.conflicts[key]++
 		}
@@ -80,13 +89,18 @@ func (c *apiCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	})
 }
 
-// reset returns the counts and the conflicts, and zeroes them.
-func (c *apiCounter) reset() (counts, conflicts map[string]int) {
+// reset returns the counts, the conflicts and the mean latency of the
+// requests other than watches (until the response headers), and zeroes
+// them.
+func (c *apiCounter) reset() (counts, conflicts map[string]int, mean time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counts, conflicts = c.counts, c.conflicts
-	c.counts, c.conflicts = map[string]int{}, map[string]int{}
-	return counts, conflicts
+	if c.timed > 0 {
+		mean = c.latency / time.Duration(c.timed)
+	}
+	c.counts, c.conflicts, c.latency, c.timed = map[string]int{}, map[string]int{}, 0, 0
+	return counts, conflicts, mean
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)
@@ -232,8 +246,8 @@ func startBrokerProcess(b *testing.B) string {
 
 // startManager runs the reconciler as main.go configures it, with every
 // request counted.
-func (e *benchEnv) startManager() {
-	e.b.Helper()
+func (e *benchEnv) startManager(b *testing.B, reconciles int) {
+	b.Helper()
 	cfg := rest.CopyConfig(e.cfg)
 	cfg.QPS, cfg.Burst = -1, 0 // what ctrl.GetConfig does: rely on API priority and fairness
 	cfg.WrapTransport = e.counter.wrap
@@ -243,38 +257,38 @@ func (e *benchEnv) startManager() {
 		HealthProbeBindAddress: "0",
 	})
 	if err != nil {
-		e.b.Fatal(err)
+		b.Fatal(err)
 	}
 	conn := NewFluxConnector(FluxConnectorOptions{URI: e.uri, Workers: 2, Logger: ctrl.Log.WithName("executor")})
 	if err := mgr.Add(conn); err != nil {
-		e.b.Fatal(err)
+		b.Fatal(err)
 	}
 	r := &FluxJobReconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("fluxjob-controller"),
-		Flux: conn, Options: Options{MaxConcurrentReconciles: 4},
+		Flux: conn, Options: Options{MaxConcurrentReconciles: reconciles},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
-		e.b.Fatal(err)
+		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)
 	go func() { e.done <- mgr.Start(ctx) }()
-	e.b.Cleanup(e.stopManager)
+	b.Cleanup(func() { e.stopManager(b) })
 	// Wait for the cache and the broker connection.
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	defer wcancel()
 	if !mgr.GetCache().WaitForCacheSync(wctx) {
-		e.b.Fatal("manager cache did not sync")
+		b.Fatal("manager cache did not sync")
 	}
 	for conn.Ready(nil) != nil {
 		if wctx.Err() != nil {
-			e.b.Fatalf("executor not connected: %v", conn.Ready(nil))
+			b.Fatalf("executor not connected: %v", conn.Ready(nil))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-func (e *benchEnv) stopManager() {
+func (e *benchEnv) stopManager(b *testing.B) {
 	if e.cancel == nil {
 		return
 	}
@@ -282,27 +296,27 @@ func (e *benchEnv) stopManager() {
 	select {
 	case err := <-e.done:
 		if err != nil {
-			e.b.Errorf("manager: %v", err)
+			b.Errorf("manager: %v", err)
 		}
 	case <-time.After(2 * time.Minute):
-		e.b.Error("manager did not stop within 2m")
+		b.Error("manager did not stop within 2m")
 	}
 	e.cancel = nil
 }
 
-func (e *benchEnv) namespace() string {
-	e.b.Helper()
+func (e *benchEnv) namespace(b *testing.B) string {
+	b.Helper()
 	ns := "bench-" + rand.String(6)
 	if err := e.c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		e.b.Fatal(err)
+		b.Fatal(err)
 	}
 	return ns
 }
 
 // createJobs creates n FluxJobs named job-0..job-(n-1) in ns with 8
 // concurrent clients; cmd(i) is job i's command.
-func (e *benchEnv) createJobs(ctx context.Context, ns string, n int, cmd func(i int) []string) {
-	e.b.Helper()
+func (e *benchEnv) createJobs(b *testing.B, ctx context.Context, ns string, n int, cmd func(i int) []string) {
+	b.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -327,7 +341,7 @@ func (e *benchEnv) createJobs(ctx context.Context, ns string, n int, cmd func(i 
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		e.b.Fatal(err)
+		b.Fatal(err)
 	}
 }
 
@@ -339,11 +353,11 @@ type phaseWatch struct {
 	count  map[fluxjobv1.FluxJobPhase]int
 }
 
-func (e *benchEnv) watchPhases(ctx context.Context, ns string) *phaseWatch {
-	e.b.Helper()
+func (e *benchEnv) watchPhases(b *testing.B, ctx context.Context, ns string) *phaseWatch {
+	b.Helper()
 	w, err := e.c.Watch(ctx, &fluxjobv1.FluxJobList{}, client.InNamespace(ns))
 	if err != nil {
-		e.b.Fatal(err)
+		b.Fatal(err)
 	}
 	return &phaseWatch{w: w, phases: map[string]fluxjobv1.FluxJobPhase{}, count: map[fluxjobv1.FluxJobPhase]int{}}
 }
@@ -381,26 +395,36 @@ func (p *phaseWatch) until(ctx context.Context, done func(map[fluxjobv1.FluxJobP
 // run time at the test broker) and measures the time until all are
 // Succeeded, and the API requests the manager sent meanwhile. Metrics:
 // fluxjobs/s (target >= 200), status-writes/job (target <= 4),
-// api-requests/job, and cpu-ms/job: this process's CPU time (the manager,
-// plus the benchmark's own creates and watch; not the API server's nor
-// the broker's) per FluxJob, which a loaded machine does not inflate as
-// it does wall time.
+// api-requests/job, api-ms/request (mean latency of the manager's
+// requests other than watches), and cpu-ms/job: this process's CPU time
+// (the manager, plus the benchmark's own creates and watch; not the API
+// server's nor the broker's) per FluxJob, which a loaded machine does not
+// inflate as it does wall time. The rows differ in
+// --max-concurrent-reconciles: 4 is main.go's default.
 func BenchmarkControllerEndToEnd1000(b *testing.B) {
-	const n = 1000
 	e := newBenchEnv(b)
-	e.startManager()
+	for _, reconciles := range []int{4, 16} {
+		b.Run("reconciles="+strconv.Itoa(reconciles), func(b *testing.B) {
+			e.startManager(b, reconciles)
+			defer e.stopManager(b)
+			endToEnd(b, e, 1000)
+		})
+	}
+}
+
+func endToEnd(b *testing.B, e *benchEnv, n int) {
 	var elapsed time.Duration
 	var counts, conflicts map[string]int
-	var cpu time.Duration
+	var latency, cpu time.Duration
 	b.ResetTimer()
 	for range b.N {
-		ns := e.namespace()
+		ns := e.namespace(b)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		pw := e.watchPhases(ctx, ns)
+		pw := e.watchPhases(b, ctx, ns)
 		e.counter.reset()
 		cpu0 := processCPU()
 		start := time.Now()
-		e.createJobs(ctx, ns, n, func(int) []string { return []string{"true"} })
+		e.createJobs(b, ctx, ns, n, func(int) []string { return []string{"true"} })
 		err := pw.until(ctx, func(c map[fluxjobv1.FluxJobPhase]int) bool {
 			return c[fluxjobv1.PhaseSucceeded] == n || c[fluxjobv1.PhaseFailed] > 0
 		})
@@ -416,18 +440,19 @@ func BenchmarkControllerEndToEnd1000(b *testing.B) {
 		// Writes still in flight when the last Succeeded arrived (events)
 		// belong to this batch: let them land before counting.
 		time.Sleep(2 * time.Second)
-		counts, conflicts = e.counter.reset()
+		counts, conflicts, latency = e.counter.reset()
 	}
 	b.StopTimer()
 	jobs := float64(n * b.N)
+	per := float64(n) // counts are the last iteration's
 	b.ReportMetric(jobs/elapsed.Seconds(), "fluxjobs/s")
 	b.ReportMetric(float64(cpu.Microseconds())/1000/jobs, "cpu-ms/job")
-	// counts is the last iteration's.
-	b.ReportMetric(float64(statusWrites(counts))/n, "status-writes/job")
-	b.ReportMetric(float64(statusWrites(conflicts))/n, "status-conflicts/job")
-	b.ReportMetric(float64(sumCounts(counts))/n, "api-requests/job")
-	b.ReportMetric(float64(counts["PATCH fluxjobs"]+counts["PUT fluxjobs"])/n, "object-writes/job")
-	b.ReportMetric(float64(counts["POST events"]+counts["PATCH events"])/n, "event-writes/job")
+	b.ReportMetric(float64(statusWrites(counts))/per, "status-writes/job")
+	b.ReportMetric(float64(statusWrites(conflicts))/per, "status-conflicts/job")
+	b.ReportMetric(float64(sumCounts(counts))/per, "api-requests/job")
+	b.ReportMetric(float64(latency.Microseconds())/1000, "api-ms/request")
+	b.ReportMetric(float64(counts["PATCH fluxjobs"]+counts["PUT fluxjobs"])/per, "object-writes/job")
+	b.ReportMetric(float64(counts["POST events"]+counts["PATCH events"])/per, "event-writes/job")
 	b.Logf("API requests for %d FluxJobs: %v; answered 409 Conflict: %v", n, counts, conflicts)
 }
 
@@ -439,14 +464,14 @@ func BenchmarkControllerEndToEnd1000(b *testing.B) {
 func BenchmarkControllerMemory10000(b *testing.B) {
 	const n = 10000
 	e := newBenchEnv(b)
-	e.startManager()
+	e.startManager(b, 4)
 	b.ResetTimer()
 	for range b.N {
-		ns := e.namespace()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-		pw := e.watchPhases(ctx, ns)
+		ns := e.namespace(b)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		pw := e.watchPhases(b, ctx, ns)
 		start := time.Now()
-		e.createJobs(ctx, ns, n, func(i int) []string {
+		e.createJobs(b, ctx, ns, n, func(i int) []string {
 			if i%2 == 0 {
 				return []string{"true"}
 			}
@@ -472,6 +497,9 @@ func BenchmarkControllerMemory10000(b *testing.B) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	rss, hwm := procStatusKiB("VmRSS"), procStatusKiB("VmHWM")
+	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
+		writeHeapProfile(b, filepath.Join(dir, "controller-10000.heap.pprof"))
+	}
 	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(rss)/1024, "rss-MiB")
 	b.ReportMetric(float64(hwm)/1024, "peak-rss-MiB")
@@ -479,6 +507,24 @@ func BenchmarkControllerMemory10000(b *testing.B) {
 	b.Logf("heap: alloc %.1f MiB, inuse %.1f MiB, sys %.1f MiB; stacks %.1f MiB; RSS %.1f MiB (peak %.1f MiB); %d goroutines",
 		float64(ms.HeapAlloc)/(1<<20), float64(ms.HeapInuse)/(1<<20), float64(ms.Sys)/(1<<20),
 		float64(ms.StackInuse)/(1<<20), float64(rss)/1024, float64(hwm)/1024, runtime.NumGoroutine())
+}
+
+// writeHeapProfile writes the heap profile (as of the last GC) to path.
+func writeHeapProfile(b *testing.B, path string) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.Errorf("heap profile: %v", err)
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Errorf("heap profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Errorf("heap profile: %v", err)
+	}
+	b.Logf("heap profile: %s", path)
 }
 
 // processCPU is this process's user plus system CPU time.

@@ -62,6 +62,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if err := os.MkdirAll(filepath.Join(root, "bin", "bench"), 0o755); err != nil {
+		return fmt.Errorf("profile directory: %w", err)
+	}
 	rep := &report{Started: time.Now().UTC(), Machine: describeMachine(ctx, root), LoadStart: loadAverage()}
 	for _, s := range suites(root) {
 		if *only != "" && !strings.Contains(s.Name, *only) {
@@ -147,6 +150,11 @@ func (s suite) commandLine() string {
 		parts = append(parts, shellQuote(e))
 	}
 	for _, a := range s.Args {
+		if filepath.IsAbs(a) && s.root != "" {
+			if rel, err := filepath.Rel(s.root, a); err == nil && !strings.HasPrefix(rel, "..") {
+				a = rel
+			}
+		}
 		parts = append(parts, shellQuote(a))
 	}
 	return strings.Join(parts, " ")
@@ -177,6 +185,7 @@ func suites(root string) []suite {
 			assets = filepath.Join(root, "bin", "k8s")
 		}
 	}
+	profDir := filepath.Join(root, "bin", "bench")
 	noFlux := func() string {
 		if _, err := exec.LookPath("flux"); err != nil {
 			return "skipped: flux-core not installed (flux not on PATH)"
@@ -194,9 +203,11 @@ func suites(root string) []suite {
 			Args: goBench("./fluxbridge", "^BenchmarkInFlightFuture$", "-benchtime", "10000x", "-timeout", "30m")},
 		{Name: "scale: eventlog vs journal", About: "10,000 in-flight jobs with the test broker in its own process behind a counting proxy: client heap, goroutines, RSS, and the streams open at the broker",
 			Args: goBench("./hack/bench", "^BenchmarkScale$", "-benchtime", "1x", "-timeout", "30m")},
-		{Name: "controllers", About: "the manager end to end: envtest API server, the test broker in its own process",
-			Args: goBench("./controllers", "^BenchmarkController", "-benchtime", "1x", "-timeout", "60m"),
-			Env:  []string{"KUBEBUILDER_ASSETS=" + assets},
+		{Name: "controllers", About: "the manager end to end (main.go's defaults: 2 executor workers, 4 concurrent reconciles unless the row says otherwise): " +
+			"envtest API server, the test broker in its own process; CPU profile and binary in bin/bench/controllers.{cpu.pprof,test}, heap profile at 10,000 FluxJobs in bin/bench/controller-10000.heap.pprof",
+			Args: goBench("./controllers", "^BenchmarkController", "-benchtime", "1x", "-timeout", "60m",
+				"-cpuprofile", filepath.Join(profDir, "controllers.cpu.pprof"), "-o", filepath.Join(profDir, "controllers.test")),
+			Env: []string{"KUBEBUILDER_ASSETS=" + assets, "BENCH_PROFILE_DIR=" + profDir},
 			Skip: func() string {
 				if assets == "" {
 					return "skipped: KUBEBUILDER_ASSETS is not set and bin/k8s/kube-apiserver does not exist (run `make envtest`)"
