@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -46,6 +48,7 @@ type config struct {
 	watchNamespaces         string
 	allowedNamespaces       string
 	maxConcurrentReconciles int
+	kubeconfig              string
 	zap                     zap.Options
 }
 
@@ -64,6 +67,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (and cache); empty: all namespaces.")
 	fs.StringVar(&c.allowedNamespaces, "allowed-namespaces", "", "Comma-separated namespaces whose FluxJobs may run on this Flux instance; others end Failed (NamespaceNotAllowed). Empty: all.")
 	fs.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Maximum number of FluxJobs reconciled at once.")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty: $KUBECONFIG, else the in-cluster config, else ~/.kube/config.")
 	c.zap = zap.Options{Development: false}
 	c.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -108,7 +112,12 @@ func run(args []string) error {
 			cacheOpts.DefaultNamespaces[n] = cache.Config{}
 		}
 	}
-	restCfg, err := ctrl.GetConfig()
+	var restCfg *rest.Config
+	if c.kubeconfig != "" {
+		restCfg, err = clientcmd.BuildConfigFromFlags("", c.kubeconfig)
+	} else {
+		restCfg, err = ctrl.GetConfig()
+	}
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
