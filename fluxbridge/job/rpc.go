@@ -1,12 +1,14 @@
 package job
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -119,16 +121,76 @@ func Submit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOptions) 
 		}
 		req.J = SignNone(spec, uid)
 	}
+	var raw json.RawMessage
+	if err := c.RPC(ctx, topicSubmit, req.appendPayload(make([]byte, 0, len(req.J)+48)), &raw); err != nil {
+		return 0, fmt.Errorf("job: submit: %w", err)
+	}
+	if id, ok := scanIDResponse(raw); ok {
+		return id, nil
+	}
 	var resp struct {
 		ID *ID `json:"id"`
 	}
-	if err := c.RPC(ctx, topicSubmit, req, &resp); err != nil {
-		return 0, fmt.Errorf("job: submit: %w", err)
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return 0, fmt.Errorf("job: submit: decoding response: %w", err)
 	}
 	if resp.ID == nil {
 		return 0, fmt.Errorf("job: submit: response has no job ID: %w", syscall.EPROTO)
 	}
 	return *resp.ID, nil
+}
+
+// appendPayload appends the request's JSON and its NUL terminator to b:
+// the bytes encoding/json (without HTML escaping) would produce, written
+// by hand.
+func (r *submitRequest) appendPayload(b []byte) []byte {
+	b = append(b, `{"J":`...)
+	b = appendJSONString(b, r.J)
+	b = append(b, `,"urgency":`...)
+	b = strconv.AppendInt(b, int64(r.Urgency), 10)
+	b = append(b, `,"flags":`...)
+	b = strconv.AppendInt(b, int64(r.Flags), 10)
+	return append(b, '}', 0)
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json without
+// HTML escaping writes it: by hand when s is printable ASCII without
+// quotes or backslashes (a signed J, an eventlog path), else through
+// encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(s) // a string always encodes
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// scanIDResponse decodes {"id":N}, the usual job-ingest.submit response,
+// without reflection; anything else is left to encoding/json.
+func scanIDResponse(p []byte) (ID, bool) {
+	const prefix = `{"id":`
+	if !bytes.HasPrefix(p, []byte(prefix)) || len(p) < len(prefix)+2 || p[len(p)-1] != '}' {
+		return 0, false
+	}
+	digits := p[len(prefix) : len(p)-1]
+	if len(digits) > 1 && digits[0] == '0' {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' || v > (math.MaxUint64-9)/10 {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return ID(v), true
 }
 
 // SubmitJobspec marshals js and submits it with Submit.
@@ -168,14 +230,18 @@ func WatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions) (*
 	if path == "" {
 		path = defaultEventlog
 	}
-	req := struct {
-		ID    ID     `json:"id"`
-		Path  string `json:"path"`
-		Flags int    `json:"flags"`
-	}{ID: id, Path: path}
+	flags := 0
 	if opts.WaitCreate {
-		req.Flags |= eventWatchWaitCreate
+		flags |= eventWatchWaitCreate
 	}
+	// {"id":ID,"path":PATH,"flags":F}, as encoding/json would write it
+	req := append(make([]byte, 0, 64), `{"id":`...)
+	req = strconv.AppendUint(req, uint64(id), 10)
+	req = append(req, `,"path":`...)
+	req = appendJSONString(req, path)
+	req = append(req, `,"flags":`...)
+	req = strconv.AppendInt(req, int64(flags), 10)
+	req = append(req, '}', 0)
 	s, err := c.Stream(ctx, topicEventlog, req)
 	if err != nil {
 		return nil, fmt.Errorf("job %s: watching %s: %w", id, path, err)

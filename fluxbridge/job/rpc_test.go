@@ -701,3 +701,44 @@ func TestNextBrokerHangUp(t *testing.T) {
 		})
 	}
 }
+
+// TestSubmitPayloadMatchesEncodingJSON: the hand-built submit request is
+// byte for byte what encoding/json wrote, for signed and odd pre-signed J.
+func TestSubmitPayloadMatchesEncodingJSON(t *testing.T) {
+	for _, r := range []submitRequest{
+		{J: SignNone([]byte(`{"version":1}`), 1000), Urgency: 16},
+		{J: "pre\"signed\\ <&> \n\t\x01 é \u2028", Urgency: 0, Flags: flagWaitable | flagDebug},
+		{J: "", Urgency: 31, Flags: -1},
+	} {
+		want, err := wire.JSONPayload(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.appendPayload(nil); string(got) != string(want) {
+			t.Errorf("appendPayload = %q, encoding/json %q", got, want)
+		}
+	}
+}
+
+func TestScanIDResponse(t *testing.T) {
+	for _, tt := range []struct {
+		in string
+		id ID
+		ok bool
+	}{
+		{`{"id":24779948032}`, 24779948032, true},
+		{`{"id":0}`, 0, true},
+		{`{"id":18446744073709551615}`, 0, false}, // left to encoding/json
+		{`{"id":01}`, 0, false},
+		{`{"id":-1}`, 0, false},
+		{`{"id":"ƒ2"}`, 0, false},
+		{`{"id":}`, 0, false},
+		{`{"id":1,"x":2}`, 0, false},
+		{` {"id":1}`, 0, false},
+	} {
+		id, ok := scanIDResponse([]byte(tt.in))
+		if id != tt.id || ok != tt.ok {
+			t.Errorf("scanIDResponse(%s) = %v, %v; want %v, %v", tt.in, id, ok, tt.id, tt.ok)
+		}
+	}
+}
