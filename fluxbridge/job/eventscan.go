@@ -126,10 +126,21 @@ func (s *eventScanner) array() ([]any, bool) {
 	}
 }
 
-// str decodes a string at s.i (which must be '"').
+// str decodes a string at s.i (which must be '"'). Strings that are
+// common eventlog keys and names come out without allocating.
 func (s *eventScanner) str() (string, bool) {
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
+	b, ok := s.strBytes()
+	if !ok {
 		return "", false
+	}
+	return intern(b), true
+}
+
+// strBytes decodes a string at s.i (which must be '"'). The result aliases
+// the input unless the string has escapes.
+func (s *eventScanner) strBytes() ([]byte, bool) {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return nil, false
 	}
 	s.i++
 	start := s.i
@@ -137,31 +148,33 @@ func (s *eventScanner) str() (string, bool) {
 		c := s.b[s.i]
 		switch {
 		case c == '"':
-			out := string(s.b[start:s.i])
+			out := s.b[start:s.i]
 			s.i++
 			return out, true
 		case c == '\\':
 			return s.escapedStr(start)
 		case c < 0x20 || c >= 0x80:
-			return "", false
+			return nil, false
 		}
 		s.i++
 	}
-	return "", false
+	return nil, false
 }
 
 // escapedStr finishes a string that has escapes; s.i is at the first one.
-func (s *eventScanner) escapedStr(start int) (string, bool) {
-	out := append([]byte(nil), s.b[start:s.i]...)
+// The result is a new slice, sized for the rest of the input at most.
+func (s *eventScanner) escapedStr(start int) ([]byte, bool) {
+	out := make([]byte, 0, len(s.b)-start)
+	out = append(out, s.b[start:s.i]...)
 	for s.i < len(s.b) {
 		c := s.b[s.i]
 		switch {
 		case c == '"':
 			s.i++
-			return string(out), true
+			return out, true
 		case c == '\\':
 			if s.i+1 >= len(s.b) {
-				return "", false
+				return nil, false
 			}
 			var r byte
 			switch s.b[s.i+1] {
@@ -178,18 +191,82 @@ func (s *eventScanner) escapedStr(start int) (string, bool) {
 			case 't':
 				r = '\t'
 			default: // \u and invalid escapes
-				return "", false
+				return nil, false
 			}
 			out = append(out, r)
 			s.i += 2
 			continue
 		case c < 0x20 || c >= 0x80:
-			return "", false
+			return nil, false
 		}
 		out = append(out, c)
 		s.i++
 	}
-	return "", false
+	return nil, false
+}
+
+// intern returns b as a string, without allocating for the keys and event
+// names flux-core's job manager posts (src/modules/job-manager/event.c).
+func intern(b []byte) string {
+	switch string(b) {
+	case "timestamp":
+		return "timestamp"
+	case "name":
+		return "name"
+	case "context":
+		return "context"
+	case "submit":
+		return "submit"
+	case "validate":
+		return "validate"
+	case "depend":
+		return "depend"
+	case "priority":
+		return "priority"
+	case "alloc":
+		return "alloc"
+	case "start":
+		return "start"
+	case "finish":
+		return "finish"
+	case "release":
+		return "release"
+	case "free":
+		return "free"
+	case "clean":
+		return "clean"
+	case "exception":
+		return "exception"
+	case "urgency":
+		return "urgency"
+	case "userid":
+		return "userid"
+	case "flags":
+		return "flags"
+	case "version":
+		return "version"
+	case "status":
+		return "status"
+	case "type":
+		return "type"
+	case "severity":
+		return "severity"
+	case "note":
+		return "note"
+	case "annotations":
+		return "annotations"
+	case "sched":
+		return "sched"
+	case "resource_summary":
+		return "resource_summary"
+	case "ranks":
+		return "ranks"
+	case "final":
+		return "final"
+	case "all":
+		return "all"
+	}
+	return string(b)
 }
 
 // number decodes a JSON number as a float64, as encoding/json does for an
@@ -298,15 +375,12 @@ func scanEventResponse(payload []byte) (Event, bool) {
 		return Event{}, false
 	}
 	s.ws()
-	line, ok := s.str()
+	line, ok := s.strBytes()
 	if !ok || !s.consume('}') {
 		return Event{}, false
 	}
 	if s.ws(); s.i != len(s.b) {
 		return Event{}, false
 	}
-	if n := len(line); n > 0 && line[n-1] == '\n' {
-		line = line[:n-1]
-	}
-	return scanEvent([]byte(line))
+	return scanEvent(bytes.TrimSuffix(line, []byte("\n")))
 }

@@ -131,6 +131,29 @@ var (
 	ErrNoPayload = errors.New("wire: message has no payload")
 )
 
+// topicCache hands out the same string for the same topic bytes: a
+// connection sees a handful of topics, and a string per message is an
+// allocation per message. It is bounded; not safe for concurrent use.
+type topicCache struct{ m map[string]string }
+
+// topicCacheSize bounds a topicCache; it is emptied when full.
+const topicCacheSize = 64
+
+func (c *topicCache) get(b []byte) string {
+	if c == nil {
+		return string(b)
+	}
+	if s, ok := c.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if c.m == nil || len(c.m) >= topicCacheSize {
+		c.m = make(map[string]string)
+	}
+	c.m[s] = s
+	return s
+}
+
 // Message is one flux message. Which optional frames are encoded is decided
 // by Flags (FlagRoute, FlagTopic, FlagPayload), exactly as on the wire;
 // AppendBinary refuses a Message whose fields and flags disagree.
@@ -391,6 +414,12 @@ func (m *Message) MarshalBinary() ([]byte, error) {
 // flags do not account for, so that every accepted message re-encodes to
 // the same bytes when its frame lengths are in canonical form.
 func (m *Message) UnmarshalBinary(data []byte) error {
+	return m.unmarshal(data, nil)
+}
+
+// unmarshal is UnmarshalBinary taking the topic string from topics when it
+// holds it (nil: always allocate).
+func (m *Message) unmarshal(data []byte, topics *topicCache) error {
 	// Split frames. Every frame takes at least one byte, so the number of
 	// frames, and the memory used for them, is bounded by len(data).
 	var (
@@ -453,7 +482,7 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 		if i == len(fs) {
 			return fmt.Errorf("%w: topic frame missing", ErrTruncated)
 		}
-		out.Topic = string(fs[i])
+		out.Topic = topics.get(fs[i])
 		i++
 	}
 	if out.Flags&FlagPayload != 0 {

@@ -49,6 +49,7 @@ type Reader struct {
 	maxSize int
 	prefix  [PrefixSize]byte
 	buf     []byte
+	topics  topicCache
 }
 
 // readChunk is how much a Reader allocates ahead of data actually received:
@@ -110,7 +111,7 @@ func (r *Reader) ReadMessage() (*Message, error) {
 	}
 	r.keep(buf)
 	m := new(Message)
-	if err := m.UnmarshalBinary(buf); err != nil {
+	if err := m.unmarshal(buf, &r.topics); err != nil {
 		return nil, err
 	}
 	return m, nil
