@@ -27,10 +27,12 @@ func ownerAttribute(obj *fluxjobv1.FluxJob) map[string]any {
 // buildJobspec returns the JSON jobspec to submit for obj, with the job
 // name and owner attribute set, or a failure for a spec the controller
 // can tell is unusable without asking the broker (too large, not an
-// object, a command FromCommand refuses). A full spec.jobspec is otherwise
-// passed to the broker as it is, so that its own validator decides and
-// its message reaches the status; only attributes.system.job.name (which
-// a user-set name is replaced by) and attributes.user.fluxjob are set.
+// object, one the broker would accept but no job can run from: see
+// job.Jobspec.CheckRunnable; a command FromCommand refuses). A full
+// spec.jobspec is otherwise passed to the broker as it is, so that its own
+// validator decides and its message reaches the status; only
+// attributes.system.job.name (which a user-set name is replaced by) and
+// attributes.user.fluxjob are set.
 func buildJobspec(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
 	if obj.Spec.Jobspec != nil {
 		return buildFromJobspec(obj)
@@ -65,6 +67,15 @@ func buildFromJobspec(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
 	jobAttr, ok := objectAt(system, "job")
 	if !ok {
 		return nil, invalid("spec.jobspec.attributes.system.job must be an object")
+	}
+	// A jobspec the broker's validator accepts but no job could run
+	// from (no resources, no tasks, a task slot naming no resource...)
+	// fails here, with the reason; one the validator itself refuses goes
+	// to the broker, whose message then lands in the status.
+	if js, err := job.Parse(raw); err == nil {
+		if err := js.CheckRunnable(); err != nil {
+			return nil, invalid("spec.jobspec cannot run: %v", err)
+		}
 	}
 	jobAttr["name"] = fluxJobName(obj)
 	user, ok := objectAt(attrs, "user")

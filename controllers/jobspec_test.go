@@ -83,6 +83,7 @@ func TestBuildJobspecFailures(t *testing.T) {
 		{"too large", fluxjobv1.FluxJobSpec{Jobspec: &runtime.RawExtension{Raw: []byte(big)}}, fluxjobv1.ReasonJobspecTooLarge},
 		{"system not an object", fluxjobv1.FluxJobSpec{Jobspec: &runtime.RawExtension{Raw: []byte(`{"version":1,"attributes":{"system":3}}`)}}, fluxjobv1.ReasonInvalidJobspec},
 		{"not an object", fluxjobv1.FluxJobSpec{Jobspec: &runtime.RawExtension{Raw: []byte(`[1]`)}}, fluxjobv1.ReasonInvalidJobspec},
+		{"valid but not runnable", fluxjobv1.FluxJobSpec{Jobspec: &runtime.RawExtension{Raw: []byte(`{"version":1,"resources":[],"tasks":[],"attributes":{"system":{"duration":0}}}`)}}, fluxjobv1.ReasonInvalidJobspec},
 		{"empty command", fluxjobv1.FluxJobSpec{Command: []string{}}, fluxjobv1.ReasonInvalidJobspec},
 		{"bad attributes", fluxjobv1.FluxJobSpec{Command: []string{"true"}, Attributes: &runtime.RawExtension{Raw: []byte(`"str"`)}}, fluxjobv1.ReasonInvalidJobspec},
 	}
