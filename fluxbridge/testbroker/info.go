@@ -120,10 +120,23 @@ func (s *Server) startWaitingWatchesLocked(j *jobRecord) {
 }
 
 func (s *Server) sendEventLocked(w *watch, e *event) {
-	line := make([]byte, 0, len(e.line)+1)
-	line = append(line, e.line...)
-	line = append(line, '\n')
-	s.respond(w.c, w.req, obj{{"event", string(line)}})
+	if w.req.Flags&wire.FlagNoResponse != 0 {
+		return
+	}
+	if e.watchPayload == nil {
+		// {"event":"<line>\n"} and the NUL, made once per event and shared
+		// by every watcher (wire.AppendFramed copies it)
+		line := make([]byte, 0, len(e.line)+1)
+		line = append(line, e.line...)
+		line = append(line, '\n')
+		p, err := appendJSONString(append(make([]byte, 0, 2*len(line)+16), `{"event":`...), string(line))
+		if err != nil {
+			s.respondError(w.c, w.req, &rpcError{errno: syscall.ENOMEM})
+			return
+		}
+		e.watchPayload = append(p, '}', 0)
+	}
+	w.c.send(response(w.req, e.watchPayload))
 }
 
 // notifyWatchersLocked sends a new event to j's watchers; "clean" ends

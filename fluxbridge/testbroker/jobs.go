@@ -56,6 +56,9 @@ type event struct {
 	name string
 	ctx  obj
 	line []byte
+	// watchPayload is the job-info.eventlog-watch response payload for
+	// the event, made on first use (guarded by Server.mu).
+	watchPayload []byte
 }
 
 // jobRecord is the simulated job: what job-manager, job-info and job-list
