@@ -360,6 +360,13 @@ func (f *Future) setResult(r int) bool { return f.decide(r, nil) }
 // *SubmitError wrapping err. It reports false if already decided.
 func (f *Future) setException(err error) bool { return f.decide(0, err) }
 
+// isDecided reports whether the future's outcome (result or error) is set.
+func (f *Future) isDecided() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.decided
+}
+
 func (f *Future) decide(r int, err error) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

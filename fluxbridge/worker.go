@@ -250,7 +250,9 @@ func (w *worker) drive(ctx context.Context, r *request) {
 	switch {
 	case err != nil:
 		f.setException(w.followError(id, err))
-	default:
+	case !f.isDecided():
+		// the eventlog ended without a result (the usual case, a result,
+		// skips building this error)
 		f.setException(fmt.Errorf("job %s: %w", id, ErrIncomplete))
 	}
 	f.runCallbacks(gid)
