@@ -576,6 +576,8 @@ func (s *Server) allocLocked(j *jobRecord) bool {
 		}
 	}
 	if len(cores) < j.ncores {
+		// freeLocked wakes it when cores come back
+		s.coreWaiters = append(s.coreWaiters, j)
 		return false
 	}
 	for _, c := range cores {
@@ -613,11 +615,15 @@ func (s *Server) freeLocked(j *jobRecord) {
 		}
 	}
 	j.cores = nil
-	for _, o := range s.order {
+	// wake the jobs that found too few cores (not every job ever
+	// submitted: that made each job's end cost O(jobs))
+	for i, o := range s.coreWaiters {
 		if o.state == stateSched {
 			o.signal()
 		}
+		s.coreWaiters[i] = nil
 	}
+	s.coreWaiters = s.coreWaiters[:0]
 }
 
 // coreIDSet formats core indexes as an RFC 22 idset ("0", "0-3", "0,2").

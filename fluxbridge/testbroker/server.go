@@ -51,6 +51,9 @@ type Server struct {
 	waiting  map[job.ID][]*watch
 	ids      idGenerator
 	coreUsed []bool
+	// coreWaiters are jobs whose allocation failed for want of cores
+	// since the last free (guarded by mu).
+	coreWaiters []*jobRecord
 
 	connectErr    syscall.Errno
 	submitErr     *rpcError
