@@ -411,7 +411,7 @@ func TestManage(t *testing.T) {
 
 		// running job: urgency refused, raise (non-fatal), then cancel
 		run := submit(t, c, fromCommand(t, "sleep", "inf"), job.SubmitOptions{})
-		events(t, c, run, "start")
+		waitRunning(t, c, tg, run)
 		_, err := job.SetUrgency(ctx, c, run, 20)
 		if !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("%s: urgency of a running job: %v, want EINVAL", tg.name, err)
@@ -455,7 +455,7 @@ func TestManage(t *testing.T) {
 
 		// kill a running job
 		k := submit(t, c, fromCommand(t, "sleep", "inf"), job.SubmitOptions{})
-		events(t, c, k, "start")
+		waitRunning(t, c, tg, k)
 		add("kill TERM", job.Kill(ctx, c, k, syscall.SIGTERM))
 		evs = events(t, c, k, "")
 		status = -1
@@ -512,6 +512,34 @@ func TestManage(t *testing.T) {
 		obs[tg.name] = o
 	}
 	compare(t, "manage", obs)
+}
+
+// waitRunning waits until a job's task runs. On a real broker the main
+// eventlog's "start" only says the job shells started: a signal sent
+// before the shell started its task is not delivered to the task (the
+// shell itself gets it, so the job ends with status 15 or runs on), so
+// this waits for "shell.start" in the exec eventlog. The test broker has
+// no exec eventlog: there "start" is enough.
+func waitRunning(t *testing.T, c *flux.Conn, tg target, id job.ID) {
+	t.Helper()
+	if !tg.real {
+		events(t, c, id, "start")
+		return
+	}
+	w, err := job.WatchEvents(ctxT(t), c, id, job.WatchOptions{Path: "guest.exec.eventlog", WaitCreate: true})
+	if err != nil {
+		t.Fatalf("WatchEvents(exec eventlog): %v", err)
+	}
+	defer w.Close()
+	for {
+		ev, err := w.Next()
+		if err != nil {
+			t.Fatalf("exec eventlog of %v: %v", id, err)
+		}
+		if ev.Name == "shell.start" {
+			return
+		}
+	}
 }
 
 // normalizeUID removes uids from an error's message so the two brokers'
