@@ -129,7 +129,7 @@ func (s *Server) sendEventLocked(w *watch, e *event) {
 		line := make([]byte, 0, len(e.line)+1)
 		line = append(line, e.line...)
 		line = append(line, '\n')
-		p, err := appendJSONString(append(make([]byte, 0, 2*len(line)+16), `{"event":`...), string(line))
+		p, err := appendJSONString(append(make([]byte, 0, 2*len(line)+16), `{"event":`...), line)
 		if err != nil {
 			s.respondError(w.c, w.req, &rpcError{errno: syscall.ENOMEM})
 			return

@@ -148,11 +148,7 @@ func (s *Server) postEventLocked(j *jobRecord, name string, ctx obj, journalOnly
 		ts = j.events[n-1].ts
 	}
 	e := &event{ts: ts, name: name, ctx: ctx}
-	entry := obj{{"timestamp", real(ts)}, {"name", name}}
-	if ctx != nil {
-		entry = append(entry, kv{"context", ctx})
-	}
-	line, err := marshal(entry)
+	line, err := appendEventLine(make([]byte, 0, 128), ts, name, ctx)
 	if err != nil {
 		s.log.Error(err, "encode event", "id", j.id, "name", name)
 		return e
@@ -171,6 +167,29 @@ func (s *Server) postEventLocked(j *jobRecord, name string, ctx obj, journalOnly
 		}
 	}
 	return e
+}
+
+// appendEventLine appends the eventlog entry {"timestamp":TS,"name":NAME}
+// (with ,"context":CTX when ctx is not nil) to b, as
+// marshal(obj{{"timestamp", real(ts)}, {"name", name}, {"context", ctx}})
+// would, without building the obj.
+func appendEventLine(b []byte, ts float64, name string, ctx obj) ([]byte, error) {
+	b = append(b, `{"timestamp":`...)
+	b, err := real(ts).appendJSON(b)
+	if err != nil {
+		return b, fmt.Errorf("key %q: %w", "timestamp", err)
+	}
+	b = append(b, `,"name":`...)
+	if b, err = appendJSONString(b, name); err != nil {
+		return b, err
+	}
+	if ctx != nil {
+		b = append(b, `,"context":`...)
+		if b, err = appendJSON(b, ctx); err != nil {
+			return b, fmt.Errorf("key %q: %w", "context", err)
+		}
+	}
+	return append(b, '}'), nil
 }
 
 func (j *jobRecord) setState(st int, ts float64) {

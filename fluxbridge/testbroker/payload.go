@@ -149,10 +149,10 @@ func appendJSONArray(b []byte, n int, isNil bool, elem func([]byte, int) ([]byte
 // Plain ASCII, quotes, backslashes, newlines, carriage returns and tabs are
 // escaped here; a string with other control characters or non-ASCII bytes
 // goes through encoding/json (its \u escapes and UTF-8 repair).
-func appendJSONString(b []byte, s string) ([]byte, error) {
+func appendJSONString[S ~string | ~[]byte](b []byte, s S) ([]byte, error) {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c >= 0x80 || (c < 0x20 && c != '\n' && c != '\r' && c != '\t') {
-			std, err := marshalStd(s)
+			std, err := marshalStd(string(s))
 			return append(b, std...), err
 		}
 	}

@@ -123,3 +123,37 @@ func TestSpecCache(t *testing.T) {
 		t.Errorf("cache holds %d entries, limit %d", n, specCacheSize)
 	}
 }
+
+// TestAppendEventLine: event lines built directly are what encoding the
+// entry as an obj gives.
+func TestAppendEventLine(t *testing.T) {
+	for _, tt := range []struct {
+		ts   float64
+		name string
+		ctx  obj
+	}{
+		{1795576038.8199482, "submit", obj{{"userid", int64(0)}, {"urgency", 16}, {"flags", 0}, {"version", 1}}},
+		{12, "start", nil},
+		{0, "exception", obj{{"type", "exec"}, {"note", "task 0: \"quoted\" é"}}},
+		{1.5, "odd\tname", obj{}},
+	} {
+		got, err := appendEventLine(nil, tt.ts, tt.name, tt.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entry := obj{{"timestamp", real(tt.ts)}, {"name", tt.name}}
+		if tt.ctx != nil {
+			entry = append(entry, kv{"context", tt.ctx})
+		}
+		want, err := marshalStd(entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("appendEventLine = %s, want %s", got, want)
+		}
+	}
+	if _, err := appendEventLine(nil, math.Inf(1), "x", nil); err == nil {
+		t.Error("infinite timestamp encoded")
+	}
+}
