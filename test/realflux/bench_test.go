@@ -46,8 +46,10 @@ func BenchmarkRealFlux(b *testing.B) {
 	inst := useInstance(b)
 	n := benchJobs(b)
 	version, _ := inst.flux(context.Background(), "version")
-	if line, _, ok := strings.Cut(version, "\n"); ok {
-		version = line
+	// the first line is "commands:    0.88.0"
+	if line, _, _ := strings.Cut(version, "\n"); len(strings.Fields(line)) > 0 {
+		f := strings.Fields(line)
+		version = "flux-core " + f[len(f)-1]
 	}
 	rows := []struct {
 		name string
@@ -69,8 +71,10 @@ func BenchmarkRealFlux(b *testing.B) {
 					cancel()
 					b.Fatal(err)
 				}
+				load := loadAverage()
 				row, err := r.run(ctx, inst, n)
 				cancel()
+				row.Load = load
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -91,6 +95,21 @@ type benchRow struct {
 	TotalS   float64 // seconds until every result was known (0: submission only)
 	CPU      time.Duration
 	MaxRSSKB int64
+	Load     string // 1-minute load average when the row started
+}
+
+// loadAverage returns the 1-minute load average: the machine is shared,
+// and a busy machine slows the broker, so each row says how busy it was.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func (r benchRow) report(b *testing.B) {
@@ -123,15 +142,15 @@ func printRows() {
 		return
 	}
 	fmt.Printf("\nReal flux-core broker (%s, flux start --test-size=1, test execution mode run_duration=0.001s), %d jobs per client:\n\n", rows[0].Broker, rows[0].Jobs)
-	fmt.Println("| client | jobs/s end to end | submit jobs/s | client CPU (user+sys) | CPU per job | max RSS |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	fmt.Println("| client | jobs/s end to end | submit jobs/s | client CPU (user+sys) | CPU per job | max RSS | load avg at start |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		e2e := "n/a (submit only)"
 		if r.TotalS > 0 {
 			e2e = fmt.Sprintf("%.0f", float64(r.Jobs)/r.TotalS)
 		}
-		fmt.Printf("| %s | %s | %.0f | %.2f s | %.0f µs | %.1f MB |\n", r.Name, e2e, float64(r.Jobs)/r.SubmitS,
-			r.CPU.Seconds(), float64(r.CPU.Microseconds())/float64(r.Jobs), float64(r.MaxRSSKB)/1024)
+		fmt.Printf("| %s | %s | %.0f | %.2f s | %.0f µs | %.1f MB | %s |\n", r.Name, e2e, float64(r.Jobs)/r.SubmitS,
+			r.CPU.Seconds(), float64(r.CPU.Microseconds())/float64(r.Jobs), float64(r.MaxRSSKB)/1024, r.Load)
 	}
 	fmt.Println()
 }
