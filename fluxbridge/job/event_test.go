@@ -225,3 +225,37 @@ func TestScanEventResponse(t *testing.T) {
 		}
 	}
 }
+
+// TestScanJournalEntry: the scanner decodes journal responses as the
+// encoding/json path does, and gives up on what it does not know.
+func TestScanJournalEntry(t *testing.T) {
+	for _, tt := range []struct {
+		payload string
+		ok      bool
+	}{
+		{`{"id":-1,"events":[]}`, true},
+		{`{"id":24779948032,"events":[{"timestamp":1.5,"name":"submit","context":{"userid":0,"urgency":16,"flags":0,"version":1}}],"jobspec":{"version":1,"tasks":[{"command":["true"]}]}}`, true},
+		{`{"id":5,"events":[{"timestamp":1.5,"name":"alloc"},{"timestamp":2,"name":"start"}],"R":{ "version" : 1 }}`, true},
+		{`{"id":5,"events":[]}`, true},
+		{`{"id":5,"events":[{"timestamp":1.5,"name":"x","context":null}]}`, false},
+		{`{"id":"ƒ2","events":[]}`, false},
+		{`{"id":-12,"events":[]}`, false},
+		{`{"id":5}`, false},
+		{`{"id":5,"events":[],"jobspec":null}`, false},
+		{`{"id":5,"events":[],"other":1}`, false},
+		{`{"id":5,"events":[]} x`, false},
+	} {
+		got, ok := scanJournalEntry([]byte(tt.payload))
+		if ok != tt.ok {
+			t.Errorf("scanJournalEntry(%s) ok = %v, want %v", tt.payload, ok, tt.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		want, err := decodeJournalEntry([]byte(tt.payload))
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("scanJournalEntry(%s) = %#v; encoding/json: %#v, %v", tt.payload, got, want, err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package job
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"strconv"
 )
@@ -317,6 +318,15 @@ func (s *eventScanner) number() (float64, bool) {
 // parseEventFast and parseEventChecked.
 func scanEvent(line []byte) (Event, bool) {
 	s := eventScanner{b: line}
+	ev, ok := s.event()
+	if s.ws(); !ok || s.i != len(s.b) {
+		return Event{}, false
+	}
+	return ev, true
+}
+
+// event decodes the eventlog entry object at s.i (see scanEvent).
+func (s *eventScanner) event() (Event, bool) {
 	if !s.consume('{') {
 		return Event{}, false
 	}
@@ -355,11 +365,112 @@ func scanEvent(line []byte) (Event, bool) {
 			return Event{}, false
 		}
 	}
-	s.ws()
-	if s.i != len(s.b) || !haveTS || !haveName || ev.Name == "" || ev.Timestamp < 0 || math.IsInf(ev.Timestamp, 0) {
+	if !haveTS || !haveName || ev.Name == "" || ev.Timestamp < 0 || math.IsInf(ev.Timestamp, 0) {
 		return Event{}, false
 	}
 	return ev, true
+}
+
+// scanJournalEntry decodes a job-manager.events-journal response,
+// {"id":ID,"events":[ENTRY...]} with optional "jobspec" and "R" objects
+// (kept raw), or the sentinel {"id":-1,"events":[]}. It reports false for
+// anything else, leaving the response to encoding/json.
+func scanJournalEntry(p []byte) (JournalEntry, bool) {
+	s := eventScanner{b: p}
+	if !s.consume('{') {
+		return JournalEntry{}, false
+	}
+	var e JournalEntry
+	var haveID, haveEvents bool
+	for {
+		s.ws()
+		k, ok := s.strBytes()
+		if !ok || !s.consume(':') {
+			return JournalEntry{}, false
+		}
+		s.ws()
+		switch key := string(k); {
+		case key == "id" && !haveID:
+			if bytes.HasPrefix(s.b[s.i:], []byte("-1")) {
+				s.i += 2
+				e.Sentinel = true
+			} else {
+				start := s.i
+				for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+					s.i++
+				}
+				id, ok := scanUint(s.b[start:s.i])
+				if !ok {
+					return JournalEntry{}, false
+				}
+				e.ID = ID(id)
+			}
+			haveID = true
+		case key == "events" && !haveEvents:
+			if !s.consume('[') {
+				return JournalEntry{}, false
+			}
+			if !s.consume(']') {
+				for {
+					s.ws()
+					ev, ok := s.event()
+					if !ok {
+						return JournalEntry{}, false
+					}
+					e.Events = append(e.Events, ev)
+					if s.consume(']') {
+						break
+					}
+					if !s.consume(',') {
+						return JournalEntry{}, false
+					}
+				}
+			}
+			haveEvents = true
+		case (key == "jobspec" && e.Jobspec == nil) || (key == "R" && e.R == nil):
+			start := s.i
+			if _, ok := s.object(); !ok {
+				return JournalEntry{}, false
+			}
+			raw := append(json.RawMessage(nil), s.b[start:s.i]...)
+			if key == "R" {
+				e.R = raw
+			} else {
+				e.Jobspec = raw
+			}
+		default:
+			return JournalEntry{}, false
+		}
+		if s.consume('}') {
+			break
+		}
+		if !s.consume(',') {
+			return JournalEntry{}, false
+		}
+	}
+	if s.ws(); s.i != len(s.b) || !haveID || !haveEvents {
+		return JournalEntry{}, false
+	}
+	if e.Sentinel {
+		return JournalEntry{Sentinel: true}, true
+	}
+	return e, true
+}
+
+// scanUint decodes a canonical unsigned decimal integer that fits in 64
+// bits (no sign, no leading zero); false for anything else.
+func scanUint(d []byte) (uint64, bool) {
+	if len(d) == 0 || (len(d) > 1 && d[0] == '0') {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range d {
+		if c < '0' || c > '9' || v > (math.MaxUint64-9)/10 {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v, true
 }
 
 // scanEventResponse decodes a job-info.eventlog-watch response,

@@ -76,17 +76,30 @@ func nameSet(names []string) map[string]bool {
 // the stream (ENODATA). Otherwise the stream's error, wrapped: a broker
 // that hung up matches flux.ErrDisconnected, a closed Conn flux.ErrClosed.
 func (w *JournalWatch) Next() (JournalEntry, error) {
+	var raw json.RawMessage
+	if err := w.s.Recv(&raw); err != nil {
+		if isStreamEnd(err) {
+			return JournalEntry{}, io.EOF
+		}
+		return JournalEntry{}, fmt.Errorf("job: events journal: %w", err)
+	}
+	if e, ok := scanJournalEntry(raw); ok {
+		return e, nil
+	}
+	return decodeJournalEntry(raw)
+}
+
+// decodeJournalEntry decodes a journal response with encoding/json,
+// explaining what is wrong with a bad one.
+func decodeJournalEntry(raw []byte) (JournalEntry, error) {
 	var resp struct {
 		ID      json.Number       `json:"id"` // the sentinel's -1 is no ID
 		Events  []json.RawMessage `json:"events"`
 		Jobspec json.RawMessage   `json:"jobspec"`
 		R       json.RawMessage   `json:"R"`
 	}
-	if err := w.s.Recv(&resp); err != nil {
-		if isStreamEnd(err) {
-			return JournalEntry{}, io.EOF
-		}
-		return JournalEntry{}, fmt.Errorf("job: events journal: %w", err)
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return JournalEntry{}, fmt.Errorf("job: events journal: decoding response: %w", err)
 	}
 	if resp.ID == "-1" {
 		return JournalEntry{Sentinel: true}, nil
