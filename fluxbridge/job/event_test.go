@@ -259,3 +259,19 @@ func TestScanJournalEntry(t *testing.T) {
 		}
 	}
 }
+
+func FuzzScanJournalEntry(f *testing.F) {
+	f.Add([]byte(`{"id":-1,"events":[]}`))
+	f.Add([]byte(`{"id":5,"events":[{"timestamp":1.5,"name":"alloc","context":{"annotations":{"sched":{"resource_summary":"rank0/core0"}}}}],"R":{"version":1}}`))
+	f.Add([]byte(`{"id":7,"events":[{"timestamp":1,"name":"submit"}],"jobspec":{"a":[1,"x\"y"]}}`))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		got, ok := scanJournalEntry(p)
+		if !ok {
+			return
+		}
+		want, err := decodeJournalEntry(p)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: scanner %#v, encoding/json %#v, %v", p, got, want, err)
+		}
+	})
+}
