@@ -691,6 +691,15 @@ func TestJournal(t *testing.T) {
 	compare(t, "journal", obs)
 }
 
+// missingKeyRE matches the validator's "Missing key (K)" for a jobspec
+// missing several top-level keys: which one flux-core names is chance.
+// Its validator (src/bindings/python/flux/job/Jobspec.py) reports the first
+// of expected.difference(given), a Python set of strings, whose order
+// changes with each validator process's hash seed: `{"version": 1}` got
+// "Missing key (tasks)" in one instance and "Missing key (resources)" in
+// the next.
+var missingKeyRE = regexp.MustCompile(`Missing key \((resources|tasks|attributes)\)`)
+
 // TestInvalidJobspec compares the broker's refusals of bad jobspecs with
 // each other and with job.Parse.
 func TestInvalidJobspec(t *testing.T) {
@@ -709,11 +718,12 @@ func TestInvalidJobspec(t *testing.T) {
 			if err == nil {
 				t.Errorf("%s: %s accepted", tg.name, spec)
 			}
-			obs[tg.name] = append(obs[tg.name], spec+" -> "+errObs(err))
+			obs[tg.name] = append(obs[tg.name], spec+" -> "+missingKeyRE.ReplaceAllString(errObs(err), "Missing key (one of the missing keys)"))
 			if tg.real && !strings.HasPrefix(spec, "not") {
 				_, perr := job.Parse([]byte(spec))
 				var fe *flux.Error
-				if errors.As(err, &fe) && (perr == nil || !strings.Contains(perr.Error(), fe.Message)) {
+				if errors.As(err, &fe) && (perr == nil || !strings.Contains(missingKeyRE.ReplaceAllString(perr.Error(), "MISSING"),
+					missingKeyRE.ReplaceAllString(fe.Message, "MISSING"))) {
 					t.Errorf("job.Parse(%s) = %v; the broker says %q", spec, perr, fe.Message)
 				}
 			}
