@@ -5,7 +5,7 @@
 // `make soak` builds first; else the test builds it). It streams the
 // test's output and ends with the counts line:
 //
-//	soak: kills=100 killsBetweenSubmitAndStatusWrite=.. jobsBetweenSubmitAndStatusWrite=.. FluxJobs=150 brokerJobs=150 duplicates=0 missing=0 orphans=0 mismatched=0 adopted=..
+//	soak: kills=100 killsBetweenSubmitAndStatusWrite=.. jobsBetweenSubmitAndStatusWrite=.. FluxJobs=600 brokerJobs=600 duplicates=0 missing=0 orphans=0 mismatched=0 adopted=..
 //
 // Usage (from the repository root): go run ./hack/soak [-kills N] [-jobs N] [-race]
 package main
@@ -34,7 +34,7 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	kills := fs.Int("kills", 100, "number of times the manager is SIGKILLed and restarted")
-	jobs := fs.Int("jobs", 150, "number of FluxJobs created across the kills")
+	jobs := fs.Int("jobs", 600, "number of FluxJobs created across the kills")
 	race := fs.Bool("race", false, "build the test with the race detector")
 	timeout := fs.Duration("timeout", 2*time.Hour, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {

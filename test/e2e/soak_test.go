@@ -35,7 +35,7 @@ import (
 //
 // SOAK_KILLS and SOAK_JOBS override the kill and job counts of
 // TestManagerKillSoak (`make soak` runs hack/soak, which sets them to 100
-// and 150); the default is a short version for every test run.
+// and 600); the default is a short version for every test run.
 
 // procWorld is a real API server, the in-process test broker and the
 // built manager binary.
@@ -202,15 +202,23 @@ func (w *procWorld) brokerByName() map[string][]job.ID {
 // inSubmitWindow counts the FluxJobs whose Flux job exists at the broker
 // while their status has no job ID yet: a kill now falls between submit
 // and status write.
-func (w *procWorld) inSubmitWindow() int {
+//
+// marked counts those with the submission marker (status.submitAttemptTime)
+// but no Flux job: a kill now falls between the marker and the submit.
+func (w *procWorld) inSubmitWindow() (n, marked int) {
 	byName := w.brokerByName()
-	n := 0
 	for _, o := range w.list() {
-		if o.Status.JobID == 0 && len(byName[fluxjobv1.FluxJobNamePrefix+string(o.UID)]) > 0 {
+		if o.Status.JobID != 0 {
+			continue
+		}
+		switch {
+		case len(byName[fluxjobv1.FluxJobNamePrefix+string(o.UID)]) > 0:
 			n++
+		case o.Status.SubmitAttemptTime != nil:
+			marked++
 		}
 	}
-	return n
+	return n, marked
 }
 
 // waitSettled waits until every FluxJob of the namespace is terminal.
@@ -406,7 +414,7 @@ func envInt(name string, def int) int {
 // no environment value may appear in any manager's logs.
 func TestManagerKillSoak(t *testing.T) {
 	kills := envInt("SOAK_KILLS", 3)
-	jobs := envInt("SOAK_JOBS", 40)
+	jobs := envInt("SOAK_JOBS", 30)
 	timeout := 10*time.Minute + time.Duration(kills)*10*time.Second
 	w := newProcWorld(t, timeout, testbroker.Options{TimeScale: 0.01, Delays: testbroker.RealisticDelays(), Cores: 16}, "soak")
 	// Slow responses widen the window between Flux accepting a job and
@@ -417,7 +425,7 @@ func TestManagerKillSoak(t *testing.T) {
 	perCycle := (jobs + kills - 1) / kills
 
 	created := 0
-	inWindow, windowKills := 0, 0
+	inWindow, windowKills, inMarked := 0, 0, 0
 	for k := range kills {
 		p, readyz := w.startManager()
 		// Most kills land while the manager works (a random time after it
@@ -433,15 +441,24 @@ func TestManagerKillSoak(t *testing.T) {
 			up = time.Duration(rng.IntN(1500)) * time.Millisecond
 		}
 		n := min(perCycle, jobs-created)
-		// Create this cycle's jobs while the manager comes up and works.
+		// Create this cycle's jobs while the manager comes up and works:
+		// half spread over the cycle, half in a burst at its end. On odd
+		// cycles the broker then answers slowly until the kill, so that
+		// the kill lands while Flux holds jobs whose IDs the manager has
+		// not heard (or not written) yet: between submit and status write.
+		slow := k%2 == 1
 		var wg sync.WaitGroup
 		errs := make(chan error, n)
 		for i := range n {
 			idx := created + i
+			at := up
+			if i < n/2 {
+				at = time.Duration(i) * up / time.Duration(max(n, 1))
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				time.Sleep(time.Duration(i) * up / time.Duration(max(n, 1)))
+				time.Sleep(at)
 				if err := w.createJob(fmt.Sprintf("job-%03d", idx), idx, secret); err != nil {
 					errs <- err
 				}
@@ -449,16 +466,24 @@ func TestManagerKillSoak(t *testing.T) {
 		}
 		created += n
 		time.Sleep(up)
-		win := w.inSubmitWindow()
+		if slow {
+			w.broker.SetResponseDelay(150 * time.Millisecond)
+			time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
+		}
 		select {
 		case <-p.Done():
 			t.Fatalf("kill %d: the manager exited on its own\n%s", k, tail(p.Output(), 8000))
 		default:
 		}
 		_ = p.Kill() // SIGKILL: "signal: killed"
+		w.broker.SetResponseDelay(2 * time.Millisecond)
 		if strings.Contains(p.Output(), "panic:") {
 			t.Fatalf("kill %d: the manager panicked\n%s", k, tail(p.Output(), 8000))
 		}
+		// Nothing writes now: a FluxJob whose Flux job exists but whose
+		// status has no job ID was caught between submit and status write.
+		win, marked := w.inSubmitWindow()
+		inMarked += marked
 		inWindow += win
 		if win > 0 {
 			windowKills++
@@ -469,7 +494,8 @@ func TestManagerKillSoak(t *testing.T) {
 			t.Fatalf("creating a FluxJob: %v", err)
 		}
 		if kills <= 10 || k%10 == 9 {
-			t.Logf("kill %d/%d after %s: %d FluxJobs created, %d between submit and status write", k+1, kills, up, created, win)
+			t.Logf("kill %d/%d after %s (slow broker %v): %d FluxJobs created, %d between submit and status write, %d between marker and submit",
+				k+1, kills, up, slow, created, win, marked)
 		}
 	}
 	for ; created < jobs; created++ {
@@ -480,8 +506,8 @@ func TestManagerKillSoak(t *testing.T) {
 	last, _ := w.startManager()
 	w.waitSettled(jobs, 5*time.Minute+time.Duration(jobs)*time.Second)
 	v := w.judge()
-	summary := fmt.Sprintf("soak: kills=%d killsBetweenSubmitAndStatusWrite=%d jobsBetweenSubmitAndStatusWrite=%d %s",
-		kills, windowKills, inWindow, v)
+	summary := fmt.Sprintf("soak: kills=%d killsBetweenSubmitAndStatusWrite=%d jobsBetweenSubmitAndStatusWrite=%d jobsBetweenMarkerAndSubmit=%d %s",
+		kills, windowKills, inWindow, inMarked, v)
 	t.Log(summary)
 	fmt.Println(summary) // `make soak` prints it
 	for _, p := range v.problems {
