@@ -1,11 +1,11 @@
 // Command soak runs the manager kill/restart soak test (issue 8):
 // TestManagerKillSoak in test/e2e with SOAK_KILLS kill points (default
-// 100) and SOAK_JOBS FluxJobs (default 150), against a real kube-apiserver
+// 100) and SOAK_JOBS FluxJobs (default 600), against a real kube-apiserver
 // and etcd, the test broker, and the manager binary ($MANAGER_BIN, which
 // `make soak` builds first; else the test builds it). It streams the
 // test's output and ends with the counts line:
 //
-//	soak: kills=100 killsBetweenSubmitAndStatusWrite=.. jobsBetweenSubmitAndStatusWrite=.. FluxJobs=600 brokerJobs=600 duplicates=0 missing=0 orphans=0 mismatched=0 adopted=..
+//	soak: kills=100 killsBetweenSubmitAndStatusWrite=.. jobsBetweenSubmitAndStatusWrite=.. jobsBetweenMarkerAndSubmit=.. FluxJobs=600 brokerJobs=600 duplicates=0 missing=0 orphans=0 mismatched=0 adopted=..
 //
 // Usage (from the repository root): go run ./hack/soak [-kills N] [-jobs N] [-race]
 package main
