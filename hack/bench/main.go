@@ -201,7 +201,7 @@ func suites(root string) []suite {
 			Args: goBench("./fluxbridge", "^BenchmarkExecutor$", "-benchtime", "10000x", "-timeout", "30m")},
 		{Name: "fluxbridge in-flight futures", About: "10,000 in-flight futures (held jobs) per event source: heap and goroutines per future (broker in process)",
 			Args: goBench("./fluxbridge", "^BenchmarkInFlightFuture$", "-benchtime", "10000x", "-timeout", "30m")},
-		{Name: "scale: eventlog vs journal", About: "10,000 in-flight jobs with the test broker in its own process behind a counting proxy: client heap, goroutines, RSS, and the streams open at the broker",
+		{Name: "scale: eventlog vs journal", About: "10,000 in-flight jobs with the test broker in its own process behind a counting proxy: client heap, goroutines, and the streams open at the broker",
 			Args: goBench("./hack/bench", "^BenchmarkScale$", "-benchtime", "1x", "-timeout", "30m")},
 		{Name: "controllers", About: "the manager end to end (main.go's defaults: 2 executor workers, 4 concurrent reconciles unless the row says otherwise): " +
 			"envtest API server, the test broker in its own process; CPU profile and binary in bin/bench/controllers.{cpu.pprof,test}, heap profile at 10,000 FluxJobs in bin/bench/controller-10000.heap.pprof",
