@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -28,6 +29,9 @@ import (
 // (the shared emptyDir), used when neither --flux-uri nor FLUX_URI is set.
 const defaultFluxURI = "local:///run/flux/broker/local"
 
+// maxLogVerbosity is the highest --zap-log-level honoured (see parseFlags).
+const maxLogVerbosity = 7
+
 // leaderElectionID names the Lease the replicas compete for.
 const leaderElectionID = "fluxjob-operator.fluxjob.io"
 
@@ -45,6 +49,7 @@ type config struct {
 	metricsAddr             string
 	probeAddr               string
 	leaderElect             bool
+	leaderElectionNamespace string
 	watchNamespaces         string
 	allowedNamespaces       string
 	maxConcurrentReconciles int
@@ -64,6 +69,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the health (/healthz) and readiness (/readyz: broker connected) probes.")
 	fs.BoolVar(&c.leaderElect, "leader-elect", false, "Use leader election (Lease "+leaderElectionID+") so that only one replica reconciles.")
+	fs.StringVar(&c.leaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease. Default: $POD_NAMESPACE, else (in a cluster) the pod's own namespace; required outside a cluster.")
 	fs.StringVar(&c.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (and cache); empty: all namespaces.")
 	fs.StringVar(&c.allowedNamespaces, "allowed-namespaces", "", "Comma-separated namespaces whose FluxJobs may run on this Flux instance; others end Failed (NamespaceNotAllowed). Empty: all.")
 	fs.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Maximum number of FluxJobs reconciled at once.")
@@ -72,6 +78,11 @@ func parseFlags(args []string) (*config, error) {
 	c.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	// From V(8) on, client-go logs request and response bodies, which carry
+	// FluxJob specs and so environment values: never go that far.
+	if c.zap.Level != nil && c.zap.Level.Enabled(zapcore.Level(-(maxLogVerbosity + 1))) {
+		c.zap.Level = zapcore.Level(-maxLogVerbosity)
 	}
 	if c.workers < 1 {
 		return nil, fmt.Errorf("--executor-workers must be at least 1, got %d", c.workers)
@@ -128,6 +139,7 @@ func run(args []string) error {
 		HealthProbeBindAddress:        c.probeAddr,
 		LeaderElection:                c.leaderElect,
 		LeaderElectionID:              leaderElectionID,
+		LeaderElectionNamespace:       c.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"reflect"
 	"testing"
+
+	"go.uber.org/zap/zapcore"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -24,6 +26,34 @@ func TestParseFlags(t *testing.T) {
 	for _, bad := range [][]string{{"--executor-workers=0"}, {"--max-concurrent-reconciles=0"}, {"--nope"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%v) accepted", bad)
+		}
+	}
+}
+
+func TestParseFlagsLeaderElectionAndLogLevel(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "fluxjob-system")
+	c, err := parseFlags([]string{"--leader-elect"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.leaderElect || c.leaderElectionNamespace != "fluxjob-system" {
+		t.Fatalf("leader election %v in %q, want true in fluxjob-system ($POD_NAMESPACE)", c.leaderElect, c.leaderElectionNamespace)
+	}
+	if c, _ = parseFlags([]string{"--leader-election-namespace=elsewhere"}); c.leaderElectionNamespace != "elsewhere" {
+		t.Fatalf("--leader-election-namespace ignored: %q", c.leaderElectionNamespace)
+	}
+	// Verbosity 8 and up would let client-go log request bodies (FluxJob
+	// env values): it is capped at maxLogVerbosity.
+	for _, lvl := range []string{"7", "8", "10"} {
+		c, err := parseFlags([]string{"--zap-log-level=" + lvl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.zap.Level.Enabled(zapcore.Level(-(maxLogVerbosity + 1))) {
+			t.Errorf("--zap-log-level=%s enables V(%d)", lvl, maxLogVerbosity+1)
+		}
+		if !c.zap.Level.Enabled(zapcore.Level(-maxLogVerbosity)) {
+			t.Errorf("--zap-log-level=%s disables V(%d)", lvl, maxLogVerbosity)
 		}
 	}
 }
