@@ -23,6 +23,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 	"github.com/fluxjob/fluxjob-operator/test/e2e/cluster"
 )
@@ -41,6 +44,7 @@ func run() error {
 	testBroker := flag.Bool("test-broker", false, "use the test broker even when flux-core is installed")
 	flag.Parse()
 
+	logf.SetLogger(logr.Discard()) // envtest's own logs; the manager logs to its file
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
