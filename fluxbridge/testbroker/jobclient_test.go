@@ -134,11 +134,15 @@ func TestJobClientControl(t *testing.T) {
 
 	held := submitCmd(t, ctx, c, job.SubmitOptions{Urgency: job.Urgency(0)}, "held-job", "true")
 	waitEvent(t, ctx, c, held, "priority")
+	// An unchanged urgency still re-prioritizes, as a real broker does.
+	if old, err := job.SetUrgency(ctx, c, held, 0); err != nil || old != 0 {
+		t.Fatalf("SetUrgency(0) = %d, %v", old, err)
+	}
 	old, err := job.SetUrgency(ctx, c, held, 16)
 	if err != nil || old != 0 {
 		t.Fatalf("SetUrgency = %d, %v", old, err)
 	}
-	if got := eventNames(watchAll(t, ctx, c, held)); got != "submit validate depend priority urgency priority alloc start finish release free clean" {
+	if got := eventNames(watchAll(t, ctx, c, held)); got != "submit validate depend priority urgency priority urgency priority alloc start finish release free clean" {
 		t.Fatalf("held job events %q", got)
 	}
 

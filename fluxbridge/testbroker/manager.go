@@ -171,12 +171,14 @@ func (s *Server) handleUrgency(c *conn, req *wire.Message) {
 	s.postLocked(j, "urgency", obj{{"userid", int64(req.UserID)}, {"urgency", urgency}})
 	j.urgency = urgency
 	if j.state == stateSched {
-		// Reprioritize (src/modules/job-manager/prioritize.c): a new
-		// priority is posted when it changes.
-		if p := priorityFor(urgency); p != j.priority {
-			j.priority = p
-			s.postLocked(j, "priority", obj{{"priority", p}})
-		}
+		// An urgency event sends a job waiting for resources back to
+		// the PRIORITY state (src/modules/job-manager/event.c,
+		// event_job_action), which always posts a new priority event,
+		// even when the value is unchanged: a real 0.88.0 broker gives
+		// "priority urgency priority urgency priority alloc" for
+		// urgency 0 -> 0 -> 31 on a held job (test/realflux TestManage).
+		j.priority = priorityFor(urgency)
+		s.postLocked(j, "priority", obj{{"priority", j.priority}})
 	}
 	j.signal()
 	s.respond(c, req, obj{{"old_urgency", old}})
