@@ -116,7 +116,9 @@ func run(args []string) error {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(fluxjobv1.AddToScheme(scheme))
 
-	cacheOpts := cache.Options{}
+	// Nothing reads managedFields: dropping them from the cache saves about
+	// a tenth of the heap at 10,000 FluxJobs (docs/benchmarks.md).
+	cacheOpts := cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 	if ns := splitList(c.watchNamespaces); len(ns) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, n := range ns {
