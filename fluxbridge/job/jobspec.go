@@ -348,6 +348,10 @@ func (js *Jobspec) YAML() ([]byte, error) { return yaml.Marshal(js) }
 // (src/bindings/python/flux/job/Jobspec.py, the job-ingest "jobspec"
 // validator plugin): "Missing key (tasks)" is what the broker answered to
 // `{"version": 1}` in /work/shared/flux-wire/submit-invalid.decoded.txt.
+// With several keys missing, flux-core names whichever one a Python set
+// yields first, which varies between broker processes (Jobspec.py checks
+// a set of required keys; seen in test/realflux), so callers must not
+// depend on which missing key a message names.
 func Parse(data []byte) (*Jobspec, error) {
 	j := data
 	if t := bytes.TrimSpace(data); len(t) == 0 || t[0] != '{' {
