@@ -1,6 +1,7 @@
 // Package wiretest loads the byte transcripts captured from a real
-// flux-core 0.88 broker (../shared/flux-wire relative to the module root:
-// NAME.jsonl files and bin-hex/NAME.bin files, see their READMEs) for tests.
+// flux-core 0.88 broker for tests (NAME.jsonl files and bin-hex/NAME.bin
+// files, see their READMEs): the copy committed in
+// fluxbridge/wire/testdata/flux-wire of the project's ../shared/flux-wire.
 //
 // It splits each connection's byte streams into messages using only the
 // stream prefix, so tests can check decoders against the raw bytes.
@@ -45,23 +46,48 @@ type Scenario struct {
 	Conns []*Conn
 }
 
-// Dir returns the transcript directory: $FLUX_WIRE_DIR, else
-// <module root>/../shared/flux-wire found by walking up from the working
-// directory to the nearest go.mod. It does not check that it exists.
+// Dir returns the transcript directory: $FLUX_WIRE_DIR, else the copy
+// committed at <module root>/fluxbridge/wire/testdata/flux-wire, found by
+// walking up from the working directory to the nearest go.mod. It does not
+// check that it exists: Load fails if it does not.
 func Dir() string {
 	if d := os.Getenv(EnvDir); d != "" {
 		return d
 	}
+	if root, err := ModuleRoot(); err == nil {
+		return filepath.Join(root, CopyDir)
+	}
+	return CopyDir
+}
+
+// CopyDir is where the transcripts are committed, relative to the module
+// root: a byte-for-byte copy of the project's shared ../shared/flux-wire, so
+// that the tests run wherever the repository is checked out.
+const CopyDir = "fluxbridge/wire/testdata/flux-wire"
+
+// SharedDir returns the project's shared transcript folder, the source of
+// the committed copy: <module root>/../shared/flux-wire.
+func SharedDir() (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(filepath.Dir(root), "shared", "flux-wire"), nil
+}
+
+// ModuleRoot returns the nearest directory at or above the working
+// directory that holds a go.mod.
+func ModuleRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
-		return filepath.Join("..", "shared", "flux-wire")
+		return "", fmt.Errorf("wiretest: %w", err)
 	}
 	for d := wd; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(filepath.Dir(d), "shared", "flux-wire")
+			return d, nil
 		}
 		if filepath.Dir(d) == d {
-			return filepath.Join(wd, "..", "shared", "flux-wire")
+			return "", errors.New("wiretest: no go.mod above the working directory")
 		}
 	}
 }
