@@ -406,8 +406,12 @@ func (f *Future) handleEvent(ev job.Event) {
 			f.decideLocked(0, fmt.Errorf("fluxbridge: finish event without a wait status: %v", ev.Context))
 			return
 		}
-		r, err := decodeWaitStatus(status)
-		f.decideLocked(r, err)
+		ws := job.WaitStatus(status)
+		if !ws.Exited() && !ws.Signaled() {
+			f.decideLocked(0, fmt.Errorf("fluxbridge: wait status %#x is neither exited nor signaled", status))
+			return
+		}
+		f.decideLocked(ws.Result(), nil)
 	case "exception":
 		sev, ok := intField(ev.Context, "severity")
 		if !ok || sev != 0 {
@@ -416,18 +420,6 @@ func (f *Future) handleEvent(ev job.Event) {
 		typ, _ := ev.Context["type"].(string)
 		note, _ := ev.Context["note"].(string)
 		f.decideLocked(0, &JobException{ID: f.id, Type: typ, Severity: sev, Note: note, Event: ev})
-	}
-}
-
-// decodeWaitStatus turns a POSIX wait status into a future result.
-func decodeWaitStatus(status int) (int, error) {
-	switch sig := status & 0x7f; {
-	case sig == 0:
-		return (status >> 8) & 0xff, nil
-	case sig != 0x7f:
-		return -sig, nil
-	default:
-		return 0, fmt.Errorf("fluxbridge: wait status %#x is neither exited nor signaled", status)
 	}
 }
 
