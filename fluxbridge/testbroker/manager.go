@@ -64,16 +64,9 @@ func (s *Server) handleRaise(c *conn, req *wire.Message) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.lookupLocked(id)
-	switch {
-	case !ok:
-		s.respondError(c, req, errorf(syscall.ENOENT, "unknown job id"))
-		return
-	case j.state == stateInactive:
-		s.respondError(c, req, errorf(syscall.ENOENT, "job is inactive"))
-		return
-	case !authorize(req, j):
-		s.respondError(c, req, errorf(syscall.EPERM, "guests can only raise exceptions on their own jobs"))
+	j, rerr := s.activeJobLocked(req, id, syscall.ENOENT, "unknown job id", "guests can only raise exceptions on their own jobs")
+	if rerr != nil {
+		s.respondError(c, req, rerr)
 		return
 	}
 	ctx := obj{{"type", typ}, {"severity", severity}, {"note", note}}
@@ -107,16 +100,10 @@ func (s *Server) handleKill(c *conn, req *wire.Message) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.lookupLocked(id)
+	j, rerr := s.activeJobLocked(req, id, syscall.EINVAL, "unknown job id", "guests may only send signals to their own jobs")
 	switch {
-	case !ok:
-		s.respondError(c, req, errorf(syscall.EINVAL, "unknown job id"))
-		return
-	case j.state == stateInactive:
-		s.respondError(c, req, errorf(syscall.EINVAL, "job is inactive"))
-		return
-	case !authorize(req, j):
-		s.respondError(c, req, errorf(syscall.EPERM, "guests may only send signals to their own jobs"))
+	case rerr != nil:
+		s.respondError(c, req, rerr)
 		return
 	case j.state&stateRunning == 0:
 		s.respondError(c, req, errorf(syscall.EINVAL, "job is not running"))
@@ -149,16 +136,10 @@ func (s *Server) handleUrgency(c *conn, req *wire.Message) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.lookupLocked(id)
+	j, rerr := s.activeJobLocked(req, id, syscall.EINVAL, "unknown job", "guests can only reprioritize their own jobs")
 	switch {
-	case !ok:
-		s.respondError(c, req, errorf(syscall.EINVAL, "unknown job"))
-		return
-	case j.state == stateInactive:
-		s.respondError(c, req, errorf(syscall.EINVAL, "job is inactive"))
-		return
-	case !authorize(req, j):
-		s.respondError(c, req, errorf(syscall.EPERM, "guests can only reprioritize their own jobs"))
+	case rerr != nil:
+		s.respondError(c, req, rerr)
 		return
 	case req.Rolemask&roleOwner == 0 && urgency > max(urgencyDefault, j.urgency):
 		s.respondError(c, req, errorf(syscall.EPERM, "guests can only adjust urgency <= default"))
@@ -499,4 +480,23 @@ func firstErr(errs ...error) error {
 		}
 	}
 	return nil
+}
+
+// activeJobLocked finds the active job id for a job-manager request that
+// acts on it, or returns the error the service answers with: errno and
+// unknown for a job it does not know, errno "job is inactive" for one that
+// ended, EPERM guest for another user's job. raise, kill and urgency each
+// use their own errno and wording (src/modules/job-manager/raise.c,
+// kill.c, urgency.c).
+func (s *Server) activeJobLocked(req *wire.Message, id int64, errno syscall.Errno, unknown, guest string) (*jobRecord, *rpcError) {
+	j, ok := s.lookupLocked(id)
+	switch {
+	case !ok:
+		return nil, errorf(errno, "%s", unknown)
+	case j.state == stateInactive:
+		return nil, errorf(errno, "job is inactive")
+	case !authorize(req, j):
+		return nil, errorf(syscall.EPERM, "%s", guest)
+	}
+	return j, nil
 }
