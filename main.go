@@ -48,6 +48,7 @@ type config struct {
 	workers                 int
 	metricsAddr             string
 	probeAddr               string
+	pprofAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
 	watchNamespaces         string
@@ -68,6 +69,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.workers, "executor-workers", 2, "Number of executor workers, each with its own broker connection.")
 	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the health (/healthz) and readiness (/readyz: broker connected) probes.")
+	fs.StringVar(&c.pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); \"0\" (the default) turns them off. They expose heap contents: bind them to localhost only.")
 	fs.BoolVar(&c.leaderElect, "leader-elect", false, "Use leader election (Lease "+leaderElectionID+") so that only one replica reconciles.")
 	fs.StringVar(&c.leaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease. Default: $POD_NAMESPACE, else (in a cluster) the pod's own namespace; required outside a cluster.")
 	fs.StringVar(&c.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (and cache); empty: all namespaces.")
@@ -139,6 +141,7 @@ func run(args []string) error {
 		Cache:                         cacheOpts,
 		Metrics:                       metricsserver.Options{BindAddress: c.metricsAddr},
 		HealthProbeBindAddress:        c.probeAddr,
+		PprofBindAddress:              c.pprofAddr,
 		LeaderElection:                c.leaderElect,
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       c.leaderElectionNamespace,

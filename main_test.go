@@ -19,6 +19,12 @@ func TestParseFlags(t *testing.T) {
 	if got := splitList(c.watchNamespaces); !reflect.DeepEqual(got, []string{"a", "b"}) {
 		t.Fatalf("watch namespaces %v", got)
 	}
+	if c.pprofAddr != "0" {
+		t.Fatalf("pprof is on by default: --pprof-bind-address=%q", c.pprofAddr)
+	}
+	if c, _ = parseFlags([]string{"--pprof-bind-address=127.0.0.1:6060"}); c.pprofAddr != "127.0.0.1:6060" {
+		t.Fatalf("--pprof-bind-address ignored: %q", c.pprofAddr)
+	}
 	t.Setenv("FLUX_URI", "")
 	if c, _ = parseFlags(nil); c.fluxURI != defaultFluxURI {
 		t.Fatalf("default URI %q", c.fluxURI)
