@@ -5,12 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -34,18 +34,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 )
 
-// The benchmarks in this file run the controller end to end as the
-// manager binary does (main.go's defaults: 2 executor workers, 4
-// concurrent reconciles, no client-side rate limit) against a real
-// kube-apiserver and etcd (envtest, $KUBEBUILDER_ASSETS) and the test
-// broker. The broker runs as a separate process (hack/testbroker, built
-// by the benchmark) so that the heap and RSS measured here are the
-// controller's, not the simulated broker's. Every request the manager
-// sends to the API server goes through a counting http.RoundTripper.
+// The benchmarks in this file run the controller end to end against a
+// real kube-apiserver and etcd (envtest, $KUBEBUILDER_ASSETS) and the test
+// broker, which runs as a separate process (hack/testbroker, built by the
+// benchmark). BenchmarkControllerEndToEnd1000 runs the reconciler in this
+// process as main.go configures it (2 executor workers, 4 concurrent
+// reconciles, no client-side rate limit) so that every request it sends
+// to the API server goes through a counting http.RoundTripper.
+// BenchmarkControllerMemory10000 runs the manager binary itself in its own
+// process, so that its heap and RSS are the product's, not the
+// benchmark's nor the simulated broker's.
 //
 // Each benchmark starts its own envtest and stops it when it ends; run
 // them with -benchtime=1x (hack/bench does): one iteration is a whole
@@ -188,6 +191,10 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	// etcd serves /debug/pprof on its client URL only when asked to;
+	// kube-apiserver does by default (--profiling).
+	e.env.ControlPlane.Etcd = &envtest.Etcd{}
+	e.env.ControlPlane.Etcd.Configure().Set("enable-pprof", "true")
 	cfg, err := e.env.Start()
 	if err != nil {
 		b.Fatalf("starting envtest: %v", err)
@@ -498,6 +505,7 @@ func endToEnd(b *testing.B, e *benchEnv, n int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		pw := e.watchPhases(b, ctx, ns)
 		e.counter.reset()
+		profiled := e.profileControlPlane(b, ctx)
 		cpu0, child0 := processCPU(), childCPU()
 		start := time.Now()
 		e.createJobs(b, ctx, ns, n, func(int) []string { return []string{"true"} })
@@ -513,6 +521,7 @@ func endToEnd(b *testing.B, e *benchEnv, n int) {
 			err = fmt.Errorf("%d FluxJobs failed", f)
 		}
 		pw.stop()
+		<-profiled
 		cancel()
 		if err != nil {
 			b.Fatal(err)
@@ -538,15 +547,100 @@ func endToEnd(b *testing.B, e *benchEnv, n int) {
 	b.Logf("API requests for %d FluxJobs: %v; answered 409 Conflict: %v", n, counts, conflicts)
 }
 
-// BenchmarkControllerMemory10000 makes the controller track 10,000
+// controlPlaneProfileSeconds is how long the CPU profiles of
+// kube-apiserver and etcd last, from the first create on: shorter than
+// any row, so that they see the API server under load only.
+const controlPlaneProfileSeconds = 4
+
+// profileControlPlane, when $BENCH_PROFILE_DIR is set, takes CPU profiles
+// of kube-apiserver and etcd (their /debug/pprof/profile) for
+// controlPlaneProfileSeconds from now, and writes them there as
+// apiserver-<row>.cpu.pprof and etcd-<row>.cpu.pprof. The returned
+// channel is closed when both are written (at once when not profiling).
+// A failed profile is reported as an error of the benchmark.
+func (e *benchEnv) profileControlPlane(b *testing.B, ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" {
+		close(done)
+		return done
+	}
+	row := strings.NewReplacer("/", "-", "=", "").Replace(strings.TrimPrefix(b.Name(), "BenchmarkController"))
+	apiClient, err := rest.HTTPClientFor(e.cfg)
+	if err != nil {
+		b.Fatalf("API server client: %v", err)
+	}
+	query := "/debug/pprof/profile?seconds=" + strconv.Itoa(controlPlaneProfileSeconds)
+	targets := []struct {
+		name, url string
+		c         *http.Client
+	}{
+		{"apiserver", e.cfg.Host + query, apiClient},
+		{"etcd", e.env.ControlPlane.Etcd.URL.String() + query, http.DefaultClient},
+	}
+	var wg sync.WaitGroup
+	for _, t := range targets {
+		wg.Go(func() {
+			path := filepath.Join(dir, t.name+"-"+row+".cpu.pprof")
+			if err := fetchTo(ctx, t.c, t.url, path); err != nil {
+				b.Errorf("CPU profile of %s: %v", t.name, err)
+				return
+			}
+			b.Logf("CPU profile of %s (first %ds): %s", t.name, controlPlaneProfileSeconds, path)
+		})
+	}
+	go func() { wg.Wait(); close(done) }()
+	b.Cleanup(func() { <-done }) // a failed row must not end before its profiles
+	return done
+}
+
+// fetchTo writes the body of a successful GET of url to path.
+func fetchTo(ctx context.Context, c *http.Client, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("reading %s: %w", url, err)
+	}
+	return f.Close()
+}
+
+// BenchmarkControllerMemory10000 makes the manager track 10,000
 // FluxJobs, half finished (`true`) and half running (`sleep inf`, one
-// eventlog watch each), then reports the controller's live heap and the
-// process's RSS after a GC. Metrics: heap-MiB, rss-MiB (target <= 150),
-// peak-rss-MiB, goroutines.
+// eventlog watch each), and measures the manager as it is deployed: the
+// binary built from main.go (or $MANAGER_BIN) in its own process, with
+// the flags and environment config/manager/manager.yaml gives it
+// (--leader-elect, GOMEMLIMIT from the container's memory limit), against
+// the envtest API server and the test broker process. Nothing of the
+// benchmark (its client, its watch of the 10,000 objects) is in the
+// measured process. Metrics, read once the FluxJobs have settled:
+// rss-MiB (target <= 150) and peak-rss-MiB from the manager's
+// /proc/PID/status (VmRSS, VmHWM); heap-MiB (go_memstats_heap_alloc_bytes
+// after a GC forced through the manager's pprof endpoint, i.e. the live
+// heap) and goroutines (go_goroutines) from its metrics endpoint. With
+// $BENCH_PROFILE_DIR set, the heap profile is written there as
+// controller-10000.heap.pprof.
 func BenchmarkControllerMemory10000(b *testing.B) {
 	const n = 10000
 	e := newBenchEnv(b)
-	e.startManager(b, 4)
+	m := e.startManagerProcess(b)
 	b.ResetTimer()
 	for range b.N {
 		ns := e.namespace(b)
@@ -574,23 +668,246 @@ func BenchmarkControllerMemory10000(b *testing.B) {
 		b.Logf("%d FluxJobs settled (%d Succeeded, %d Running) in %s", n, n/2, n/2, time.Since(start).Round(time.Millisecond))
 	}
 	b.StopTimer()
-	// Let the last status writes and events land, then measure.
+	// Let the last status writes and events land, then measure the
+	// process as it runs (RSS), then its live heap after a forced GC.
 	time.Sleep(5 * time.Second)
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	rss, hwm := procStatusKiB("VmRSS"), procStatusKiB("VmHWM")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rss, hwm := m.statusKiB(b, "VmRSS"), m.statusKiB(b, "VmHWM")
+	before := m.metrics(b, ctx)
+	profile := io.Discard
 	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
-		writeHeapProfile(b, filepath.Join(dir, "controller-10000.heap.pprof"))
+		path := filepath.Join(dir, "controller-10000.heap.pprof")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatalf("heap profile: %v", err)
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatalf("heap profile: %v", err)
+		}
+		defer f.Close()
+		profile = f
+		b.Logf("heap profile of the manager: %s", path)
 	}
-	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
+	m.heapProfile(b, ctx, io.Discard) // each fetch runs a GC (gc=1)
+	m.heapProfile(b, ctx, profile)
+	after := m.metrics(b, ctx)
+	b.ReportMetric(after["go_memstats_heap_alloc_bytes"]/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(rss)/1024, "rss-MiB")
 	b.ReportMetric(float64(hwm)/1024, "peak-rss-MiB")
-	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
-	b.Logf("heap: alloc %.1f MiB, inuse %.1f MiB, sys %.1f MiB; stacks %.1f MiB; RSS %.1f MiB (peak %.1f MiB); %d goroutines",
-		float64(ms.HeapAlloc)/(1<<20), float64(ms.HeapInuse)/(1<<20), float64(ms.Sys)/(1<<20),
-		float64(ms.StackInuse)/(1<<20), float64(rss)/1024, float64(hwm)/1024, runtime.NumGoroutine())
+	b.ReportMetric(before["go_goroutines"], "goroutines")
+	b.Logf("manager process (GOMEMLIMIT=%d): RSS %.1f MiB (peak %.1f MiB, %.1f MiB after a forced GC); heap alloc %.1f MiB (%.1f MiB before the GC), inuse %.1f MiB, sys %.1f MiB; stacks %.1f MiB; %.0f goroutines",
+		m.memLimit, float64(rss)/1024, float64(hwm)/1024, float64(m.statusKiB(b, "VmRSS"))/1024,
+		after["go_memstats_heap_alloc_bytes"]/(1<<20), before["go_memstats_heap_alloc_bytes"]/(1<<20),
+		after["go_memstats_heap_inuse_bytes"]/(1<<20), after["go_memstats_sys_bytes"]/(1<<20),
+		after["go_memstats_stack_inuse_bytes"]/(1<<20), before["go_goroutines"])
+}
+
+// managerProcess is the manager binary running as its own process.
+type managerProcess struct {
+	cmd        *exec.Cmd
+	done       chan struct{} // closed when the process has exited
+	metricsURL string        // base URL of the metrics endpoint
+	pprof      string        // base URL of the pprof endpoint
+	memLimit   int64         // GOMEMLIMIT given to it, bytes
+	logPath    string
+}
+
+// startManagerProcess runs the manager binary as the Deployment does
+// (config/manager/manager.yaml: --leader-elect, GOMEMLIMIT set to the
+// manager container's memory limit, main.go's defaults otherwise) against
+// the benchmark's API server and broker, with its metrics and pprof
+// endpoints on loopback ports, and waits until it is ready (/readyz:
+// broker connected; the cache has synced once the controller runs). It is
+// stopped with SIGTERM when the benchmark ends.
+func (e *benchEnv) startManagerProcess(b *testing.B) *managerProcess {
+	b.Helper()
+	dir := b.TempDir()
+	bin := managerBinary(b, dir)
+	limit, err := deploymentMemoryLimit(filepath.Join("..", "config", "manager", "manager.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	user, err := e.env.AddUser(envtest.User{Name: "bench-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		b.Fatalf("adding the manager's API user: %v", err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		b.Fatalf("the manager's kubeconfig: %v", err)
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	metricsAddr, probeAddr, pprofAddr := freeLoopback(b), freeLoopback(b), freeLoopback(b)
+	m := &managerProcess{done: make(chan struct{}), metricsURL: "http://" + metricsAddr, pprof: "http://" + pprofAddr,
+		memLimit: limit, logPath: filepath.Join(dir, "manager.log")}
+	logFile, err := os.Create(m.logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = logFile.Close() })
+	m.cmd = exec.Command(bin, "--leader-elect", "--leader-election-namespace=default",
+		"--metrics-bind-address="+metricsAddr, "--health-probe-bind-address="+probeAddr, "--pprof-bind-address="+pprofAddr)
+	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "FLUX_URI="+e.uri, "GOMEMLIMIT="+strconv.FormatInt(limit, 10))
+	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
+	if err := m.cmd.Start(); err != nil {
+		b.Fatalf("starting the manager: %v", err)
+	}
+	go func() { _ = m.cmd.Wait(); close(m.done) }()
+	b.Cleanup(func() {
+		// As the kubelet does: SIGTERM, then SIGKILL after the grace period.
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-m.done:
+		case <-time.After(60 * time.Second):
+			b.Errorf("the manager did not exit within 60s of SIGTERM")
+			_ = m.cmd.Process.Kill()
+			<-m.done
+		}
+		if b.Failed() {
+			if out, err := os.ReadFile(m.logPath); err == nil {
+				b.Logf("manager output (last 4 KiB):\n%s", out[max(0, len(out)-4096):])
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for {
+		if code, _ := httpGet(ctx, "http://"+probeAddr+"/readyz", io.Discard); code == http.StatusOK {
+			return m
+		}
+		select {
+		case <-m.done:
+			out, _ := os.ReadFile(m.logPath)
+			b.Fatalf("the manager exited before it was ready: %s\n%s", m.cmd.ProcessState, out)
+		case <-ctx.Done():
+			b.Fatalf("the manager was not ready within 2m")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// managerBinary returns $MANAGER_BIN if it names a file (relative to the
+// repository root, as the Makefile sets it), else builds main.go into dir
+// as the Dockerfile does (CGO_ENABLED=0).
+func managerBinary(b *testing.B, dir string) string {
+	b.Helper()
+	if bin := os.Getenv("MANAGER_BIN"); bin != "" {
+		if !filepath.IsAbs(bin) {
+			bin = filepath.Join("..", bin)
+		}
+		if fi, err := os.Stat(bin); err == nil && !fi.IsDir() {
+			return bin
+		}
+	}
+	bin := filepath.Join(dir, "manager")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building the manager: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// deploymentMemoryLimit reads the memory limit of the "manager" container
+// of the Deployment in path, in bytes: the value of the GOMEMLIMIT the
+// Deployment sets from it (resourceFieldRef limits.memory, divisor 1).
+func deploymentMemoryLimit(path string) (int64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("reading the Deployment: %w", err)
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var d appsv1.Deployment
+		if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
+			return 0, fmt.Errorf("parsing %s: %w", path, err)
+		}
+		if d.Kind != "Deployment" {
+			continue
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok && c.Name == "manager" {
+				return q.Value(), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("%s: no memory limit for the manager container", path)
+}
+
+// freeLoopback returns a loopback address whose port was free a moment ago.
+func freeLoopback(b *testing.B) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// httpGet copies url's body to w and returns the status code.
+func httpGet(ctx context.Context, url string, w io.Writer) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return resp.StatusCode, fmt.Errorf("reading %s: %w", url, err)
+	}
+	return resp.StatusCode, nil
+}
+
+// statusKiB reads a "Key:  N kB" line of the manager's /proc/PID/status.
+func (m *managerProcess) statusKiB(b *testing.B, key string) int64 {
+	b.Helper()
+	v, err := procStatusKiB(m.cmd.Process.Pid, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// metrics scrapes the manager's metrics endpoint: the samples without
+// labels, by name.
+func (m *managerProcess) metrics(b *testing.B, ctx context.Context) map[string]float64 {
+	b.Helper()
+	var buf strings.Builder
+	code, err := httpGet(ctx, m.metricsURL+"/metrics", &buf)
+	if err != nil || code != http.StatusOK {
+		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
+	}
+	return parseUnlabelled(buf.String())
+}
+
+// heapProfile writes the manager's heap profile to w, after a GC (gc=1).
+func (m *managerProcess) heapProfile(b *testing.B, ctx context.Context, w io.Writer) {
+	b.Helper()
+	if code, err := httpGet(ctx, m.pprof+"/debug/pprof/heap?gc=1", w); err != nil || code != http.StatusOK {
+		b.Fatalf("the manager's heap profile: %d %v", code, err)
+	}
+}
+
+// parseUnlabelled reads the samples without labels of a Prometheus text
+// exposition ("name value"), by name.
+func parseUnlabelled(text string) map[string]float64 {
+	out := map[string]float64{}
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || strings.HasPrefix(f[0], "#") || strings.Contains(f[0], "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			out[f[0]] = v
+		}
+	}
+	return out
 }
 
 // childCPU returns the CPU time (user+system) of this process's direct
@@ -633,24 +950,6 @@ func childCPU() map[string]time.Duration {
 	return out
 }
 
-// writeHeapProfile writes the heap profile (as of the last GC) to path.
-func writeHeapProfile(b *testing.B, path string) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		b.Errorf("heap profile: %v", err)
-		return
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		b.Errorf("heap profile: %v", err)
-		return
-	}
-	defer f.Close()
-	if err := pprof.WriteHeapProfile(f); err != nil {
-		b.Errorf("heap profile: %v", err)
-	}
-	b.Logf("heap profile: %s", path)
-}
-
 // processCPU is this process's user plus system CPU time.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
@@ -660,11 +959,11 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// procStatusKiB reads a "Key:  N kB" line of /proc/self/status (0 if absent).
-func procStatusKiB(key string) int64 {
-	f, err := os.Open("/proc/self/status")
+// procStatusKiB reads a "Key:  N kB" line of /proc/PID/status.
+func procStatusKiB(pid int, key string) (int64, error) {
+	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -673,10 +972,16 @@ func procStatusKiB(key string) int64 {
 		if !ok || k != key {
 			continue
 		}
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		return n
+		n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
+		}
+		return n, nil
 	}
-	return 0
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("/proc/%d/status: %w", pid, err)
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, key)
 }
 
 func TestRequestKey(t *testing.T) {
@@ -702,5 +1007,59 @@ func TestRequestKey(t *testing.T) {
 				t.Fatalf("requestKey(%s %s) = %q, want %q", tc.method, tc.url, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestParseUnlabelled(t *testing.T) {
+	text := `# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 42
+go_memstats_heap_alloc_bytes 1.048576e+06
+rest_client_requests_total{code="200",host="h",method="GET"} 7
+broken_sample x
+`
+	got := parseUnlabelled(text)
+	want := map[string]float64{"go_goroutines": 42, "go_memstats_heap_alloc_bytes": 1 << 20}
+	if len(got) != len(want) {
+		t.Fatalf("parseUnlabelled = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestDeploymentMemoryLimit(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, yaml string
+		want       int64 // 0: an error
+	}{
+		{"manager container", "kind: Namespace\n---\nkind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n      - name: sidecar\n        resources: {limits: {memory: 1Gi}}\n      - name: manager\n        resources: {limits: {memory: 256Mi}}\n", 256 << 20},
+		{"no limit", "kind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n      - name: manager\n", 0},
+		{"no deployment", "kind: Namespace\n", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := deploymentMemoryLimit(path)
+			if tc.want == 0 {
+				if err == nil {
+					t.Fatalf("deploymentMemoryLimit = %d, want an error", got)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("deploymentMemoryLimit = %d, %v; want %d", got, err, tc.want)
+			}
+		})
+	}
+	// The real manifest has one, or the benchmark cannot run.
+	if _, err := deploymentMemoryLimit(filepath.Join("..", "config", "manager", "manager.yaml")); err != nil {
+		t.Fatal(err)
 	}
 }
