@@ -157,18 +157,18 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 	// event once, not once per worker.
 	var journal *journalSource
 	if opts.EventSource == EventSourceJournal {
-		j, err := newJournalSource(ctx, conns[0], e.log, len(conns))
+		onFail := func(err error) {
+			if errors.Is(err, flux.ErrClosed) && e.isShutdown() {
+				return // Close closed the connection
+			}
+			e.markBroken(fmt.Errorf("%w: %w", ErrBroken, err))
+		}
+		j, err := newJournalSource(ctx, conns[0], e.log, len(conns), onFail)
 		if err != nil {
 			for _, c := range conns {
 				c.Close()
 			}
 			return nil, err
-		}
-		j.onFail = func(err error) {
-			if errors.Is(err, flux.ErrClosed) && e.isShutdown() {
-				return // Close closed the connection
-			}
-			e.markBroken(fmt.Errorf("%w: %w", ErrBroken, err))
 		}
 		journal = j
 	}
@@ -188,16 +188,13 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 		}
 		e.workers = append(e.workers, w)
 	}
-	if journal != nil {
-		e.wg.Add(1)
-		go pprof.Do(runCtx, pprof.Labels("fluxbridge.executor", prefix, "fluxbridge.journal", "0"), func(context.Context) {
-			defer e.wg.Done()
-			journal.run()
-		})
-	}
 	for _, w := range e.workers {
+		w.labels = pprof.WithLabels(runCtx, pprof.Labels("fluxbridge.executor", prefix, "fluxbridge.worker", strconv.Itoa(w.index)))
 		e.wg.Add(1)
-		go pprof.Do(runCtx, pprof.Labels("fluxbridge.executor", prefix, "fluxbridge.worker", strconv.Itoa(w.index)), w.run)
+		go func() {
+			pprof.SetGoroutineLabels(w.labels)
+			w.run(w.labels)
+		}()
 	}
 	if journal != nil {
 		if err := journal.waitReady(ctx); err != nil {

@@ -1127,7 +1127,7 @@ func TestJournalOrphans(t *testing.T) {
 	endB := s.beginSubmit()
 	s.dispatch(entry(4, "submit"))
 	endA(2, true)
-	if sub := s.claimed[2]; sub == nil || len(sub.queue) != 2 || sub.queue[1].Name != "depend" {
+	if sub := s.claimed[2]; sub == nil || len(sub.held) != 2 || sub.held[1].Name != "depend" {
 		t.Fatalf("job 2 subscription = %+v", s.claimed[2])
 	}
 	if _, ok := s.orphans[4]; !ok || len(s.orphans) != 1 {
@@ -1139,7 +1139,7 @@ func TestJournalOrphans(t *testing.T) {
 	}
 	// later events of a followed job go to its subscription
 	s.dispatch(entry(2, "priority"))
-	if q := s.claimed[2].queue; len(q) != 3 {
+	if q := s.claimed[2].held; len(q) != 3 {
 		t.Fatalf("queue = %v", q)
 	}
 }

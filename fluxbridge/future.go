@@ -37,8 +37,10 @@ const (
 	stateFinished                     // result or error set
 )
 
-// invocation is one queued callback call. Exactly one of the func fields
-// is set, or none for a completion marker (see Future.complete).
+// invocation is one queued step: a callback call (fn or eventFn), or
+// one of the executor's own steps, run in order with the callbacks: a
+// completion (complete, with result and err; see Future.completeLocked)
+// or the future's retirement from its worker (retire).
 type invocation struct {
 	fn      func(*Future)            // jobid or done callback
 	eventFn func(*Future, job.Event) // event callback
@@ -47,7 +49,11 @@ type invocation struct {
 	complete bool
 	result   int
 	err      error
+	retire   func()
 }
+
+// internal reports whether inv is one of the executor's own steps.
+func (inv *invocation) internal() bool { return inv.complete || inv.retire != nil }
 
 type eventCallback struct {
 	name string
@@ -69,8 +75,9 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // at a time, in the order the triggering things happened and, for one
 // trigger, in registration order. They are never called while the future's
 // lock is held, so they may call any method of the future, including
-// adding further callbacks. Normally the future's own worker goroutine
-// (one per in-flight future) runs them, so a slow callback delays only its
+// adding further callbacks. Normally a goroutine started for the purpose
+// runs them, and ends when none is left (an in-flight future with no
+// callback to run costs no goroutine), so a slow callback delays only its
 // own future. A callback added for something that already happened (a done
 // callback on a done future, an event callback for past events) is run
 // before the Add method returns by the calling goroutine, unless another
@@ -452,6 +459,53 @@ func (f *Future) runCallbacks(gid uint64) {
 	if gid == 0 {
 		gid = goroutineID()
 	}
+	f.dispatch(gid)
+}
+
+// queueRetire queues fn, the future's retirement from its worker, after
+// what is queued already.
+func (f *Future) queueRetire(fn func()) {
+	f.mu.Lock()
+	f.queue = append(f.queue, invocation{retire: fn})
+	f.mu.Unlock()
+}
+
+// pumpInternal runs the executor's own queued steps (completions,
+// retirement) in the calling goroutine, up to the first callback. If a
+// callback is queued it reports true, having claimed the dispatching: the
+// caller must then run dispatch in a new goroutine. It does nothing while
+// another goroutine dispatches, which runs everything queued.
+func (f *Future) pumpInternal() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for !f.dispatching && len(f.queue) > 0 {
+		inv := f.queue[0]
+		if !inv.internal() {
+			f.dispatching = true
+			return true
+		}
+		f.queue[0] = invocation{}
+		f.queue = f.queue[1:]
+		if inv.complete {
+			f.completeLocked(inv.result, inv.err)
+			continue
+		}
+		f.dispatching = true
+		f.mu.Unlock()
+		inv.retire()
+		f.mu.Lock()
+		f.dispatching = false
+	}
+	if len(f.queue) == 0 {
+		f.queue = nil
+	}
+	return false
+}
+
+// dispatch runs the queue until it is empty; the caller has set
+// f.dispatching. gid is the calling goroutine's id, recorded so that the
+// callbacks' own waits are recognised as deadlocks.
+func (f *Future) dispatch(gid uint64) {
 	f.cbGoroutine.Store(gid)
 	for {
 		f.mu.Lock()
@@ -471,6 +525,10 @@ func (f *Future) runCallbacks(gid uint64) {
 			continue
 		}
 		f.mu.Unlock()
+		if inv.retire != nil {
+			inv.retire()
+			continue
+		}
 		f.invoke(inv)
 	}
 }
@@ -481,6 +539,12 @@ func (f *Future) completeLocked(r int, err error) {
 	}
 	f.state = stateFinished
 	f.result, f.err = r, err
+	// The completion runs from the front of the queue; the callbacks it
+	// triggers go to the front too, to run right after it and before the
+	// steps queued meanwhile (the events after "finish", which reach the
+	// queue while earlier callbacks run).
+	rest := f.queue
+	f.queue = nil
 	if !f.idSet {
 		// Only reachable with an error: nothing completes a future with a
 		// result before its job ID is known.
@@ -490,6 +554,7 @@ func (f *Future) completeLocked(r int, err error) {
 		close(f.done)
 	}
 	f.queueDoneLocked()
+	f.queue = append(f.queue, rest...)
 }
 
 func (f *Future) invoke(inv invocation) {

@@ -533,3 +533,52 @@ func TestFutureConcurrentCallbacks(t *testing.T) {
 		}
 	}
 }
+
+// TestFuturePumpOrder: events reach a future's queue while its callbacks
+// run (the reader goroutine does not wait for them); the done callbacks
+// still run right after the finish event's callbacks, before later
+// events' callbacks, and a retirement queued last runs last. Completions
+// and retirements need no goroutine; a callback does.
+func TestFuturePumpOrder(t *testing.T) {
+	f := testFuture(t)
+	var order []string
+	for _, name := range []string{"finish", "release", "clean"} {
+		if err := f.AddEventCallback(name, func(_ *Future, ev job.Event) { order = append(order, ev.Name) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.AddDoneCallback(func(*Future) { order = append(order, "done") })
+	if err := f.setJobID(7); err != nil {
+		t.Fatal(err)
+	}
+	f.handleEvent(event("finish", map[string]any{"status": 0.0}))
+	f.handleEvent(event("release", nil))
+	f.handleEvent(event("clean", nil))
+	f.queueRetire(func() { order = append(order, "retired") })
+	if !f.pumpInternal() {
+		t.Fatal("pumpInternal ran with callbacks queued: want a goroutine asked for")
+	}
+	if f.pumpInternal() {
+		t.Fatal("a second pump claimed the dispatching too")
+	}
+	f.dispatch(goroutineID())
+	want := "finish done release clean retired"
+	if got := strings.Join(order, " "); got != want {
+		t.Fatalf("order = %q, want %q", got, want)
+	}
+
+	// Without callbacks everything runs in the pumping goroutine.
+	g := testFuture(t)
+	retired := false
+	if err := g.setJobID(8); err != nil {
+		t.Fatal(err)
+	}
+	g.handleEvent(event("finish", map[string]any{"status": 256.0}))
+	g.queueRetire(func() { retired = true })
+	if g.pumpInternal() {
+		t.Fatal("pumpInternal asked for a goroutine with no callback queued")
+	}
+	if r, err := g.Result(expired()); r != 1 || err != nil || !retired {
+		t.Fatalf("Result = %d, %v; retired %v", r, err, retired)
+	}
+}

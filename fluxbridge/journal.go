@@ -2,6 +2,7 @@ package fluxbridge
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"reflect"
@@ -44,17 +45,20 @@ import (
 type journalSource struct {
 	conn   *flux.Conn
 	log    logr.Logger
-	w      *job.JournalWatch
-	cancel context.CancelFunc // ends the journal stream
-	ready  chan struct{}      // closed at the first entry or failure
+	cancel func()        // cancels the journal stream at the service
+	ready  chan struct{} // closed at the first entry or failure
 	// onFail is called when the journal fails other than by close: the
 	// worker cannot follow its jobs any more.
 	onFail  func(error)
 	closing atomic.Bool
-	users   int32 // workers that have not released the source yet (under mu)
 	once    sync.Once
 
+	// mu guards everything below and serialises deliveries: events reach
+	// a job's future under mu, from the journal's reader goroutine or,
+	// for an attached job, from the reader goroutine that got its
+	// eventlog. Nothing called under mu calls back into the source.
 	mu       sync.Mutex
+	users    int32                      // workers that have not released the source yet
 	seq      uint64                     // journal entries read so far
 	inflight map[*submitTicket]struct{} // submissions not yet answered
 	orphans  map[job.ID]*journalOrphan  // events of new jobs nobody claimed yet
@@ -70,43 +74,27 @@ type journalOrphan struct {
 	events   []job.Event
 }
 
-// journalSub is one followed job: events queued by the journal reader and
-// a signal for the follower.
+// journalSub is one followed job. Its fields are guarded by
+// journalSource.mu.
 type journalSub struct {
-	next *journalSub // another subscription to the same job (guarded by journalSource.mu)
+	id   job.ID
+	next *journalSub // another subscription to the same job
 
-	mu     sync.Mutex
-	queue  []job.Event
-	err    error
-	signal chan struct{} // capacity 1
+	deliver func(job.Event) // nil until follow
+	end     func(error)     // nil until follow
+	held    []job.Event     // events not delivered yet: before follow, or while replaying
+	err     error           // the journal failed before follow
+	done    bool            // end was called (or is due at follow)
+
+	// An attached job's eventlog is read once (replaying) and the journal
+	// events it already contained are skipped: known is that eventlog,
+	// aligned the index of the last skipped one; live means no more
+	// skipping.
+	replaying bool
+	known     []job.Event
+	aligned   int
+	live      bool
 }
-
-func (s *journalSub) push(evs []job.Event, err error) {
-	s.mu.Lock()
-	for _, ev := range evs {
-		if IsEvent(ev.Name) {
-			s.queue = append(s.queue, ev)
-		}
-	}
-	if err != nil && s.err == nil {
-		s.err = err
-	}
-	s.mu.Unlock()
-	select {
-	case s.signal <- struct{}{}:
-	default:
-	}
-}
-
-func (s *journalSub) take() ([]job.Event, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q := s.queue
-	s.queue = nil
-	return q, s.err
-}
-
-func newJournalSub() *journalSub { return &journalSub{signal: make(chan struct{}, 1)} }
 
 // journalEvents is the journal's allow filter: only the events a Future
 // exposes.
@@ -118,56 +106,51 @@ func journalEvents() []string {
 	return names
 }
 
-// newJournalSource opens the journal stream on c; ctx bounds the opening
-// only (the stream lives until close). Its reader is run.
-func newJournalSource(ctx context.Context, c *flux.Conn, log logr.Logger, users int) (*journalSource, error) {
+// newJournalSource opens the journal stream on c (its responses are
+// handled on c's reader goroutine); ctx bounds the opening only. The
+// stream lives until the last of users workers calls close.
+func newJournalSource(ctx context.Context, c *flux.Conn, log logr.Logger, users int, onFail func(error)) (*journalSource, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// The stream gets a context of its own, cancelled by close: cancelling
-	// it wakes a Recv in progress, which (*flux.Stream).Close from another
-	// goroutine does not do.
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w, err := job.WatchJournal(sctx, c, job.JournalOptions{Allow: journalEvents()})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("fluxbridge: opening the events journal: %w", err)
-	}
-	return &journalSource{
-		cancel:   cancel,
+	s := &journalSource{
 		ready:    make(chan struct{}),
 		users:    int32(users),
 		conn:     c,
 		log:      log,
-		w:        w,
+		onFail:   onFail,
 		inflight: make(map[*submitTicket]struct{}),
 		orphans:  make(map[job.ID]*journalOrphan),
 		subs:     make(map[job.ID]*journalSub),
 		claimed:  make(map[job.ID]*journalSub),
-	}, nil
+	}
+	cancel, err := job.StartJournal(context.Background(), c, job.JournalOptions{Allow: journalEvents()}, s.handle)
+	if err != nil {
+		return nil, fmt.Errorf("fluxbridge: opening the events journal: %w", err)
+	}
+	s.mu.Lock()
+	s.cancel = cancel
+	s.mu.Unlock()
+	return s, nil
 }
 
-// run reads the journal until it ends, routing entries to subscriptions.
-func (s *journalSource) run() {
-	for {
-		e, err := s.w.Next()
-		if err != nil {
-			if err == io.EOF { //nolint:errorlint // Next returns io.EOF itself at the end
-				// the service ended the journal (job.JournalWatch.Next
-				// reports a lost connection as flux.ErrDisconnected,
-				// which wraps the socket's io.EOF: hence ==)
-				err = fmt.Errorf("fluxbridge: the events journal ended: %w", io.ErrUnexpectedEOF)
-			}
-			s.fail(err)
-			s.w.Close()
-			if !s.closing.Load() && s.onFail != nil {
-				s.onFail(err)
-			}
-			return
+// handle receives the journal's entries and its end.
+func (s *journalSource) handle(e job.JournalEntry, err error) {
+	if err != nil {
+		if err == io.EOF { //nolint:errorlint // StartJournal ends with io.EOF itself
+			// the service ended the journal (a lost connection is an
+			// error matching flux.ErrDisconnected, which wraps the
+			// socket's io.EOF: hence ==)
+			err = fmt.Errorf("fluxbridge: the events journal ended: %w", io.ErrUnexpectedEOF)
 		}
-		s.once.Do(func() { close(s.ready) })
-		s.dispatch(e)
+		s.fail(err)
+		if !s.closing.Load() && s.onFail != nil {
+			s.onFail(err)
+		}
+		return
 	}
+	s.once.Do(func() { close(s.ready) })
+	s.dispatch(e)
 }
 
 // waitReady waits until the journal answered (its backlog or sentinel,
@@ -186,17 +169,18 @@ func (s *journalSource) waitReady(ctx context.Context) error {
 
 func (s *journalSource) dispatch(e job.JournalEntry) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	seq := s.seq
 	s.seq++
 	if e.Sentinel || len(e.Events) == 0 {
-		s.mu.Unlock()
 		return
 	}
 	if sub, ok := s.subs[e.ID]; ok {
-		for ; sub != nil; sub = sub.next {
-			sub.push(e.Events, nil)
+		for sub != nil {
+			next := sub.next // pushLocked may unlink sub
+			s.pushLocked(sub, e.Events)
+			sub = next
 		}
-		s.mu.Unlock()
 		return
 	}
 	if o, ok := s.orphans[e.ID]; ok {
@@ -204,38 +188,91 @@ func (s *journalSource) dispatch(e job.JournalEntry) {
 	} else if len(s.inflight) > 0 && e.Events[0].Name == "submit" {
 		s.orphans[e.ID] = &journalOrphan{firstSeq: seq, events: append([]job.Event(nil), e.Events...)}
 	}
-	s.mu.Unlock()
+}
+
+// pushLocked delivers evs to sub, or holds them until it can, skipping
+// what a replayed eventlog already delivered; "clean" ends sub.
+func (s *journalSource) pushLocked(sub *journalSub, evs []job.Event) {
+	for _, ev := range evs {
+		if sub.done {
+			return
+		}
+		if !IsEvent(ev.Name) {
+			continue
+		}
+		if sub.deliver == nil || sub.replaying {
+			sub.held = append(sub.held, ev)
+			continue
+		}
+		if !sub.live {
+			if i := matchEvent(sub.known, sub.aligned, ev); i >= 0 {
+				sub.aligned = i
+				continue
+			}
+			sub.live = true
+		}
+		sub.deliver(ev)
+		if ev.Name == "clean" {
+			s.finishLocked(sub, nil)
+		}
+	}
+}
+
+// finishLocked ends sub: it stops being followed and its end is called
+// (at follow, if not followed yet).
+func (s *journalSource) finishLocked(sub *journalSub, err error) {
+	if sub.done {
+		return
+	}
+	if sub.end == nil {
+		if sub.err == nil {
+			sub.err = err
+		}
+		return
+	}
+	sub.done = true
+	s.removeLocked(sub.id, sub)
+	sub.known, sub.held = nil, nil
+	sub.end(err)
 }
 
 // fail ends every subscription with err; later ones fail at once.
 func (s *journalSource) fail(err error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.err == nil {
 		s.err = err
 	}
 	s.once.Do(func() { close(s.ready) })
-	subs := make([]*journalSub, 0, len(s.subs)+len(s.claimed))
+	var subs []*journalSub
 	for _, sub := range s.subs {
 		for ; sub != nil; sub = sub.next {
 			subs = append(subs, sub)
 		}
 	}
-	s.mu.Unlock()
 	for _, sub := range subs {
-		sub.push(nil, err)
+		if sub.deliver != nil && !sub.replaying {
+			held := sub.held
+			sub.held = nil
+			s.pushLocked(sub, held)
+		}
+		s.finishLocked(sub, err)
 	}
 }
 
-// close stops the journal stream; the reader then fails what is left.
-// close releases one worker's use; the last one stops the journal.
+// close releases one worker's use; the last one stops the journal, whose
+// end then fails what is left.
 func (s *journalSource) close() {
 	s.mu.Lock()
 	s.users--
 	last := s.users <= 0
+	cancel := s.cancel
 	s.mu.Unlock()
 	if last {
 		s.closing.Store(true)
-		s.cancel()
+		if cancel != nil {
+			cancel()
+		}
 	}
 }
 
@@ -249,13 +286,13 @@ func (s *journalSource) beginSubmit() func(job.ID, bool) {
 		defer s.mu.Unlock()
 		delete(s.inflight, t)
 		if ok {
-			sub := newJournalSub()
+			sub := &journalSub{id: id}
 			if o, found := s.orphans[id]; found {
 				delete(s.orphans, id)
-				sub.push(o.events, nil)
+				s.pushLocked(sub, o.events)
 			}
 			if s.err != nil {
-				sub.push(nil, s.err)
+				sub.err = s.err
 			}
 			s.addLocked(id, sub)
 			s.claimed[id] = sub
@@ -310,67 +347,70 @@ func (s *journalSource) removeLocked(id job.ID, sub *journalSub) {
 	}
 }
 
-func (s *journalSource) follow(ctx context.Context, id job.ID, attach bool, deliver func(job.Event)) error {
+func (s *journalSource) follow(id job.ID, attach bool, deliver func(job.Event), end func(error)) {
 	s.mu.Lock()
 	sub, ok := s.claimed[id]
 	if ok {
 		delete(s.claimed, id)
 	} else {
-		sub = newJournalSub()
-		if s.err != nil {
-			sub.push(nil, s.err)
-		}
+		sub = &journalSub{id: id, err: s.err}
 		s.addLocked(id, sub)
 	}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.removeLocked(id, sub)
+	sub.deliver, sub.end = deliver, end
+	if !attach {
+		sub.live = true
+		s.releaseLocked(sub)
 		s.mu.Unlock()
-	}()
-
-	var known []job.Event // the eventlog read at attach, for skipping duplicates
-	aligned := -1         // index in known of the last duplicate skipped
-	live := !attach
-	if attach {
-		evs, err := lookupEventlog(ctx, s.conn, id)
+		return
+	}
+	// Attached: live events are held while the eventlog is read.
+	sub.replaying, sub.aligned = true, -1
+	s.mu.Unlock()
+	err := startLookupEventlog(s.conn, id, func(evs []job.Event, err error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		if err != nil {
-			return err
+			sub.replaying = false
+			sub.held = nil
+			sub.err = nil
+			s.finishLocked(sub, err)
+			return
 		}
 		for _, ev := range evs {
+			if sub.done {
+				return
+			}
 			if !IsEvent(ev.Name) {
 				continue
 			}
-			known = append(known, ev)
+			sub.known = append(sub.known, ev)
 			deliver(ev)
 			if ev.Name == "clean" {
-				return nil
+				s.finishLocked(sub, nil)
+				return
 			}
 		}
+		sub.replaying = false
+		s.releaseLocked(sub)
+	})
+	if err != nil {
+		s.mu.Lock()
+		sub.replaying = false
+		sub.err = nil
+		s.finishLocked(sub, err)
+		s.mu.Unlock()
 	}
-	for {
-		evs, err := sub.take()
-		for _, ev := range evs {
-			if !live {
-				if i := matchEvent(known, aligned, ev); i >= 0 {
-					aligned = i
-					continue
-				}
-				live = true
-			}
-			deliver(ev)
-			if ev.Name == "clean" {
-				return nil
-			}
-		}
-		if err != nil {
-			return err
-		}
-		select {
-		case <-sub.signal:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+}
+
+// releaseLocked delivers what sub held and ends it if the journal failed
+// meanwhile.
+func (s *journalSource) releaseLocked(sub *journalSub) {
+	held := sub.held
+	sub.held = nil
+	s.pushLocked(sub, held)
+	if err := sub.err; err != nil {
+		sub.err = nil
+		s.finishLocked(sub, err)
 	}
 }
 
@@ -395,24 +435,37 @@ func matchEvent(known []job.Event, aligned int, ev job.Event) int {
 	return -1
 }
 
-// lookupEventlog reads a job's main eventlog once (job-info.lookup,
-// flux-core src/modules/job-info/lookup.c). An unknown job is an error
-// matching syscall.ENOENT.
-func lookupEventlog(ctx context.Context, c *flux.Conn, id job.ID) ([]job.Event, error) {
+// startLookupEventlog reads a job's main eventlog once (job-info.lookup,
+// flux-core src/modules/job-info/lookup.c) and calls h with its events
+// or the error, on c's reader goroutine. An unknown job is an error
+// matching syscall.ENOENT. If it returns an error, h is not called.
+func startLookupEventlog(c *flux.Conn, id job.ID, h func([]job.Event, error)) error {
 	req := struct {
 		ID    job.ID   `json:"id"`
 		Keys  []string `json:"keys"`
 		Flags int      `json:"flags"`
 	}{ID: id, Keys: []string{"eventlog"}, Flags: 0}
-	var resp struct {
-		Eventlog string `json:"eventlog"`
-	}
-	if err := c.RPC(ctx, "job-info.lookup", req, &resp); err != nil {
-		return nil, fmt.Errorf("fluxbridge: reading the eventlog of job %s: %w", id, err)
-	}
-	evs, err := job.ParseEventlog([]byte(resp.Eventlog))
+	err := c.StartRPC(context.Background(), "job-info.lookup", req, func(p []byte, err error) {
+		if err != nil {
+			h(nil, fmt.Errorf("fluxbridge: reading the eventlog of job %s: %w", id, err))
+			return
+		}
+		var resp struct {
+			Eventlog string `json:"eventlog"`
+		}
+		if err := json.Unmarshal(p, &resp); err != nil {
+			h(nil, fmt.Errorf("fluxbridge: reading the eventlog of job %s: %w", id, err))
+			return
+		}
+		evs, err := job.ParseEventlog([]byte(resp.Eventlog))
+		if err != nil {
+			h(nil, fmt.Errorf("fluxbridge: eventlog of job %s: %w", id, err))
+			return
+		}
+		h(evs, nil)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("fluxbridge: eventlog of job %s: %w", id, err)
+		return fmt.Errorf("fluxbridge: reading the eventlog of job %s: %w", id, err)
 	}
-	return evs, nil
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,18 +26,21 @@ type request struct {
 	opts   job.SubmitOptions
 }
 
-// eventSource follows the events of one job. It is the seam between the
+// eventSource follows the events of jobs. It is the seam between the
 // per-job eventlog watch and a shared journal.
 type eventSource interface {
 	// beginSubmit is called before a job is submitted; the function it
 	// returns is called with the job's ID (ok) or not (the submission
 	// failed) once the submission is answered.
 	beginSubmit() func(id job.ID, ok bool)
-	// follow calls deliver with each event of job id, in order and from
-	// the job's first event (attach says the job was not submitted through
-	// beginSubmit), until the job's eventlog ends (it returns nil) or
-	// following fails.
-	follow(ctx context.Context, id job.ID, attach bool, deliver func(job.Event)) error
+	// follow starts following job id: deliver is called with each of its
+	// events, in order and from the job's first event (attach says the
+	// job was not submitted through beginSubmit), then end exactly once,
+	// with nil when the job's eventlog ended or with the error that
+	// stopped following. They are called from reader goroutines (for one
+	// job never concurrently) or, for an error at once, by follow's
+	// caller, and must not block.
+	follow(id job.ID, attach bool, deliver func(job.Event), end func(error))
 	// close is called by each worker using the source as it exits; the
 	// source releases its resources once none uses it.
 	close()
@@ -49,24 +53,22 @@ func (eventlogSource) beginSubmit() func(job.ID, bool) { return func(job.ID, boo
 
 func (eventlogSource) close() {}
 
-func (s eventlogSource) follow(ctx context.Context, id job.ID, _ bool, deliver func(job.Event)) error {
-	w, err := job.WatchEvents(ctx, s.conn, id, job.WatchOptions{})
+func (s eventlogSource) follow(id job.ID, _ bool, deliver func(job.Event), end func(error)) {
+	_, err := job.StartWatchEvents(context.Background(), s.conn, id, job.WatchOptions{}, func(ev job.Event, err error) {
+		switch {
+		case err == nil:
+			deliver(ev)
+		case err == io.EOF: //nolint:errorlint // the end of the eventlog is io.EOF itself
+			// a lost connection comes as an error matching
+			// flux.ErrDisconnected or flux.ErrClosed (which wraps the
+			// socket's io.EOF: hence ==, not errors.Is)
+			end(nil)
+		default:
+			end(err)
+		}
+	})
 	if err != nil {
-		return err
-	}
-	defer w.Close()
-	for {
-		ev, err := w.Next()
-		if err == io.EOF { //nolint:errorlint // Next returns io.EOF itself at the end
-			// the eventlog ended; a lost connection comes as an error
-			// matching flux.ErrDisconnected or flux.ErrClosed (which
-			// wraps the socket's io.EOF: hence ==, not errors.Is)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		deliver(ev)
+		end(err)
 	}
 }
 
@@ -85,6 +87,9 @@ type worker struct {
 	paused atomic.Bool
 	// started counts the futures this worker has started.
 	started atomic.Int64
+	// labels carries the worker's pprof labels, for the goroutines that
+	// run callbacks.
+	labels context.Context
 
 	mu       sync.Mutex
 	queue    []*request
@@ -154,7 +159,7 @@ func (w *worker) run(ctx context.Context) {
 		idle := w.running == 0 && len(w.queue) == 0 && (w.stopping || w.broken != nil)
 		w.mu.Unlock()
 		for _, r := range batch {
-			w.start(ctx, r)
+			w.start(r)
 		}
 		if idle {
 			w.src.close()
@@ -170,15 +175,89 @@ func (w *worker) run(ctx context.Context) {
 	}
 }
 
-// start runs r in a goroutine of its own, unless it was cancelled.
-func (w *worker) start(ctx context.Context, r *request) {
+// start starts r, unless it was cancelled: its submission (or, attaching,
+// the following of its job) is queued on the connection, and from then on
+// the connection's reader goroutine drives the future through handlers;
+// no goroutine waits for it. The future holds a count in the executor's
+// WaitGroup until it is retired.
+func (w *worker) start(r *request) {
 	if !r.f.setRunning() {
 		w.finished()
 		return
 	}
 	w.started.Add(1)
 	w.ex.wg.Add(1)
-	go w.drive(ctx, r)
+	f := r.f
+	if r.attach {
+		w.follow(f, r.id, true)
+		return
+	}
+	end := w.src.beginSubmit()
+	err := job.StartSubmit(context.Background(), w.conn, r.spec, r.opts, func(id job.ID, err error) {
+		end(id, err == nil)
+		if err != nil {
+			f.setException(w.submitError(err))
+			w.retire(f)
+			return
+		}
+		if err := f.setJobID(id); err != nil {
+			w.log.Error(err, "setting job ID", "jobid", id)
+		}
+		w.pump(f)
+		w.follow(f, id, false)
+	})
+	if err != nil {
+		end(0, false)
+		f.setException(w.submitError(err))
+		w.retire(f)
+	}
+}
+
+// follow follows the job of a running future until its eventlog ends,
+// then retires the future.
+func (w *worker) follow(f *Future, id job.ID, attach bool) {
+	w.src.follow(id, attach, func(ev job.Event) {
+		f.handleEvent(ev)
+		w.pump(f)
+	}, func(err error) {
+		switch {
+		case err != nil:
+			f.setException(w.followError(id, err))
+		case !f.isDecided():
+			// the eventlog ended without a result (the usual case, a
+			// result, skips building this error)
+			f.setException(fmt.Errorf("job %s: %w", id, ErrIncomplete))
+		}
+		w.retire(f)
+	})
+}
+
+// retire queues, after the future's pending callbacks, its release from
+// the worker and from the executor's WaitGroup.
+func (w *worker) retire(f *Future) {
+	f.queueRetire(func() {
+		w.finished()
+		w.ex.wg.Done()
+	})
+	w.pump(f)
+}
+
+// pump runs what f has queued: the executor's own steps (completion,
+// retirement) at once, and f's callbacks in a goroutine started for them,
+// which ends when none is left. So a slow callback delays only its own
+// future, and a future without callbacks costs no goroutine.
+func (w *worker) pump(f *Future) {
+	if !f.pumpInternal() {
+		return
+	}
+	w.ex.wg.Add(1)
+	go func() {
+		defer w.ex.wg.Done()
+		if w.labels != nil {
+			pprof.SetGoroutineLabels(w.labels)
+		}
+		f.dispatch(goroutineID())
+	}()
 }
 
 // finished accounts for a future that left the worker.
@@ -218,44 +297,6 @@ func (w *worker) lost() {
 			r.f.runCallbacks(0)
 		}
 	}
-}
-
-// drive is a running future's goroutine: it submits the job (unless
-// attaching), follows its events and runs the future's callbacks.
-func (w *worker) drive(ctx context.Context, r *request) {
-	defer w.ex.wg.Done()
-	defer w.finished()
-	f := r.f
-	gid := goroutineID()
-	id := r.id
-	if !r.attach {
-		var err error
-		end := w.src.beginSubmit()
-		id, err = job.Submit(ctx, w.conn, r.spec, r.opts)
-		end(id, err == nil)
-		if err != nil {
-			f.setException(w.submitError(err))
-			f.runCallbacks(gid)
-			return
-		}
-		if err := f.setJobID(id); err != nil {
-			w.log.Error(err, "setting job ID", "jobid", id)
-		}
-		f.runCallbacks(gid)
-	}
-	err := w.src.follow(ctx, id, r.attach, func(ev job.Event) {
-		f.handleEvent(ev)
-		f.runCallbacks(gid)
-	})
-	switch {
-	case err != nil:
-		f.setException(w.followError(id, err))
-	case !f.isDecided():
-		// the eventlog ended without a result (the usual case, a result,
-		// skips building this error)
-		f.setException(fmt.Errorf("job %s: %w", id, ErrIncomplete))
-	}
-	f.runCallbacks(gid)
 }
 
 // submitError classifies an error from job-ingest.submit.

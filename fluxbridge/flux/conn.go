@@ -80,8 +80,10 @@ func NodeID(id uint32) RPCOption { return func(o *rpcOptions) { o.nodeid = id } 
 func CancelTopic(topic string) RPCOption { return func(o *rpcOptions) { o.cancelTopic = topic } }
 
 // Conn is a connection to a broker. It is safe for concurrent use. One
-// goroutine reads responses and routes them to callers by matchtag; it
-// exits when the connection ends (Close or broker gone).
+// goroutine reads responses and routes them to callers by matchtag (or
+// hands them to the Handler of a request made with StartRPC or
+// StartStream), and one writes the requests those queue; both exit when
+// the connection ends (Close or broker gone).
 type Conn struct {
 	uri string
 	nc  net.Conn
@@ -90,6 +92,11 @@ type Conn struct {
 	wsem chan struct{} // write lock, held while writing one message
 	wbuf []byte        // encoding buffer, guarded by wsem
 
+	qmu    sync.Mutex    // guards outq and spare
+	outq   []byte        // framed messages queued by StartRPC/StartStream
+	spare  []byte        // the writer's previous buffer, for reuse
+	qready chan struct{} // cap 1: outq went from empty to non-empty
+
 	mu      sync.Mutex
 	pending map[uint32]*call // outstanding RPCs by matchtag
 	next    uint32           // last matchtag handed out
@@ -97,6 +104,11 @@ type Conn struct {
 
 	done       chan struct{} // closed when the Conn ends
 	readerDone chan struct{} // closed when the reader goroutine returns
+	writerDone chan struct{} // closed when the writer goroutine returns
+	// orphaned holds the handler calls that were pending when the Conn
+	// ended; the reader goroutine tells them, so that a Handler is only
+	// ever called from the reader goroutine.
+	orphaned []*call
 }
 
 // call is one outstanding RPC or stream. Fields are guarded by Conn.mu.
@@ -106,6 +118,11 @@ type call struct {
 	notify    chan struct{} // cap 1: something was queued or the Conn ended
 	final     bool          // last response received; matchtag freed
 	abandoned bool          // nobody reads: drop responses until the final one
+	// fn, when set, receives the responses on the reader goroutine
+	// instead of queue (StartRPC, StartStream); topic is for its errors.
+	fn         Handler
+	topic      string
+	cancelSent bool // a handler stream's cancel request was queued
 }
 
 // Dial connects to the broker named by uri: "" means $FLUX_URI, then
@@ -145,10 +162,13 @@ func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
 		pending:    make(map[uint32]*call),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
+		qready:     make(chan struct{}, 1),
 	}
 	// Buffered: a burst of responses (a job's eventlog) costs one read
 	// system call instead of two per message.
 	go c.readLoop(wire.NewReader(bufio.NewReaderSize(nc, readBufferSize), o.maxSize))
+	go c.writeLoop()
 	return c, nil
 }
 
@@ -227,11 +247,13 @@ func (c *Conn) Err() error {
 }
 
 // Close closes the connection. Pending RPCs and streams fail with
-// ErrClosed. It waits for the reader goroutine to exit. Closing a Conn that
-// already ended is a no-op.
+// ErrClosed (the Handlers of StartRPC and StartStream are called with it
+// before Close returns). It waits for the reader and writer goroutines to
+// exit. Closing a Conn that already ended is a no-op.
 func (c *Conn) Close() error {
 	c.fail(ErrClosed)
 	<-c.readerDone
+	<-c.writerDone
 	return nil
 }
 
@@ -244,7 +266,11 @@ func (c *Conn) fail(err error) {
 	}
 	c.err = err
 	for tag, cl := range c.pending {
-		signal(cl.notify)
+		if cl.fn != nil {
+			c.orphaned = append(c.orphaned, cl)
+		} else {
+			signal(cl.notify)
+		}
 		delete(c.pending, tag)
 	}
 	c.mu.Unlock()
@@ -268,9 +294,22 @@ func (c *Conn) readLoop(r *wire.Reader) {
 		m, err := r.ReadMessage()
 		if err != nil {
 			c.fail(fmt.Errorf("%w: %w", ErrDisconnected, err))
+			c.tellOrphans()
 			return
 		}
 		c.dispatch(m)
+	}
+}
+
+// tellOrphans calls the Handlers that were waiting when the Conn ended
+// with its error. Only the reader goroutine calls it, once, after fail.
+func (c *Conn) tellOrphans() {
+	c.mu.Lock()
+	orphans, err := c.orphaned, c.err
+	c.orphaned = nil
+	c.mu.Unlock()
+	for _, cl := range orphans {
+		cl.fn(nil, fmt.Errorf("flux: %s: %w", cl.topic, err))
 	}
 }
 
@@ -285,9 +324,9 @@ func (c *Conn) dispatch(m *wire.Message) {
 	}
 	tag := m.Matchtag()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	cl := c.pending[tag]
 	if cl == nil {
+		c.mu.Unlock()
 		c.log.V(1).Info("dropping response with unknown matchtag", "topic", m.Topic, "matchtag", tag)
 		return
 	}
@@ -295,6 +334,12 @@ func (c *Conn) dispatch(m *wire.Message) {
 		cl.final = true
 		delete(c.pending, tag)
 	}
+	if cl.fn != nil {
+		c.mu.Unlock()
+		deliver(cl, m)
+		return
+	}
+	defer c.mu.Unlock()
 	if cl.abandoned {
 		return
 	}
@@ -305,13 +350,20 @@ func (c *Conn) dispatch(m *wire.Message) {
 // register allocates a matchtag: the next one after the last handed out,
 // skipping 0 and tags still in use, as flux-core's clients count up from 1.
 func (c *Conn) register(stream bool) (*call, uint32, error) {
+	cl := &call{stream: stream, notify: make(chan struct{}, 1)}
+	tag, err := c.registerCall(cl)
+	return cl, tag, err
+}
+
+// registerCall allocates a matchtag for cl.
+func (c *Conn) registerCall(cl *call) (uint32, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
-		return nil, 0, c.err
+		return 0, c.err
 	}
 	if len(c.pending) >= maxPending {
-		return nil, 0, fmt.Errorf("flux: %d RPCs outstanding, no matchtag free", len(c.pending))
+		return 0, fmt.Errorf("flux: %d RPCs outstanding, no matchtag free", len(c.pending))
 	}
 	for {
 		c.next++
@@ -322,18 +374,20 @@ func (c *Conn) register(stream bool) (*call, uint32, error) {
 			break
 		}
 	}
-	cl := &call{stream: stream, notify: make(chan struct{}, 1)}
 	c.pending[c.next] = cl
-	return cl, c.next, nil
+	return c.next, nil
 }
 
-// unregister frees a matchtag whose request was never sent.
-func (c *Conn) unregister(tag uint32, cl *call) {
+// unregister frees a matchtag whose request was never sent, and reports
+// whether it did (false: the Conn ended and took the call already).
+func (c *Conn) unregister(tag uint32, cl *call) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending[tag] == cl {
 		delete(c.pending, tag)
+		return true
 	}
+	return false
 }
 
 // abandon stops queueing responses for cl; its matchtag stays reserved

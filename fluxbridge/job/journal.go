@@ -48,16 +48,33 @@ type JournalWatch struct{ s *flux.Stream }
 // ctx ends or Close, which cancel it at the service
 // (job-manager.events-journal-cancel).
 func WatchJournal(ctx context.Context, c *flux.Conn, opts JournalOptions) (*JournalWatch, error) {
-	req := struct {
-		Full  bool            `json:"full"`
-		Allow map[string]bool `json:"allow,omitempty"`
-		Deny  map[string]bool `json:"deny,omitempty"`
-	}{Full: opts.Full, Allow: nameSet(opts.Allow), Deny: nameSet(opts.Deny)}
-	s, err := c.Stream(ctx, topicJournal, req)
+	s, err := c.Stream(ctx, topicJournal, journalRequest(opts))
 	if err != nil {
 		return nil, fmt.Errorf("job: events journal: %w", err)
 	}
 	return &JournalWatch{s: s}, nil
+}
+
+// StartJournal is WatchJournal without a goroutine waiting in Next: once
+// it returned nil, h is called on c's reader goroutine with each entry,
+// in order, then exactly once with what Next would have returned at the
+// end (io.EOF when the service ended the journal, or the error). A
+// response that does not decode ends it with its error (the journal is
+// then cancelled at the service). Like any flux.Handler, h must not
+// block. cancel, or ctx's end, cancels the journal at the service; h
+// still gets the end.
+func StartJournal(ctx context.Context, c *flux.Conn, opts JournalOptions, h func(JournalEntry, error)) (cancel func(), err error) {
+	return startStream(ctx, c, topicJournal, journalRequest(opts), decodeJournalResponse,
+		func(err error) error { return fmt.Errorf("job: events journal: %w", err) }, h)
+}
+
+// journalRequest is the events-journal request for opts.
+func journalRequest(opts JournalOptions) any {
+	return struct {
+		Full  bool            `json:"full"`
+		Allow map[string]bool `json:"allow,omitempty"`
+		Deny  map[string]bool `json:"deny,omitempty"`
+	}{Full: opts.Full, Allow: nameSet(opts.Allow), Deny: nameSet(opts.Deny)}
 }
 
 // nameSet makes the {"name": true, ...} object journal.c looks names up in.
@@ -83,6 +100,12 @@ func (w *JournalWatch) Next() (JournalEntry, error) {
 		}
 		return JournalEntry{}, fmt.Errorf("job: events journal: %w", err)
 	}
+	return decodeJournalResponse(raw)
+}
+
+// decodeJournalResponse decodes one journal response: by hand when it
+// has the usual shape, else with encoding/json.
+func decodeJournalResponse(raw []byte) (JournalEntry, error) {
 	if e, ok := scanJournalEntry(raw); ok {
 		return e, nil
 	}

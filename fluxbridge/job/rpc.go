@@ -96,12 +96,47 @@ func SignNone(jobspec []byte, uid uint32) string {
 // (errno EPERM for "Missing key (tasks)" and the like, EINVAL for bad
 // JSON), wrapped.
 func Submit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOptions) (ID, error) {
+	payload, err := submitPayload(spec, opts)
+	if err != nil {
+		return 0, err
+	}
+	var raw json.RawMessage
+	if err := c.RPC(ctx, topicSubmit, payload, &raw); err != nil {
+		return 0, fmt.Errorf("job: submit: %w", err)
+	}
+	return decodeSubmitResponse(raw)
+}
+
+// StartSubmit is Submit without waiting: once the request is queued
+// (StartSubmit returned nil), h is called exactly once, on c's reader
+// goroutine, with the job's ID or the error Submit would have returned.
+// Like any flux.Handler, h must not block. ctx bounds only the queueing.
+func StartSubmit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOptions, h func(ID, error)) error {
+	payload, err := submitPayload(spec, opts)
+	if err != nil {
+		return err
+	}
+	err = c.StartRPC(ctx, topicSubmit, payload, func(p []byte, err error) {
+		if err != nil {
+			h(0, fmt.Errorf("job: submit: %w", err))
+			return
+		}
+		h(decodeSubmitResponse(p))
+	})
+	if err != nil {
+		return fmt.Errorf("job: submit: %w", err)
+	}
+	return nil
+}
+
+// submitPayload builds the job-ingest.submit request for spec.
+func submitPayload(spec []byte, opts SubmitOptions) ([]byte, error) {
 	req := submitRequest{Urgency: UrgencyDefault}
 	if opts.Urgency != nil {
 		req.Urgency = *opts.Urgency
 	}
 	if req.Urgency < UrgencyMin || req.Urgency > UrgencyMax {
-		return 0, fmt.Errorf("job: submit: urgency %d out of range [%d:%d]: %w", req.Urgency, UrgencyMin, UrgencyMax, syscall.EINVAL)
+		return nil, fmt.Errorf("job: submit: urgency %d out of range [%d:%d]: %w", req.Urgency, UrgencyMin, UrgencyMax, syscall.EINVAL)
 	}
 	if opts.Debug {
 		req.Flags |= flagDebug
@@ -121,10 +156,11 @@ func Submit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOptions) 
 		}
 		req.J = SignNone(spec, uid)
 	}
-	var raw json.RawMessage
-	if err := c.RPC(ctx, topicSubmit, req.appendPayload(make([]byte, 0, len(req.J)+48)), &raw); err != nil {
-		return 0, fmt.Errorf("job: submit: %w", err)
-	}
+	return req.appendPayload(make([]byte, 0, len(req.J)+48)), nil
+}
+
+// decodeSubmitResponse decodes job-ingest.submit's {"id":N}.
+func decodeSubmitResponse(raw []byte) (ID, error) {
 	if id, ok := scanIDResponse(raw); ok {
 		return id, nil
 	}
@@ -226,6 +262,33 @@ type EventWatch struct {
 // cancels it at the service (job-info.eventlog-watch-cancel). An unknown
 // job is reported by the first Next, as an error matching syscall.ENOENT.
 func WatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions) (*EventWatch, error) {
+	req, path := eventWatchPayload(id, opts)
+	s, err := c.Stream(ctx, topicEventlog, req)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: watching %s: %w", id, path, err)
+	}
+	return &EventWatch{s: s, id: id, path: path}, nil
+}
+
+// StartWatchEvents is WatchEvents without a goroutine waiting in Next:
+// once it returned nil, h is called on c's reader goroutine with each
+// event, in order, and then exactly once with what Next would have
+// returned at the end (io.EOF when the eventlog ended, or the error). A
+// response that does not decode ends the watch with its error (the watch
+// is then cancelled at the service and its remaining responses ignored).
+// Like any flux.Handler, h must not block. cancel stops the watch at the
+// service; h still gets the end. ctx's end cancels the watch too.
+func StartWatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions, h func(Event, error)) (cancel func(), err error) {
+	req, path := eventWatchPayload(id, opts)
+	return startStream(ctx, c, topicEventlog, req,
+		func(p []byte) (Event, error) { return decodeEventResponse(id, path, p) },
+		func(err error) error { return fmt.Errorf("job %s: watching %s: %w", id, path, err) },
+		h)
+}
+
+// eventWatchPayload builds the job-info.eventlog-watch request and
+// returns it with the eventlog's path.
+func eventWatchPayload(id ID, opts WatchOptions) ([]byte, string) {
 	path := opts.Path
 	if path == "" {
 		path = defaultEventlog
@@ -242,11 +305,7 @@ func WatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions) (*
 	req = append(req, `,"flags":`...)
 	req = strconv.AppendInt(req, int64(flags), 10)
 	req = append(req, '}', 0)
-	s, err := c.Stream(ctx, topicEventlog, req)
-	if err != nil {
-		return nil, fmt.Errorf("job %s: watching %s: %w", id, path, err)
-	}
-	return &EventWatch{s: s, id: id, path: path}, nil
+	return req, path
 }
 
 // Next returns the next event. It returns io.EOF only when the service
@@ -263,6 +322,12 @@ func (w *EventWatch) Next() (Event, error) {
 		}
 		return Event{}, fmt.Errorf("job %s: watching %s: %w", w.id, w.path, err)
 	}
+	return decodeEventResponse(w.id, w.path, raw)
+}
+
+// decodeEventResponse decodes a job-info.eventlog-watch response,
+// {"event":"<one eventlog line>"}.
+func decodeEventResponse(id ID, path string, raw []byte) (Event, error) {
 	if ev, ok := scanEventResponse(raw); ok {
 		return ev, nil
 	}
@@ -270,14 +335,14 @@ func (w *EventWatch) Next() (Event, error) {
 		Event *string `json:"event"`
 	}
 	if err := json.Unmarshal(raw, &resp); err != nil {
-		return Event{}, fmt.Errorf("job %s: watching %s: decoding response: %w", w.id, w.path, err)
+		return Event{}, fmt.Errorf("job %s: watching %s: decoding response: %w", id, path, err)
 	}
 	if resp.Event == nil {
-		return Event{}, fmt.Errorf("job %s: watching %s: response has no event: %w", w.id, w.path, syscall.EPROTO)
+		return Event{}, fmt.Errorf("job %s: watching %s: response has no event: %w", id, path, syscall.EPROTO)
 	}
 	ev, err := ParseEvent([]byte(*resp.Event))
 	if err != nil {
-		return Event{}, fmt.Errorf("job %s: watching %s: %w", w.id, w.path, err)
+		return Event{}, fmt.Errorf("job %s: watching %s: %w", id, path, err)
 	}
 	return ev, nil
 }

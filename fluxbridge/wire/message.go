@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -373,12 +374,9 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 }
 
 func grow(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), len(b)+n)
-		copy(nb, b)
-		b = nb
-	}
-	return b
+	// slices.Grow grows geometrically, so appending many messages to one
+	// buffer (a connection's write queue) copies each byte O(1) times.
+	return slices.Grow(b, n)
 }
 
 func (m *Message) appendUnchecked(b []byte) []byte {

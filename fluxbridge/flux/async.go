@@ -1,0 +1,204 @@
+package flux
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"syscall"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
+)
+
+// A Handler receives the responses to a request made with StartRPC or
+// StartStream. It is called on the Conn's reader goroutine, one response
+// at a time and in order, so it must return quickly and must never wait
+// for anything that the reader goroutine delivers (a response to an RPC
+// on the same Conn, say); starting further requests with StartRPC or
+// StartStream from a Handler is fine, as they do not wait.
+//
+// payload is a response's JSON payload without flux-core's NUL
+// terminator (nil if the response has none); the Handler may keep it.
+// err is nil for a successful response. The last call has a non-nil err:
+// for StartRPC the one call carries either the response (err nil) or the
+// error; a stream's responses (err nil) are followed by exactly one call
+// with io.EOF at the normal end of the stream (ENODATA), an *Error if the
+// service ended it with another errno, or an error matching ErrClosed or
+// ErrDisconnected if the Conn ended first.
+type Handler func(payload []byte, err error)
+
+// StartRPC sends a request to topic without waiting: h is called once,
+// on the reader goroutine, with the response or the error (see Handler).
+// req is as for RPC. StartRPC returns an error, and never calls h, if the
+// request could not be made (the Conn already ended, ctx is done, req
+// does not encode); ctx bounds only that. Queued requests are written by
+// the Conn's writer goroutine, several to a system call when they come
+// faster than the socket takes them.
+func (c *Conn) StartRPC(ctx context.Context, topic string, req any, h Handler, opts ...RPCOption) error {
+	_, err := c.start(ctx, topic, req, false, h, opts)
+	return err
+}
+
+// StartStream sends a streaming request to topic without waiting: h is
+// called on the reader goroutine with each response and then once with
+// the end of the stream (see Handler). It returns cancel, which asks the
+// service to end the stream (a NORESPONSE request {"matchtag": M} to
+// "<topic>-cancel" or the CancelTopic option, sent once and only while
+// the stream is open); h still receives what the service sends until the
+// stream ends, normally ENODATA. If ctx can be done, its end calls cancel.
+// Errors are as for StartRPC.
+func (c *Conn) StartStream(ctx context.Context, topic string, req any, h Handler, opts ...RPCOption) (cancel func(), err error) {
+	return c.start(ctx, topic, req, true, h, opts)
+}
+
+func (c *Conn) start(ctx context.Context, topic string, req any, stream bool, h Handler, opts []RPCOption) (func(), error) {
+	if h == nil {
+		return nil, fmt.Errorf("flux: %s: nil Handler", topic)
+	}
+	m, o, err := c.newRequest(topic, req, 0, opts)
+	if err != nil {
+		return nil, err
+	}
+	if stream {
+		m.Flags |= wire.FlagStreaming
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	cl, tag, err := c.registerHandler(stream, topic, h)
+	if err != nil {
+		return nil, fmt.Errorf("flux: %s: %w", topic, err)
+	}
+	m.Aux2 = tag
+	if err := c.enqueue(m); err != nil {
+		if c.unregister(tag, cl) {
+			return nil, fmt.Errorf("flux: %s: %w", topic, err)
+		}
+		// The Conn ended after the call was registered: the reader
+		// goroutine tells h, as for any call pending at the end.
+	}
+	if !stream {
+		return nil, nil
+	}
+	cancel := func() { c.cancelHandler(cl, tag, o.cancelTopic) }
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, cancel)
+		inner := cancel
+		cancel = func() { stop(); inner() }
+	}
+	return cancel, nil
+}
+
+// registerHandler is register for a call whose responses go to h.
+func (c *Conn) registerHandler(stream bool, topic string, h Handler) (*call, uint32, error) {
+	cl := &call{stream: stream, fn: h, topic: topic}
+	tag, err := c.registerCall(cl)
+	return cl, tag, err
+}
+
+// cancelHandler queues the cancel request of a handler stream, once, if
+// the stream is still open.
+func (c *Conn) cancelHandler(cl *call, tag uint32, cancelTopic string) {
+	c.mu.Lock()
+	skip := cl.final || cl.cancelSent || c.err != nil
+	cl.cancelSent = true
+	c.mu.Unlock()
+	if skip {
+		return
+	}
+	m, _, err := c.newRequest(cancelTopic, map[string]uint32{"matchtag": tag}, wire.MatchtagNone, nil)
+	if err != nil {
+		return
+	}
+	m.Flags |= wire.FlagNoResponse
+	// An error means the Conn ended, which ends the stream anyway.
+	_ = c.enqueue(m)
+}
+
+// deliver hands a response to its call's Handler (reader goroutine only).
+func deliver(cl *call, m *wire.Message) {
+	if e := m.Errnum(); e != 0 {
+		if cl.stream && e == uint32(syscall.ENODATA) {
+			cl.fn(nil, io.EOF)
+			return
+		}
+		cl.fn(nil, &Error{Errno: syscall.Errno(e), Message: m.PayloadString(), Topic: cl.topic})
+		return
+	}
+	var p []byte
+	if m.Flags&wire.FlagPayload != 0 {
+		p = m.Payload
+		if n := len(p); n > 0 && p[n-1] == 0 {
+			p = p[:n-1]
+		}
+	}
+	cl.fn(p, nil)
+}
+
+// maxSpare bounds the write buffer the writer keeps for reuse.
+const maxSpare = 1 << 20
+
+// enqueue frames m onto the write queue and wakes the writer goroutine.
+// It never blocks; it fails if the Conn ended or m cannot be framed.
+func (c *Conn) enqueue(m *wire.Message) error {
+	select {
+	case <-c.done:
+		return c.Err()
+	default:
+	}
+	c.qmu.Lock()
+	buf, err := wire.AppendFramed(c.outq, m)
+	if err != nil {
+		c.qmu.Unlock()
+		return err
+	}
+	wake := len(c.outq) == 0
+	c.outq = buf
+	c.qmu.Unlock()
+	if wake {
+		select {
+		case c.qready <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// writeLoop is the writer goroutine: it writes what enqueue queued, all
+// that is queued in one system call, until the Conn ends. A failed write
+// ends the Conn.
+func (c *Conn) writeLoop() {
+	defer close(c.writerDone)
+	for {
+		select {
+		case <-c.qready:
+		case <-c.done:
+			return
+		}
+		c.qmu.Lock()
+		buf := c.outq
+		c.outq, c.spare = c.spare, nil
+		c.qmu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		// serialised with write, which callers of RPC, Stream and Send use
+		select {
+		case c.wsem <- struct{}{}:
+		case <-c.done:
+			return
+		}
+		n, err := c.nc.Write(buf)
+		<-c.wsem
+		if err != nil {
+			c.fail(fmt.Errorf("%w: write failed after %d of %d bytes: %w", ErrDisconnected, n, len(buf), err))
+			return
+		}
+		if cap(buf) <= maxSpare {
+			c.qmu.Lock()
+			if c.spare == nil {
+				c.spare = buf[:0]
+			}
+			c.qmu.Unlock()
+		}
+	}
+}
