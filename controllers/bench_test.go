@@ -575,7 +575,7 @@ func (e *benchEnv) profileControlPlane(b *testing.B, ctx context.Context) <-chan
 		name, url string
 		c         *http.Client
 	}{
-		{"apiserver", e.cfg.Host + query, apiClient},
+		{"apiserver", strings.TrimSuffix(e.cfg.Host, "/") + query, apiClient},
 		{"etcd", e.env.ControlPlane.Etcd.URL.String() + query, http.DefaultClient},
 	}
 	var wg sync.WaitGroup
