@@ -396,6 +396,11 @@ func (f *Future) handleEvent(ev job.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if IsEvent(ev.Name) {
+		if f.events == nil {
+			// submit, depend, priority, alloc, start, finish, release,
+			// free, clean: one allocation for a job's usual events
+			f.events = make([]job.Event, 0, 10)
+		}
 		f.events = append(f.events, ev)
 		for _, cb := range f.eventCBs {
 			if cb.name == ev.Name {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"sync"
 	"syscall"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
@@ -134,8 +136,13 @@ func deliver(cl *call, m *wire.Message) {
 	cl.fn(p, nil)
 }
 
-// maxSpare bounds the write buffer the writer keeps for reuse.
-const maxSpare = 1 << 20
+// The write queue is a list of chunks holding framed messages; the writer
+// goroutine hands them all to one writev. Chunks are recycled, so queueing
+// many requests at once (a burst of submissions) neither copies a growing
+// buffer nor keeps a large one afterwards.
+const chunkSize = 64 << 10
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
 
 // enqueue frames m onto the write queue and wakes the writer goroutine.
 // It never blocks; it fails if the Conn ended or m cannot be framed.
@@ -145,15 +152,29 @@ func (c *Conn) enqueue(m *wire.Message) error {
 		return c.Err()
 	default:
 	}
-	c.qmu.Lock()
-	buf, err := wire.AppendFramed(c.outq, m)
+	size, err := m.EncodedSize()
 	if err != nil {
-		c.qmu.Unlock()
 		return err
 	}
+	need := wire.PrefixSize + size
+	c.qmu.Lock()
 	wake := len(c.outq) == 0
-	c.outq = buf
+	n := len(c.outq)
+	if n == 0 || cap(c.outq[n-1])-len(c.outq[n-1]) < need {
+		var b []byte
+		if need > chunkSize {
+			b = make([]byte, 0, need)
+		} else {
+			b = (*chunkPool.Get().(*[]byte))[:0]
+		}
+		c.outq = append(c.outq, b)
+		n++
+	}
+	c.outq[n-1], err = wire.AppendFramed(c.outq[n-1], m)
 	c.qmu.Unlock()
+	if err != nil {
+		return err
+	}
 	if wake {
 		select {
 		case c.qready <- struct{}{}:
@@ -164,10 +185,14 @@ func (c *Conn) enqueue(m *wire.Message) error {
 }
 
 // writeLoop is the writer goroutine: it writes what enqueue queued, all
-// that is queued in one system call, until the Conn ends. A failed write
-// ends the Conn.
+// that is queued in one writev, until the Conn ends. A failed write ends
+// the Conn.
 func (c *Conn) writeLoop() {
 	defer close(c.writerDone)
+	var (
+		spare [][]byte    // the previous queue's slice, for reuse
+		iov   net.Buffers // what writev consumes
+	)
 	for {
 		select {
 		case <-c.qready:
@@ -175,10 +200,10 @@ func (c *Conn) writeLoop() {
 			return
 		}
 		c.qmu.Lock()
-		buf := c.outq
-		c.outq, c.spare = c.spare, nil
+		chunks := c.outq
+		c.outq = spare
 		c.qmu.Unlock()
-		if len(buf) == 0 {
+		if len(chunks) == 0 {
 			continue
 		}
 		// serialised with write, which callers of RPC, Stream and Send use
@@ -187,18 +212,24 @@ func (c *Conn) writeLoop() {
 		case <-c.done:
 			return
 		}
-		n, err := c.nc.Write(buf)
+		iov = append(iov[:0], chunks...)
+		total := 0
+		for _, b := range chunks {
+			total += len(b)
+		}
+		n, err := iov.WriteTo(c.nc)
 		<-c.wsem
 		if err != nil {
-			c.fail(fmt.Errorf("%w: write failed after %d of %d bytes: %w", ErrDisconnected, n, len(buf), err))
+			c.fail(fmt.Errorf("%w: write failed after %d of %d bytes: %w", ErrDisconnected, n, total, err))
 			return
 		}
-		if cap(buf) <= maxSpare {
-			c.qmu.Lock()
-			if c.spare == nil {
-				c.spare = buf[:0]
+		for i, b := range chunks {
+			if cap(b) == chunkSize {
+				b = b[:0]
+				chunkPool.Put(&b)
 			}
-			c.qmu.Unlock()
+			chunks[i] = nil
 		}
+		spare = chunks[:0]
 	}
 }

@@ -92,9 +92,8 @@ type Conn struct {
 	wsem chan struct{} // write lock, held while writing one message
 	wbuf []byte        // encoding buffer, guarded by wsem
 
-	qmu    sync.Mutex    // guards outq and spare
-	outq   []byte        // framed messages queued by StartRPC/StartStream
-	spare  []byte        // the writer's previous buffer, for reuse
+	qmu    sync.Mutex    // guards outq
+	outq   [][]byte      // chunks of framed messages queued by StartRPC/StartStream
 	qready chan struct{} // cap 1: outq went from empty to non-empty
 
 	mu      sync.Mutex

@@ -155,6 +155,10 @@ func (s *Server) postEventLocked(j *jobRecord, name string, ctx obj, journalOnly
 	}
 	e.line = line
 	if !journalOnly {
+		if j.events == nil {
+			// a job's main eventlog has about ten events
+			j.events = make([]event, 0, 12)
+		}
 		j.events = append(j.events, *e)
 		e = &j.events[len(j.events)-1]
 		s.applyLocked(j, e)
