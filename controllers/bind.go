@@ -35,12 +35,15 @@ func bindFuture(t *Tracker, uid types.UID, token uint64, f *fluxbridge.Future, s
 			t.SetJobID(uid, token, uint64(id))
 		}
 	})
+	// One callback for every event name: a closure per name would cost
+	// each in-flight future a dozen allocations for the same code.
+	onEvent := func(_ *fluxbridge.Future, ev job.Event) {
+		t.AddEvent(uid, token, observedEvent{Name: ev.Name, Timestamp: ev.Timestamp, Context: ev.Context})
+	}
 	for name := range fluxbridge.Events {
 		// Every name in fluxbridge.Events is accepted; an error here
 		// would mean that map changed under us.
-		_ = f.AddEventCallback(name, func(_ *fluxbridge.Future, ev job.Event) {
-			t.AddEvent(uid, token, observedEvent{Name: ev.Name, Timestamp: ev.Timestamp, Context: ev.Context})
-		})
+		_ = f.AddEventCallback(name, onEvent)
 	}
 	f.AddDoneCallback(func(f *fluxbridge.Future) {
 		res, err := f.Result(context.Background())
