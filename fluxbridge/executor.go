@@ -7,25 +7,31 @@
 // # Goroutines
 //
 // Python's executor runs one thread per worker with a Flux reactor and
-// hands callbacks to that thread. Here each worker owns one *flux.Conn and
-// one goroutine that takes queued futures; each running future then has
-// one goroutine of its own that submits the job, follows its eventlog and
-// runs its callbacks. The goroutines carry pprof labels
+// hands callbacks to that thread. Here each worker owns one *flux.Conn
+// (with its reader and writer goroutines) and one goroutine that takes
+// queued futures and queues their submissions. From then on a future is
+// driven by the connection's reader goroutine, through handlers: the
+// submission's answer sets the job ID and starts following the job, each
+// event is recorded and, when it decides the future, completes it. No
+// goroutine waits on a future: completions run at once, and the future's
+// callbacks run in a goroutine started for them, which ends when none is
+// left (so a slow callback delays only its own future, and a future with
+// no callbacks costs no goroutine). The goroutines carry pprof labels
 // ("fluxbridge.executor"=NamePrefix, "fluxbridge.worker"=index) so that
 // they can be told apart in profiles and goroutine dumps.
 //
 // # Scale
 //
-// A future that is in flight costs one goroutine plus the Future itself
-// (a few hundred bytes plus its recorded events). With EventSourceEventlog
-// it also costs one job-info.eventlog-watch stream at the broker (and its
-// matchtag and state in the client); EventSourceJournal replaces those
+// A future that is in flight costs the Future itself (a few hundred bytes
+// plus its recorded events) and no goroutine. With EventSourceEventlog it
+// also costs one job-info.eventlog-watch stream at the broker (and its
+// matchtag and handler in the client); EventSourceJournal replaces those
 // with one job-manager.events-journal stream per executor, which the
 // instance owner alone may open. BenchmarkInFlightFuture measures both
 // (10,000 held jobs against the test broker: about 2.7 KB per future with
-// per-job watches, 1.8 KB with the journal, one goroutine per future
-// either way). EventSourceEventlog stays the default because it works for
-// guests too and is what flux-core's Python executor does.
+// per-job watches, 1.7 KB with the journal). EventSourceEventlog stays the
+// default because it works for guests too and is what flux-core's Python
+// executor does.
 package fluxbridge
 
 import (

@@ -181,9 +181,19 @@ func (fb *fakeBroker) serveConn(nc net.Conn) {
 }
 
 // respond records req and returns what to answer.
+// setHandle sets fb.handle once the broker is serving.
+func (fb *fakeBroker) setHandle(h func(req *wire.Message) []*wire.Message) {
+	fb.mu.Lock()
+	fb.handle = h
+	fb.mu.Unlock()
+}
+
 func (fb *fakeBroker) respond(req *wire.Message) []*wire.Message {
-	if fb.handle != nil {
-		if out := fb.handle(req); out != nil {
+	fb.mu.Lock()
+	handle := fb.handle
+	fb.mu.Unlock()
+	if handle != nil {
+		if out := handle(req); out != nil {
 			fb.mu.Lock()
 			fb.got = append(fb.got, received{got: req})
 			fb.mu.Unlock()
