@@ -167,10 +167,19 @@ func run(args []string) error {
 	if err := mgr.Add(fluxConn); err != nil {
 		return fmt.Errorf("adding the Flux connector: %w", err)
 	}
+	// Events are written by our own recorder rather than the manager's
+	// (client-go's broadcaster keeps a copy of every event for minutes).
+	hostname, _ := os.Hostname()
+	recorder := controllers.NewEventRecorder(mgr.GetClient(), mgr.GetScheme(), controllers.EventRecorderOptions{
+		Controller: "fluxjob-controller", Instance: "fluxjob-controller-" + hostname, Logger: ctrl.Log.WithName("events"),
+	})
+	if err := mgr.Add(recorder); err != nil {
+		return fmt.Errorf("adding the event recorder: %w", err)
+	}
 	r := &controllers.FluxJobReconciler{
 		Client:   mgr.GetClient(),
 		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("fluxjob-controller"),
+		Recorder: recorder,
 		Flux:     fluxConn,
 		Options: controllers.Options{
 			AllowedNamespaces:       splitList(c.allowedNamespaces),

@@ -218,8 +218,12 @@ func (h *harness) start() {
 		h.counts = &countingClient{statusWrites: map[string]int{}, objectWrites: map[string]int{}, statusByPhase: map[string][]string{}}
 	}
 	h.counts.Client = mgr.GetClient()
+	rec := NewEventRecorder(mgr.GetClient(), mgr.GetScheme(), EventRecorderOptions{Controller: "fluxjob-controller"})
+	if err := mgr.Add(rec); err != nil {
+		h.t.Fatal(err)
+	}
 	r := &FluxJobReconciler{
-		Client: h.counts, Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("fluxjob-controller"),
+		Client: h.counts, Scheme: mgr.GetScheme(), Recorder: rec,
 		Flux: conn, Options: h.opts,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -55,6 +55,13 @@ var (
 		Help:    "Time from submitting a FluxJob to Flux until its job ID (or error) is known.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	})
+
+	// eventsDroppedTotal counts Kubernetes events the EventRecorder did
+	// not write (queue full, API server refusing or unreachable).
+	eventsDroppedTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fluxjob_events_dropped_total",
+		Help: "Kubernetes events about FluxJobs that were not written (queue full, or the API server refused or could not be reached).",
+	})
 )
 
 var registerOnce sync.Once
@@ -64,6 +71,6 @@ var registerOnce sync.Once
 func RegisterMetrics() {
 	registerOnce.Do(func() {
 		metrics.Registry.MustRegister(submissionsTotal, phaseTransitionsTotal, statusPatchesTotal,
-			trackedJobs, executorConnected, submitDuration)
+			trackedJobs, executorConnected, submitDuration, eventsDroppedTotal)
 	})
 }
