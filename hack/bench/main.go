@@ -204,7 +204,9 @@ func suites(root string) []suite {
 		{Name: "scale: eventlog vs journal", About: "10,000 in-flight jobs with the test broker in its own process behind a counting proxy: client heap, goroutines, and the streams open at the broker",
 			Args: goBench("./hack/bench", "^BenchmarkScale$", "-benchtime", "1x", "-timeout", "30m")},
 		{Name: "controllers", About: "the manager end to end (main.go's defaults: 2 executor workers, 4 concurrent reconciles unless the row says otherwise): " +
-			"envtest API server, the test broker in its own process; CPU profile and binary in bin/bench/controllers.{cpu.pprof,test}, heap profile at 10,000 FluxJobs in bin/bench/controller-10000.heap.pprof",
+			"envtest API server, the test broker in its own process; the 10,000-FluxJob memory row runs the manager binary in its own process as the Deployment does (GOMEMLIMIT from its memory limit) and reads its RSS from /proc, its heap and goroutines from its metrics; " +
+			"the API-server-cost rows are what kube-apiserver and etcd spend in CPU per request of each kind a FluxJob costs them; " +
+			"CPU profile and binary in bin/bench/controllers.{cpu.pprof,test}, kube-apiserver and etcd CPU profiles in bin/bench/{apiserver,etcd}-*.cpu.pprof, the manager's heap profile at 10,000 FluxJobs in bin/bench/controller-10000.heap.pprof",
 			Args: goBench("./controllers", "^BenchmarkController", "-benchtime", "1x", "-timeout", "60m",
 				"-cpuprofile", filepath.Join(profDir, "controllers.cpu.pprof"), "-o", filepath.Join(profDir, "controllers.test")),
 			Env: []string{"KUBEBUILDER_ASSETS=" + assets, "BENCH_PROFILE_DIR=" + profDir},
