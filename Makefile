@@ -66,6 +66,9 @@ vet: ## Run go vet against the code.
 # test can start it as a process: it finds it through MANAGER_BIN.
 test: manifests generate fmt vet envtest $(if $(wildcard main.go),build) ## Run every test in the repo (unit, envtest, local e2e, fuzz seed corpora) with -race.
 	$(GO) test $(GO_TEST_FLAGS) ./...
+	@# again without -race: built with the race detector, fluxbridge/flux does
+	@# its socket I/O through the net package instead of raw system calls
+	$(GO) test -count=1 ./fluxbridge/...
 
 .PHONY: bench
 bench: envtest ## Run every benchmark suite and write docs/benchmarks.md (hack/bench; real-broker rows when flux is on PATH).

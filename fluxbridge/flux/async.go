@@ -175,13 +175,88 @@ func (c *Conn) enqueue(m *wire.Message) error {
 	if err != nil {
 		return err
 	}
-	if wake {
-		select {
-		case c.qready <- struct{}{}:
-		default:
+	if c.rc != nil && c.inHandler.Load() {
+		// Most likely queued by a Handler on the reader goroutine, which
+		// writes it right after the Handler (flushFromReader): cheaper
+		// than waking the writer goroutine. Any other goroutine queueing
+		// in that instant is written then too. If the Handler returned
+		// meanwhile, the reader may have looked at flushWanted before we
+		// set it: then wake the writer (a needless wake-up is harmless).
+		c.flushWanted.Store(true)
+		if c.inHandler.Load() {
+			return nil
 		}
+		wake = true
+	}
+	if wake {
+		c.wakeWriter()
 	}
 	return nil
+}
+
+func (c *Conn) wakeWriter() {
+	select {
+	case c.qready <- struct{}{}:
+	default:
+	}
+}
+
+// flushFromReader writes the queue from the reader goroutine, which must
+// not block: one non-blocking writev; what the socket does not take at
+// once is left at the head of the queue for the writer goroutine.
+func (c *Conn) flushFromReader() {
+	select {
+	case c.wsem <- struct{}{}:
+	default:
+		// a write is in progress; the writer goroutine takes the rest
+		c.wakeWriter()
+		return
+	}
+	defer func() { <-c.wsem }()
+	c.qmu.Lock()
+	chunks := c.outq
+	c.outq = nil
+	c.qmu.Unlock()
+	if len(chunks) == 0 {
+		return
+	}
+	total := 0
+	for _, b := range chunks {
+		total += len(b)
+	}
+	n, err := tryWritev(c.rc, chunks)
+	if err != nil {
+		c.fail(fmt.Errorf("%w: write failed after %d of %d bytes: %w", ErrDisconnected, n, total, err))
+		return
+	}
+	// put back what was not written, in front of what came meanwhile;
+	// wsem is held, so nothing was written in between
+	var rest [][]byte
+	for i, b := range chunks {
+		if n >= len(b) {
+			n -= len(b)
+			recycle(b)
+			continue
+		}
+		rest = append(rest, b[n:])
+		rest = append(rest, chunks[i+1:]...)
+		break
+	}
+	if len(rest) == 0 {
+		return
+	}
+	c.qmu.Lock()
+	c.outq = append(rest, c.outq...)
+	c.qmu.Unlock()
+	c.wakeWriter()
+}
+
+// recycle returns a chunk to the pool if it is one of the pool's.
+func recycle(b []byte) {
+	if cap(b) == chunkSize {
+		b = b[:0]
+		chunkPool.Put(&b)
+	}
 }
 
 // writeLoop is the writer goroutine: it writes what enqueue queued, all
@@ -190,12 +265,22 @@ func (c *Conn) enqueue(m *wire.Message) error {
 func (c *Conn) writeLoop() {
 	defer close(c.writerDone)
 	var (
-		spare [][]byte    // the previous queue's slice, for reuse
-		iov   net.Buffers // what writev consumes
+		spare [][]byte        // the previous queue's slice, for reuse
+		iov   net.Buffers     // what writev consumes
+		vecs  []syscall.Iovec // rawWritev's scratch space
+		rc    = c.rc
 	)
 	for {
 		select {
 		case <-c.qready:
+		case <-c.done:
+			return
+		}
+		// serialised with write, which callers of RPC, Stream and Send
+		// use, and with flushFromReader: wsem is taken before the queue,
+		// so that what flushFromReader puts back goes out first
+		select {
+		case c.wsem <- struct{}{}:
 		case <-c.done:
 			return
 		}
@@ -204,30 +289,33 @@ func (c *Conn) writeLoop() {
 		c.outq = spare
 		c.qmu.Unlock()
 		if len(chunks) == 0 {
+			<-c.wsem
 			continue
 		}
-		// serialised with write, which callers of RPC, Stream and Send use
-		select {
-		case c.wsem <- struct{}{}:
-		case <-c.done:
-			return
-		}
+		// iov is consumed by the write: the chunks stay in chunks
 		iov = append(iov[:0], chunks...)
 		total := 0
 		for _, b := range chunks {
 			total += len(b)
 		}
-		n, err := iov.WriteTo(c.nc)
+		var (
+			n   int64
+			err error
+		)
+		if rc != nil {
+			var wrote int
+			wrote, vecs, err = rawWritev(rc, iov, vecs)
+			n = int64(wrote)
+		} else {
+			n, err = iov.WriteTo(c.nc)
+		}
 		<-c.wsem
 		if err != nil {
 			c.fail(fmt.Errorf("%w: write failed after %d of %d bytes: %w", ErrDisconnected, n, total, err))
 			return
 		}
 		for i, b := range chunks {
-			if cap(b) == chunkSize {
-				b = b[:0]
-				chunkPool.Put(&b)
-			}
+			recycle(b)
 			chunks[i] = nil
 		}
 		spare = chunks[:0]

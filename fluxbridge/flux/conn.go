@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -95,6 +96,13 @@ type Conn struct {
 	qmu    sync.Mutex    // guards outq
 	outq   [][]byte      // chunks of framed messages queued by StartRPC/StartStream
 	qready chan struct{} // cap 1: outq went from empty to non-empty
+	// inHandler is set while the reader goroutine runs a Handler; a
+	// request queued meanwhile sets flushWanted instead of waking the
+	// writer goroutine, and the reader writes it itself (flushFromReader)
+	// once the Handler returns.
+	inHandler   atomic.Bool
+	flushWanted atomic.Bool
+	rc          syscall.RawConn // raw I/O (see rawConn); nil: the net package's
 
 	mu      sync.Mutex
 	pending map[uint32]*call // outstanding RPCs by matchtag
@@ -163,10 +171,15 @@ func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		qready:     make(chan struct{}, 1),
+		rc:         rawConn(nc),
 	}
 	// Buffered: a burst of responses (a job's eventlog) costs one read
 	// system call instead of two per message.
-	go c.readLoop(wire.NewReader(bufio.NewReaderSize(nc, readBufferSize), o.maxSize))
+	var rd io.Reader = nc
+	if c.rc != nil {
+		rd = &rawReader{rc: c.rc}
+	}
+	go c.readLoop(wire.NewReader(bufio.NewReaderSize(rd, readBufferSize), o.maxSize))
 	go c.writeLoop()
 	return c, nil
 }
@@ -296,7 +309,12 @@ func (c *Conn) readLoop(r *wire.Reader) {
 			c.tellOrphans()
 			return
 		}
+		c.inHandler.Store(true)
 		c.dispatch(m)
+		c.inHandler.Store(false)
+		if c.flushWanted.Swap(false) {
+			c.flushFromReader()
+		}
 	}
 }
 
