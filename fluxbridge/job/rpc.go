@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
@@ -77,6 +78,10 @@ type submitRequest struct {
 	Urgency int    `json:"urgency"`
 	Flags   int    `json:"flags"`
 }
+
+// processUID is the process's uid, read once (a getuid system call per
+// submission showed in profiles).
+var processUID = sync.OnceValue(func() uint32 { return uint32(os.Getuid()) })
 
 // SignNone wraps a jobspec as flux-core does for mechanism "none" when
 // flux-security is not used (src/common/libjob/sign_none.c):
@@ -150,7 +155,7 @@ func submitPayload(spec []byte, opts SubmitOptions) ([]byte, error) {
 	if opts.PreSigned {
 		req.J = string(spec)
 	} else {
-		uid := uint32(os.Getuid())
+		uid := processUID()
 		if opts.UserID != nil {
 			uid = *opts.UserID
 		}

@@ -29,6 +29,7 @@ import (
 //
 //   - executor/workers=N: our fluxbridge.Executor (event source eventlog,
 //     and journal for 4 workers), in a child copy of this test binary;
+//     executor-gomaxprocs=1 runs that child with GOMAXPROCS=1;
 //   - python-executor: flux-core's Python flux.job.FluxExecutor (one
 //     worker thread, its default), through `flux python`;
 //   - flux-submit-cc: `flux submit --cc=1-N --urgency=0`, submission only
@@ -59,6 +60,10 @@ func BenchmarkRealFlux(b *testing.B) {
 		{"executor/workers=2", ourExecutor(2, fluxbridge.EventSourceEventlog)},
 		{"executor/workers=4", ourExecutor(4, fluxbridge.EventSourceEventlog)},
 		{"executor-journal/workers=4", ourExecutor(4, fluxbridge.EventSourceJournal)},
+		// The same client on one P: at the broker's pace the client is
+		// woken for a message or two at a time, and a second P mostly
+		// adds thread wake-ups (see docs/benchmarks.md).
+		{"executor-gomaxprocs=1/workers=4", ourExecutor(4, fluxbridge.EventSourceEventlog, "GOMAXPROCS=1")},
 		{"python-executor", pythonExecutor},
 		{"flux-submit-cc", fluxSubmitCC},
 	}
@@ -220,15 +225,16 @@ func runChild(ctx context.Context, inst *instance, cmd *exec.Cmd, wallIsSubmit b
 }
 
 // ourExecutor runs TestRealFluxExecutorProcess in a child process.
-func ourExecutor(workers int, src fluxbridge.EventSource) func(context.Context, *instance, int) (benchRow, error) {
+// env is added to the child's environment.
+func ourExecutor(workers int, src fluxbridge.EventSource, env ...string) func(context.Context, *instance, int) (benchRow, error) {
 	return func(ctx context.Context, inst *instance, n int) (benchRow, error) {
 		exe, err := os.Executable()
 		if err != nil {
 			return benchRow{}, err
 		}
 		cmd := exec.CommandContext(ctx, exe, "-test.run=^TestRealFluxExecutorProcess$", "-test.count=1")
-		return runChild(ctx, inst, cmd, false, "REALFLUX_CHILD=1", "REALFLUX_JOBS="+strconv.Itoa(n),
-			"REALFLUX_WORKERS="+strconv.Itoa(workers), "REALFLUX_SOURCE="+strconv.Itoa(int(src)))
+		return runChild(ctx, inst, cmd, false, append([]string{"REALFLUX_CHILD=1", "REALFLUX_JOBS=" + strconv.Itoa(n),
+			"REALFLUX_WORKERS=" + strconv.Itoa(workers), "REALFLUX_SOURCE=" + strconv.Itoa(int(src))}, env...)...)
 	}
 }
 
