@@ -191,6 +191,7 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 		}
 		if journal != nil {
 			w.src = journal
+			w.sharedConn = i == 0
 		}
 		e.workers = append(e.workers, w)
 	}

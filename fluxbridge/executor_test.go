@@ -1143,3 +1143,43 @@ func TestJournalOrphans(t *testing.T) {
 		t.Fatalf("queue = %v", q)
 	}
 }
+
+// With the journal, the first worker's connection carries every worker's
+// events: a waiting Shutdown lets the first worker finish early without
+// taking the other workers' jobs down with its connection.
+func TestExecutorShutdownJournalFirstWorkerIdleFirst(t *testing.T) {
+	srv := startBroker(t, testbroker.Options{})
+	e := newTestExecutor(t, srv, execConfig{workers: 3, src: EventSourceJournal})
+	ctx := testCtx(t)
+	// pick spreads equal loads round robin: worker 0 gets the short job
+	futures := []*Future{submit(t, e, "true"), submit(t, e, "sleep", "300"), submit(t, e, "sleep", "300")}
+	for _, f := range futures[1:] {
+		await(t, waitEvent(t, f, "start"), "start")
+	}
+	if _, err := futures[0].Result(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range e.workers {
+		if n := w.started.Load(); n != 1 {
+			t.Fatalf("worker %d started %d futures, want 1 each", i, n)
+		}
+	}
+	if err := e.ShutdownContext(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range futures {
+		if r, err := f.Result(ctx); r != 0 || err != nil {
+			t.Fatalf("future %d: %d, %v", i, r, err)
+		}
+	}
+	if err := e.Err(); err != nil {
+		t.Fatalf("Err = %v", err)
+	}
+	for i, w := range e.workers {
+		select {
+		case <-w.conn.Done():
+		default:
+			t.Fatalf("worker %d's connection still open after Shutdown", i)
+		}
+	}
+}

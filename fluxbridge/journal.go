@@ -260,8 +260,9 @@ func (s *journalSource) fail(err error) {
 	}
 }
 
-// close releases one worker's use; the last one stops the journal, whose
-// end then fails what is left.
+// close releases one worker's use; the last one stops the journal and
+// closes its connection (the first worker's, which therefore outlives
+// that worker if others still follow jobs), which fails what is left.
 func (s *journalSource) close() {
 	s.mu.Lock()
 	s.users--
@@ -273,6 +274,7 @@ func (s *journalSource) close() {
 		if cancel != nil {
 			cancel()
 		}
+		s.conn.Close()
 	}
 }
 

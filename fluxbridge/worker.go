@@ -90,6 +90,10 @@ type worker struct {
 	// labels carries the worker's pprof labels, for the goroutines that
 	// run callbacks.
 	labels context.Context
+	// sharedConn: the connection also carries the events journal, which
+	// other workers' futures depend on; the journal closes it when its
+	// last user leaves, not the worker.
+	sharedConn bool
 
 	mu       sync.Mutex
 	queue    []*request
@@ -163,7 +167,9 @@ func (w *worker) run(ctx context.Context) {
 		}
 		if idle {
 			w.src.close()
-			w.conn.Close()
+			if !w.sharedConn {
+				w.conn.Close()
+			}
 			return
 		}
 		select {

@@ -66,6 +66,20 @@ func (c *Conn) start(ctx context.Context, topic string, req any, stream bool, h 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("flux: %s: %w", topic, err)
 	}
+	// A stream whose context can end is cancelled by that end: the
+	// AfterFunc is registered once the request is queued and dropped when
+	// the stream ends, which may happen first.
+	var ctxCancel *afterCancel
+	if stream && ctx.Done() != nil {
+		ctxCancel = &afterCancel{}
+		inner := h
+		h = func(p []byte, err error) {
+			inner(p, err)
+			if err != nil {
+				ctxCancel.end()
+			}
+		}
+	}
 	cl, tag, err := c.registerHandler(stream, topic, h)
 	if err != nil {
 		return nil, fmt.Errorf("flux: %s: %w", topic, err)
@@ -82,12 +96,43 @@ func (c *Conn) start(ctx context.Context, topic string, req any, stream bool, h 
 		return nil, nil
 	}
 	cancel := func() { c.cancelHandler(cl, tag, o.cancelTopic) }
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, cancel)
-		inner := cancel
-		cancel = func() { stop(); inner() }
+	if ctxCancel != nil {
+		ctxCancel.set(context.AfterFunc(ctx, cancel))
 	}
 	return cancel, nil
+}
+
+// afterCancel holds a stream's context.AfterFunc registration so that the
+// stream's end can drop it, whichever of the two comes first.
+type afterCancel struct {
+	mu    sync.Mutex
+	stop  func() bool
+	ended bool
+}
+
+// set records the registration, dropping it at once if the stream ended.
+func (a *afterCancel) set(stop func() bool) {
+	a.mu.Lock()
+	ended := a.ended
+	if !ended {
+		a.stop = stop
+	}
+	a.mu.Unlock()
+	if ended {
+		stop()
+	}
+}
+
+// end drops the registration, if any, once the stream ended.
+func (a *afterCancel) end() {
+	a.mu.Lock()
+	a.ended = true
+	stop := a.stop
+	a.stop = nil
+	a.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // registerHandler is register for a call whose responses go to h.
