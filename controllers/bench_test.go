@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -731,7 +732,12 @@ func (e *benchEnv) startManagerProcess(b *testing.B) *managerProcess {
 	b.Helper()
 	dir := b.TempDir()
 	bin := managerBinary(b, dir)
-	limit, err := deploymentMemoryLimit(filepath.Join("..", "config", "manager", "manager.yaml"))
+	deployment := filepath.Join("..", "config", "manager", "manager.yaml")
+	limit, err := deploymentMemoryLimit(deployment)
+	if err != nil {
+		b.Fatal(err)
+	}
+	literalEnv, err := deploymentLiteralEnv(deployment)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -757,7 +763,9 @@ func (e *benchEnv) startManagerProcess(b *testing.B) *managerProcess {
 	b.Cleanup(func() { _ = logFile.Close() })
 	m.cmd = exec.Command(bin, "--leader-elect", "--leader-election-namespace=default",
 		"--metrics-bind-address="+metricsAddr, "--health-probe-bind-address="+probeAddr, "--pprof-bind-address="+pprofAddr)
-	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "FLUX_URI="+e.uri, "GOMEMLIMIT="+strconv.FormatInt(limit, 10))
+	m.cmd.Env = append(os.Environ(), literalEnv...)
+	m.cmd.Env = append(m.cmd.Env, "KUBECONFIG="+kubeconfig, "FLUX_URI="+e.uri, "GOMEMLIMIT="+strconv.FormatInt(limit, 10))
+	b.Logf("manager environment from the Deployment: %v GOMEMLIMIT=%d", literalEnv, limit)
 	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
 	if err := m.cmd.Start(); err != nil {
 		b.Fatalf("starting the manager: %v", err)
@@ -818,29 +826,61 @@ func managerBinary(b *testing.B, dir string) string {
 	return bin
 }
 
-// deploymentMemoryLimit reads the memory limit of the "manager" container
-// of the Deployment in path, in bytes: the value of the GOMEMLIMIT the
-// Deployment sets from it (resourceFieldRef limits.memory, divisor 1).
-func deploymentMemoryLimit(path string) (int64, error) {
+// deploymentManager returns the "manager" container of the Deployment
+// in path.
+func deploymentManager(path string) (*corev1.Container, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("reading the Deployment: %w", err)
+		return nil, fmt.Errorf("reading the Deployment: %w", err)
 	}
 	for _, doc := range strings.Split(string(data), "\n---\n") {
 		var d appsv1.Deployment
 		if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
-			return 0, fmt.Errorf("parsing %s: %w", path, err)
+			return nil, fmt.Errorf("parsing %s: %w", path, err)
 		}
 		if d.Kind != "Deployment" {
 			continue
 		}
-		for _, c := range d.Spec.Template.Spec.Containers {
-			if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok && c.Name == "manager" {
-				return q.Value(), nil
+		for i, c := range d.Spec.Template.Spec.Containers {
+			if c.Name == "manager" {
+				return &d.Spec.Template.Spec.Containers[i], nil
 			}
 		}
 	}
-	return 0, fmt.Errorf("%s: no memory limit for the manager container", path)
+	return nil, fmt.Errorf("%s: no Deployment with a manager container", path)
+}
+
+// deploymentMemoryLimit reads the memory limit of the "manager" container
+// of the Deployment in path, in bytes: the value of the GOMEMLIMIT the
+// Deployment sets from it (resourceFieldRef limits.memory, divisor 1).
+func deploymentMemoryLimit(path string) (int64, error) {
+	c, err := deploymentManager(path)
+	if err != nil {
+		return 0, err
+	}
+	q, ok := c.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		return 0, fmt.Errorf("%s: no memory limit for the manager container", path)
+	}
+	return q.Value(), nil
+}
+
+// deploymentLiteralEnv returns the environment variables with literal
+// values (GOGC, say) that the Deployment in path gives the "manager"
+// container, as NAME=VALUE, except FLUX_URI, which names the cluster's
+// socket.
+func deploymentLiteralEnv(path string) ([]string, error) {
+	c, err := deploymentManager(path)
+	if err != nil {
+		return nil, err
+	}
+	var env []string
+	for _, v := range c.Env {
+		if v.ValueFrom == nil && v.Name != "FLUX_URI" {
+			env = append(env, v.Name+"="+v.Value)
+		}
+	}
+	return env, nil
 }
 
 // freeLoopback returns a loopback address whose port was free a moment ago.
@@ -1065,9 +1105,15 @@ func TestDeploymentMemoryLimit(t *testing.T) {
 			}
 		})
 	}
-	// The real manifest has one, or the benchmark cannot run.
-	if _, err := deploymentMemoryLimit(filepath.Join("..", "config", "manager", "manager.yaml")); err != nil {
+	// The real manifest has one, or the benchmark cannot run, and the
+	// benchmark runs the manager with its GOGC.
+	real := filepath.Join("..", "config", "manager", "manager.yaml")
+	if _, err := deploymentMemoryLimit(real); err != nil {
 		t.Fatal(err)
+	}
+	env, err := deploymentLiteralEnv(real)
+	if err != nil || !slices.Contains(env, "GOGC=50") {
+		t.Fatalf("deploymentLiteralEnv = %v, %v; want GOGC=50 among them", env, err)
 	}
 }
 

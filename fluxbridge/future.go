@@ -56,9 +56,11 @@ type invocation struct {
 func (inv *invocation) internal() bool { return inv.complete || inv.retire != nil }
 
 type eventCallback struct {
-	name string
+	name string // "" (AddAllEventsCallback): every event in Events
 	fn   func(*Future, job.Event)
 }
+
+func (cb *eventCallback) matches(name string) bool { return cb.name == "" || cb.name == name }
 
 // closedChan is returned by the channel accessors once the awaited thing
 // has happened, so futures need not allocate a channel nobody waits on.
@@ -303,16 +305,28 @@ func (f *Future) AddEventCallback(name string, fn func(*Future, job.Event)) erro
 	if !IsEvent(name) {
 		return fmt.Errorf("%w: %q", ErrUnknownEvent, name)
 	}
+	f.addEventCallback(eventCallback{name: name, fn: fn})
+	return nil
+}
+
+// AddAllEventsCallback is AddEventCallback for every name in Events at
+// once: fn is called with each event the future exposes, past events
+// replayed at once, in order. It costs one registration instead of one
+// per name.
+func (f *Future) AddAllEventsCallback(fn func(*Future, job.Event)) {
+	f.addEventCallback(eventCallback{fn: fn})
+}
+
+func (f *Future) addEventCallback(cb eventCallback) {
 	f.mu.Lock()
-	f.eventCBs = append(f.eventCBs, eventCallback{name: name, fn: fn})
+	f.eventCBs = append(f.eventCBs, cb)
 	for _, ev := range f.events {
-		if ev.Name == name {
-			f.queue = append(f.queue, invocation{eventFn: fn, ev: ev})
+		if cb.matches(ev.Name) {
+			f.queue = append(f.queue, invocation{eventFn: cb.fn, ev: ev})
 		}
 	}
 	f.mu.Unlock()
 	f.runCallbacks(0)
-	return nil
 }
 
 // setRunning marks a pending future running and reports true, or reports
@@ -403,7 +417,7 @@ func (f *Future) handleEvent(ev job.Event) {
 		}
 		f.events = append(f.events, ev)
 		for _, cb := range f.eventCBs {
-			if cb.name == ev.Name {
+			if cb.matches(ev.Name) {
 				f.queue = append(f.queue, invocation{eventFn: cb.fn, ev: ev})
 			}
 		}
