@@ -75,16 +75,20 @@ func (s *Server) handleSubmit(c *conn, req *wire.Message) {
 }
 
 func (s *Server) checkSubmit(req *wire.Message) (*submission, error) {
-	decodeErr := errorf(syscall.EPROTO, "error decoding job request: %s", strerror(syscall.EPROTO))
-	r, err := decodeRequest(req.Payload, req.Flags&wire.FlagPayload != 0)
-	if err != nil {
-		return nil, decodeErr
-	}
-	J, err1 := r.str("J")
-	urgency, err2 := r.int("urgency")
-	flags, err3 := r.int("flags")
-	if err1 != nil || err2 != nil || err3 != nil {
-		return nil, decodeErr
+	J, urgency, flags, ok := scanSubmitRequest(req.Payload, req.Flags&wire.FlagPayload != 0)
+	if !ok {
+		decodeErr := errorf(syscall.EPROTO, "error decoding job request: %s", strerror(syscall.EPROTO))
+		r, err := decodeRequest(req.Payload, req.Flags&wire.FlagPayload != 0)
+		if err != nil {
+			return nil, decodeErr
+		}
+		var err1, err2, err3 error
+		J, err1 = r.str("J")
+		urgency, err2 = r.int("urgency")
+		flags, err3 = r.int("flags")
+		if err1 != nil || err2 != nil || err3 != nil {
+			return nil, decodeErr
+		}
 	}
 	owner := req.Rolemask&roleOwner != 0
 	if flags&^(flagDebug|flagWaitable|flagNoValidate) != 0 {
@@ -530,4 +534,59 @@ func strerror(errno syscall.Errno) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// scanSubmitRequest reads the usual shape of a job-ingest.submit payload,
+// {"J":"...","urgency":N,"flags":N} NUL-terminated, with a J that needs
+// no unescaping (a signed J is base64 and dots), without encoding/json;
+// anything else is left to decodeRequest (ok false).
+func scanSubmitRequest(payload []byte, hasPayload bool) (J string, urgency, flags int, ok bool) {
+	if !hasPayload || len(payload) < 2 || payload[len(payload)-1] != 0 {
+		return "", 0, 0, false
+	}
+	b := payload[:len(payload)-1]
+	const jKey = `{"J":"`
+	if !bytes.HasPrefix(b, []byte(jKey)) {
+		return "", 0, 0, false
+	}
+	b = b[len(jKey):]
+	end := bytes.IndexByte(b, '"')
+	if end < 0 {
+		return "", 0, 0, false
+	}
+	for _, c := range b[:end] {
+		if c == '\\' || c < 0x20 || c >= 0x80 {
+			return "", 0, 0, false
+		}
+	}
+	J = string(b[:end])
+	b = b[end+1:]
+	var okU, okF bool
+	if urgency, b, okU = scanIntField(b, `,"urgency":`); !okU {
+		return "", 0, 0, false
+	}
+	if flags, b, okF = scanIntField(b, `,"flags":`); !okF {
+		return "", 0, 0, false
+	}
+	if len(b) != 1 || b[0] != '}' {
+		return "", 0, 0, false
+	}
+	return J, urgency, flags, true
+}
+
+// scanIntField reads key (with its leading comma and colon) and a
+// non-negative decimal integer of at most 9 digits after it.
+func scanIntField(b []byte, key string) (int, []byte, bool) {
+	if !bytes.HasPrefix(b, []byte(key)) {
+		return 0, b, false
+	}
+	b = b[len(key):]
+	n, i := 0, 0
+	for ; i < len(b) && i < 10 && b[i] >= '0' && b[i] <= '9'; i++ {
+		n = n*10 + int(b[i]-'0')
+	}
+	if i == 0 || i > 9 || (i > 1 && b[0] == '0') {
+		return 0, b, false
+	}
+	return n, b[i:], true
 }
