@@ -121,7 +121,6 @@ type Executor struct {
 	workers []*worker
 	next    atomic.Uint32
 	wg      sync.WaitGroup // worker and future goroutines
-	cancel  context.CancelFunc
 
 	mu       sync.Mutex
 	shutdown bool
@@ -169,7 +168,7 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 			}
 			e.markBroken(fmt.Errorf("%w: %w", ErrBroken, err))
 		}
-		j, err := newJournalSource(ctx, conns[0], e.log, len(conns), onFail)
+		j, err := newJournalSource(ctx, conns[0], len(conns), onFail)
 		if err != nil {
 			for _, c := range conns {
 				c.Close()
@@ -178,8 +177,6 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 		}
 		journal = j
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
 	for i, c := range conns {
 		w := &worker{
 			ex:     e,
@@ -196,11 +193,11 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 		e.workers = append(e.workers, w)
 	}
 	for _, w := range e.workers {
-		w.labels = pprof.WithLabels(runCtx, pprof.Labels("fluxbridge.executor", prefix, "fluxbridge.worker", strconv.Itoa(w.index)))
+		w.labels = pprof.WithLabels(context.Background(), pprof.Labels("fluxbridge.executor", prefix, "fluxbridge.worker", strconv.Itoa(w.index)))
 		e.wg.Add(1)
 		go func() {
 			pprof.SetGoroutineLabels(w.labels)
-			w.run(w.labels)
+			w.run()
 		}()
 	}
 	if journal != nil {
@@ -366,12 +363,10 @@ func (e *Executor) ShutdownContext(ctx context.Context, cancelFutures bool) erro
 func (e *Executor) Close() error {
 	e.beginShutdown(true)
 	for _, w := range e.workers {
-		// the connections first, so that what is running fails with
-		// flux.ErrClosed rather than a cancelled context; each worker
+		// what is running fails with flux.ErrClosed; each worker
 		// releases its event source as it exits
 		w.conn.Close()
 	}
-	e.cancel()
 	e.wg.Wait()
 	return nil
 }

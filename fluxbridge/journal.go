@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/go-logr/logr"
-
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
@@ -44,7 +42,6 @@ import (
 //     has no such window.
 type journalSource struct {
 	conn   *flux.Conn
-	log    logr.Logger
 	cancel func()        // cancels the journal stream at the service
 	ready  chan struct{} // closed at the first entry or failure
 	// onFail is called when the journal fails other than by close: the
@@ -109,7 +106,7 @@ func journalEvents() []string {
 // newJournalSource opens the journal stream on c (its responses are
 // handled on c's reader goroutine); ctx bounds the opening only. The
 // stream lives until the last of users workers calls close.
-func newJournalSource(ctx context.Context, c *flux.Conn, log logr.Logger, users int, onFail func(error)) (*journalSource, error) {
+func newJournalSource(ctx context.Context, c *flux.Conn, users int, onFail func(error)) (*journalSource, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -117,7 +114,6 @@ func newJournalSource(ctx context.Context, c *flux.Conn, log logr.Logger, users 
 		ready:    make(chan struct{}),
 		users:    int32(users),
 		conn:     c,
-		log:      log,
 		onFail:   onFail,
 		inflight: make(map[*submitTicket]struct{}),
 		orphans:  make(map[job.ID]*journalOrphan),

@@ -150,7 +150,7 @@ func (w *worker) stop(cancelFutures bool) {
 // run is the worker's goroutine: it starts queued futures, notices a lost
 // connection, and exits closing the connection once it is shutting down
 // (or broken) and has nothing queued or running.
-func (w *worker) run(ctx context.Context) {
+func (w *worker) run() {
 	defer w.ex.wg.Done()
 	gone := w.conn.Done()
 	for {
