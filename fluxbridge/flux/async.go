@@ -329,10 +329,14 @@ func (c *Conn) writeLoop() {
 		case <-c.done:
 			return
 		}
+		// The queue's slice and spare swap: from here chunks is the
+		// writer's alone (enqueue appends to the other), so it becomes
+		// the next spare whatever happens.
 		c.qmu.Lock()
 		chunks := c.outq
 		c.outq = spare
 		c.qmu.Unlock()
+		spare = chunks[:0]
 		if len(chunks) == 0 {
 			<-c.wsem
 			continue
@@ -363,6 +367,5 @@ func (c *Conn) writeLoop() {
 			recycle(b)
 			chunks[i] = nil
 		}
-		spare = chunks[:0]
 	}
 }
