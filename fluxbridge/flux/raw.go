@@ -1,6 +1,7 @@
 package flux
 
 import (
+	"errors"
 	"io"
 	"net"
 	"syscall"
@@ -53,28 +54,9 @@ func (r *rawReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			r1, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			if e == syscall.EINTR {
-				continue
-			}
-			if e == syscall.EAGAIN {
-				return false // wait for the poller
-			}
-			n, errno = int(r1), e
-			return true
-		}
-	})
+	n, err := rawCall(r.rc.Read, syscall.SYS_READ, unsafe.Pointer(&p[0]), len(p), true)
 	if err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return 0, &net.OpError{Op: "read", Net: "unix", Err: errno}
+		return 0, opError("read", err)
 	}
 	if n == 0 {
 		return 0, io.EOF
@@ -82,8 +64,66 @@ func (r *rawReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// rawCall makes the raw system call trap(fd, p, n) on a socket through op
+// (a syscall.RawConn's Read or Write, which supplies fd), retrying on
+// EINTR. On EAGAIN it waits on the poller and tries again when wait is
+// set, and returns 0 otherwise. A failed call returns its errno.
+func rawCall(op func(func(fd uintptr) bool) error, trap uintptr, p unsafe.Pointer, n int, wait bool) (int, error) {
+	var (
+		r     int
+		errno syscall.Errno
+	)
+	err := op(func(fd uintptr) bool {
+		for {
+			r1, _, e := syscall.RawSyscall(trap, fd, uintptr(p), uintptr(n))
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN && wait:
+				return false // wait for the poller
+			}
+			r, errno = int(r1), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno == syscall.EAGAIN:
+		return 0, nil // not waiting
+	case errno != 0:
+		return 0, errno
+	}
+	return r, nil
+}
+
+// opError wraps an errno from rawCall as the net package would.
+func opError(op string, err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return &net.OpError{Op: op, Net: "unix", Err: errno}
+	}
+	return err
+}
+
 // maxIovecs is the most buffers one writev takes (Linux UIO_MAXIOV).
 const maxIovecs = 1024
+
+// iovecs appends to iov the non-empty buffers of bufs, at most maxIovecs.
+func iovecs(iov []syscall.Iovec, bufs [][]byte) []syscall.Iovec {
+	for _, b := range bufs {
+		if len(iov) == maxIovecs {
+			break
+		}
+		if len(b) == 0 {
+			continue
+		}
+		v := syscall.Iovec{Base: &b[0]}
+		v.SetLen(len(b))
+		iov = append(iov, v)
+	}
+	return iov
+}
 
 // rawWritev writes bufs to rc's socket with raw writev(2) calls, waiting
 // on the poller while the socket is full, until all is written or an error
@@ -91,44 +131,14 @@ const maxIovecs = 1024
 // reuse.
 func rawWritev(rc syscall.RawConn, bufs [][]byte, iov []syscall.Iovec) (int, []syscall.Iovec, error) {
 	total := 0
-	for len(bufs) > 0 {
-		iov = iov[:0]
-		for _, b := range bufs {
-			if len(iov) == maxIovecs {
-				break
-			}
-			if len(b) == 0 {
-				continue
-			}
-			v := syscall.Iovec{Base: &b[0]}
-			v.SetLen(len(b))
-			iov = append(iov, v)
-		}
+	for {
+		iov = iovecs(iov[:0], bufs)
 		if len(iov) == 0 {
-			break
+			return total, iov, nil
 		}
-		var (
-			n     int
-			errno syscall.Errno
-		)
-		err := rc.Write(func(fd uintptr) bool {
-			for {
-				r1, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-				if e == syscall.EINTR {
-					continue
-				}
-				if e == syscall.EAGAIN {
-					return false // wait for the poller
-				}
-				n, errno = int(r1), e
-				return true
-			}
-		})
+		n, err := rawCall(rc.Write, syscall.SYS_WRITEV, unsafe.Pointer(&iov[0]), len(iov), true)
 		if err != nil {
-			return total, iov, err
-		}
-		if errno != 0 {
-			return total, iov, &net.OpError{Op: "writev", Net: "unix", Err: errno}
+			return total, iov, opError("writev", err)
 		}
 		total += n
 		// drop what was written
@@ -144,50 +154,19 @@ func rawWritev(rc syscall.RawConn, bufs [][]byte, iov []syscall.Iovec) (int, []s
 			bufs = bufs[1:]
 		}
 	}
-	return total, iov, nil
 }
 
 // tryWritev makes one non-blocking writev(2) of bufs (at most maxIovecs of
 // them) and returns the bytes written, 0 if the socket is full.
 func tryWritev(rc syscall.RawConn, bufs [][]byte) (int, error) {
-	var iov [16]syscall.Iovec
-	vecs := iov[:0]
-	for _, b := range bufs {
-		if len(vecs) == maxIovecs {
-			break
-		}
-		if len(b) == 0 {
-			continue
-		}
-		v := syscall.Iovec{Base: &b[0]}
-		v.SetLen(len(b))
-		vecs = append(vecs, v)
-	}
-	if len(vecs) == 0 {
+	var scratch [16]syscall.Iovec
+	iov := iovecs(scratch[:0], bufs)
+	if len(iov) == 0 {
 		return 0, nil
 	}
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := rc.Write(func(fd uintptr) bool {
-		for {
-			r1, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&vecs[0])), uintptr(len(vecs)))
-			if e == syscall.EINTR {
-				continue
-			}
-			n, errno = int(r1), e
-			return true // never wait for the poller
-		}
-	})
+	n, err := rawCall(rc.Write, syscall.SYS_WRITEV, unsafe.Pointer(&iov[0]), len(iov), false)
 	if err != nil {
-		return 0, err
-	}
-	if errno == syscall.EAGAIN {
-		return 0, nil
-	}
-	if errno != 0 {
-		return 0, &net.OpError{Op: "writev", Net: "unix", Err: errno}
+		return 0, opError("writev", err)
 	}
 	return n, nil
 }
