@@ -337,6 +337,24 @@ func (e *benchEnv) namespace(b *testing.B) string {
 // concurrent clients; cmd(i) is job i's command.
 func (e *benchEnv) createJobs(b *testing.B, ctx context.Context, ns string, n int, cmd func(i int) []string) {
 	b.Helper()
+	err := parallel(n, func(i int) error {
+		obj := &fluxjobv1.FluxJob{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "job-" + strconv.Itoa(i)},
+			Spec:       fluxjobv1.FluxJobSpec{Command: cmd(i)},
+		}
+		if err := e.c.Create(ctx, obj); err != nil {
+			return fmt.Errorf("creating FluxJob %d: %w", i, err)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// parallel calls do(0..n-1) from 8 goroutines and returns the first
+// error; a goroutine stops at its first error.
+func parallel(n int, do func(i int) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -347,12 +365,8 @@ func (e *benchEnv) createJobs(b *testing.B, ctx context.Context, ns string, n in
 				if i >= n {
 					return
 				}
-				obj := &fluxjobv1.FluxJob{
-					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "job-" + strconv.Itoa(i)},
-					Spec:       fluxjobv1.FluxJobSpec{Command: cmd(i)},
-				}
-				if err := e.c.Create(ctx, obj); err != nil {
-					errs <- fmt.Errorf("creating FluxJob %d: %w", i, err)
+				if err := do(i); err != nil {
+					errs <- err
 					return
 				}
 			}
@@ -360,9 +374,7 @@ func (e *benchEnv) createJobs(b *testing.B, ctx context.Context, ns string, n in
 	}
 	wg.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		b.Fatal(err)
-	}
+	return <-errs
 }
 
 // phaseWatch follows the FluxJobs of a namespace (list, then watch from
@@ -1254,26 +1266,12 @@ func benchStatus() map[string]any {
 
 // forEach runs do on every object with 8 concurrent clients.
 func forEach(ctx context.Context, objs []*unstructured.Unstructured, do func(context.Context, *unstructured.Unstructured) error) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(objs) {
-					return
-				}
-				if err := do(ctx, objs[i]); err != nil {
-					errs <- fmt.Errorf("%s %s: %w", objs[i].GetKind(), objs[i].GetName(), err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return parallel(len(objs), func(i int) error {
+		if err := do(ctx, objs[i]); err != nil {
+			return fmt.Errorf("%s %s: %w", objs[i].GetKind(), objs[i].GetName(), err)
+		}
+		return nil
+	})
 }
 
 // installPlainCRD installs a copy of the FluxJob CRD in group
