@@ -355,22 +355,14 @@ func TestFaultFutureFailsWithConnectionError(t *testing.T) {
 	conn := NewFluxConnector(FluxConnectorOptions{URI: b.URI(), Workers: 2,
 		Backoff:       wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 500 * time.Millisecond},
 		CheckInterval: 20 * time.Millisecond, ShutdownTimeout: 500 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- conn.Start(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("connector: %v", err)
-		}
-	}()
+	defer runConnector(t, conn)()
 	exec := waitConnected(t, conn)
 
 	spec, err := job.FromCommand([]string{"sleep", "300"}, job.CommandOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	f, err := exec.Submit(sctx, spec, job.SubmitOptions{})
 	if err != nil {
@@ -454,15 +446,7 @@ func TestFaultConnectorBacksOff(t *testing.T) {
 	conn := NewFluxConnector(FluxConnectorOptions{URI: "local://" + path, Workers: 1,
 		Backoff:     wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 400 * time.Millisecond},
 		DialTimeout: time.Second, ShutdownTimeout: 500 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- conn.Start(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("connector: %v", err)
-		}
-	}()
+	defer runConnector(t, conn)()
 	time.Sleep(2 * time.Second)
 	// 50+100+200+400+400+... ms: about 7 attempts in 2s. Without backoff
 	// it would be thousands.
@@ -512,4 +496,19 @@ func dialBroker(ctx context.Context, t *testing.T, uri string) *flux.Conn {
 		t.Fatalf("connecting to the broker: %v", err)
 	}
 	return conn
+}
+
+// runConnector starts conn and returns the function that stops it and
+// reports its error.
+func runConnector(t *testing.T, conn *FluxConnector) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- conn.Start(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("connector: %v", err)
+		}
+	}
 }
