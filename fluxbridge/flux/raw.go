@@ -40,16 +40,6 @@ type rawReader struct {
 	rc syscall.RawConn
 }
 
-// newRawReader returns a reader for nc's socket, or nc itself if it has
-// none.
-func newRawReader(nc net.Conn) io.Reader {
-	rc := rawConn(nc)
-	if rc == nil {
-		return nc
-	}
-	return &rawReader{rc: rc}
-}
-
 func (r *rawReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil

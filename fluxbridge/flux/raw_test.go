@@ -71,7 +71,7 @@ func TestRawWritevAndRead(t *testing.T) {
 	if b := <-got; !bytes.Equal(b, want.Bytes()) {
 		t.Fatalf("read %d bytes, not the %d written", len(b), want.Len())
 	}
-	if _, ok := newRawReader(server).(*rawReader); ok == raceEnabled {
+	if ok := rawConn(server) != nil; ok == raceEnabled {
 		t.Errorf("raw reading of a unix socket = %v with the race detector %v", ok, raceEnabled)
 	}
 }
