@@ -22,7 +22,7 @@ type handler struct {
 // services are the registered service names; a request to one of these with
 // an unknown method gets "Unknown service method", any other topic "No
 // service matching ... is registered".
-var services = []string{"job-ingest", "job-manager", "job-info", "job-list"}
+var services = []string{"job-ingest", "job-manager", "job-info", "job-list", "kvs"}
 
 var handlers = map[string]handler{
 	"job-ingest.submit":                     {fn: (*Server).handleSubmit},
@@ -37,6 +37,8 @@ var handlers = map[string]handler{
 	"job-info.lookup":                       {fn: (*Server).handleLookup},
 	"job-list.list":                         {fn: (*Server).handleList},
 	"job-list.list-id":                      {fn: (*Server).handleListID},
+	"kvs.lookup":                            {fn: (*Server).handleKVSLookup, ownerOnly: true},
+	"kvs.commit":                            {fn: (*Server).handleKVSCommit, ownerOnly: true},
 	"job-manager.disconnect":                {fn: func(*Server, *conn, *wire.Message) {}},
 	"job-info.disconnect":                   {fn: func(*Server, *conn, *wire.Message) {}},
 	"job-manager.events-journal-disconnect": {fn: func(*Server, *conn, *wire.Message) {}},
@@ -50,6 +52,7 @@ func (s *Server) handle(c *conn, m *wire.Message) {
 		return
 	}
 	c.applyCred(m)
+	s.countRequest(m.Topic)
 	h, ok := handlers[m.Topic]
 	if !ok {
 		s.respondError(c, m, unknownTopic(m.Topic))

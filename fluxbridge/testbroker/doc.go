@@ -20,7 +20,8 @@
 //     free, clean, plus exception and urgency; job-manager.raise, kill,
 //     urgency, wait and events-journal;
 //   - job-info.eventlog-watch (and -cancel) and job-info.lookup;
-//   - job-list.list and job-list.list-id, with constraints.
+//   - job-list.list and job-list.list-id, with constraints;
+//   - kvs.lookup and kvs.commit for keys clients write (not job data).
 //
 // # Outcomes
 //
@@ -66,9 +67,15 @@
 //
 // Options sets per-phase delays, the instance owner and guest policy, a
 // time scale, and the clock. Server methods inject faults at run time:
-// DropConnections, Restart (same socket path, jobs kept or lost),
-// SetConnectError (refuse connections with an errno accept byte),
-// SetSubmitError (reject submissions with an errno and message),
-// SetResponseDelay (slow responses) and PauseScheduling (jobs stay pending).
-// Eventlog and Jobs let a test look at the jobs without a client.
+// DropConnections, RestartAs (same socket path; a crash or a clean stop on
+// the same statedir, or a fresh instance whose job IDs collide with the old
+// ones: flux-core's restart semantics, see RestartKind), SetConnectError
+// (refuse connections with an errno accept byte), SetSubmitError (reject
+// submissions with an errno and message), SetResponseDelay (slow
+// responses), SetListLag (job-list lists new jobs late, as flux-core's
+// job-list, fed by the job-manager journal, can), PauseScheduling (jobs
+// stay pending) and PurgeInactive (flux job purge; Options.Purge purges
+// periodically like [job-manager] inactive-age-limit/inactive-num-limit).
+// Eventlog, Jobs, Purged and RequestCount let a test look at the jobs and
+// at what clients asked, without a client.
 package testbroker

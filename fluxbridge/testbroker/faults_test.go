@@ -157,47 +157,6 @@ func TestDropConnections(t *testing.T) {
 	}
 }
 
-func TestRestart(t *testing.T) {
-	for _, keep := range []bool{true, false} {
-		t.Run(fmt.Sprintf("keepJobs=%v", keep), func(t *testing.T) {
-			srv := startServer(t, testbroker.Options{})
-			path := srv.SocketPath()
-			c := dialRaw(t, srv)
-			running := c.submit(16, 0, "sleep", "300")
-			waitForEvent(t, c, running, "start")
-			if err := srv.Restart(keep); err != nil {
-				t.Fatal(err)
-			}
-			waitClosed(t, c)
-			if srv.SocketPath() != path {
-				t.Fatalf("socket moved from %s to %s", path, srv.SocketPath())
-			}
-			c2 := dialRaw(t, srv)
-			m := c2.rpc("job-list.list-id", map[string]any{"id": running, "attrs": []string{"state"}})
-			if !keep {
-				if m.Errnum() != uint32(syscall.ENOENT) {
-					t.Fatalf("lost job: errno %d, want ENOENT", m.Errnum())
-				}
-				if id := c2.submit(16, 0, "true"); id == running {
-					t.Fatalf("new instance reused job ID %d", id)
-				}
-				return
-			}
-			if m.Errnum() != 0 {
-				t.Fatalf("kept job: errno %d %q", m.Errnum(), m.PayloadString())
-			}
-			resp := c2.rpc("job-manager.raise", map[string]any{"id": running, "type": "cancel", "severity": 0})
-			if resp.Errnum() != 0 {
-				t.Fatalf("cancel: %d %q", resp.Errnum(), resp.PayloadString())
-			}
-			want := "submit validate depend priority alloc start flux-restart exception finish release free clean"
-			if got := names(c2.events(running)); got != want {
-				t.Fatalf("events = %q, want %q", got, want)
-			}
-		})
-	}
-}
-
 func TestLifecycleOfServer(t *testing.T) {
 	srv := testbroker.New(testbroker.Options{})
 	if err := srv.DropConnections(); !errors.Is(err, testbroker.ErrNotStarted) {

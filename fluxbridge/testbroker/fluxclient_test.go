@@ -100,7 +100,8 @@ func TestFluxClientErrors(t *testing.T) {
 		{"job-list.list-id", map[string]any{"id": 42, "attrs": []string{}}, syscall.ENOENT, ""},
 		{"job-info.lookup", map[string]any{"id": 42, "keys": []string{"eventlog"}, "flags": 0}, syscall.ENOENT, "invalid job id"},
 		{"job-manager.no-such-method", map[string]any{}, syscall.ENOSYS, "Unknown service method 'job-manager.no-such-method'"},
-		{"kvs.lookup", map[string]any{}, syscall.ENOSYS, "No service matching kvs.lookup is registered"},
+		{"kvs.lookup", map[string]any{}, syscall.EPROTO, ""},
+		{"content.load", map[string]any{}, syscall.ENOSYS, "No service matching content.load is registered"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.topic+"_"+tc.text, func(t *testing.T) {

@@ -221,6 +221,9 @@ func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *su
 		waitStatus:  -1,
 		wake:        make(chan struct{}, 1),
 	}
+	if s.listLag > 0 {
+		j.listedAt = time.Now().Add(s.listLag)
+	}
 	s.jobs[j.id] = j
 	s.order = append(s.order, j)
 	// src/modules/job-manager/submit.c: the submit event's context.

@@ -112,6 +112,10 @@ type jobRecord struct {
 	watchers []*watch
 	waiter   *stream
 
+	// listedAt is when job-list lists the job (zero: at once); see
+	// Options.ListLag.
+	listedAt time.Time
+
 	// wake is signalled when something the lifecycle goroutine waits on
 	// changes: a fatal exception, a kill, an urgency change, freed cores.
 	wake chan struct{}
@@ -231,6 +235,12 @@ func (s *Server) applyLocked(j *jobRecord, e *event) {
 		}
 	case "depend":
 		if j.state == stateDepend {
+			j.setState(statePriority, e.ts)
+		}
+	case "flux-restart":
+		// src/modules/job-manager/event.c: a SCHED job goes back to
+		// PRIORITY to be given its priority again.
+		if j.state == stateSched {
 			j.setState(statePriority, e.ts)
 		}
 	case "priority":
@@ -356,6 +366,18 @@ func (s *Server) pause(ctx context.Context, j *jobRecord, d time.Duration, stop 
 	}
 }
 
+// lockLive takes s.mu unless ctx (a job goroutine's) has ended: then the
+// broker that ran the job is gone (Close, Restart) and the goroutine must
+// post nothing more. Restart cancels the context under s.mu.
+func (s *Server) lockLive(ctx context.Context) bool {
+	s.mu.Lock()
+	if ctx.Err() != nil {
+		s.mu.Unlock()
+		return false
+	}
+	return true
+}
+
 // waitWake blocks until j is woken or ctx ends (false).
 func waitWake(ctx context.Context, j *jobRecord) bool {
 	select {
@@ -374,10 +396,20 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 	fatal := func() bool { return j.fatal }
 
 	// validate, depend, priority (src/modules/job-manager/event.c).
+	// A job replayed after a restart resumes where it was.
 	for _, step := range []struct {
 		name  string
 		delay time.Duration
-	}{{"validate", d.Validate}, {"depend", d.Depend}} {
+		state int
+	}{{"validate", d.Validate, stateNewJob}, {"depend", d.Depend, stateDepend}} {
+		if !s.lockLive(ctx) {
+			return
+		}
+		skip := j.state != step.state
+		s.mu.Unlock()
+		if skip {
+			continue
+		}
 		switch s.pause(ctx, j, step.delay, fatal) {
 		case pauseDone:
 			return
@@ -385,7 +417,9 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 			s.cleanupPending(ctx, j)
 			return
 		}
-		s.mu.Lock()
+		if !s.lockLive(ctx) {
+			return
+		}
 		if j.fatal {
 			s.mu.Unlock()
 			s.cleanupPending(ctx, j)
@@ -402,7 +436,9 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 	// SCHED: wait until not held, the sched delay has passed, and cores are
 	// free.
 	for {
-		s.mu.Lock()
+		if !s.lockLive(ctx) {
+			return
+		}
 		if j.fatal {
 			s.mu.Unlock()
 			s.cleanupPending(ctx, j)
@@ -422,7 +458,9 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		case pauseInterrupted:
 			continue
 		}
-		s.mu.Lock()
+		if !s.lockLive(ctx) {
+			return
+		}
 		if j.fatal || j.priority == 0 || s.schedPaused {
 			s.mu.Unlock()
 			continue
@@ -460,7 +498,9 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		s.cleanupRunning(ctx, j)
 		return
 	}
-	s.mu.Lock()
+	if !s.lockLive(ctx) {
+		return
+	}
 	if j.fatal {
 		s.mu.Unlock()
 		s.cleanupRunning(ctx, j)
@@ -474,7 +514,9 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		if s.pause(ctx, j, d.Run, nil) == pauseDone {
 			return
 		}
-		s.mu.Lock()
+		if !s.lockLive(ctx) {
+			return
+		}
 		if !j.fatal {
 			prog := ""
 			if len(j.command) > 0 {
@@ -513,7 +555,9 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		if r == pauseDone {
 			return
 		}
-		s.mu.Lock()
+		if !s.lockLive(ctx) {
+			return
+		}
 		if r == pauseElapsed && !limit.IsZero() && !time.Now().Before(limit) && time.Now().Before(deadline) {
 			// job-exec's time limit (src/modules/job-exec/job-exec.c).
 			j.timedOut = true
@@ -550,7 +594,9 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 			break
 		}
 	}
-	s.mu.Lock()
+	if !s.lockLive(ctx) {
+		return
+	}
 	s.finishLocked(j, status)
 	s.mu.Unlock()
 	s.cleanupRunning(ctx, j)
@@ -567,7 +613,9 @@ func (s *Server) cleanupPending(ctx context.Context, j *jobRecord) {
 	if s.pause(ctx, j, s.opts.Delays.Cleanup, nil) == pauseDone {
 		return
 	}
-	s.mu.Lock()
+	if !s.lockLive(ctx) {
+		return
+	}
 	defer s.mu.Unlock()
 	s.postLocked(j, "clean", nil)
 }
@@ -577,7 +625,9 @@ func (s *Server) cleanupRunning(ctx context.Context, j *jobRecord) {
 	if s.pause(ctx, j, s.opts.Delays.Cleanup, nil) == pauseDone {
 		return
 	}
-	s.mu.Lock()
+	if !s.lockLive(ctx) {
+		return
+	}
 	defer s.mu.Unlock()
 	s.postLocked(j, "release", obj{{"ranks", "all"}, {"final", true}})
 	s.freeLocked(j)

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
@@ -160,7 +161,11 @@ func (s *Server) handleList(c *conn, req *wire.Message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var pending, running, inactive []*jobRecord
+	now := time.Now()
 	for _, j := range s.order {
+		if !j.listed(now) {
+			continue // job-list has not heard of it yet
+		}
 		// Guests see only their own jobs here (job-list private mode is
 		// the common multi-user setting).
 		if req.Rolemask&roleOwner == 0 && j.userid != req.UserID {
@@ -247,6 +252,17 @@ func (s *Server) handleListID(c *conn, req *wire.Message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j, ok := s.jobs[job.ID(id)]
+	if ok && !j.listed(time.Now()) {
+		// The ID is valid but job-list has not heard of the job yet:
+		// answer once it has (src/modules/job-list/idsync.c).
+		s.deferListIDLocked(c, req, job.ID(id), attrs, j.listedAt)
+		return
+	}
+	s.respondListIDLocked(c, req, j, ok, attrs)
+}
+
+// respondListIDLocked answers a list-id request for j (ok false: unknown).
+func (s *Server) respondListIDLocked(c *conn, req *wire.Message, j *jobRecord, ok bool, attrs []any) {
 	if !ok || (req.Rolemask&roleOwner == 0 && j.userid != req.UserID) {
 		s.respondError(c, req, &rpcError{errno: syscall.ENOENT})
 		return
@@ -257,6 +273,45 @@ func (s *Server) handleListID(c *conn, req *wire.Message) {
 		return
 	}
 	s.respond(c, req, obj{{"job", o}})
+}
+
+// listed reports whether job-list lists j at now (Options.ListLag).
+func (j *jobRecord) listed(now time.Time) bool {
+	return j.listedAt.IsZero() || !now.Before(j.listedAt)
+}
+
+// deferListIDLocked answers a list-id request for job id at time at (or
+// never, if the broker restarts or closes first: the connection is gone
+// then).
+func (s *Server) deferListIDLocked(c *conn, req *wire.Message, id job.ID, attrs []any, at time.Time) {
+	ctx := s.jobCtx
+	if ctx.Err() != nil {
+		return // Close or Restart is under way: no new goroutine
+	}
+	s.jobWG.Add(1)
+	go func() {
+		defer s.jobWG.Done()
+		t := time.NewTimer(time.Until(at))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.lockLive(ctx) {
+			return
+		}
+		defer s.mu.Unlock()
+		j, ok := s.jobs[id]
+		s.respondListIDLocked(c, req, j, ok, attrs)
+	}()
+}
+
+// SetListLag changes Options.ListLag for jobs submitted from now on.
+func (s *Server) SetListLag(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listLag = d
 }
 
 // matcher reports whether a job matches a constraint.

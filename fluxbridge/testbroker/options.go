@@ -105,6 +105,19 @@ type Options struct {
 	// Now is the clock for event timestamps and job IDs (FLUIDs). Nil
 	// means time.Now. Delays and run times always use real timers.
 	Now func() time.Time
+	// ListLag is how long job-list takes to list a job after job-ingest
+	// answered its submit request. flux-core's job-list is a separate
+	// module that learns of jobs from the job-manager's journal
+	// (src/modules/job-list/job_state.c), so a job can be missing from
+	// job-list.list for a moment after its ID reached the client; a
+	// job-list.list-id for it waits until it is listed (idsync.c), as it
+	// does here. Zero: listed at once. SetListLag changes it for later
+	// submissions.
+	ListLag time.Duration
+	// Purge, if not nil, removes old inactive jobs periodically as
+	// flux-core's job-manager does with [job-manager] inactive-age-limit
+	// and inactive-num-limit (see Purge).
+	Purge *Purge
 	// MaxMessageSize bounds a request's encoded size. Zero means
 	// wire.DefaultMaxSize.
 	MaxMessageSize int

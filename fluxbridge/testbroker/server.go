@@ -2,6 +2,7 @@ package testbroker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -59,9 +60,25 @@ type Server struct {
 	submitErr     *rpcError
 	responseDelay time.Duration
 	schedPaused   bool
+	// listLag is how long after its submission a job appears in
+	// job-list (see Options.ListLag).
+	listLag time.Duration
+	// kvs holds the primary namespace's keys that clients wrote
+	// (kvs.go), kvsSeq counts its commits; purged counts purged jobs.
+	kvs    map[string]json.RawMessage
+	kvsSeq int
+	purged int
 
-	// jobCtx is cancelled to stop the job goroutines (Close, Restart
-	// without keeping jobs); jobWG counts them.
+	// countMu guards requests (not s.mu: counted on every message).
+	countMu  sync.Mutex
+	requests map[string]int
+
+	// purgeStop ends the purge goroutine (purge.go); purgeWG counts it.
+	purgeStop chan struct{}
+	purgeWG   sync.WaitGroup
+
+	// jobCtx is cancelled (under mu) to stop the job goroutines (Close,
+	// RestartAs); jobWG counts them.
 	jobCtx    context.Context
 	jobCancel context.CancelFunc
 	jobWG     sync.WaitGroup
@@ -90,6 +107,7 @@ func New(opts Options) *Server {
 		coreUsed: make([]bool, opts.cores()),
 	}
 	s.ids.now = opts.now
+	s.listLag = opts.ListLag
 	return s
 }
 
@@ -115,7 +133,10 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.dir, s.tempDir = d, true
 	}
-	s.ids.start(s.opts.now())
+	s.ids.init(s.opts.now(), 1)
+	if s.opts.Purge != nil {
+		s.startPurger(*s.opts.Purge)
+	}
 	if err := s.listenLocked(); err != nil {
 		return err
 	}
@@ -187,7 +208,13 @@ func (s *Server) Close() error {
 		s.stopConnsLocked()
 		s.jobCancel()
 	}
+	stop := s.purgeStop
+	s.purgeStop = nil
 	s.mu.Unlock()
+	if stop != nil {
+		close(stop)
+	}
+	s.purgeWG.Wait()
 	s.connWG.Wait()
 	s.jobWG.Wait()
 	if s.tempDir {
@@ -221,53 +248,6 @@ func (s *Server) DropConnections() error {
 		s.dropConnLocked(c)
 	}
 	return nil
-}
-
-// Restart simulates a broker restart on the same socket path: every
-// connection is dropped and the socket is re-created. With keepJobs, every
-// job survives (active jobs get a "flux-restart" event, as job-manager
-// posts on restart, and carry on); without it the new instance has no jobs,
-// and every job stops where it was.
-func (s *Server) Restart(keepJobs bool) error {
-	s.mu.Lock()
-	if s.state != srvRunning {
-		err := s.notRunningLocked()
-		s.mu.Unlock()
-		return err
-	}
-	s.stopConnsLocked()
-	var cancel context.CancelFunc
-	if !keepJobs {
-		cancel = s.jobCancel
-		s.jobCtx, s.jobCancel = context.WithCancel(context.Background())
-	}
-	s.mu.Unlock()
-	// Wait for the old connections' goroutines, and for the old jobs'
-	// goroutines when they are being thrown away.
-	s.connWG.Wait()
-	if cancel != nil {
-		cancel()
-		s.jobWG.Wait()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state != srvRunning {
-		return s.notRunningLocked()
-	}
-	if keepJobs {
-		for _, j := range s.order {
-			if j.state != stateInactive {
-				s.postLocked(j, "flux-restart", nil)
-			}
-		}
-	} else {
-		s.jobs = make(map[job.ID]*jobRecord)
-		s.order = nil
-		s.zombies = nil
-		s.waiting = make(map[job.ID][]*watch)
-		s.coreUsed = make([]bool, s.opts.cores())
-	}
-	return s.listenLocked()
 }
 
 func (s *Server) notRunningLocked() error {
@@ -357,38 +337,6 @@ func (s *Server) ConnCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.conns)
-}
-
-// idGenerator makes FLUIDs as flux-core's job-ingest does
-// (src/common/libutil/fluid.c): 40 bits of milliseconds since the
-// instance's epoch, 14 bits of generator id (0 here), 10 bits of sequence.
-type idGenerator struct {
-	now   func() time.Time
-	epoch time.Time
-	last  uint64
-	seq   uint64
-}
-
-func (g *idGenerator) start(now time.Time) {
-	if g.epoch.IsZero() {
-		g.epoch = now
-	}
-}
-
-func (g *idGenerator) next() job.ID {
-	ms := uint64(max(g.now().Sub(g.epoch).Milliseconds(), 1))
-	if ms <= g.last {
-		ms = g.last
-		g.seq++
-		if g.seq >= 1<<10 {
-			ms++
-			g.seq = 0
-		}
-	} else {
-		g.seq = 0
-	}
-	g.last = ms
-	return job.ID(ms<<24 | g.seq)
 }
 
 // wireMaxSize returns the Reader's size bound.
