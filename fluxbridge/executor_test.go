@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 )
@@ -26,7 +27,18 @@ import (
 // instance. Each contract test runs with both event sources.
 
 func TestMain(m *testing.M) {
+	fluxtest.RunRelayIfChild()
 	goleak.VerifyTestMain(m)
+}
+
+// testDialOptions are the executors' DialOptions: none for the unix
+// socket, or the stream FLUXBRIDGE_TEST_TRANSPORT selects (the contract
+// tests then run over an in-memory pipe or through relay processes).
+func testDialOptions() []flux.Option {
+	if d := fluxtest.SelectedDialer(); d != nil {
+		return []flux.Option{flux.WithDialer(d)}
+	}
+	return nil
 }
 
 // testTimeout bounds every wait of these tests, so a bug fails a test
@@ -74,6 +86,7 @@ func newTestExecutorURI(t testing.TB, uri string, cfg execConfig) *Executor {
 	e, err := NewExecutor(ctx, ExecutorOptions{
 		Workers:     cfg.workers,
 		URI:         uri,
+		DialOptions: testDialOptions(),
 		EventSource: cfg.src,
 		Logger:      cfg.log,
 		NamePrefix:  "test",
@@ -123,7 +136,7 @@ func submit(t testing.TB, e *Executor, cmd ...string) *Future {
 // friends would use.
 func client(t testing.TB, srv *testbroker.Server) *flux.Conn {
 	t.Helper()
-	c, err := flux.Dial(testCtx(t), srv.URI())
+	c, err := flux.Dial(testCtx(t), srv.URI(), testDialOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,19 @@
-// Package flux is a pure-Go client connection to a flux-core broker over
-// its local:// unix socket: the accept byte, request/response RPCs matched
-// by matchtag, streaming RPCs and their cancellation, and errors carrying
-// the service's errno. The bytes are in fluxbridge/wire.
+// Package flux is a pure-Go client connection to a flux-core broker: the
+// accept byte, request/response RPCs matched by matchtag, streaming RPCs
+// and their cancellation, and errors carrying the service's errno. The
+// bytes are in fluxbridge/wire.
+//
+// The connection runs over the broker's local:// unix socket, or over any
+// byte stream that carries the same bytes: what `flux relay PATH` speaks on
+// its standard input and output. ssh:// runs that relay on a remote host
+// through an SSH session (see SSHConfig), and WithDialer lets another
+// package supply the stream (a Kubernetes pod exec, say).
 //
 // Behaviour follows flux-core 0.88: src/common/libflux/handle.c (default
 // URI), src/common/libflux/connector_local.c and
 // src/common/librouter/usock.c (connect and the accept byte),
-// src/common/libflux/rpc.c (matchtags, NORESPONSE, streaming).
+// src/common/libflux/rpc.c (matchtags, NORESPONSE, streaming),
+// src/connectors/ssh/ssh.c and src/cmd/builtin/relay.c (ssh://).
 package flux
 
 import (
@@ -54,6 +61,8 @@ type Option func(*options)
 type options struct {
 	log     logr.Logger
 	maxSize int
+	dialer  Dialer
+	ssh     *SSHConfig
 }
 
 // WithLogger sets the logger (default: discard). Dropped and unexpected
@@ -87,7 +96,8 @@ func CancelTopic(topic string) RPCOption { return func(o *rpcOptions) { o.cancel
 // the connection ends (Close or broker gone).
 type Conn struct {
 	uri string
-	nc  net.Conn
+	nc  io.ReadWriteCloser // the socket or stream
+	dl  deadliner          // nc's deadlines; nil if it has none
 	log logr.Logger
 
 	wsem chan struct{} // write lock, held while writing one message
@@ -133,21 +143,49 @@ type call struct {
 }
 
 // Dial connects to the broker named by uri: "" means $FLUX_URI, then
-// DefaultURI. Only local://PATH is supported, PATH being the broker's unix
-// socket (flux-core 0.88 connector_local.c; for compatibility with older
-// releases a PATH that is a directory means PATH/local). The broker's
-// accept byte is read before Dial returns: non-zero is a *ConnectError.
+// DefaultURI. local://PATH is the broker's unix socket (flux-core 0.88
+// connector_local.c; for compatibility with older releases a PATH that is
+// a directory means PATH/local). ssh://[USER@]HOST[:PORT]/PATH runs `flux
+// relay /PATH` on HOST over SSH (see SSHConfig and WithSSH). With
+// WithDialer, the Dialer opens the stream whatever the scheme. The
+// broker's accept byte is read before Dial returns: non-zero is a
+// *ConnectError.
 func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
-	o := options{log: logr.Discard(), maxSize: wire.DefaultMaxSize}
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := newOptions(opts)
 	if uri == "" {
 		uri = os.Getenv(EnvURI)
 	}
 	if uri == "" {
 		uri = DefaultURI
 	}
+	var (
+		rwc io.ReadWriteCloser
+		err error
+	)
+	switch {
+	case o.dialer != nil:
+		rwc, err = o.dialer(ctx, uri)
+	case strings.HasPrefix(uri, "ssh://"):
+		rwc, err = dialSSH(ctx, uri, o.ssh)
+	default:
+		rwc, err = dialLocal(ctx, uri)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return newConn(ctx, uri, rwc, o)
+}
+
+func newOptions(opts []Option) options {
+	o := options{log: logr.Discard(), maxSize: wire.DefaultMaxSize}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// dialLocal connects to a local:// URI's unix socket.
+func dialLocal(ctx context.Context, uri string) (net.Conn, error) {
 	path, err := socketPath(uri)
 	if err != nil {
 		return nil, err
@@ -157,13 +195,21 @@ func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("flux: dial %s: %w", uri, err)
 	}
-	if err := readAccept(ctx, nc, uri); err != nil {
-		_ = nc.Close()
+	return nc, nil
+}
+
+// newConn reads the accept byte from rwc and starts the Conn's goroutines;
+// it closes rwc if the broker refused or the byte did not come.
+func newConn(ctx context.Context, uri string, rwc io.ReadWriteCloser, o options) (*Conn, error) {
+	dl, _ := rwc.(deadliner)
+	if err := readAccept(ctx, rwc, dl, uri); err != nil {
+		_ = rwc.Close()
 		return nil, err
 	}
 	c := &Conn{
 		uri:        uri,
-		nc:         nc,
+		nc:         rwc,
+		dl:         dl,
 		log:        o.log.WithValues("uri", uri),
 		wsem:       make(chan struct{}, 1),
 		pending:    make(map[uint32]*call),
@@ -171,11 +217,13 @@ func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		qready:     make(chan struct{}, 1),
-		rc:         rawConn(nc),
 	}
 	// Buffered: a burst of responses (a job's eventlog) costs one read
 	// system call instead of two per message.
-	var rd io.Reader = nc
+	var rd io.Reader = rwc
+	if nc, ok := rwc.(net.Conn); ok {
+		c.rc = rawConn(nc)
+	}
 	if c.rc != nil {
 		rd = &rawReader{rc: c.rc}
 	}
@@ -205,28 +253,43 @@ func socketPath(uri string) (string, error) {
 var aLongTimeAgo = time.Unix(1, 0)
 
 // readAccept reads the byte the broker writes on accept (usock.c
-// usock_conn_accept writes 0, usock_conn_reject an errno).
-func readAccept(ctx context.Context, nc net.Conn, uri string) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = nc.SetReadDeadline(dl)
+// usock_conn_accept writes 0, usock_conn_reject an errno). On a stream
+// without deadlines, ctx ending closes rwc to interrupt the read (Dial
+// fails then anyway). A stream that ends before the byte and captures its
+// remote end's standard error (StderrStream) has that put into the error.
+func readAccept(ctx context.Context, rwc io.ReadWriteCloser, dl deadliner, uri string) error {
+	interrupt := func() { _ = rwc.Close() }
+	if dl != nil {
+		if d, ok := ctx.Deadline(); ok {
+			_ = dl.SetReadDeadline(d)
+		}
+		interrupt = func() { _ = dl.SetReadDeadline(aLongTimeAgo) }
 	}
-	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, interrupt)
 	var b [1]byte
-	n, err := nc.Read(b[:])
+	n, err := rwc.Read(b[:])
 	stop()
 	if cerr := ctxErr(ctx, err); cerr != nil {
 		return fmt.Errorf("flux: dial %s: waiting for accept: %w", uri, cerr)
 	}
 	if n == 0 {
-		if err == nil || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) {
-			return &ConnectError{URI: uri, Errno: syscall.ECONNRESET}
+		var cerr error = &ConnectError{URI: uri, Errno: syscall.ECONNRESET}
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) {
+			cerr = fmt.Errorf("flux: dial %s: reading accept byte: %w", uri, err)
 		}
-		return fmt.Errorf("flux: dial %s: reading accept byte: %w", uri, err)
+		return withStderr(ctx, rwc, uri, cerr, stderrWait)
 	}
 	if b[0] != 0 {
-		return &ConnectError{URI: uri, Errno: syscall.Errno(b[0])}
+		// Through a relay, a refusing broker makes the relay exit (it
+		// writes its own accept byte only once connected): a non-zero
+		// byte there is more likely output of something else, so say what
+		// the remote wrote so far without waiting for it to exit.
+		return withStderr(ctx, rwc, uri, &ConnectError{URI: uri, Errno: syscall.Errno(b[0])}, 0)
 	}
-	return nc.SetReadDeadline(time.Time{})
+	if dl != nil {
+		return dl.SetReadDeadline(time.Time{})
+	}
+	return nil
 }
 
 // ctxErr returns ctx's error if ctx ended, or context.DeadlineExceeded if
@@ -481,8 +544,11 @@ func (c *Conn) write(ctx context.Context, m *wire.Message) error {
 		n, err := c.nc.Write(buf)
 		return c.writeFailed(ctx, n, len(buf), err)
 	}
+	if c.dl == nil {
+		return c.writeStream(ctx, buf)
+	}
 	if dl, ok := ctx.Deadline(); ok {
-		_ = c.nc.SetWriteDeadline(dl)
+		_ = c.dl.SetWriteDeadline(dl)
 	}
 	var (
 		mu       sync.Mutex
@@ -492,7 +558,7 @@ func (c *Conn) write(ctx context.Context, m *wire.Message) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if !finished {
-			_ = c.nc.SetWriteDeadline(aLongTimeAgo)
+			_ = c.dl.SetWriteDeadline(aLongTimeAgo)
 		}
 	})
 	n, err := c.nc.Write(buf)
@@ -500,7 +566,7 @@ func (c *Conn) write(ctx context.Context, m *wire.Message) error {
 	finished = true
 	mu.Unlock()
 	stop()
-	_ = c.nc.SetWriteDeadline(time.Time{})
+	_ = c.dl.SetWriteDeadline(time.Time{})
 	return c.writeFailed(ctx, n, len(buf), err)
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 )
 
@@ -23,9 +24,19 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// testDialOpts are the options through which the tests dial: none for
+// the unix socket, or the stream fluxtest.EnvTransport selects (the same
+// tests then run over an in-memory pipe or a relay process).
+func testDialOpts(opts ...Option) []Option {
+	if d := fluxtest.SelectedDialer(); d != nil {
+		return append([]Option{WithDialer(d)}, opts...)
+	}
+	return opts
+}
+
 func dial(t *testing.T, srv *fakeServer, opts ...Option) *Conn {
 	t.Helper()
-	c, err := Dial(testCtx(t), srv.uri, opts...)
+	c, err := Dial(testCtx(t), srv.uri, testDialOpts(opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +58,7 @@ func TestDialURIs(t *testing.T) {
 		{name: "directory means dir/local", uri: "local://" + dir},
 		{name: "empty uses FLUX_URI", uri: "", env: srv.uri},
 		{name: "empty without FLUX_URI uses default", uri: "", env: "", msg: "/run/flux/local"},
-		{name: "ssh unsupported", uri: "ssh://host/run/flux/local", wantErr: ErrUnsupportedScheme, msg: "supported: local://"},
+		{name: "ssh without path", uri: "ssh://host", msg: "names no socket path"},
 		{name: "tcp unsupported", uri: "tcp://1.2.3.4:1", wantErr: ErrUnsupportedScheme, msg: `"tcp://"`},
 		{name: "no scheme", uri: "/run/flux/local", wantErr: ErrUnsupportedScheme, msg: "no scheme"},
 		{name: "no path", uri: "local://", msg: "no socket path"},
@@ -98,7 +109,7 @@ func TestAcceptByte(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newFakeServerAccept(t, tt.accept, func(sc *serverConn) { _ = sc.nc.Close() })
-			_, err := Dial(testCtx(t), srv.uri)
+			_, err := Dial(testCtx(t), srv.uri, testDialOpts()...)
 			var ce *ConnectError
 			if !errors.As(err, &ce) || ce.Errno != tt.want || !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want *ConnectError %v", err, tt.want)
@@ -114,7 +125,7 @@ func TestAcceptByte(t *testing.T) {
 		defer close(release)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		if _, err := Dial(ctx, srv.uri); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := Dial(ctx, srv.uri, testDialOpts()...); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want DeadlineExceeded", err)
 		}
 	})
@@ -567,7 +578,7 @@ func TestMatchtagWrap(t *testing.T) {
 
 func TestClosePending(t *testing.T) {
 	ss := newStreamServer(t, 1, false)
-	c, err := Dial(testCtx(t), ss.srv.uri)
+	c, err := Dial(testCtx(t), ss.srv.uri, testDialOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ var (
 	ErrDisconnected = errors.New("flux: disconnected from broker")
 	// ErrUnsupportedScheme is returned by Dial for a URI whose scheme this
 	// client does not speak; the message names the supported ones.
-	ErrUnsupportedScheme = errors.New("flux: unsupported URI scheme (supported: local://)")
+	ErrUnsupportedScheme = errors.New("flux: unsupported URI scheme (supported: local://, ssh://)")
 	// ErrStreamClosed is returned by Recv on a Stream after Close.
 	ErrStreamClosed = errors.New("flux: stream closed")
 )

@@ -138,7 +138,7 @@ func replayConn(t *testing.T, c *wiretest.Conn) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, srv.uri)
+	conn, err := Dial(ctx, srv.uri, testDialOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}

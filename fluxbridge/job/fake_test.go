@@ -16,11 +16,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire/wiretest"
 )
 
 func TestMain(m *testing.M) {
+	fluxtest.RunRelayIfChild()
 	goleak.VerifyTestMain(m)
 }
 
@@ -287,7 +289,11 @@ func (fb *fakeBroker) dial(t *testing.T) *flux.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := flux.Dial(ctx, fb.uri)
+	var opts []flux.Option
+	if d := fluxtest.SelectedDialer(); d != nil { // FLUXBRIDGE_TEST_TRANSPORT
+		opts = append(opts, flux.WithDialer(d))
+	}
+	c, err := flux.Dial(ctx, fb.uri, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
