@@ -69,6 +69,10 @@ test: manifests generate fmt vet envtest $(if $(wildcard main.go),build) ## Run 
 	@# again without -race: built with the race detector, fluxbridge/flux does
 	@# its socket I/O through the net package instead of raw system calls
 	$(GO) test -count=1 ./fluxbridge/...
+	@# the client, job and executor tests over the stream transports: an
+	@# in-memory pipe and relay processes (fluxbridge/flux/fluxtest)
+	FLUXBRIDGE_TEST_TRANSPORT=pipe $(GO) test -count=1 ./fluxbridge/flux/ ./fluxbridge/job/ ./fluxbridge/
+	FLUXBRIDGE_TEST_TRANSPORT=process $(GO) test -count=1 ./fluxbridge/flux/ ./fluxbridge/job/ ./fluxbridge/
 
 .PHONY: bench
 bench: envtest ## Run every benchmark suite and write docs/benchmarks.md (hack/bench; real-broker rows when flux is on PATH).

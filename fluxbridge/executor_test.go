@@ -72,6 +72,8 @@ type execConfig struct {
 	workers int
 	src     EventSource
 	log     logr.Logger
+	// dialOpts nil means testDialOptions().
+	dialOpts []flux.Option
 }
 
 func newTestExecutor(t testing.TB, srv *testbroker.Server, cfg execConfig) *Executor {
@@ -81,12 +83,15 @@ func newTestExecutor(t testing.TB, srv *testbroker.Server, cfg execConfig) *Exec
 
 func newTestExecutorURI(t testing.TB, uri string, cfg execConfig) *Executor {
 	t.Helper()
+	if cfg.dialOpts == nil {
+		cfg.dialOpts = testDialOptions()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	e, err := NewExecutor(ctx, ExecutorOptions{
 		Workers:     cfg.workers,
 		URI:         uri,
-		DialOptions: testDialOptions(),
+		DialOptions: cfg.dialOpts,
 		EventSource: cfg.src,
 		Logger:      cfg.log,
 		NamePrefix:  "test",
@@ -855,49 +860,70 @@ func TestExecutorShutdownContextAndClose(t *testing.T) {
 }
 
 // The broker connection drops: pending futures fail with a connection
-// error, the executor reports itself broken, and nothing hangs.
+// error, the executor reports itself broken, and nothing hangs. The same
+// holds, with the same errors, when the connection is an SSH session to a
+// relay and the SSH connection drops.
 func TestExecutorBrokenConnection(t *testing.T) {
-	forEachSource(t, func(t *testing.T, src EventSource) {
-		srv := startBroker(t, testbroker.Options{TimeScale: 1})
-		e := newTestExecutor(t, srv, execConfig{workers: 2, src: src})
-		ctx := testCtx(t)
-		var running []*Future
-		for i := 0; i < 4; i++ {
-			f := submit(t, e, "sleep", "100000")
-			await(t, waitEvent(t, f, "start"), "start")
-			running = append(running, f)
-		}
-		e.workers[0].setPaused(true)
-		e.workers[1].setPaused(true)
-		queued := []*Future{submit(t, e, "true"), submit(t, e, "true")}
-		if err := e.Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.DropConnections(); err != nil {
-			t.Fatal(err)
-		}
-		for i, f := range append(running, queued...) {
-			_, err := f.Result(ctx)
-			if !errors.Is(err, flux.ErrDisconnected) {
-				t.Fatalf("future %d: Result = %v, want a connection error", i, err)
-			}
-		}
-		if _, err := queued[0].JobID(ctx); !errors.Is(err, flux.ErrDisconnected) {
-			t.Fatalf("JobID of a never-submitted future = %v", err)
-		}
-		if err := e.Err(); !errors.Is(err, ErrBroken) || !errors.Is(err, flux.ErrDisconnected) {
-			t.Fatalf("Err = %v, want ErrBroken", err)
-		}
-		if _, err := e.Submit(ctx, spec(t, "true"), job.SubmitOptions{}); !errors.Is(err, ErrBroken) {
-			t.Fatalf("Submit on a broken executor = %v", err)
-		}
-		if _, err := e.Attach(ctx, 25979); !errors.Is(err, ErrBroken) {
-			t.Fatalf("Attach on a broken executor = %v", err)
-		}
-		if err := e.ShutdownContext(ctx, false); err != nil {
-			t.Fatalf("shutdown of a broken executor: %v", err)
-		}
-	})
+	tests := []struct {
+		name string
+		// connect returns the executor's URI and dial options, and how to
+		// cut the connection.
+		connect func(t *testing.T, srv *testbroker.Server) (uri string, opts []flux.Option, drop func() error)
+	}{
+		{"broker drops its clients", func(t *testing.T, srv *testbroker.Server) (string, []flux.Option, func() error) {
+			return srv.URI(), testDialOptions(), srv.DropConnections
+		}},
+		{"ssh connection drops", func(t *testing.T, srv *testbroker.Server) (string, []flux.Option, func() error) {
+			uri, cfg, sshd := sshToBroker(t, srv)
+			return uri, []flux.Option{flux.WithSSH(cfg)}, func() error { sshd.DropAll(); return nil }
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			forEachSource(t, func(t *testing.T, src EventSource) {
+				srv := startBroker(t, testbroker.Options{TimeScale: 1})
+				uri, opts, drop := tt.connect(t, srv)
+				e := newTestExecutorURI(t, uri, execConfig{workers: 2, src: src, dialOpts: opts})
+				ctx := testCtx(t)
+				var running []*Future
+				for i := 0; i < 4; i++ {
+					f := submit(t, e, "sleep", "100000")
+					await(t, waitEvent(t, f, "start"), "start")
+					running = append(running, f)
+				}
+				e.workers[0].setPaused(true)
+				e.workers[1].setPaused(true)
+				queued := []*Future{submit(t, e, "true"), submit(t, e, "true")}
+				if err := e.Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := drop(); err != nil {
+					t.Fatal(err)
+				}
+				for i, f := range append(running, queued...) {
+					_, err := f.Result(ctx)
+					if !errors.Is(err, flux.ErrDisconnected) {
+						t.Fatalf("future %d: Result = %v, want a connection error", i, err)
+					}
+				}
+				if _, err := queued[0].JobID(ctx); !errors.Is(err, flux.ErrDisconnected) {
+					t.Fatalf("JobID of a never-submitted future = %v", err)
+				}
+				if err := e.Err(); !errors.Is(err, ErrBroken) || !errors.Is(err, flux.ErrDisconnected) {
+					t.Fatalf("Err = %v, want ErrBroken", err)
+				}
+				if _, err := e.Submit(ctx, spec(t, "true"), job.SubmitOptions{}); !errors.Is(err, ErrBroken) {
+					t.Fatalf("Submit on a broken executor = %v", err)
+				}
+				if _, err := e.Attach(ctx, 25979); !errors.Is(err, ErrBroken) {
+					t.Fatalf("Attach on a broken executor = %v", err)
+				}
+				if err := e.ShutdownContext(ctx, false); err != nil {
+					t.Fatalf("shutdown of a broken executor: %v", err)
+				}
+			})
+		})
+	}
 }
 
 // A callback that panics is recovered and logged with the job ID; the

@@ -199,14 +199,15 @@ func dialSSH(ctx context.Context, uri string, cfg *SSHConfig) (io.ReadWriteClose
 	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
 	s, err := startRelay(nc, t, cc, remoteCommand(cfg, t.path))
-	if !stop() {
-		if s != nil {
-			_ = s.Close()
-		}
-		return nil, fail(ctx.Err())
+	if !stop() && err == nil {
+		_ = s.Close()
+		err = ctx.Err()
 	}
 	if err != nil {
 		_ = nc.Close()
+		if cerr := ctxErr(ctx, err); cerr != nil {
+			err = cerr
+		}
 		return nil, fail(err)
 	}
 	_ = nc.SetDeadline(time.Time{})
