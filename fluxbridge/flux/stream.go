@@ -2,6 +2,7 @@ package flux
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -61,13 +62,18 @@ type RelayError struct {
 // shell init file, wrote to its standard output first.
 const relayHint = "hint: check that shell init files do not write to stdout when non-interactive"
 
-// Error describes the failure with the remote standard error, or with
-// flux-core's hint when there was none.
+// Error describes the failure with the remote standard error, or, when
+// there was none and the stream ended or carried something else than the
+// accept byte, with flux-core's hint.
 func (e *RelayError) Error() string {
-	if e.Stderr == "" {
+	var ce *ConnectError
+	switch {
+	case e.Stderr != "":
+		return fmt.Sprintf("flux: %s: the relay failed: %s (%v)", e.URI, e.Stderr, e.Err)
+	case errors.As(e.Err, &ce):
 		return fmt.Sprintf("flux: %s: the relay did not establish a clean connection (%v); %s", e.URI, e.Err, relayHint)
 	}
-	return fmt.Sprintf("flux: %s: the relay failed: %s (%v)", e.URI, e.Stderr, e.Err)
+	return e.Err.Error()
 }
 
 // Unwrap returns the handshake's error.

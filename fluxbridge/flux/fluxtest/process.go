@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -140,4 +141,20 @@ func (t *tailWriter) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return strings.TrimSpace(string(t.b))
+}
+
+// WriteRelayShim writes an executable `flux` into dir that runs `flux
+// relay SOCKET` as this test binary re-executed as a relay (the package's
+// TestMain must call RunRelayIfChild); any other subcommand fails. With
+// dir on PATH, commands that run `flux relay` (ShellExec, a pod exec)
+// reach the test broker.
+func WriteRelayShim(dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	script := "#!/bin/sh\n" +
+		"if [ \"$1\" != relay ] || [ $# -ne 2 ]; then echo \"fluxtest flux: only 'flux relay PATH' is supported\" >&2; exit 2; fi\n" +
+		"exec env " + envRelaySocket + "=\"$2\" '" + strings.ReplaceAll(self, "'", `'\''`) + "' -test.run='^$'\n"
+	return os.WriteFile(filepath.Join(dir, "flux"), []byte(script), 0o755)
 }
