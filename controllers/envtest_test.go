@@ -636,7 +636,7 @@ func TestEnvtestCrashBetweenSubmitAndStatusWrite(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{})
 	obj := h.create("crash", cmdSpec("true"))
 	base := obj.DeepCopy()
-	at := metav1.NewTime(time.Now().Truncate(time.Second))
+	at := fluxjobv1.NewPreciseTime(time.Now())
 	obj.Status.SubmitAttemptTime = &at
 	if err := h.c.Status().Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
@@ -664,7 +664,7 @@ func TestEnvtestStaleMarkerResubmits(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{AdoptWindow: time.Second})
 	obj := h.create("stale", cmdSpec("true"))
 	base := obj.DeepCopy()
-	at := metav1.NewTime(time.Now().Add(-time.Minute).Truncate(time.Second))
+	at := fluxjobv1.NewPreciseTime(time.Now().Add(-time.Minute))
 	obj.Status.SubmitAttemptTime = &at
 	if err := h.c.Status().Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
@@ -745,7 +745,7 @@ func submitDirect(t *testing.T, uri string, spec []byte) job.ID {
 	}
 	// Wait until job-list lists it, as it would long before a restart.
 	for {
-		ids, err := lookupJob(ctx, conn, mustName(spec), time.Second)
+		ids, err := lookupJob(ctx, conn, mustName(spec), time.Time{}, time.Second)
 		if err == nil && len(ids) == 1 {
 			return id
 		}

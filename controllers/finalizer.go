@@ -110,7 +110,7 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 		if obj.Status.SubmitAttemptTime == nil {
 			return r.removeFinalizer(ctx, obj) // never submitted
 		}
-		ids, err := lookupJob(ctx, ctl, fluxJobName(obj), r.Options.RPCTimeout)
+		ids, err := lookupJob(ctx, ctl, fluxJobName(obj), obj.Status.SubmitAttemptTime.Time, r.Options.RPCTimeout)
 		switch {
 		case err != nil && now.After(deadline):
 			return giveUp("cannot look the Flux job up: " + err.Error())
@@ -124,9 +124,18 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 			return wait(time.Second)
 		}
 	}
-	// Follow the job so that its end is seen.
+	// Follow the job so that its end is seen, once it is proven to be
+	// this FluxJob's: a job ID from a replaced instance may name someone
+	// else's job, which must never be cancelled (identity.go).
 	if !tracked || r.needsNewFuture(obs) {
-		if d, _, _ := r.attach(ctx, obj, exec, id); d > 0 {
+		d, fail, _ := r.reattach(ctx, obj, exec, ctl, id)
+		switch {
+		case fail != nil:
+			log.Info("not cancelling: the Flux job at the FluxJob's job ID is not its own", "jobid", id.F58(), "reason", fail.Reason)
+			return r.removeFinalizer(ctx, obj)
+		case d > 0 && now.After(deadline):
+			return giveUp(fmt.Sprintf("cannot check Flux job %s before cancelling it", id))
+		case d > 0:
 			return wait(d)
 		}
 		obs, _ = r.Tracker.Get(obj.UID)

@@ -56,6 +56,7 @@ type FluxConnector struct {
 	exec        *fluxbridge.Executor
 	ctl         *flux.Conn
 	lastErr     error
+	instanceID  string // InstanceIdentity of the connected instance
 	generation  uint64 // counts successful connects
 	onReconnect []func()
 }
@@ -102,6 +103,14 @@ func (c *FluxConnector) Get() (*fluxbridge.Executor, *flux.Conn, error) {
 		return nil, nil, fmt.Errorf("%w: %w", ErrFluxUnreachable, cause)
 	}
 	return c.exec, c.ctl, nil
+}
+
+// InstanceID returns the identity of the Flux instance of the current
+// connection (InstanceIdentity; "" when unknown or not connected).
+func (c *FluxConnector) InstanceID() string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.instanceID
 }
 
 // State reports whether the executor is connected and, if a connection
@@ -152,7 +161,7 @@ func (c *FluxConnector) Start(ctx context.Context) error {
 			continue
 		}
 		backoff = c.opts.Backoff
-		c.setConnected(exec, ctl)
+		c.setConnected(exec, ctl, c.identify(ctx, ctl))
 		lost := c.watch(ctx, exec, ctl)
 		if lost == nil { // ctx ended: graceful shutdown
 			c.shutdown(exec, ctl)
@@ -217,14 +226,26 @@ func (c *FluxConnector) shutdown(exec *fluxbridge.Executor, ctl *flux.Conn) {
 	_ = ctl.Close()
 }
 
-func (c *FluxConnector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn) {
+// identify reads the instance's identity (see InstanceIdentity); a
+// failure is logged and leaves it unknown.
+func (c *FluxConnector) identify(ctx context.Context, ctl *flux.Conn) string {
+	ictx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+	defer cancel()
+	id, err := InstanceIdentity(ictx, ctl)
+	if err != nil {
+		c.log.Error(err, "cannot read the Flux instance identity; job IDs will be checked by job name only")
+	}
+	return id
+}
+
+func (c *FluxConnector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, instanceID string) {
 	c.mu.Lock()
-	c.exec, c.ctl, c.lastErr = exec, ctl, nil
+	c.exec, c.ctl, c.lastErr, c.instanceID = exec, ctl, nil, instanceID
 	c.generation++
 	fns := append([]func(){}, c.onReconnect...)
 	c.mu.Unlock()
 	executorConnected.Set(1)
-	c.log.Info("connected to the Flux broker", "uri", ctl.URI(), "workers", c.opts.Workers)
+	c.log.Info("connected to the Flux broker", "uri", ctl.URI(), "workers", c.opts.Workers, "instance", instanceID)
 	for _, fn := range fns {
 		fn()
 	}
@@ -232,7 +253,7 @@ func (c *FluxConnector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn) 
 
 func (c *FluxConnector) setDisconnected(err error) {
 	c.mu.Lock()
-	c.exec, c.ctl, c.lastErr = nil, nil, err
+	c.exec, c.ctl, c.lastErr, c.instanceID = nil, nil, err, ""
 	c.mu.Unlock()
 	executorConnected.Set(0)
 }

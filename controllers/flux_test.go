@@ -62,7 +62,7 @@ func TestFluxConnectorReconnects(t *testing.T) {
 	if res, err := f.Result(ctx); err != nil || res != 0 {
 		t.Fatalf("result %d, %v", res, err)
 	}
-	if ids, err := lookupJob(ctx, ctl, "true", time.Second); err != nil || len(ids) != 1 {
+	if ids, err := lookupJob(ctx, ctl, "true", time.Time{}, time.Second); err != nil || len(ids) != 1 {
 		t.Fatalf("lookup by name: %v, %v", ids, err)
 	}
 

@@ -50,6 +50,11 @@ type Options struct {
 	// (status.submitAttemptTime without a job ID) the controller keeps
 	// looking the job up in job-list before submitting again. Default 10s.
 	AdoptWindow time.Duration
+	// PurgeAge is the Flux instance's job-manager inactive-age-limit (0:
+	// none configured). A submission marker older than this with no job
+	// found is not submitted again: the job may have run and been purged
+	// (the FluxJob fails with reason SubmissionUnknown).
+	PurgeAge time.Duration
 	// Resync is the requeue period for unfinished FluxJobs, a safety net
 	// for dropped notifications. Default 30s.
 	Resync time.Duration
@@ -264,7 +269,9 @@ func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.Fl
 		id = obs.JobID
 	}
 	if id != 0 {
-		return r.attach(ctx, obj, exec, job.ID(id))
+		// Never trust a bare job ID: it may be another instance's (see
+		// identity.go).
+		return r.reattach(ctx, obj, exec, ctl, job.ID(id))
 	}
 	return r.submit(ctx, obj, exec, ctl)
 }

@@ -144,7 +144,7 @@ func TestReconcileNamespaceNotAllowedFakeClient(t *testing.T) {
 
 func TestReconcileAdoptsEarlierSubmissionFakeClient(t *testing.T) {
 	obj := fakeJob("crash", "true")
-	at := metav1.NewTime(time.Now().Truncate(time.Second))
+	at := fluxjobv1.NewPreciseTime(time.Now())
 	obj.Status.SubmitAttemptTime = &at
 	w := newFakeWorld(t, Options{}, obj)
 	spec, fail := buildJobspec(obj)
@@ -160,7 +160,7 @@ func TestReconcileAdoptsEarlierSubmissionFakeClient(t *testing.T) {
 
 func TestReconcileWaitsForJobListBeforeResubmitFakeClient(t *testing.T) {
 	obj := fakeJob("recent", "true")
-	at := metav1.NewTime(time.Now().Truncate(time.Second))
+	at := fluxjobv1.NewPreciseTime(time.Now())
 	obj.Status.SubmitAttemptTime = &at
 	w := newFakeWorld(t, Options{AdoptWindow: time.Hour}, obj)
 	res, err := w.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "recent"}})

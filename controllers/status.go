@@ -78,6 +78,9 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 		id := job.ID(in.Obs.JobID)
 		st.JobID = int64(in.Obs.JobID)
 		st.JobIDF58 = id.F58()
+		if in.Obs.Instance != "" {
+			st.InstanceID = in.Obs.Instance
+		}
 	}
 	// After a re-attach the eventlog replays from the start: a partial
 	// replay must not shorten the list already in the status.

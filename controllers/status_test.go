@@ -226,7 +226,7 @@ func TestComputeStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := newObj()
 			if tc.marker {
-				mt := metav1.NewTime(now.Add(-time.Second))
+				mt := fluxjobv1.NewPreciseTime(now.Add(-time.Second))
 				obj.Status.SubmitAttemptTime = &mt
 			}
 			st := computeStatus(obj, tc.in, now)

@@ -82,6 +82,9 @@ type observation struct {
 	// JobID is valid when HasJobID.
 	JobID    uint64
 	HasJobID bool
+	// Instance is the identity of the Flux instance the future talks to
+	// (InstanceIdentity; "" if unknown).
+	Instance string
 	// Events seen so far, oldest first (bounded, see maxTrackedEvents).
 	Events []observedEvent
 	// Outcome is set once the future completed.
@@ -220,6 +223,12 @@ func (t *Tracker) poke(key types.NamespacedName) {
 // SetJobID records the job ID reported by the future with token.
 func (t *Tracker) SetJobID(uid types.UID, token uint64, id uint64) {
 	t.update(uid, token, func(o *observation) { o.JobID, o.HasJobID = id, true })
+}
+
+// SetInstance records the identity of the Flux instance the future with
+// token talks to.
+func (t *Tracker) SetInstance(uid types.UID, token uint64, instance string) {
+	t.update(uid, token, func(o *observation) { o.Instance = instance })
 }
 
 // AddEvent records an eventlog event reported by the future with token.

@@ -130,6 +130,14 @@ const (
 	// ReasonJobNotFound: status.jobID names a job Flux does not know (for example after a broker
 	// restart that lost its jobs).
 	ReasonJobNotFound = "JobNotFound"
+	// ReasonInstanceReplaced: the Flux instance that ran the job was replaced by a new one (a new
+	// pod, a new state directory): the job is gone, and its ID may name another job of the new
+	// instance, which the controller never follows or cancels.
+	ReasonInstanceReplaced = "InstanceReplaced"
+	// ReasonSubmissionUnknown: a submission was attempted longer ago than the Flux instance keeps
+	// inactive jobs (Options.PurgeAge) and no job was found: it may have run and been purged, so
+	// it is not submitted again.
+	ReasonSubmissionUnknown = "SubmissionUnknown"
 	// ReasonUrgencyRejected: Flux refused the urgency in spec.urgency (permission or range).
 	ReasonUrgencyRejected = "UrgencyRejected"
 	// ReasonNamespaceNotAllowed: the FluxJob's namespace may not run jobs on this Flux instance.
@@ -334,10 +342,18 @@ type FluxJobStatus struct {
 	// Exception is the fatal exception that ended the job, if any.
 	// +optional
 	Exception *FluxJobException `json:"exception,omitempty"`
-	// SubmitAttemptTime is when the controller started submitting (before the submit RPC). With no
-	// jobID, it tells a restarted controller to look for the job before submitting again.
+	// SubmitAttemptTime is when the controller started submitting (before the submit RPC), to the
+	// nanosecond (RFC 3339; values written by earlier versions have whole seconds). With no jobID,
+	// it tells a restarted controller to look for the job before submitting again.
 	// +optional
-	SubmitAttemptTime *metav1.Time `json:"submitAttemptTime,omitempty"`
+	SubmitAttemptTime *PreciseTime `json:"submitAttemptTime,omitempty"`
+	// InstanceID identifies the Flux instance that holds jobID: an ID the controller keeps in that
+	// instance's KVS, which survives broker restarts on the same state directory and is new in a new
+	// instance. Empty when the controller cannot keep one there (not the instance owner). Flux job
+	// IDs are unique only within one instance.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	InstanceID string `json:"instanceID,omitempty"`
 	// SubmitTime is when Flux accepted the job (the submit event).
 	// +optional
 	SubmitTime *metav1.Time `json:"submitTime,omitempty"`

@@ -29,6 +29,7 @@ var handlers = map[string]handler{
 	"job-manager.raise":                     {fn: (*Server).handleRaise},
 	"job-manager.kill":                      {fn: (*Server).handleKill},
 	"job-manager.urgency":                   {fn: (*Server).handleUrgency},
+	"job-manager.getinfo":                   {fn: (*Server).handleGetinfo},
 	"job-manager.wait":                      {fn: (*Server).handleWait},
 	"job-manager.events-journal":            {fn: (*Server).handleJournal, ownerOnly: true},
 	"job-manager.events-journal-cancel":     {fn: (*Server).handleJournalCancel, ownerOnly: true},

@@ -226,6 +226,7 @@ func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *su
 	}
 	s.jobs[j.id] = j
 	s.order = append(s.order, j)
+	s.maxJobID = max(s.maxJobID, j.id)
 	// src/modules/job-manager/submit.c: the submit event's context.
 	s.postLocked(j, "submit", obj{
 		{"userid", int64(j.userid)},

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 )
 
 // RestartKind says what kind of broker restart RestartAs simulates. What
@@ -117,6 +118,7 @@ func (s *Server) RestartAs(kind RestartKind) error {
 		s.waiting = make(map[job.ID][]*watch)
 		s.coreUsed = make([]bool, s.opts.cores())
 		s.kvs = nil
+		s.maxJobID = 0
 		s.ids.init(s.opts.now(), 1)
 	} else {
 		s.replayLocked()
@@ -237,6 +239,17 @@ func (s *Server) countRequest(topic string) {
 	}
 	s.requests[topic]++
 	s.countMu.Unlock()
+}
+
+// handleGetinfo serves job-manager.getinfo -> {"max_jobid"}: the highest
+// job ID job-manager has seen, kept across restarts on the same state
+// (src/modules/job-manager/job-manager.c getinfo_handle_request; restart.c
+// restores it from the checkpoint, and purge keeps it when it purges that
+// job).
+func (s *Server) handleGetinfo(c *conn, req *wire.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.respond(c, req, obj{{"max_jobid", s.maxJobID}})
 }
 
 // kvsValue is a KVS value as a treeobj (RFC 11): {"data": base64,

@@ -68,6 +68,8 @@ type Server struct {
 	kvs    map[string]json.RawMessage
 	kvsSeq int
 	purged int
+	// maxJobID is job-manager's max_jobid (job-manager.getinfo).
+	maxJobID job.ID
 
 	// countMu guards requests (not s.mu: counted on every message).
 	countMu  sync.Mutex
