@@ -725,7 +725,7 @@ func TestEnvtestBrokerRestartLosesJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	obj := h.waitPhase("lost", fluxjobv1.PhaseFailed, 30*time.Second)
-	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonJobNotFound)
+	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonInstanceReplaced)
 }
 
 // submitDirect submits a jobspec straight to the broker, as a controller

@@ -297,9 +297,9 @@ func TestFaultBrokerRestartKeepsJobs(t *testing.T) {
 	h.checkMatchesBroker(names)
 }
 
-// TestFaultBrokerRestartLosesJobs restarts the broker without its jobs:
+// TestFaultBrokerRestartLosesJobs replaces the instance by a fresh one:
 // every FluxJob whose Flux job was lost ends Failed with reason
-// JobNotFound and a message that says the job is gone; none is submitted
+// InstanceReplaced and a message that says the job is gone; none is submitted
 // again; a FluxJob that had finished before keeps its status.
 func TestFaultBrokerRestartLosesJobs(t *testing.T) {
 	h := newHarness(t, testbroker.Options{Cores: 2}, Options{UnreachableRetry: 200 * time.Millisecond})
@@ -320,8 +320,8 @@ func TestFaultBrokerRestartLosesJobs(t *testing.T) {
 	}
 	for _, n := range lost {
 		obj := h.waitPhase(n, fluxjobv1.PhaseFailed, 30*time.Second)
-		requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonJobNotFound)
-		if !strings.Contains(obj.Status.Message, "not found") || !strings.Contains(obj.Status.Message, obj.Status.JobIDF58) {
+		requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonInstanceReplaced)
+		if !strings.Contains(obj.Status.Message, "gone") || !strings.Contains(obj.Status.Message, obj.Status.JobIDF58) {
 			t.Errorf("FluxJob %s: message %q does not say its Flux job %s was lost", n, obj.Status.Message, obj.Status.JobIDF58)
 		}
 	}

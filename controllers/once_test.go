@@ -1,0 +1,424 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+)
+
+// Tests of instance identity (identity.go), the O(1) and bounded
+// submission paths (submit.go), and the test broker's flux-core restart,
+// lag and purge semantics as the controller sees them.
+
+// brokerClient connects a plain client to the test broker (another user
+// of the Flux instance, or a controller that then crashed).
+func brokerClient(t *testing.T, h *harness) (*flux.Conn, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	conn := dialBroker(ctx, t, h.broker.URI())
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn, ctx
+}
+
+// TestEnvtestFreshInstanceReusesJobID: the Flux instance is replaced by a
+// fresh one whose job-ID generator starts over, and another user's jobs
+// get the very IDs in two FluxJobs' status (the broker's clock is frozen,
+// so the IDs collide exactly). Neither FluxJob may ever show the other
+// jobs' data; the one deleted meanwhile must not cancel the job now at its
+// ID; the other ends InstanceReplaced. A third FluxJob, whose ID the new
+// instance has not handed out, ends InstanceReplaced too (its recorded
+// instance identity differs from the new one's).
+func TestEnvtestFreshInstanceReusesJobID(t *testing.T) {
+	frozen := time.Now()
+	h := newHarness(t, testbroker.Options{Now: func() time.Time { return frozen }}, Options{UnreachableRetry: 200 * time.Millisecond})
+	h.broker.PauseScheduling(true) // the jobs stay pending: nothing ends on its own
+	h.start()
+	names := []string{"j0", "j1", "j2"}
+	for _, n := range names {
+		h.create(n, cmdSpec("true"))
+	}
+	h.waitAll(names, 30*time.Second, "Submitted with an instance ID", func(o *fluxjobv1.FluxJob) bool {
+		return o.Status.Phase == fluxjobv1.PhaseSubmitted && o.Status.InstanceID != ""
+	})
+	h.stop()
+	before := map[job.ID]*fluxjobv1.FluxJob{}
+	for _, n := range names {
+		o, err := h.get(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[job.ID(o.Status.JobID)] = o
+	}
+
+	if err := h.broker.RestartAs(testbroker.RestartFresh); err != nil {
+		t.Fatal(err)
+	}
+	// Another user of the new instance gets the first two IDs.
+	conn, ctx := brokerClient(t, h)
+	var others []job.ID
+	for i := range 2 {
+		id, err := job.Submit(ctx, conn, namedJobspec(t, []string{"true"}, fmt.Sprintf("someone-elses-job-%d", i)), job.SubmitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if before[id] == nil {
+			t.Fatalf("the fresh instance gave ID %s, none of the old ones: no collision to test", id)
+		}
+		others = append(others, id)
+	}
+	deleted, kept := before[others[0]], before[others[1]]
+	var gone *fluxjobv1.FluxJob
+	for _, o := range before {
+		if o != deleted && o != kept {
+			gone = o
+		}
+	}
+	// Deleted while no controller runs: the next one finalizes it.
+	if err := h.c.Delete(context.Background(), deleted); err != nil {
+		t.Fatal(err)
+	}
+
+	h.start()
+	h.waitGone(deleted.Name, 30*time.Second)
+	obj := h.waitPhase(kept.Name, fluxjobv1.PhaseFailed, 30*time.Second)
+	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonInstanceReplaced)
+	if !strings.Contains(obj.Status.Message, "someone-elses-job-1") || !strings.Contains(obj.Status.Message, "neither followed nor cancelled") {
+		t.Errorf("message %q does not say the ID now names another job", obj.Status.Message)
+	}
+	// Nothing of the other job: same ID, same instance, same events.
+	if obj.Status.JobID != kept.Status.JobID || obj.Status.InstanceID != kept.Status.InstanceID {
+		t.Errorf("status now says job %d of instance %q, was %d of %q", obj.Status.JobID, obj.Status.InstanceID, kept.Status.JobID, kept.Status.InstanceID)
+	}
+	if got, want := eventNames(obj.Status.Events), eventNames(kept.Status.Events); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("status.events %v, was %v before the new instance", got, want)
+	}
+	if obj.Status.ExitStatus != nil || obj.Status.StartTime != nil {
+		t.Errorf("status shows an exit status %v or start time %v it never had", obj.Status.ExitStatus, obj.Status.StartTime)
+	}
+	h.waitEvent(kept.Name, fluxjobv1.ReasonInstanceReplaced, 10*time.Second)
+
+	obj = h.waitPhase(gone.Name, fluxjobv1.PhaseFailed, 30*time.Second)
+	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonInstanceReplaced)
+	if !strings.Contains(obj.Status.Message, gone.Status.InstanceID) {
+		t.Errorf("message %q does not name the replaced instance %s", obj.Status.Message, gone.Status.InstanceID)
+	}
+
+	// The other user's jobs run to their end, never cancelled.
+	h.broker.PauseScheduling(false)
+	for _, id := range others {
+		for _, ev := range waitEnded(t, h, id) {
+			if ev.Name == "exception" {
+				t.Fatalf("the other user's job %s got an exception: %v", id, ev.Context)
+			}
+		}
+	}
+	if n := len(h.broker.Jobs()); n != len(others) {
+		t.Fatalf("the new instance has %d jobs, want only the other user's %d: a lost job was submitted again", n, len(others))
+	}
+}
+
+// waitEnded waits until job id's eventlog has clean and returns it.
+func waitEnded(t *testing.T, h *harness, id job.ID) []job.Event {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs := h.brokerEvents(id)
+		if n := len(evs); n > 0 && evs[n-1].Name == "clean" {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s did not end: %v", id, evs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// namedJobspec is a jobspec running cmd, with job name name.
+func namedJobspec(t *testing.T, cmd []string, name string) []byte {
+	t.Helper()
+	js, err := job.FromCommand(cmd, job.CommandOptions{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := js.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestEnvtestFreshSubmissionAsksNoJobList: a FluxJob without a submit
+// marker is submitted without any job-list request (O(1) broker work,
+// counted at the broker); only re-attaching after a restart checks the
+// job by ID (list-id), once per FluxJob.
+func TestEnvtestFreshSubmissionAsksNoJobList(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{})
+	h.start()
+	names := []string{"a", "b", "c", "d", "e"}
+	for _, n := range names {
+		h.create(n, cmdSpec("true"))
+	}
+	h.waitAll(names, 30*time.Second, "Succeeded", func(o *fluxjobv1.FluxJob) bool { return o.Status.Phase == fluxjobv1.PhaseSucceeded })
+	if n := h.broker.RequestCount("job-ingest.submit"); n != len(names) {
+		t.Fatalf("%d submissions for %d FluxJobs", n, len(names))
+	}
+	for _, topic := range []string{"job-list.list", "job-list.list-id", "job-manager.getinfo"} {
+		if n := h.broker.RequestCount(topic); n != 0 {
+			t.Errorf("%d %s requests for fresh submissions, want 0", n, topic)
+		}
+	}
+}
+
+// staleClient serves Get from a snapshot taken earlier, as a lagging
+// informer cache would.
+type staleClient struct {
+	client.Client
+	stale *fluxjobv1.FluxJob
+}
+
+func (c *staleClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if fj, ok := obj.(*fluxjobv1.FluxJob); ok && key.Name == c.stale.Name {
+		c.stale.DeepCopyInto(fj)
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestEnvtestStaleCacheCannotSubmit: an earlier controller wrote the
+// marker and submitted; this controller's cache still shows the object
+// from before (no marker). Its marker write must fail on the
+// resourceVersion precondition, and nothing may be submitted.
+func TestEnvtestStaleCacheCannotSubmit(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{})
+	obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "stale",
+		Finalizers: []string{fluxjobv1.CancelFinalizer}}, Spec: cmdSpec("sleep", "300")}
+	if err := h.c.Create(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+	stale := obj.DeepCopy()
+	// The earlier controller: marker, then the submission.
+	base := obj.DeepCopy()
+	at := fluxjobv1.NewPreciseTime(time.Now())
+	obj.Status.SubmitAttemptTime = &at
+	if err := h.c.Status().Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	spec, fail := buildJobspec(obj)
+	if fail != nil {
+		t.Fatal(fail.Message)
+	}
+	submitDirect(t, h.broker.URI(), spec)
+
+	conn := NewFluxConnector(FluxConnectorOptions{URI: h.broker.URI(), Workers: 1, CheckInterval: 50 * time.Millisecond})
+	defer runConnector(t, conn)()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if connected, _ := conn.State(); connected {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatal("the connector never connected")
+		}
+	}
+	r := &FluxJobReconciler{Client: &staleClient{Client: h.c, stale: stale}, Scheme: testScheme(), Flux: conn,
+		Tracker: NewTracker(16), now: time.Now}
+	r.Options.defaults()
+	_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: "stale"}})
+	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "recording the submission attempt") {
+		t.Fatalf("Reconcile with a stale cache: %v, want a conflict on the marker write", err)
+	}
+	if n := len(h.broker.Jobs()); n != 1 {
+		t.Fatalf("the broker has %d jobs, want the earlier controller's only", n)
+	}
+	if _, tracked := r.Tracker.Get(obj.UID); tracked {
+		t.Fatal("a submission was started")
+	}
+}
+
+// submitNoWait submits a FluxJob's jobspec straight to the broker, as a
+// controller that crashed right after would have, without waiting for
+// job-list.
+func submitNoWait(t *testing.T, h *harness, obj *fluxjobv1.FluxJob) job.ID {
+	t.Helper()
+	spec, fail := buildJobspec(obj)
+	if fail != nil {
+		t.Fatal(fail.Message)
+	}
+	conn, ctx := brokerClient(t, h)
+	id, err := job.Submit(ctx, conn, spec, job.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// markAt writes a submission marker at time at.
+func (h *harness) markAt(obj *fluxjobv1.FluxJob, at time.Time) {
+	h.t.Helper()
+	base := obj.DeepCopy()
+	pt := fluxjobv1.NewPreciseTime(at)
+	obj.Status.SubmitAttemptTime = &pt
+	if err := h.c.Status().Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestEnvtestAdoptUnderJobListLag: job-list lists jobs 3s late, the adopt
+// window is 0.5s. A controller died between the submission and the
+// status write; the next one must adopt the job once job-list has caught
+// up (job-manager.getinfo + list-id), not submit it again.
+func TestEnvtestAdoptUnderJobListLag(t *testing.T) {
+	const lag = 3 * time.Second
+	h := newHarness(t, testbroker.Options{ListLag: lag}, Options{AdoptWindow: 500 * time.Millisecond, UnreachableRetry: 200 * time.Millisecond})
+	obj := h.create("lagged", cmdSpec("true"))
+	h.markAt(obj, time.Now())
+	id := submitNoWait(t, h, obj)
+	h.start()
+	obj = h.waitPhase("lagged", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if job.ID(obj.Status.JobID) != id {
+		t.Fatalf("status job %s, want the adopted %s", obj.Status.JobIDF58, id)
+	}
+	if ids := h.broker.Jobs(); len(ids) != 1 {
+		t.Fatalf("broker has %d jobs (%v): submitted twice under a %s job-list lag", len(ids), ids, lag)
+	}
+	if n := h.broker.RequestCount("job-manager.getinfo"); n == 0 {
+		t.Error("the window passed without the job-list catch-up barrier")
+	}
+	h.waitEvent("lagged", "Adopted", 10*time.Second)
+}
+
+// TestEnvtestBoundedLookupAdoptsAfterCrash: with a long history of jobs
+// that ended before the marker (one of them, from long ago, even carries
+// the FluxJob's name), the bounded lookup after a crash finds and adopts
+// the job the crashed controller submitted, and only that one.
+func TestEnvtestBoundedLookupAdoptsAfterCrash(t *testing.T) {
+	var skew atomic.Int64 // the broker's clock runs skew behind
+	skew.Store(int64(2 * time.Hour))
+	h := newHarness(t, testbroker.Options{Now: func() time.Time { return time.Now().Add(-time.Duration(skew.Load())) }}, Options{})
+	obj := h.create("crashed", cmdSpec("true"))
+	conn, ctx := brokerClient(t, h)
+	spec, _ := buildJobspec(obj)
+	old, err := job.Submit(ctx, conn, spec, job.SubmitOptions{}) // two hours ago
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if _, err := job.Submit(ctx, conn, namedJobspec(t, []string{"true"}, "history"), job.SubmitOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitEnded(t, h, old)
+	skew.Store(0)
+	h.markAt(obj, time.Now())
+	id := submitNoWait(t, h, obj)
+	if ids, err := lookupJob(ctx, conn, fluxJobName(obj), obj.Status.SubmitAttemptTime.Time, 5*time.Second); err != nil || len(ids) != 1 || ids[0] != id {
+		t.Fatalf("bounded lookup: %v %v, want only %s (not the one from two hours ago, %s)", ids, err, id, old)
+	}
+	h.start()
+	obj = h.waitPhase("crashed", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if job.ID(obj.Status.JobID) != id {
+		t.Fatalf("adopted %s, want %s", obj.Status.JobIDF58, id)
+	}
+	if n := h.broker.RequestCount("job-ingest.submit"); n != 52 {
+		t.Fatalf("%d submissions, want 52 (none by the controller)", n)
+	}
+}
+
+// TestEnvtestPurgeNeverLosesResult: the instance purges every inactive
+// job but the newest at each 10ms heartbeat; every FluxJob still ends with
+// its job's result, and none is submitted twice.
+func TestEnvtestPurgeNeverLosesResult(t *testing.T) {
+	h := newHarness(t, testbroker.Options{Purge: &testbroker.Purge{NumLimit: 1, Period: 10 * time.Millisecond}}, Options{})
+	h.start()
+	cmds := [][]string{{"true"}, {"false"}, {"exit", "3"}, {"true"}, {"false"}, {"exit", "5"}, {"true"}, {"true"}}
+	want := []int32{0, 1, 3, 0, 1, 5, 0, 0}
+	var names []string
+	for i, c := range cmds {
+		n := fmt.Sprintf("p%d", i)
+		names = append(names, n)
+		h.create(n, cmdSpec(c...))
+	}
+	h.waitAll(names, 60*time.Second, "a final phase", terminal)
+	for i, n := range names {
+		obj, err := h.get(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if obj.Status.ExitStatus == nil || *obj.Status.ExitStatus != want[i] {
+			t.Errorf("%s: exit status %v, want %d (phase %s, %q)", n, obj.Status.ExitStatus, want[i], obj.Status.Phase, obj.Status.Message)
+		}
+	}
+	if h.broker.Purged() == 0 {
+		t.Fatal("the broker purged nothing: the test tested nothing")
+	}
+	if n := h.broker.RequestCount("job-ingest.submit"); n != len(names) {
+		t.Fatalf("%d submissions for %d FluxJobs", n, len(names))
+	}
+}
+
+// TestEnvtestMarkerOlderThanPurgeAge: a marker older than the instance
+// keeps finished jobs, and no job of that name: the job may have run and
+// been purged, so the FluxJob fails SubmissionUnknown and nothing is
+// submitted.
+func TestEnvtestMarkerOlderThanPurgeAge(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{PurgeAge: time.Hour})
+	obj := h.create("ancient", cmdSpec("true"))
+	h.markAt(obj, time.Now().Add(-2*time.Hour))
+	h.start()
+	obj = h.waitPhase("ancient", fluxjobv1.PhaseFailed, 30*time.Second)
+	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonSubmissionUnknown)
+	if n := h.broker.RequestCount("job-ingest.submit"); n != 0 {
+		t.Fatalf("%d submissions, want none", n)
+	}
+}
+
+// TestEnvtestBrokerCrashKeepsPendingJobs: the broker crashes and comes
+// back on the same state (flux-core 0.88 semantics in the test broker):
+// pending FluxJobs run to completion, the running one ends Failed with the
+// exec exception flux-core raises for a job it cannot re-attach to, and
+// nothing is submitted twice.
+func TestEnvtestBrokerCrashKeepsPendingJobs(t *testing.T) {
+	h := newHarness(t, testbroker.Options{Cores: 1}, Options{UnreachableRetry: 200 * time.Millisecond})
+	h.start()
+	h.create("running", cmdSpec("sleep", "300"))
+	h.waitPhase("running", fluxjobv1.PhaseRunning, 30*time.Second)
+	pending := []string{"pending-0", "pending-1", "pending-2"}
+	for _, n := range pending {
+		h.create(n, cmdSpec("true"))
+	}
+	h.waitAll(pending, 30*time.Second, "Submitted", func(o *fluxjobv1.FluxJob) bool { return o.Status.Phase == fluxjobv1.PhaseSubmitted })
+	instance, _ := h.get("running")
+	if err := h.broker.RestartAs(testbroker.RestartCrash); err != nil {
+		t.Fatal(err)
+	}
+	obj := h.waitPhase("running", fluxjobv1.PhaseFailed, 30*time.Second)
+	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonException)
+	if obj.Status.Exception == nil || obj.Status.Exception.Type != "exec" || obj.Status.Exception.Note != testbroker.ReattachFailedNote {
+		t.Errorf("exception %+v, want exec %q", obj.Status.Exception, testbroker.ReattachFailedNote)
+	}
+	if obj.Status.InstanceID == "" || obj.Status.InstanceID != instance.Status.InstanceID {
+		t.Errorf("instance %q after a restart on the same state, was %q", obj.Status.InstanceID, instance.Status.InstanceID)
+	}
+	h.waitAll(pending, 30*time.Second, "Succeeded", func(o *fluxjobv1.FluxJob) bool { return o.Status.Phase == fluxjobv1.PhaseSucceeded })
+	h.checkMatchesBroker(append(pending, "running"))
+	for _, n := range pending {
+		o, _ := h.get(n)
+		if !strings.Contains(strings.Join(eventNames(o.Status.Events), ","), "flux-restart") {
+			t.Errorf("%s: events %v lack flux-restart", n, eventNames(o.Status.Events))
+		}
+	}
+}
