@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -55,6 +56,7 @@ type config struct {
 	watchNamespaces         string
 	allowedNamespaces       string
 	maxConcurrentReconciles int
+	fluxInactiveAgeLimit    time.Duration
 	kubeconfig              string
 	zap                     zap.Options
 }
@@ -76,6 +78,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (and cache); empty: all namespaces.")
 	fs.StringVar(&c.allowedNamespaces, "allowed-namespaces", "", "Comma-separated namespaces whose FluxJobs may run on this Flux instance; others end Failed (NamespaceNotAllowed). Empty: all.")
 	fs.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Maximum number of FluxJobs reconciled at once.")
+	fs.DurationVar(&c.fluxInactiveAgeLimit, "flux-inactive-age-limit", 0, "The Flux instance's [job-manager] inactive-age-limit (how long it keeps finished jobs); 0: none. A submission attempt older than this whose job is not found is not submitted again (SubmissionUnknown).")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty: $KUBECONFIG, else the in-cluster config, else ~/.kube/config.")
 	c.zap = zap.Options{Development: false}
 	c.zap.BindFlags(fs)
@@ -184,6 +187,7 @@ func run(args []string) error {
 		Options: controllers.Options{
 			AllowedNamespaces:       splitList(c.allowedNamespaces),
 			MaxConcurrentReconciles: c.maxConcurrentReconciles,
+			PurgeAge:                c.fluxInactiveAgeLimit,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
