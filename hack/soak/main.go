@@ -2,12 +2,14 @@
 // TestManagerKillSoak in test/e2e with SOAK_KILLS kill points (default
 // 100) and SOAK_JOBS FluxJobs (default 600), against a real kube-apiserver
 // and etcd, the test broker, and the manager binary ($MANAGER_BIN, which
-// `make soak` builds first; else the test builds it). It streams the
-// test's output and ends with the counts line:
+// `make soak` builds first; else the test builds it). Most kills are aimed
+// at the window between a submission and its status write; the test fails
+// if fewer than -min-window of them landed there. It streams the test's
+// output and ends with the counts line:
 //
-//	soak: kills=100 killsBetweenSubmitAndStatusWrite=.. jobsBetweenSubmitAndStatusWrite=.. jobsBetweenMarkerAndSubmit=.. FluxJobs=600 brokerJobs=600 duplicates=0 missing=0 orphans=0 mismatched=0 adopted=..
+//	soak: seed=.. kills=100 aimedKills=.. killsBetweenSubmitAndStatusWrite=.. jobsBetweenSubmitAndStatusWrite=.. jobsBetweenMarkerAndSubmit=.. FluxJobs=600 brokerJobs=600 duplicates=0 missing=0 orphans=0 mismatched=0 adopted=.. lost=0
 //
-// Usage (from the repository root): go run ./hack/soak [-kills N] [-jobs N] [-race]
+// Usage (from the repository root): go run ./hack/soak [-kills N] [-jobs N] [-min-window N] [-seed S] [-race]
 package main
 
 import (
@@ -36,6 +38,8 @@ func run(args []string) error {
 	kills := fs.Int("kills", 100, "number of times the manager is SIGKILLed and restarted")
 	jobs := fs.Int("jobs", 600, "number of FluxJobs created across the kills")
 	race := fs.Bool("race", false, "build the test with the race detector")
+	minWindow := fs.Int("min-window", 10, "fail unless at least this many kills land between a submission and its status write")
+	seed := fs.String("seed", "", "replay the kill schedule of this seed (printed by every run)")
 	timeout := fs.Duration("timeout", 2*time.Hour, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -54,7 +58,11 @@ func run(args []string) error {
 	}
 	goArgs = append(goArgs, "./test/e2e/")
 	cmd := exec.CommandContext(ctx, goCommand(), goArgs...)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("SOAK_KILLS=%d", *kills), fmt.Sprintf("SOAK_JOBS=%d", *jobs))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("SOAK_KILLS=%d", *kills), fmt.Sprintf("SOAK_JOBS=%d", *jobs),
+		fmt.Sprintf("SOAK_MIN_WINDOW_KILLS=%d", *minWindow))
+	if *seed != "" {
+		cmd.Env = append(cmd.Env, "SOAK_SEED="+*seed)
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -87,7 +95,7 @@ func relay(r io.Reader, w io.Writer) (string, error) {
 	sc.Buffer(make([]byte, 0, 64*1024), 16<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "soak: ") {
+		if strings.HasPrefix(line, "soak: ") && strings.Contains(line, "duplicates=") {
 			summary = line
 		}
 		if _, err := fmt.Fprintln(w, line); err != nil {

@@ -35,7 +35,8 @@ import (
 //
 // SOAK_KILLS and SOAK_JOBS override the kill and job counts of
 // TestManagerKillSoak (`make soak` runs hack/soak, which sets them to 100
-// and 600); the default is a short version for every test run.
+// and 600); the default (14 kills, 56 jobs, at least 10 kills inside the
+// submit window) runs in every `make test`. SOAK_SEED replays a schedule.
 
 // procWorld is a real API server, the in-process test broker and the
 // built manager binary.
@@ -197,6 +198,19 @@ func (w *procWorld) brokerByName() map[string][]job.ID {
 		out[j.Name] = append(out[j.Name], j.ID)
 	}
 	return out
+}
+
+// waitInSubmitWindow returns once some FluxJob is between its submission
+// and its status write (inSubmitWindow), or after timeout (the kill then
+// lands where it lands, and is not counted as in the window).
+func (w *procWorld) waitInSubmitWindow(timeout time.Duration) {
+	end := time.Now().Add(timeout)
+	for time.Now().Before(end) {
+		if n, _ := w.inSubmitWindow(); n > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // inSubmitWindow counts the FluxJobs whose Flux job exists at the broker
@@ -412,41 +426,52 @@ func envInt(name string, def int) int {
 // runs until every FluxJob ended, and the broker must hold exactly one
 // Flux job per FluxJob, each FluxJob's status must be its Flux job's, and
 // no environment value may appear in any manager's logs.
+//
+// Most kills are aimed at the window between submit and status write: the
+// broker then answers 400ms late, and the kill comes as soon as the broker
+// holds a Flux job of a FluxJob whose status has no job ID yet (watched,
+// not timed). The test counts the kills that landed in that window and
+// fails below SOAK_MIN_WINDOW_KILLS (default 10, at most two thirds of the
+// kills). SOAK_SEED replays a schedule (the seed is logged).
 func TestManagerKillSoak(t *testing.T) {
-	kills := envInt("SOAK_KILLS", 3)
-	jobs := envInt("SOAK_JOBS", 30)
+	kills := envInt("SOAK_KILLS", 14)
+	jobs := envInt("SOAK_JOBS", 56)
+	minWindow := envInt("SOAK_MIN_WINDOW_KILLS", min(10, kills*2/3))
+	seed := rand.Uint64()
+	if v, err := strconv.ParseUint(os.Getenv("SOAK_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	t.Logf("soak seed %d (SOAK_SEED=%d reproduces the schedule)", seed, seed)
+	fmt.Printf("soak: seed=%d kills=%d jobs=%d\n", seed, kills, jobs)
 	timeout := 10*time.Minute + time.Duration(kills)*10*time.Second
 	w := newProcWorld(t, timeout, testbroker.Options{TimeScale: 0.01, Delays: testbroker.RealisticDelays(), Cores: 16}, "soak")
 	// Slow responses widen the window between Flux accepting a job and
 	// the manager hearing its ID.
 	w.broker.SetResponseDelay(2 * time.Millisecond)
 	secret := "fj-secret-" + strconv.FormatUint(rand.Uint64(), 36)
-	rng := rand.New(rand.NewPCG(rand.Uint64(), 8))
+	rng := rand.New(rand.NewPCG(seed, 8))
 	perCycle := (jobs + kills - 1) / kills
 
 	created := 0
-	inWindow, windowKills, inMarked := 0, 0, 0
+	inWindow, windowKills, inMarked, aimed := 0, 0, 0, 0
 	for k := range kills {
 		p, readyz := w.startManager()
-		// Most kills land while the manager works (a random time after it
-		// is ready); one in five at a random time after it was started,
-		// often before it is ready.
+		// One kill in five lands at a random time after the manager was
+		// started (often before it is ready); the others are aimed at the
+		// submit window once it is ready.
+		aim := rng.IntN(5) != 0
 		var up time.Duration
-		if rng.IntN(5) == 0 {
+		if !aim {
 			up = time.Duration(rng.IntN(2000)) * time.Millisecond
 		} else {
 			if err := waitReady(w.ctx, readyz, p); err != nil {
 				t.Fatalf("kill %d: the manager never became ready: %v\n%s", k, err, tail(p.Output(), 8000))
 			}
-			up = time.Duration(rng.IntN(1500)) * time.Millisecond
+			up = time.Duration(rng.IntN(500)) * time.Millisecond
 		}
 		n := min(perCycle, jobs-created)
 		// Create this cycle's jobs while the manager comes up and works:
-		// half spread over the cycle, half in a burst at its end. On odd
-		// cycles the broker then answers slowly until the kill, so that
-		// the kill lands while Flux holds jobs whose IDs the manager has
-		// not heard (or not written) yet: between submit and status write.
-		slow := k%2 == 1
+		// half spread over the cycle, half in a burst at its end.
 		var wg sync.WaitGroup
 		errs := make(chan error, n)
 		for i := range n {
@@ -466,9 +491,12 @@ func TestManagerKillSoak(t *testing.T) {
 		}
 		created += n
 		time.Sleep(up)
-		if slow {
-			w.broker.SetResponseDelay(150 * time.Millisecond)
-			time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
+		if aim && n > 0 {
+			aimed++
+			// The broker now answers late: watch for a FluxJob caught
+			// between its submission and its status write, then kill.
+			w.broker.SetResponseDelay(400 * time.Millisecond)
+			w.waitInSubmitWindow(5 * time.Second)
 		}
 		select {
 		case <-p.Done():
@@ -493,9 +521,9 @@ func TestManagerKillSoak(t *testing.T) {
 		for err := range errs {
 			t.Fatalf("creating a FluxJob: %v", err)
 		}
-		if kills <= 10 || k%10 == 9 {
-			t.Logf("kill %d/%d after %s (slow broker %v): %d FluxJobs created, %d between submit and status write, %d between marker and submit",
-				k+1, kills, up, slow, created, win, marked)
+		if kills <= 20 || k%10 == 9 {
+			t.Logf("kill %d/%d after %s (aimed %v): %d FluxJobs created, %d between submit and status write, %d between marker and submit",
+				k+1, kills, up, aim, created, win, marked)
 		}
 	}
 	for ; created < jobs; created++ {
@@ -506,8 +534,8 @@ func TestManagerKillSoak(t *testing.T) {
 	last, _ := w.startManager()
 	w.waitSettled(jobs, 5*time.Minute+time.Duration(jobs)*time.Second)
 	v := w.judge()
-	summary := fmt.Sprintf("soak: kills=%d killsBetweenSubmitAndStatusWrite=%d jobsBetweenSubmitAndStatusWrite=%d jobsBetweenMarkerAndSubmit=%d %s",
-		kills, windowKills, inWindow, inMarked, v)
+	summary := fmt.Sprintf("soak: seed=%d kills=%d aimedKills=%d killsBetweenSubmitAndStatusWrite=%d jobsBetweenSubmitAndStatusWrite=%d jobsBetweenMarkerAndSubmit=%d %s lost=%d",
+		seed, kills, aimed, windowKills, inWindow, inMarked, v, v.missing)
 	t.Log(summary)
 	fmt.Println(summary) // `make soak` prints it
 	for _, p := range v.problems {
@@ -515,6 +543,10 @@ func TestManagerKillSoak(t *testing.T) {
 	}
 	if v.duplicates != 0 || v.missing != 0 || v.orphans != 0 || v.mismatched != 0 || v.fluxJobs != jobs || v.brokerJobs != jobs {
 		t.Errorf("the broker and the FluxJobs disagree: %s", v)
+	}
+	if windowKills < minWindow {
+		t.Errorf("only %d of %d kills landed between a submission and its status write, want at least %d (SOAK_MIN_WINDOW_KILLS): the soak did not test what it is for",
+			windowKills, kills, minWindow)
 	}
 	w.checkNoSecrets(secret)
 	if err := last.Stop(30 * time.Second); err != nil {
