@@ -44,12 +44,19 @@ func startInstance(ctx context.Context) (*instance, error) {
 	if uri := os.Getenv("FLUX_URI"); uri != "" {
 		return &instance{URI: uri}, nil
 	}
+	return startOwnInstance(ctx)
+}
+
+// startOwnInstance starts `flux start --test-size=1 <brokerArgs...>` with
+// the initial program described at startInstance, never using $FLUX_URI.
+func startOwnInstance(ctx context.Context, brokerArgs ...string) (*instance, error) {
 	inst := &instance{waited: make(chan struct{})}
 	// The initial program is ours: it reports the URI and its pid (exec
 	// keeps the pid for sleep), so stop can end the instance the normal
 	// way, by ending its initial program.
-	cmd := exec.Command("flux", "start", "--test-size=1",
+	args := append(append([]string{"start", "--test-size=1"}, brokerArgs...),
 		"sh", "-c", `printf '%s %s\n' "$$" "$FLUX_URI"; exec sleep inf`)
+	cmd := exec.Command("flux", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stderr = &inst.stderr
 	out, err := cmd.StdoutPipe()
