@@ -342,7 +342,10 @@ func TestEnvtestBoundedLookupAdoptsAfterCrash(t *testing.T) {
 // job but the newest at each 10ms heartbeat; every FluxJob still ends with
 // its job's result, and none is submitted twice.
 func TestEnvtestPurgeNeverLosesResult(t *testing.T) {
-	h := newHarness(t, testbroker.Options{Purge: &testbroker.Purge{NumLimit: 1, Period: 10 * time.Millisecond}}, Options{})
+	// Realistic phase delays: the controller's eventlog watch starts at
+	// the submission, some 40ms before a job can end and be purged.
+	h := newHarness(t, testbroker.Options{Delays: testbroker.RealisticDelays(),
+		Purge: &testbroker.Purge{NumLimit: 1, Period: 10 * time.Millisecond}}, Options{})
 	h.start()
 	cmds := [][]string{{"true"}, {"false"}, {"exit", "3"}, {"true"}, {"false"}, {"exit", "5"}, {"true"}, {"true"}}
 	want := []int32{0, 1, 3, 0, 1, 5, 0, 0}
