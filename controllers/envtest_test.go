@@ -635,12 +635,7 @@ func TestEnvtestRestartReattachesWithoutDuplicate(t *testing.T) {
 func TestEnvtestCrashBetweenSubmitAndStatusWrite(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{})
 	obj := h.create("crash", cmdSpec("true"))
-	base := obj.DeepCopy()
-	at := fluxjobv1.NewPreciseTime(time.Now())
-	obj.Status.SubmitAttemptTime = &at
-	if err := h.c.Status().Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
-		t.Fatal(err)
-	}
+	h.markAt(obj, time.Now())
 	spec, fail := buildJobspec(obj)
 	if fail != nil {
 		t.Fatal(fail.Message)
@@ -663,12 +658,7 @@ func TestEnvtestCrashBetweenSubmitAndStatusWrite(t *testing.T) {
 func TestEnvtestStaleMarkerResubmits(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{AdoptWindow: time.Second})
 	obj := h.create("stale", cmdSpec("true"))
-	base := obj.DeepCopy()
-	at := fluxjobv1.NewPreciseTime(time.Now().Add(-time.Minute))
-	obj.Status.SubmitAttemptTime = &at
-	if err := h.c.Status().Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
-		t.Fatal(err)
-	}
+	h.markAt(obj, time.Now().Add(-time.Minute))
 	h.start()
 	h.waitPhase("stale", fluxjobv1.PhaseSucceeded, 30*time.Second)
 	if n := len(h.broker.Jobs()); n != 1 {

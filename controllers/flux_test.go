@@ -96,13 +96,5 @@ func TestFluxConnectorReconnects(t *testing.T) {
 
 func mustJobspec(t *testing.T, cmd ...string) []byte {
 	t.Helper()
-	js, err := job.FromCommand(cmd, job.CommandOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := js.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return namedJobspec(t, cmd, "")
 }
