@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/klog/v2"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
@@ -27,6 +29,10 @@ func TestMain(m *testing.M) {
 	// `flux relay` in the "containers" of these tests is this binary
 	// re-executed as a relay (fluxtest.WriteRelayShim).
 	fluxtest.RunRelayIfChild()
+	runBenchChildIfAsked()
+	// The exec servers report a refused WebSocket v5 upgrade (client-go
+	// then falls back to SPDY, as it should) through klog.
+	klog.SetLogger(logr.Discard())
 	os.Exit(m.Run())
 }
 

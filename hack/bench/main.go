@@ -201,6 +201,8 @@ func suites(root string) []suite {
 			Args: goBench("./fluxbridge", "^BenchmarkExecutor$", "-benchtime", "10000x", "-timeout", "30m")},
 		{Name: "fluxbridge in-flight futures", About: "10,000 in-flight futures (held jobs) per event source: heap and goroutines per future (broker in process)",
 			Args: goBench("./fluxbridge", "^BenchmarkInFlightFuture$", "-benchtime", "10000x", "-timeout", "30m")},
+		{Name: "transports", About: "the executor (4 workers) through local://, ssh:// (in-process SSH server relaying to the socket) and pod exec (the kubelet exec server, ServeExec over TLS, a relay process per connection) against the test broker; the client in its own process, so cpu-µs/job is the client's alone; 10,000 jobs per row",
+			Args: goBench("./podexec", "^BenchmarkTransport$", "-benchtime", "10000x", "-timeout", "30m")},
 		{Name: "scale: eventlog vs journal", About: "10,000 in-flight jobs with the test broker in its own process behind a counting proxy: client heap, goroutines, and the streams open at the broker",
 			Args: goBench("./hack/bench", "^BenchmarkScale$", "-benchtime", "1x", "-timeout", "30m")},
 		{Name: "controllers", About: "the manager end to end (main.go's defaults: 2 executor workers, 4 concurrent reconciles unless the row says otherwise): " +

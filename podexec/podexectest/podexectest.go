@@ -217,7 +217,7 @@ func (c *conns) closeAll() {
 // the API server (a kubelet would).
 type Kubelet struct {
 	// Port is the port to put in the Node's status.
-	Port int
+	Port  int
 	hs    *http.Server
 	conns conns
 	done  chan struct{}

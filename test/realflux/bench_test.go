@@ -64,6 +64,10 @@ func BenchmarkRealFlux(b *testing.B) {
 		// woken for a message or two at a time, and a second P mostly
 		// adds thread wake-ups (see docs/benchmarks.md).
 		{"executor-gomaxprocs=1/workers=4", ourExecutor(4, fluxbridge.EventSourceEventlog, "GOMAXPROCS=1")},
+		// The same client through the real `flux relay` over ssh:// and
+		// pod exec (transport_test.go).
+		{"executor-ssh/workers=4", ourExecutorVia("ssh")},
+		{"executor-pod-exec/workers=4", ourExecutorVia("pod-exec")},
 		{"python-executor", pythonExecutor},
 		{"flux-submit-cc", fluxSubmitCC},
 	}
@@ -257,7 +261,7 @@ func TestRealFluxExecutorProcess(t *testing.T) {
 	src, _ := strconv.Atoi(os.Getenv("REALFLUX_SOURCE"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	e, err := fluxbridge.NewExecutor(ctx, fluxbridge.ExecutorOptions{Workers: workers, EventSource: fluxbridge.EventSource(src)})
+	e, err := fluxbridge.NewExecutor(ctx, fluxbridge.ExecutorOptions{Workers: workers, EventSource: fluxbridge.EventSource(src), DialOptions: childDialOptions()})
 	if err != nil {
 		t.Fatal(err)
 	}

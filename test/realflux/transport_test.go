@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"k8s.io/client-go/rest"
 
+	"github.com/fluxjob/fluxjob-operator/fluxbridge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/podexec"
@@ -48,16 +50,33 @@ func transportTargets(t *testing.T) []target {
 // ssh:// URI of sock through it and a client configuration it accepts.
 func realRelayOverSSH(t *testing.T, sock string) (string, flux.SSHConfig) {
 	t.Helper()
-	key, keyPEM, err := fluxtest.NewKey()
+	r, err := startSSHRelay(sock)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(r.close)
+	return r.uri, flux.SSHConfig{PrivateKeys: [][]byte{r.keyPEM}, KnownHosts: r.knownHosts, NoAgent: true}
+}
+
+// sshRelay is an SSH server running the real relay, and what a client
+// needs to reach sock through it.
+type sshRelay struct {
+	uri        string
+	keyPEM     []byte
+	knownHosts []byte
+	close      func()
+}
+
+func startSSHRelay(sock string) (*sshRelay, error) {
+	key, keyPEM, err := fluxtest.NewKey()
+	if err != nil {
+		return nil, err
 	}
 	sshd, err := fluxtest.StartSSHServer(fluxtest.SSHServerOptions{AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}, Exec: fluxtest.ShellExec()})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(sshd.Close)
-	return sshd.URI("flux", sock), flux.SSHConfig{PrivateKeys: [][]byte{keyPEM}, KnownHosts: sshd.KnownHosts, NoAgent: true}
+	return &sshRelay{uri: sshd.URI("flux", sock), keyPEM: keyPEM, knownHosts: sshd.KnownHosts, close: sshd.Close}, nil
 }
 
 // realRelayOverExec starts the exec server (kubelet's ServeExec) whose
@@ -65,22 +84,100 @@ func realRelayOverSSH(t *testing.T, sock string) (string, flux.SSHConfig) {
 // that runs `flux relay sock` there with podexec's default command.
 func realRelayOverExec(t *testing.T, sock string) (string, flux.Dialer) {
 	t.Helper()
+	u, stop, err := startExecRelay(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return "pod://hpc/flux-0/flux", execDialer(u)
+}
+
+// startExecRelay starts the exec server with the real flux on PATH and
+// returns the URL of an exec of `flux relay sock` with podexec's default
+// command.
+func startExecRelay(sock string) (*url.URL, func(), error) {
 	fluxBin, err := exec.LookPath("flux")
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	rt := &podexectest.Runtime{Env: []string{podexectest.PathWith(filepath.Dir(fluxBin))}}
-	k, err := podexectest.StartKubelet(rt)
+	k, err := podexectest.StartKubelet(&podexectest.Runtime{Env: []string{podexectest.PathWith(filepath.Dir(fluxBin))}})
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	t.Cleanup(k.Close)
-	o := podexec.Options{Namespace: "hpc", Pod: "flux-0", Container: "flux", SocketPath: sock}
 	q := url.Values{"input": {"1"}, "output": {"1"}, "error": {"1"}, "command": append(append([]string(nil), podexec.DefaultCommand...), sock)}
-	u := &url.URL{Scheme: "https", Host: "127.0.0.1:" + strconv.Itoa(k.Port), Path: "/exec/hpc/flux-0/flux", RawQuery: q.Encode()}
+	return &url.URL{Scheme: "https", Host: "127.0.0.1:" + strconv.Itoa(k.Port), Path: "/exec/hpc/flux-0/flux", RawQuery: q.Encode()}, k.Close, nil
+}
+
+// execDialer dials the exec at u (the test endpoint's self-signed TLS).
+func execDialer(u *url.URL) flux.Dialer {
 	cfg := &rest.Config{Host: "https://" + u.Host, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
-	return o.URI(), func(ctx context.Context, _ string) (io.ReadWriteCloser, error) {
+	return func(ctx context.Context, _ string) (io.ReadWriteCloser, error) {
 		return podexec.Open(ctx, cfg, u)
+	}
+}
+
+// envExecURL names the exec URL the executor child of the pod-exec row
+// dials (childDialOptions).
+const envExecURL = "REALFLUX_POD_EXEC_URL"
+
+// childDialOptions are the dial options of the executor child: through
+// pod exec when the row says so, else none ($FLUX_URI says where).
+func childDialOptions() []flux.Option {
+	s := os.Getenv(envExecURL)
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil
+	}
+	return []flux.Option{flux.WithDialer(execDialer(u))}
+}
+
+// ourExecutorVia is the executor row (4 workers, eventlog) through the
+// real `flux relay`: tr "ssh" (an SSH server in this process; the child
+// uses the zero SSHConfig, i.e. ~/.ssh in a temporary HOME) or "pod-exec"
+// (the exec server in this process). The servers' and relays' CPU is not
+// the client's: only the child's is measured.
+func ourExecutorVia(tr string) func(context.Context, *instance, int) (benchRow, error) {
+	return func(ctx context.Context, inst *instance, n int) (benchRow, error) {
+		sock, err := fluxtest.SocketPath(inst.URI)
+		if err != nil {
+			return benchRow{}, err
+		}
+		var env []string
+		switch tr {
+		case "ssh":
+			r, err := startSSHRelay(sock)
+			if err != nil {
+				return benchRow{}, err
+			}
+			defer r.close()
+			home, err := os.MkdirTemp("", "realflux-ssh-")
+			if err != nil {
+				return benchRow{}, err
+			}
+			defer os.RemoveAll(home)
+			dir := filepath.Join(home, ".ssh")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				return benchRow{}, err
+			}
+			if err := os.WriteFile(filepath.Join(dir, "id_ed25519"), r.keyPEM, 0o600); err != nil {
+				return benchRow{}, err
+			}
+			if err := os.WriteFile(filepath.Join(dir, "known_hosts"), r.knownHosts, 0o600); err != nil {
+				return benchRow{}, err
+			}
+			env = []string{"HOME=" + home, "SSH_AUTH_SOCK=", "FLUX_URI=" + r.uri}
+		case "pod-exec":
+			u, stop, err := startExecRelay(sock)
+			if err != nil {
+				return benchRow{}, err
+			}
+			defer stop()
+			env = []string{envExecURL + "=" + u.String(), "FLUX_URI=pod://hpc/flux-0/flux"}
+		}
+		return ourExecutor(4, fluxbridge.EventSourceEventlog, env...)(ctx, inst, n)
 	}
 }
 
