@@ -138,6 +138,9 @@ func TestKind(t *testing.T) {
 		t.Fatalf("%v\n%s", err, logs)
 	}
 	runScenario(ctx, t, tg, "e2e-"+strconv.FormatInt(time.Now().Unix(), 36))
+	t.Run("FluxInstance of kind pod", func(t *testing.T) {
+		runPodInstanceScenario(ctx, t, tg, "e2e-pod-"+strconv.FormatInt(time.Now().Unix(), 36))
+	})
 }
 
 // run runs a command and returns its stdout, or an error with its stderr.
