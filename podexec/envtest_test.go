@@ -150,4 +150,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
