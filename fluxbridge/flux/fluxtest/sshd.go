@@ -290,7 +290,7 @@ func ShellExec(env ...string) ExecFunc {
 }
 
 // shellWords splits a command line as a shell would for the simple
-// quoting remoteCommand produces (single quotes, '\'' escapes).
+// quoting remoteCommand produces (single quotes, '\” escapes).
 func shellWords(s string) []string {
 	var (
 		words []string
