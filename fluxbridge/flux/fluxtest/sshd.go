@@ -290,7 +290,8 @@ func ShellExec(env ...string) ExecFunc {
 }
 
 // shellWords splits a command line as a shell would for the simple
-// quoting remoteCommand produces (single quotes, '\” escapes).
+// quoting remoteCommand produces: single-quoted words, and backslash
+// escapes outside quotes.
 func shellWords(s string) []string {
 	var (
 		words []string
