@@ -109,8 +109,7 @@ func benchChildEnv(b *testing.B, tr, uri, sock string) []string {
 			b.Fatal(err)
 		}
 		b.Cleanup(k.Close)
-		q := url.Values{"input": {"1"}, "output": {"1"}, "error": {"1"}, "command": Options{Namespace: "n", Pod: "p", SocketPath: sock}.argv()}
-		u := url.URL{Scheme: "https", Host: "127.0.0.1:" + strconv.Itoa(k.Port), Path: "/exec/n/p/flux", RawQuery: q.Encode()}
+		u := k.ExecURL("n", "p", "flux", Options{Namespace: "n", Pod: "p", SocketPath: sock}.argv())
 		return []string{benchEnvURI + "=pod://n/p/flux", benchEnvExecURL + "=" + u.String()}
 	}
 	return []string{benchEnvURI + "=" + uri}

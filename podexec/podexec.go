@@ -32,6 +32,7 @@ import (
 	"k8s.io/streaming/pkg/httpstream"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/internal/tail"
 )
 
 const (
@@ -207,7 +208,7 @@ func Start(ctx context.Context, ex remotecommand.Executor, name string) (*Stream
 	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	s := &Stream{in: inW, out: outR, inR: inR, cancel: cancel, stderr: &tail{}, done: make(chan struct{})}
+	s := &Stream{in: inW, out: outR, inR: inR, cancel: cancel, stderr: &tail.Buffer{}, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		err := ex.StreamWithContext(ectx, remotecommand.StreamOptions{
@@ -235,7 +236,7 @@ type Stream struct {
 	inR    *io.PipeReader
 	out    *io.PipeReader
 	cancel context.CancelFunc
-	stderr *tail
+	stderr *tail.Buffer
 
 	done chan struct{} // closed when the exec ended
 	err  error         // how it ended (io.EOF: the command exited 0); set before done closes
@@ -268,26 +269,4 @@ func (s *Stream) Stderr(ctx context.Context) string {
 	case <-ctx.Done():
 	}
 	return s.stderr.String()
-}
-
-// tail keeps the last 4 KiB written to it.
-type tail struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if over := len(t.b) - 4<<10; over > 0 {
-		t.b = append(t.b[:0], t.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.b))
 }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/url"
 	"os"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -169,9 +167,7 @@ func criDialer(t *testing.T, cri *podexectest.CRIServer, o Options) flux.Dialer 
 // kubeletDialer dials the kubelet-like endpoint the way Dialer dials the
 // API server: the fallback executor, WebSocket first.
 func kubeletDialer(t *testing.T, k *podexectest.Kubelet, o Options) flux.Dialer {
-	q := url.Values{"input": {"1"}, "output": {"1"}, "error": {"1"}, "command": o.argv()}
-	u := &url.URL{Scheme: "https", Host: "127.0.0.1:" + strconv.Itoa(k.Port), Path: "/exec/" + o.Namespace + "/" + o.Pod + "/" + o.Container, RawQuery: q.Encode()}
-	cfg := &rest.Config{Host: "https://" + u.Host, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+	u, cfg := k.ExecURL(o.Namespace, o.Pod, o.Container, o.argv()), k.ClientConfig()
 	return func(ctx context.Context, _ string) (io.ReadWriteCloser, error) {
 		return Open(ctx, cfg, u)
 	}

@@ -20,6 +20,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/fluxjob/fluxjob-operator/internal/tail"
 )
 
 // EnvSSHRemoteCommand names the remote flux command for ssh:// URIs when
@@ -228,7 +230,7 @@ func startRelay(nc net.Conn, t sshTarget, cc *ssh.ClientConfig, cmd string) (*ss
 		_ = client.Close()
 		return nil, fmt.Errorf("ssh session: %w", err)
 	}
-	s := &sshStream{client: client, sess: sess, stderr: &tailBuffer{max: stderrKeep}, exited: make(chan struct{}), kaDone: make(chan struct{})}
+	s := &sshStream{client: client, sess: sess, stderr: &tail.Buffer{}, exited: make(chan struct{}), kaDone: make(chan struct{})}
 	sess.Stderr = s.stderr
 	if s.stdin, err = sess.StdinPipe(); err == nil {
 		s.stdout, err = sess.StdoutPipe()
@@ -247,9 +249,6 @@ func startRelay(nc net.Conn, t sshTarget, cc *ssh.ClientConfig, cmd string) (*ss
 	return s, nil
 }
 
-// stderrKeep is how much of the remote standard error a stream keeps.
-const stderrKeep = 4 << 10
-
 // sshStream is the relay's standard input and output in an SSH session;
 // it owns the SSH connection (one per Conn).
 type sshStream struct {
@@ -257,7 +256,7 @@ type sshStream struct {
 	sess   *ssh.Session
 	stdin  io.WriteCloser
 	stdout io.Reader
-	stderr *tailBuffer
+	stderr *tail.Buffer
 
 	exited  chan struct{} // closed when the session ended (its Wait returned)
 	waitErr error         // the session's end, set before exited closes
@@ -336,29 +335,6 @@ func (s *sshStream) startKeepAlive(interval time.Duration) {
 			}
 		}
 	}()
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if over := len(t.b) - t.max; over > 0 {
-		t.b = append(t.b[:0], t.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.b))
 }
 
 // hostKeyCallback returns the configured host key check: the callback, or

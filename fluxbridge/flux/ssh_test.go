@@ -322,24 +322,7 @@ func startAgent(t *testing.T, keyPEM []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_ = agent.ServeAgent(kr, c)
-				_ = c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	acceptAll(t, ln, func(c net.Conn) { _ = agent.ServeAgent(kr, c) })
 	t.Setenv("SSH_AUTH_SOCK", sock)
 }
 
@@ -374,31 +357,8 @@ func TestSSHDialContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var (
-		held []net.Conn
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		_ = ln.Close()
-		wg.Wait()
-		for _, c := range held {
-			_ = c.Close()
-		}
-	}()
+	// accepts and reads, never answers
+	acceptAll(t, ln, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	f := newSSHFixture(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -454,18 +414,14 @@ func startFreezer(t *testing.T, target string) *freezer {
 		t.Fatal(err)
 	}
 	p := &freezer{addr: ln.Addr().String(), frozen: make(chan struct{})}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
+	// pipe copies src to dst until src ends, dropping what comes once
+	// frozen, then closes dst.
 	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
+		defer dst.Close()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := src.Read(buf)
 			if err != nil {
-				_ = dst.Close()
 				return
 			}
 			select {
@@ -478,6 +434,33 @@ func startFreezer(t *testing.T, target string) *freezer {
 			}
 		}
 	}
+	acceptAll(t, ln, func(c net.Conn) {
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pipe(c, s)
+		}()
+		pipe(s, c)
+		<-done
+	})
+	return p
+}
+
+// acceptAll serves ln until the test ends, each connection with handle in
+// a goroutine of its own; at the end it closes ln and every connection and
+// waits for the handlers.
+func acceptAll(t *testing.T, ln net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		conns  []net.Conn
+		closed bool
+	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -486,27 +469,28 @@ func startFreezer(t *testing.T, target string) *freezer {
 			if err != nil {
 				return
 			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
 			mu.Lock()
-			conns = append(conns, c, s)
+			conns = append(conns, c)
+			if closed { // accepted as the test ended
+				_ = c.Close()
+			}
 			mu.Unlock()
-			wg.Add(2)
-			go pipe(s, c)
-			go pipe(c, s)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
 		}
 	}()
 	t.Cleanup(func() {
 		_ = ln.Close()
 		mu.Lock()
+		closed = true
 		for _, c := range conns {
 			_ = c.Close()
 		}
 		mu.Unlock()
 		wg.Wait()
 	})
-	return p
 }

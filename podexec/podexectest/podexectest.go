@@ -24,11 +24,13 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/rest"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -273,6 +275,20 @@ func StartKubelet(rt *Runtime) (*Kubelet, error) {
 		_ = k.hs.ServeTLS(ln, "", "")
 	}()
 	return k, nil
+}
+
+// ExecURL returns the URL of an exec of cmd in namespace/pod's container
+// on this endpoint, with stdin, stdout and stderr and no TTY: the request
+// the API server makes of a kubelet for pods/exec.
+func (k *Kubelet) ExecURL(namespace, pod, container string, cmd []string) *url.URL {
+	q := url.Values{"input": {"1"}, "output": {"1"}, "error": {"1"}, "command": cmd}
+	return &url.URL{Scheme: "https", Host: "127.0.0.1:" + strconv.Itoa(k.Port), Path: "/exec/" + namespace + "/" + pod + "/" + container, RawQuery: q.Encode()}
+}
+
+// ClientConfig returns a client configuration for the endpoint (its
+// certificate is self-signed: not verified).
+func (k *Kubelet) ClientConfig() *rest.Config {
+	return &rest.Config{Host: "https://127.0.0.1:" + strconv.Itoa(k.Port), TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
 }
 
 // Close stops the endpoint and its connections, the exec streams too.

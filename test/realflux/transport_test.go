@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -104,8 +103,7 @@ func startExecRelay(sock string) (*url.URL, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	q := url.Values{"input": {"1"}, "output": {"1"}, "error": {"1"}, "command": append(append([]string(nil), podexec.DefaultCommand...), sock)}
-	return &url.URL{Scheme: "https", Host: "127.0.0.1:" + strconv.Itoa(k.Port), Path: "/exec/hpc/flux-0/flux", RawQuery: q.Encode()}, k.Close, nil
+	return k.ExecURL("hpc", "flux-0", "flux", append(append([]string(nil), podexec.DefaultCommand...), sock)), k.Close, nil
 }
 
 // execDialer dials the exec at u (the test endpoint's self-signed TLS).

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fluxjob/fluxjob-operator/internal/tail"
 )
 
 // envRelaySocket tells a re-executed test binary to act as the relay of
@@ -42,7 +44,7 @@ type processStream struct {
 	cmd    *exec.Cmd
 	in     *os.File // the child's standard input, our end
 	out    *os.File // the child's standard output, our end
-	stderr *tailWriter
+	stderr *tail.Buffer
 
 	exited chan struct{} // closed when the child was waited for
 	once   sync.Once
@@ -105,7 +107,7 @@ func StartProcess(ctx context.Context, cmd *exec.Cmd, env []string) (io.ReadWrit
 		_, _ = inR.Close(), inW.Close()
 		return nil, err
 	}
-	p := &processStream{cmd: cmd, in: inW, out: outR, stderr: &tailWriter{}, exited: make(chan struct{})}
+	p := &processStream{cmd: cmd, in: inW, out: outR, stderr: &tail.Buffer{}, exited: make(chan struct{})}
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, p.stderr
 	err = cmd.Start()
@@ -119,28 +121,6 @@ func StartProcess(ctx context.Context, cmd *exec.Cmd, env []string) (io.ReadWrit
 		close(p.exited)
 	}()
 	return p, nil
-}
-
-// tailWriter keeps the last 4 KiB written to it.
-type tailWriter struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (t *tailWriter) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if over := len(t.b) - 4<<10; over > 0 {
-		t.b = append(t.b[:0], t.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailWriter) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.b))
 }
 
 // WriteRelayShim writes an executable `flux` into dir that runs `flux
