@@ -2,8 +2,11 @@ package podexec
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -76,6 +79,16 @@ func TestExecThroughAPIServer(t *testing.T) {
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "flux-exec"},
 		Subjects:   []rbacv1.Subject{{Kind: "User", Name: "fluxjob-manager", APIGroup: "rbac.authorization.k8s.io"}},
 	}))
+	// pods/exec with get alone (no create)
+	must(t, c.Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: "exec-get-only"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "pods/exec"}, Verbs: []string{"get"}}},
+	}))
+	must(t, c.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: "exec-get-only"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "exec-get-only"},
+		Subjects:   []rbacv1.Subject{{Kind: "User", Name: "getter", APIGroup: "rbac.authorization.k8s.io"}},
+	}))
 	userCfg := func(name string) *rest.Config {
 		u, err := tenv.AddUser(envtest.User{Name: name}, cfg)
 		if err != nil {
@@ -83,11 +96,29 @@ func TestExecThroughAPIServer(t *testing.T) {
 		}
 		return u.Config()
 	}
-	manager, nobody := userCfg("fluxjob-manager"), userCfg("nobody")
+	manager, nobody, getter := userCfg("fluxjob-manager"), userCfg("nobody"), userCfg("getter")
 
 	t.Run("executor through the API server", func(t *testing.T) {
 		o := Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample", SocketPath: e.sock}
-		d, err := Dialer(manager, o)
+		var (
+			mu   sync.Mutex
+			sent []string
+		)
+		recording := rest.CopyConfig(manager)
+		recording.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				resp, err := rt.RoundTrip(r)
+				status, proto := 0, ""
+				if resp != nil {
+					status, proto = resp.StatusCode, resp.Header.Get("Sec-Websocket-Protocol")
+				}
+				mu.Lock()
+				sent = append(sent, fmt.Sprintf("%s %d %s", r.Method, status, proto))
+				mu.Unlock()
+				return resp, err
+			})
+		}
+		d, err := Dialer(recording, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,6 +140,22 @@ func TestExecThroughAPIServer(t *testing.T) {
 			t.Errorf("execs %+v, want 2 in hpc/flux-sample-0 container flux-sample", execs)
 		}
 		ex.Shutdown(true, false)
+		// client-go spoke WebSocket v5 to the API server, which spoke
+		// SPDY to the kubelet (its stream translator)
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range sent {
+			if r != "GET 101 v5.channel.k8s.io" {
+				t.Errorf("client requests %q, want WebSocket v5 only, each switching protocols", sent)
+				break
+			}
+		}
+		for _, r := range k.Requests() {
+			if r != "POST SPDY/3.1" {
+				t.Errorf("kubelet requests %q, want SPDY from the API server", k.Requests())
+				break
+			}
+		}
 	})
 	tests := []struct {
 		name string
@@ -117,6 +164,7 @@ func TestExecThroughAPIServer(t *testing.T) {
 		want string
 	}{
 		{"no RBAC for pods/exec", nobody, Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample"}, "forbidden"},
+		{"pods/exec get without create", getter, Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample"}, "forbidden"},
 		{"no such pod", manager, Options{Namespace: "hpc", Pod: "flux-sample-9", Container: "flux-sample"}, "not found"},
 		{"no such container", manager, Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "nope"}, "not valid for pod"},
 		{"pod not scheduled", manager, Options{Namespace: "hpc", Pod: "unscheduled", Container: "flux-sample"}, "does not have a host assigned"},
@@ -143,6 +191,10 @@ func TestExecThroughAPIServer(t *testing.T) {
 		})
 	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func must(t *testing.T, err error) {
 	t.Helper()

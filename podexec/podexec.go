@@ -149,8 +149,10 @@ func ExecURL(cfg *rest.Config, o Options) (*url.URL, error) {
 //	d, err := podexec.Dialer(cfg, opts)
 //	c, err := flux.Dial(ctx, opts.URI(), flux.WithDialer(d))
 //
-// The user of cfg needs create and get on pods/exec in the namespace
-// (WebSocket exec is a GET, SPDY a POST).
+// The user of cfg needs create on pods/exec in the pod's namespace, and
+// get too for older API servers: a WebSocket exec is a GET and an SPDY
+// one a POST, and Kubernetes 1.37 authorises both as create (checked in
+// TestExecThroughAPIServer: get alone is refused).
 func Dialer(cfg *rest.Config, o Options) (flux.Dialer, error) {
 	u, err := ExecURL(cfg, o)
 	if err != nil {
