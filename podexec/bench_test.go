@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -213,7 +214,18 @@ func benchChild(n int, uri, execURL string) (benchRow, error) {
 	if err := round(n); err != nil {
 		return benchRow{}, err
 	}
-	return benchRow{JobsPerS: float64(n) / time.Since(start).Seconds(), CPU: cpuTime() - cpu0}, nil
+	row := benchRow{JobsPerS: float64(n) / time.Since(start).Seconds(), CPU: cpuTime() - cpu0}
+	if p := os.Getenv("PODEXEC_BENCH_MEMPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return benchRow{}, err
+		}
+		defer f.Close()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return benchRow{}, err
+		}
+	}
+	return row, nil
 }
 
 // cpuTime is the process's user and system CPU time so far.
