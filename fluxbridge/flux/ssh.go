@@ -261,12 +261,27 @@ type sshStream struct {
 	exited  chan struct{} // closed when the session ended (its Wait returned)
 	waitErr error         // the session's end, set before exited closes
 
+	mu        sync.Mutex
+	lost      error         // why the keep-alives closed the connection; guarded by mu
 	kaStop    chan struct{} // closed by Close to stop the keep-alive goroutine; nil: none
 	kaDone    chan struct{} // closed when the keep-alive goroutine returns
 	closeOnce sync.Once
 }
 
-func (s *sshStream) Read(p []byte) (int, error)  { return s.stdout.Read(p) }
+// Read reads the relay's standard output; once the keep-alives gave up on
+// the host, its error says so instead of a bare end of stream.
+func (s *sshStream) Read(p []byte) (int, error) {
+	n, err := s.stdout.Read(p)
+	if err != nil {
+		s.mu.Lock()
+		lost := s.lost
+		s.mu.Unlock()
+		if lost != nil {
+			return n, lost
+		}
+	}
+	return n, err
+}
 func (s *sshStream) Write(p []byte) (int, error) { return s.stdin.Write(p) }
 
 // Close closes the SSH connection, which ends the session (the remote
@@ -300,6 +315,15 @@ func (s *sshStream) Stderr(ctx context.Context) string {
 	}
 }
 
+// setLost records why the keep-alives closed the connection (first wins).
+func (s *sshStream) setLost(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lost == nil {
+		s.lost = err
+	}
+}
+
 // startKeepAlive starts the keep-alive goroutine: a global request every
 // interval; one that fails closes the connection (the Conn's reader then
 // ends with ErrDisconnected).
@@ -326,10 +350,14 @@ func (s *sshStream) startKeepAlive(interval time.Duration) {
 			}
 			// SendRequest has no timeout: bound it by closing the
 			// connection if no reply comes within another interval.
-			timer := time.AfterFunc(interval, func() { _ = s.client.Close() })
+			timer := time.AfterFunc(interval, func() {
+				s.setLost(fmt.Errorf("ssh: no answer to a keep-alive within %v", interval))
+				_ = s.client.Close()
+			})
 			_, _, err := s.client.SendRequest("keepalive@openssh.com", true, nil)
 			timer.Stop()
 			if err != nil {
+				s.setLost(fmt.Errorf("ssh: keep-alive: %w", err))
 				_ = s.client.Close()
 				return
 			}

@@ -393,8 +393,8 @@ func TestSSHKeepAlive(t *testing.T) {
 	case <-testCtx(t).Done():
 		t.Fatal("the Conn did not end after the host stopped answering")
 	}
-	if !errors.Is(c.Err(), ErrDisconnected) {
-		t.Errorf("Err = %v", c.Err())
+	if err := c.Err(); !errors.Is(err, ErrDisconnected) || !strings.Contains(err.Error(), "keep-alive") {
+		t.Errorf("Err = %v, want ErrDisconnected saying the keep-alives went unanswered", err)
 	}
 }
 
