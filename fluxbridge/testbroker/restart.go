@@ -22,12 +22,10 @@ import (
 //     starts its FLUID generator at the timestamp of job-manager's
 //     max_jobid plus one (src/modules/job-ingest/job-ingest.c).
 //   - A job that was running when the broker died is handed back to
-//     job-exec to re-attach; the bulk-exec implementation cannot
-//     (src/modules/job-exec/bulkexec.c has no reattach method, and
-//     job-exec.c jobinfo_reattach / jobinfo_start_continue raise a fatal
-//     "exec" exception when re-attaching fails), so such a job ends with an
-//     exec exception of severity 0, without a finish event: its shells
-//     died with the broker's container.
+//     job-exec to re-attach, which fails (see ReattachFailedNote; bulk-exec
+//     has no reattach method either), so such a job ends with an exec
+//     exception of severity 0, without a finish event: its shells died with
+//     the broker's container.
 //   - A clean stop (SIGTERM) first runs the cleanup phase of rc1
 //     (etc/modprobe/rc1.py: queue stop, then `flux cancel --user=all
 //     --states RUN`, then queue idle), so running jobs end cancelled before
@@ -65,10 +63,16 @@ func (k RestartKind) String() string {
 }
 
 // ReattachFailedNote is the note of the exec exception a job running at a
-// broker crash gets when the broker comes back: job-exec cannot re-attach
-// to shells that died with the broker (bulk-exec implements no reattach;
-// see RestartKind).
-const ReattachFailedNote = "reattach to running job is not implemented: Function not implemented"
+// broker crash gets when the broker comes back on the same statedir: the
+// job's guest KVS namespace was never grafted back (that happens at a
+// clean stop), so job-exec cannot re-create it to re-attach
+// (src/modules/job-exec/job-exec.c get_rootref_cb, jobinfo_start_continue).
+// Checked with a real flux-core 0.88.0 broker killed with SIGKILL and
+// started again on its statedir (kvs checkpoint-period 1s): the running
+// job's eventlog then ends "exception type=exec severity=0 note=\"failed to
+// create guest ns: No such file or directory\"", release, free, clean, and
+// a held job gets flux-restart and priority.
+const ReattachFailedNote = "failed to create guest ns: No such file or directory"
 
 // Restart simulates a broker restart on the same socket path: every
 // connection is dropped and the socket is re-created. keepJobs true is
