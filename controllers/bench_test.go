@@ -186,6 +186,15 @@ type benchEnv struct {
 
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
+	e := newControlPlane(b)
+	e.uri = startBrokerProcess(b)
+	return e
+}
+
+// newControlPlane starts envtest (kube-apiserver and etcd, the FluxJob
+// CRD installed) and a client of its own; the broker is the caller's.
+func newControlPlane(b *testing.B) *benchEnv {
+	b.Helper()
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		b.Skip("KUBEBUILDER_ASSETS is not set: the controller benchmarks need the envtest binaries; run `make bench`")
 	}
@@ -214,7 +223,6 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	if e.c, err = client.NewWithWatch(own, client.Options{Scheme: benchScheme()}); err != nil {
 		b.Fatal(err)
 	}
-	e.uri = startBrokerProcess(b)
 	return e
 }
 
@@ -979,34 +987,47 @@ func childCPU() map[string]time.Duration {
 	if err != nil {
 		return out
 	}
-	const ticks = 100 // USER_HZ on Linux
 	for _, ent := range entries {
 		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
+		if err != nil || pid == self {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
+		st, err := readProcStat(pid)
+		if err != nil || st.ppid != self {
 			continue
 		}
-		// pid (comm) state ppid ... utime(14) stime(15)
-		open, closing := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
-		if open < 0 || closing < open {
-			continue
-		}
-		comm := string(data[open+1 : closing])
-		f := strings.Fields(string(data[closing+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid != self || pid == self {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		out[comm] += time.Duration(ut+st) * time.Second / ticks
+		out[st.comm] += st.cpu
 	}
 	return out
+}
+
+// procStat is what the benchmarks read of /proc/PID/stat.
+type procStat struct {
+	comm string
+	ppid int
+	cpu  time.Duration // user + system
+}
+
+// readProcStat reads /proc/PID/stat: pid (comm) state ppid ... utime(14)
+// stime(15), in clock ticks.
+func readProcStat(pid int) (procStat, error) {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return procStat{}, err
+	}
+	open, closing := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
+	if open < 0 || closing < open {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(data[closing+1:]))
+	if len(f) < 13 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	const ticks = 100 // USER_HZ on Linux
+	ppid, _ := strconv.Atoi(f[1])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return procStat{comm: string(data[open+1 : closing]), ppid: ppid, cpu: time.Duration(ut+st) * time.Second / ticks}, nil
 }
 
 // processCPU is this process's user plus system CPU time.
@@ -1245,10 +1266,18 @@ func benchObject(gvk schema.GroupVersionKind, ns, name string) *unstructured.Uns
 // benchStatus is the final status of a FluxJob of `true` as the
 // controller writes it, in unstructured form.
 func benchStatus() map[string]any {
+	return benchStatusOf([]string{"validate", "depend", "priority", "alloc", "start", "finish", "release", "free", "clean"},
+		outcome{Kind: outcomeExited})
+}
+
+// benchStatusOf is the status the controller writes for a FluxJob of
+// `true` whose eventlog has reached the events named (after "submit"),
+// with the given outcome.
+func benchStatusOf(names []string, out outcome) map[string]any {
 	obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
 	t := 1700000000.25
 	evs := []observedEvent{{Name: "submit", Timestamp: t, Context: map[string]any{"userid": 1000.0, "urgency": 16.0, "flags": 0.0, "version": 1.0}}}
-	for i, name := range []string{"validate", "depend", "priority", "alloc", "start", "finish", "release", "free", "clean"} {
+	for i, name := range names {
 		ctx := map[string]any(nil)
 		if name == "finish" {
 			ctx = map[string]any{"status": 0.0}
@@ -1256,7 +1285,7 @@ func benchStatus() map[string]any {
 		evs = append(evs, observedEvent{Name: name, Timestamp: t + float64(i+1)*0.001, Context: ctx})
 	}
 	obj.Status = computeStatus(obj, statusInput{Reachable: true, Obs: &observation{JobID: 1234567890123, HasJobID: true, Events: evs,
-		Outcome: outcome{Kind: outcomeExited}}}, time.Unix(1700000001, 0))
+		Outcome: out}}, time.Unix(1700000001, 0))
 	u, err := k8sruntime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
 		panic(err)
@@ -1278,6 +1307,13 @@ func forEach(ctx context.Context, objs []*unstructured.Unstructured, do func(con
 // plain.fluxjob.io with every x-kubernetes-validations (CEL) rule removed,
 // and returns its kind.
 func (e *benchEnv) installPlainCRD(b *testing.B) schema.GroupVersionKind {
+	return e.installCRDVariant(b, "plain.fluxjob.io", nil)
+}
+
+// installCRDVariant installs a copy of the FluxJob CRD in group, with
+// every x-kubernetes-validations (CEL) rule removed and then mutate (if
+// not nil) applied to it, and returns its kind.
+func (e *benchEnv) installCRDVariant(b *testing.B, group string, mutate func(crd map[string]any)) schema.GroupVersionKind {
 	b.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "config", "crd", "bases", "fluxjob.io_fluxjobs.yaml"))
 	if err != nil {
@@ -1302,7 +1338,9 @@ func (e *benchEnv) installPlainCRD(b *testing.B) schema.GroupVersionKind {
 		}
 	}
 	strip(crd)
-	const group = "plain.fluxjob.io"
+	if mutate != nil {
+		mutate(crd)
+	}
 	crd["metadata"].(map[string]any)["name"] = "fluxjobs." + group
 	crd["spec"].(map[string]any)["group"] = group
 	out, err := yaml.Marshal(crd)
@@ -1310,11 +1348,11 @@ func (e *benchEnv) installPlainCRD(b *testing.B) schema.GroupVersionKind {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "plain.yaml"), out, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "crd.yaml"), out, 0o600); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := envtest.InstallCRDs(e.cfg, envtest.CRDInstallOptions{Paths: []string{dir}, ErrorIfPathMissing: true}); err != nil {
-		b.Fatalf("installing the CRD without CEL rules: %v", err)
+		b.Fatalf("installing the CRD variant %s: %v", group, err)
 	}
 	return schema.GroupVersionKind{Group: group, Version: fluxjobv1.GroupVersion.Version, Kind: "FluxJob"}
 }

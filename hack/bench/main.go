@@ -1,6 +1,6 @@
 // Command bench runs the repository's benchmarks in one run on one machine
 // and writes docs/benchmarks.md from their output: the machine, the date,
-// the commands, every benchmark's metrics, and the targets of issue 7 with
+// the commands, every benchmark's metrics, and the targets of issues 7 and 15 with
 // pass or fail. `make bench` runs it; the document is generated, not
 // edited by hand.
 //
@@ -79,6 +79,11 @@ func run() error {
 	rep.LoadEnd = loadAverage()
 	rep.Targets = evaluate(targets, rep.Results)
 
+	notes, err := os.ReadFile(filepath.Join(root, notesPath))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading %s: %w", notesPath, err)
+	}
+	rep.Notes = string(notes)
 	md := rep.markdown()
 	path := *out
 	if !filepath.IsAbs(path) {
@@ -208,8 +213,10 @@ func suites(root string) []suite {
 		{Name: "controllers", About: "the manager end to end (main.go's defaults: 2 executor workers, 4 concurrent reconciles unless the row says otherwise): " +
 			"envtest API server, the test broker in its own process; the 10,000-FluxJob memory row runs the manager binary in its own process as the Deployment does (GOMEMLIMIT from its memory limit) and reads its RSS from /proc, its heap and goroutines from its metrics; " +
 			"the API-server-cost rows are what kube-apiserver and etcd spend in CPU per request of each kind a FluxJob costs them; " +
+			"the status-lever rows take a status write's cost apart (patch type, content, validation, size; issue 15 part 4); " +
+			"the side-by-side rows run N FluxJobs through the manager binary and then `flux submit --cc=1-N --wait` on the same broker (flux-core when on PATH, else the test broker), fresh and with 20,000 inactive jobs, with each process's CPU per job (issue 15 part 1); " +
 			"CPU profile and binary in bin/bench/controllers.{cpu.pprof,test}, kube-apiserver and etcd CPU profiles in bin/bench/{apiserver,etcd}-*.cpu.pprof, the manager's heap profile at 10,000 FluxJobs in bin/bench/controller-10000.heap.pprof",
-			Args: goBench("./controllers", "^BenchmarkController", "-benchtime", "1x", "-timeout", "60m",
+			Args: goBench("./controllers", "^BenchmarkController", "-benchtime", "1x", "-timeout", "90m",
 				"-cpuprofile", filepath.Join(profDir, "controllers.cpu.pprof"), "-o", filepath.Join(profDir, "controllers.test")),
 			Env: []string{"KUBEBUILDER_ASSETS=" + assets, "BENCH_PROFILE_DIR=" + profDir},
 			Skip: func() string {
@@ -399,7 +406,7 @@ func isGoTestNoise(line string) bool {
 	return t == "" || strings.HasPrefix(t, "Benchmark") // a benchmark name printed before its sub-benchmarks
 }
 
-// target is a goal from issue 7 on one metric of matching benchmarks.
+// target is a goal (issues 7 and 15) on one metric of matching benchmarks.
 type target struct {
 	Name  string
 	Bench *regexp.Regexp // matched against "<suite>: <benchmark name>"
@@ -422,9 +429,21 @@ var targets = []target{
 	{Name: "real broker: end-to-end jobs/s vs the Python FluxExecutor", Bench: realExecutor, Unit: "jobs/s", Limit: 1, Ref: realPython, RefName: "python-executor"},
 	{Name: "real broker: submit rate vs the Python FluxExecutor", Bench: realExecutor, Unit: "submit-jobs/s", Limit: 1, Ref: realPython, RefName: "python-executor"},
 	{Name: "real broker: submit rate vs flux submit --cc", Bench: realExecutor, Unit: "submit-jobs/s", Limit: 1, Ref: realSubmitCC, RefName: "flux-submit-cc"},
-	{Name: "real broker: client CPU per job vs the Python FluxExecutor", Bench: realExecutor, Unit: "cpu-µs/job", Max: true, Limit: 0.2, Ref: realPython, RefName: "python-executor"},
+	{Name: "real broker: client CPU per job vs the Python FluxExecutor (issue 15)", Bench: realExecutor, Unit: "cpu-µs/job", Max: true, Limit: 0.15, Ref: realPython, RefName: "python-executor"},
 	{Name: "real broker: client RSS vs the Python FluxExecutor", Bench: realExecutor, Unit: "rss-MB", Max: true, Limit: 0.25, Ref: realPython, RefName: "python-executor"},
+	// Issue 15: the Kubernetes path side by side with flux submit on
+	// one real instance (controllers' BenchmarkControllerSideBySide).
+	{Name: "Kubernetes path vs native flux submit --cc (throughput ratio)", Bench: sideBySideReal, Unit: "k8s/native", Limit: 0.8},
+	{Name: "broker CPU per FluxJob vs per native job", Bench: sideBySideReal, Unit: "broker-cpu-ratio", Max: true, Limit: 1.1},
+	{Name: "apiserver+etcd CPU per FluxJob", Bench: sideBySideAny, Unit: "apiserver+etcd-cpu-ms/job", Max: true, Limit: 15},
 }
+
+// The rows of controllers' BenchmarkControllerSideBySide: with flux-core,
+// and with either broker.
+var (
+	sideBySideReal = regexp.MustCompile(`^controllers: ControllerSideBySide/broker=flux-core/history=\d+$`)
+	sideBySideAny  = regexp.MustCompile(`^controllers: ControllerSideBySide/broker=[^/]+/history=\d+$`)
+)
 
 // The rows of test/realflux's BenchmarkRealFlux.
 var (
@@ -601,6 +620,8 @@ type report struct {
 	// LoadStart and LoadEnd are /proc/loadavg's 1, 5 and 15 minute load
 	// averages: wall-clock rates mean little on a loaded machine.
 	LoadStart, LoadEnd string
+	// Notes is the hand-written analysis (notesPath), if any.
+	Notes string
 }
 
 // busy reports whether the 1-minute load average exceeds the CPUs.
@@ -646,7 +667,7 @@ func (r *report) markdown() string {
 		p("rates below (jobs/s, fluxjobs/s) are lower bounds; CPU time, allocations, memory and request counts are not affected as much.\n\n")
 	}
 
-	p("## Targets (issue 7)\n\n")
+	p("## Targets (issues 7 and 15)\n\n")
 	p("| target | goal | benchmark | measured | result |\n|---|---|---|---|---|\n")
 	for _, t := range r.Targets {
 		bench := t.Bench
@@ -702,8 +723,17 @@ func (r *report) markdown() string {
 			p("Output:\n\n```\n%s\n```\n\n", strings.Join(res.Other, "\n"))
 		}
 	}
+	if r.Notes != "" {
+		p("## Analysis (hand-written: %s)\n\n", notesPath)
+		p("%s\n", strings.TrimSpace(r.Notes))
+	}
 	return b.String()
 }
+
+// notesPath is the hand-written part of the report, relative to the
+// repository root: the analysis of the numbers (what limits them, the
+// profiles that show it), copied at the end of docs/benchmarks.md.
+const notesPath = "docs/benchmarks-analysis.md"
 
 // sentence capitalizes the first letter.
 func sentence(s string) string {

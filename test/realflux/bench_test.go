@@ -46,7 +46,7 @@ import (
 func BenchmarkRealFlux(b *testing.B) {
 	inst := useInstance(b)
 	n := benchJobs(b)
-	version, _ := inst.flux(context.Background(), "version")
+	version, _ := inst.Flux(context.Background(), "version")
 	// the first line is "commands:    0.88.0"
 	if line, _, _ := strings.Cut(version, "\n"); len(strings.Fields(line)) > 0 {
 		f := strings.Fields(line)
@@ -76,7 +76,7 @@ func BenchmarkRealFlux(b *testing.B) {
 			for range b.N {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 				// every row starts on an idle instance
-				if _, err := inst.flux(ctx, "queue", "drain"); err != nil {
+				if _, err := inst.Flux(ctx, "queue", "drain"); err != nil {
 					cancel()
 					b.Fatal(err)
 				}
@@ -333,9 +333,9 @@ func fluxSubmitCC(ctx context.Context, inst *instance, n int) (benchRow, error) 
 	if err != nil {
 		return row, err
 	}
-	if _, err := inst.flux(ctx, "cancel", "--all"); err != nil {
+	if _, err := inst.Flux(ctx, "cancel", "--all"); err != nil {
 		return row, err
 	}
-	_, err = inst.flux(ctx, "queue", "drain")
+	_, err = inst.Flux(ctx, "queue", "drain")
 	return row, err
 }

@@ -77,7 +77,7 @@ func TestRestartOnStatedirKeepsPendingJobs(t *testing.T) {
 		}
 		c, err := flux.Dial(ctx, inst.URI)
 		if err != nil {
-			inst.kill()
+			inst.Kill()
 			t.Fatal(err)
 		}
 		return inst, c
@@ -93,12 +93,12 @@ func TestRestartOnStatedirKeepsPendingJobs(t *testing.T) {
 	pending := submit(t, c, fromCommand(t, "true"), job.SubmitOptions{Urgency: &held})
 	events(t, c, pending, "priority")
 	_ = c.Close()
-	if err := inst.stop(time.Minute); err != nil {
+	if err := inst.Stop(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 
 	inst, c = startOn(dir)
-	defer func() { _ = c.Close(); _ = inst.stop(time.Minute) }()
+	defer func() { _ = c.Close(); _ = inst.Stop(time.Minute) }()
 	if got, err := controllers.InstanceIdentity(ctx, c); err != nil || got != identity {
 		t.Errorf("identity after a restart on the same statedir: %q %v, want %q", got, err, identity)
 	}
@@ -118,7 +118,7 @@ func TestRestartOnStatedirKeepsPendingJobs(t *testing.T) {
 	}
 
 	fresh, fc := startOn(t.TempDir())
-	defer func() { _ = fc.Close(); _ = fresh.stop(time.Minute) }()
+	defer func() { _ = fc.Close(); _ = fresh.Stop(time.Minute) }()
 	if got, err := controllers.InstanceIdentity(ctx, fc); err != nil || got == identity || got == "" {
 		t.Errorf("a fresh instance's identity %q %v, want a new one (not %q)", got, err, identity)
 	}

@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	printRows()
 	if shared != nil {
-		if err := shared.stop(time.Minute); err != nil {
+		if err := shared.Stop(time.Minute); err != nil {
 			fmt.Fprintln(os.Stderr, "realflux:", err)
 		}
 	}
