@@ -47,6 +47,8 @@ func main() {
 // config holds the parsed flags.
 type config struct {
 	fluxURI                 string
+	defaultInstance         string
+	managerNamespace        string
 	workers                 int
 	metricsAddr             string
 	probeAddr               string
@@ -69,7 +71,9 @@ func parseFlags(args []string) (*config, error) {
 		uri = defaultFluxURI
 	}
 	fs.StringVar(&c.fluxURI, "flux-uri", uri, "URI of the Flux broker (local://PATH). Default: $FLUX_URI, else the sidecar socket "+defaultFluxURI+".")
-	fs.IntVar(&c.workers, "executor-workers", 2, "Number of executor workers, each with its own broker connection.")
+	fs.StringVar(&c.defaultInstance, "default-instance", "default", "Name of the implicit Flux instance at --flux-uri: FluxJobs without spec.instance run there unless a FluxInstance is annotated "+fluxjobv1.DefaultInstanceAnnotation+"=true. Empty: no implicit instance (only FluxInstance objects).")
+	fs.StringVar(&c.managerNamespace, "manager-namespace", os.Getenv("POD_NAMESPACE"), "The manager's namespace, the only one the ssh Secrets of FluxInstances are read from. Default: $POD_NAMESPACE, else (in a cluster) the pod's own namespace.")
+	fs.IntVar(&c.workers, "executor-workers", 2, "Number of executor workers of the implicit instance, each with its own broker connection.")
 	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the health (/healthz) and readiness (/readyz: broker connected) probes.")
 	fs.StringVar(&c.pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); \"0\" (the default) turns them off. They expose heap contents: bind them to localhost only.")
@@ -162,13 +166,25 @@ func run(args []string) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 
-	fluxConn := controllers.NewFluxConnector(controllers.FluxConnectorOptions{
-		URI: c.fluxURI, Workers: c.workers, Logger: ctrl.Log.WithName("executor"),
-	})
-	// The connector stops with the manager, shutting the executor down
-	// (in-flight submissions get a bounded wait; jobs keep running in Flux).
-	if err := mgr.Add(fluxConn); err != nil {
-		return fmt.Errorf("adding the Flux connector: %w", err)
+	// One executor and control connection per Flux instance: the
+	// FluxInstance objects' (started and stopped by the FluxInstance
+	// reconciler through the registry) and the implicit instance at
+	// --flux-uri (the sidecar), which keeps the single-instance deployment
+	// working unchanged. Connectors stop with the manager, shutting their
+	// executors down (in-flight submissions get a bounded wait; jobs keep
+	// running in Flux).
+	instances := controllers.NewInstanceRegistry(controllers.FluxConnectorOptions{Logger: ctrl.Log.WithName("executor")})
+	if err := mgr.Add(instances); err != nil {
+		return fmt.Errorf("adding the instance registry: %w", err)
+	}
+	if c.defaultInstance != "" {
+		fluxConn := controllers.NewFluxConnector(controllers.FluxConnectorOptions{
+			URI: c.fluxURI, Workers: c.workers, Logger: ctrl.Log.WithName("executor"), Instance: c.defaultInstance,
+		})
+		if err := mgr.Add(fluxConn); err != nil {
+			return fmt.Errorf("adding the Flux connector: %w", err)
+		}
+		instances.SetImplicit(c.defaultInstance, fluxConn)
 	}
 	// Events are written by our own recorder rather than the manager's
 	// (client-go's broadcaster keeps a copy of every event for minutes).
@@ -182,8 +198,8 @@ func run(args []string) error {
 	r := &controllers.FluxJobReconciler{
 		Client:   mgr.GetClient(),
 		Scheme:   mgr.GetScheme(),
-		Recorder: recorder,
-		Flux:     fluxConn,
+		Recorder:  recorder,
+		Instances: instances,
 		Options: controllers.Options{
 			AllowedNamespaces:       splitList(c.allowedNamespaces),
 			MaxConcurrentReconciles: c.maxConcurrentReconciles,
@@ -193,16 +209,46 @@ func run(args []string) error {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the FluxJob controller: %w", err)
 	}
+	ir := &controllers.FluxInstanceReconciler{
+		Client:     mgr.GetClient(),
+		Registry:   instances,
+		Recorder:   recorder,
+		Namespace:  managerNamespace(c.managerNamespace),
+		Transports: transports(restCfg),
+	}
+	if err := ir.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the FluxInstance controller: %w", err)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("flux", fluxConn.Ready); err != nil {
+	if err := mgr.AddReadyzCheck("flux", instances.Ready); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	log.Info("starting the manager", "fluxURI", c.fluxURI, "workers", c.workers,
+	log.Info("starting the manager", "fluxURI", c.fluxURI, "defaultInstance", c.defaultInstance, "workers", c.workers,
 		"watchNamespaces", c.watchNamespaces, "allowedNamespaces", c.allowedNamespaces, "leaderElection", c.leaderElect)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}
 	return nil
+}
+
+// serviceAccountNamespace is where a pod finds its own namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// managerNamespace returns flag if set, else the pod's own namespace ("" outside a cluster).
+func managerNamespace(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	b, err := os.ReadFile(serviceAccountNamespace)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// transports returns the ssh and pod-exec transports FluxInstances can use.
+func transports(_ *rest.Config) controllers.Transports {
+	return controllers.Transports{}
 }

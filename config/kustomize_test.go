@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -440,6 +441,7 @@ func TestDefaultWiring(t *testing.T) {
 	for _, b := range []struct{ kind, name, roleKind, role string }{
 		{"ClusterRoleBinding", "fluxjob-manager-rolebinding", "ClusterRole", "fluxjob-manager-role"},
 		{"RoleBinding", "fluxjob-leader-election-rolebinding", "Role", "fluxjob-leader-election-role"},
+		{"RoleBinding", "fluxjob-manager-rolebinding", "Role", "fluxjob-manager-role"},
 	} {
 		rb := decode[rbacv1.RoleBinding](t, find(t, objs, b.kind, b.name))
 		if rb.RoleRef.Kind != b.roleKind || rb.RoleRef.Name != b.role {
@@ -450,8 +452,9 @@ func TestDefaultWiring(t *testing.T) {
 			t.Errorf("%s %s subjects = %+v, want the ServiceAccount %s/%s", b.kind, b.name, rb.Subjects, wantNamespace, sa)
 		}
 	}
-	// Least privilege: nothing in the manager's roles reads secrets or uses
-	// wildcards.
+	// Least privilege: no wildcards; Secrets only read (get, no list or
+	// watch) through a Role in the manager's own namespace (the ssh keys
+	// of ssh:// FluxInstances), never through a ClusterRole.
 	for _, o := range objs {
 		if o.Kind != "ClusterRole" && o.Kind != "Role" {
 			continue
@@ -466,8 +469,8 @@ func TestDefaultWiring(t *testing.T) {
 				}
 			}
 			for _, res := range r.Resources {
-				if res == "secrets" {
-					t.Errorf("%s %s grants access to secrets", o.Kind, o.Name)
+				if res == "secrets" && (o.Kind != "Role" || o.Namespace != wantNamespace || !slices.Equal(r.Verbs, []string{"get"})) {
+					t.Errorf("%s %s grants %v on secrets; want only get, in a Role in %s", o.Kind, o.Name, r.Verbs, wantNamespace)
 				}
 			}
 		}

@@ -13,22 +13,23 @@ import (
 )
 
 // bindFuture registers callbacks on f that record its job ID, every
-// eventlog event and its outcome in the tracker under (uid, token). The
+// eventlog event and its outcome in the tracker under (uid, token), and
+// the submission metrics under instance. The
 // callbacks never block: they only take the tracker's lock and poke the
 // reconciler without waiting.
-func bindFuture(t *Tracker, uid types.UID, token uint64, f *fluxbridge.Future, submittedAt time.Time) {
+func bindFuture(t *Tracker, instance string, uid types.UID, token uint64, f *fluxbridge.Future, submittedAt time.Time) {
 	f.AddJobIDCallback(func(f *fluxbridge.Future) {
 		// The ID is set when this runs, so JobID does not wait.
 		id, err := f.JobID(context.Background())
 		if !submittedAt.IsZero() {
-			submitDuration.Observe(time.Since(submittedAt).Seconds())
+			submitDuration.WithLabelValues(instance).Observe(time.Since(submittedAt).Seconds())
 			switch {
 			case err == nil:
-				submissionsTotal.WithLabelValues("success").Inc()
+				submissionsTotal.WithLabelValues(instance, "success").Inc()
 			case errors.As(err, new(*fluxbridge.InvalidJobspecError)):
-				submissionsTotal.WithLabelValues("rejected").Inc()
+				submissionsTotal.WithLabelValues(instance, "rejected").Inc()
 			default:
-				submissionsTotal.WithLabelValues("error").Inc()
+				submissionsTotal.WithLabelValues(instance, "error").Inc()
 			}
 		}
 		if err == nil {

@@ -88,7 +88,9 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 		}
 		return ctrl.Result{RequeueAfter: d}, nil
 	}
-	exec, ctl, err := r.Flux.Get()
+	rt := r.routeOf(obj)
+	ctx = withRoute(ctx, rt)
+	exec, ctl, err := rt.get()
 	if err != nil {
 		if now.After(deadline) {
 			return giveUp("the Flux broker is unreachable; the Flux job (if any) may still be running: " + err.Error())

@@ -40,6 +40,14 @@ type FluxConnectorOptions struct {
 	ShutdownTimeout time.Duration
 	// Logger receives connection logs (and the executor's).
 	Logger logr.Logger
+	// DialOptions are passed to flux.Dial for the control connection and
+	// every executor worker (a transport: SSH settings, a pod-exec dialer).
+	DialOptions []flux.Option
+	// EventSource is how the executor follows jobs (default: eventlog).
+	EventSource fluxbridge.EventSource
+	// Instance names the Flux instance in metrics (label instance) and
+	// logs. Empty means "default".
+	Instance string
 }
 
 // FluxConnector owns the shared fluxbridge.Executor and a control
@@ -59,6 +67,9 @@ type FluxConnector struct {
 	instanceID  string // InstanceIdentity of the connected instance
 	generation  uint64 // counts successful connects
 	onReconnect []func()
+	// onStateChange, if set (by the InstanceRegistry, before Start), runs
+	// after every connect and disconnect; it must not block.
+	onStateChange func()
 }
 
 // NewFluxConnector returns a connector; nothing is dialled until Start.
@@ -74,6 +85,9 @@ func NewFluxConnector(opts FluxConnectorOptions) *FluxConnector {
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 5 * time.Second
+	}
+	if opts.Instance == "" {
+		opts.Instance = "default"
 	}
 	return &FluxConnector{opts: opts, log: opts.Logger.WithName("flux")}
 }
@@ -179,12 +193,13 @@ func (c *FluxConnector) Start(ctx context.Context) error {
 func (c *FluxConnector) connect(ctx context.Context) (*fluxbridge.Executor, *flux.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
-	ctl, err := flux.Dial(dctx, c.opts.URI)
+	ctl, err := flux.Dial(dctx, c.opts.URI, c.opts.DialOptions...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the Flux broker: %w", err)
 	}
 	exec, err := fluxbridge.NewExecutor(dctx, fluxbridge.ExecutorOptions{
 		Workers: c.opts.Workers, URI: c.opts.URI, Logger: c.opts.Logger, NamePrefix: "fluxjob-executor",
+		DialOptions: c.opts.DialOptions, EventSource: c.opts.EventSource,
 	})
 	if err != nil {
 		_ = ctl.Close()
@@ -244,10 +259,13 @@ func (c *FluxConnector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, 
 	c.generation++
 	fns := append([]func(){}, c.onReconnect...)
 	c.mu.Unlock()
-	executorConnected.Set(1)
-	c.log.Info("connected to the Flux broker", "uri", ctl.URI(), "workers", c.opts.Workers, "instance", instanceID)
+	executorConnected.WithLabelValues(c.opts.Instance).Set(1)
+	c.log.Info("connected to the Flux broker", "uri", ctl.URI(), "workers", c.opts.Workers, "instanceID", instanceID)
 	for _, fn := range fns {
 		fn()
+	}
+	if c.onStateChange != nil {
+		c.onStateChange()
 	}
 }
 
@@ -255,5 +273,8 @@ func (c *FluxConnector) setDisconnected(err error) {
 	c.mu.Lock()
 	c.exec, c.ctl, c.lastErr, c.instanceID = nil, nil, err, ""
 	c.mu.Unlock()
-	executorConnected.Set(0)
+	executorConnected.WithLabelValues(c.opts.Instance).Set(0)
+	if c.onStateChange != nil {
+		c.onStateChange()
+	}
 }

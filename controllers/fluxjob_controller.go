@@ -95,7 +95,12 @@ type FluxJobReconciler struct {
 	Scheme *runtime.Scheme
 	// Recorder emits Kubernetes events (events.k8s.io).
 	Recorder events.EventRecorder
-	// Flux owns the executor and the broker connection.
+	// Instances holds one executor and control connection per Flux
+	// instance (see route.go). If nil, SetupWithManager makes a registry
+	// whose only instance is Flux, named "default".
+	Instances *InstanceRegistry
+	// Flux, when Instances is nil, is the one broker connection: the
+	// implicit default instance.
 	Flux *FluxConnector
 	// Tracker holds what the executor reported; NewTracker if nil at
 	// SetupWithManager.
@@ -103,7 +108,8 @@ type FluxJobReconciler struct {
 	// Options tune the reconciler.
 	Options Options
 
-	now func() time.Time
+	now     func() time.Time
+	waiting waitList // FluxJobs waiting for an instance (route.go)
 }
 
 // Permissions, least privilege: read FluxJobs, write their status and
@@ -113,6 +119,8 @@ type FluxJobReconciler struct {
 // +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// Namespaces' labels, for a FluxInstance's namespaceSelector.
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupWithManager registers the reconciler with mgr: it watches FluxJobs
 // (spec changes, creation, deletion) and the tracker's channel, and adds
@@ -125,12 +133,20 @@ func (r *FluxJobReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Tracker == nil {
 		r.Tracker = NewTracker(1024)
 	}
-	if r.Flux == nil {
-		return errors.New("controllers: FluxJobReconciler.Flux is nil")
+	if r.Instances == nil {
+		if r.Flux == nil {
+			return errors.New("controllers: FluxJobReconciler.Instances and .Flux are nil")
+		}
+		r.Instances = NewInstanceRegistry(FluxConnectorOptions{Logger: r.Flux.opts.Logger})
+		r.Instances.SetImplicit("default", r.Flux)
+		if err := mgr.Add(r.Instances); err != nil {
+			return fmt.Errorf("adding the instance registry: %w", err)
+		}
 	}
 	RegisterMetrics()
 	tr := r.Tracker
-	r.Flux.OnConnect(func() { tr.PokeUnsettled() })
+	r.Instances.OnConnect(func(instance string) { tr.PokeUnsettled(instance) })
+	r.Instances.OnChange(func(string) { r.waiting.pokeAll(tr) })
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&fluxjobv1.FluxJob{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, deletionPredicate()))).
@@ -160,6 +176,7 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	var obj fluxjobv1.FluxJob
 	if err := r.Get(ctx, req.NamespacedName, &obj); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.waiting.remove(req.NamespacedName)
 			r.Tracker.ForgetKey(req.NamespacedName)
 			trackedJobs.Set(float64(r.Tracker.Len()))
 			return ctrl.Result{}, nil
@@ -180,16 +197,26 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// Settled for good: only observedGeneration may need a write (an
 		// urgency edit after the end). Nothing is tracked any more.
 		r.Tracker.Forget(obj.UID)
+		r.waiting.remove(req.NamespacedName)
 		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{})
 	}
 	if !r.namespaceAllowed(obj.Namespace) && obj.Status.JobID == 0 && obj.Status.SubmitAttemptTime == nil {
 		msg := fmt.Sprintf("namespace %q is not allowed to run jobs on this Flux instance (--allowed-namespaces)", obj.Namespace)
 		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{Failure: &failure{Reason: fluxjobv1.ReasonNamespaceNotAllowed, Message: msg}})
 	}
+	rt, adm, err := r.admit(ctx, &obj)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !adm.OK {
+		return r.notAdmitted(ctx, &obj, adm)
+	}
+	r.waiting.remove(req.NamespacedName)
+	ctx = withRoute(ctx, rt)
 	if err := r.ensureFinalizer(ctx, &obj); err != nil {
 		return ctrl.Result{}, err
 	}
-	requeue, fail, err := r.ensureTracked(ctx, &obj)
+	requeue, fail, err := r.ensureTracked(ctx, &obj, rt)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -198,11 +225,11 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		requeue = minRequeue(requeue, r.syncUrgency(ctx, &obj, obs))
 		obs, _ = r.Tracker.Get(obj.UID)
 	}
-	in := statusInput{Failure: fail}
+	in := statusInput{Failure: fail, Admission: &adm}
 	if tracked {
 		in.Obs = &obs
 	}
-	connected, unreachable := r.Flux.State()
+	connected, unreachable := rt.state()
 	switch {
 	case unreachable != "":
 		in.Unreachable = unreachable
@@ -249,14 +276,14 @@ func (r *FluxJobReconciler) namespaceAllowed(ns string) bool {
 // to a known job ID, or submit (exactly once, see submit). It returns a
 // requeue delay when it has to wait (broker unreachable, job-list catching
 // up), or a failure the controller decided itself.
-func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.FluxJob) (time.Duration, *failure, error) {
+func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.FluxJob, rt route) (time.Duration, *failure, error) {
 	obs, ok := r.Tracker.Get(obj.UID)
 	if ok && !r.needsNewFuture(obs) {
 		return 0, nil, nil
 	}
-	exec, ctl, err := r.Flux.Get()
+	exec, ctl, err := rt.get()
 	if err != nil {
-		if _, unreachable := r.Flux.State(); unreachable == "" {
+		if _, unreachable := rt.state(); unreachable == "" {
 			return 200 * time.Millisecond, nil, nil // still connecting
 		}
 		return r.Options.UnreachableRetry, nil, nil

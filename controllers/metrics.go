@@ -14,11 +14,11 @@ var (
 	// submissionsTotal counts job submissions to Flux by result: "success"
 	// (a job ID came back), "rejected" (the broker refused the jobspec),
 	// "error" (anything else) and "adopted" (an existing job found by name
-	// and attached instead of submitting).
+	// and attached instead of submitting), and by instance.
 	submissionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fluxjob_submissions_total",
-		Help: "Flux job submissions by result (success, rejected, error, adopted).",
-	}, []string{"result"})
+		Help: "Flux job submissions by instance and result (success, rejected, error, adopted).",
+	}, []string{"instance", "result"})
 
 	// phaseTransitionsTotal counts FluxJob phase changes written to status,
 	// by the new phase.
@@ -41,20 +41,20 @@ var (
 		Help: "FluxJobs whose Flux job the controller is following.",
 	})
 
-	// executorConnected is 1 while the executor is connected to the Flux
-	// broker, else 0.
-	executorConnected = prometheus.NewGauge(prometheus.GaugeOpts{
+	// executorConnected is 1 while an instance's executor is connected to
+	// its broker, else 0, by instance (FluxInstance name).
+	executorConnected = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "fluxjob_executor_connected",
-		Help: "1 while the executor is connected to the Flux broker, else 0.",
-	})
+		Help: "1 while the executor of a Flux instance is connected to its broker, else 0, by instance.",
+	}, []string{"instance"})
 
 	// submitDuration observes the time from handing a jobspec to the
 	// executor until its job ID (or error) is known.
-	submitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+	submitDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "fluxjob_submit_duration_seconds",
-		Help:    "Time from submitting a FluxJob to Flux until its job ID (or error) is known.",
+		Help:    "Time from submitting a FluxJob to Flux until its job ID (or error) is known, by instance.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
-	})
+	}, []string{"instance"})
 
 	// eventsDroppedTotal counts Kubernetes events the EventRecorder did
 	// not write (queue full, API server refusing or unreachable).

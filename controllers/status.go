@@ -37,6 +37,10 @@ type statusInput struct {
 	// UrgencyRejected is the broker's message when it refused the
 	// urgency in spec.urgency; empty otherwise.
 	UrgencyRejected string
+	// Admission, if set, is the outcome of routing the FluxJob to its
+	// Flux instance (see route.go): condition InstanceAdmitted, and
+	// status.instance once admitted.
+	Admission *admission
 }
 
 // ConditionUrgencyApplied is False (reason UrgencyRejected, the broker's
@@ -114,7 +118,30 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 	}
 	st.ObservedGeneration = gen
 	setConditions(&st, js, in, gen, nowT)
+	setAdmission(&st, in.Admission, gen, nowT)
 	return st
+}
+
+// setAdmission records the FluxJob's instance once it is admitted, and
+// the InstanceAdmitted condition; a FluxJob waiting for admission says
+// why in its message.
+func setAdmission(st *fluxjobv1.FluxJobStatus, adm *admission, gen int64, now metav1.Time) {
+	if adm == nil {
+		return
+	}
+	c := metav1.Condition{Type: fluxjobv1.ConditionInstanceAdmitted, ObservedGeneration: gen, LastTransitionTime: now}
+	if adm.OK {
+		if st.Instance == "" {
+			st.Instance = adm.Instance
+		}
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, fluxjobv1.ReasonAdmitted, "Runs on FluxInstance "+adm.Instance
+	} else {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, adm.Reason, clip(adm.Message, 32768)
+		if st.Phase == fluxjobv1.PhasePending {
+			st.Message = clip(adm.Message, fluxjobv1.MaxMessageLength)
+		}
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
 }
 
 // deriveJobState decides the phase from, in order: the controller's own

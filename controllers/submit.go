@@ -123,13 +123,14 @@ func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, 
 		return 0, fail, nil
 	}
 	name := fluxJobName(obj)
+	instance := r.routeFor(ctx, obj).name
 	if at := obj.Status.SubmitAttemptTime; at != nil {
 		d, fail, id, err := r.findEarlier(ctx, obj, ctl, name, at.Time)
 		switch {
 		case err != nil || fail != nil || d > 0:
 			return d, fail, err
 		case id != 0:
-			submissionsTotal.WithLabelValues("adopted").Inc()
+			submissionsTotal.WithLabelValues(instance, "adopted").Inc()
 			log.Info("found the Flux job of an earlier submission; attaching", "jobid", id.F58())
 			return r.attach(ctx, obj, exec, id)
 		}
@@ -142,7 +143,7 @@ func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, 
 	if obj.Spec.Urgency != nil {
 		urgency = int(*obj.Spec.Urgency)
 	}
-	token := r.Tracker.Begin(obj.UID, key(obj), true)
+	token := r.Tracker.BeginOn(instance, obj.UID, key(obj), true)
 	r.Tracker.SetInstance(obj.UID, token, obj.Status.InstanceID)
 	start := r.now()
 	f, err := exec.Submit(ctx, spec, job.SubmitOptions{Urgency: &urgency, Waitable: obj.Spec.Waitable, Debug: obj.Spec.Debug})
@@ -150,7 +151,7 @@ func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, 
 		out := classify(0, err)
 		if out.Kind == outcomeError {
 			// Refused before reaching Flux (bad urgency, say): final.
-			submissionsTotal.WithLabelValues("error").Inc()
+			submissionsTotal.WithLabelValues(instance, "error").Inc()
 		} else {
 			out.Kind = outcomeLost // executor broken or shut down: retry after reconnect
 		}
@@ -159,7 +160,7 @@ func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, 
 	}
 	// Names only: environment values may hold secrets and are never logged.
 	log.Info("submitted to Flux", "name", name, "urgency", urgency, "env", envNames(obj))
-	bindFuture(r.Tracker, obj.UID, token, f, start)
+	bindFuture(r.Tracker, instance, obj.UID, token, f, start)
 	return 0, nil, nil
 }
 
@@ -213,15 +214,17 @@ func first(ids []job.ID) job.ID {
 }
 
 // markSubmitting writes status.submitAttemptTime, the Flux instance's
-// identity and Submitted=Unknown (Submitting) before the submit RPC (see
-// above). The patch is optimistic-locked: a conflict means the object
+// identity, status.instance (from then on the FluxJob belongs to that
+// FluxInstance) and Submitted=Unknown (Submitting) before the submit RPC
+// (see above). The patch is optimistic-locked: a conflict means the object
 // changed since it was read, and nothing may be submitted.
 func (r *FluxJobReconciler) markSubmitting(ctx context.Context, obj *fluxjobv1.FluxJob) error {
 	base := obj.DeepCopy()
 	at := fluxjobv1.NewPreciseTime(r.now())
 	obj.Status.SubmitAttemptTime = &at
-	obj.Status.InstanceID = r.Flux.InstanceID()
-	st := computeStatus(obj, statusInput{Reachable: true}, r.now())
+	rt := r.routeFor(ctx, obj)
+	obj.Status.InstanceID = rt.instanceID()
+	st := computeStatus(obj, statusInput{Reachable: true, Admission: &admission{Instance: rt.name, OK: true}}, r.now())
 	obj.Status = st
 	if err := r.Status().Patch(ctx, obj, clientMergeLocked(base)); err != nil {
 		*obj = *base
@@ -235,7 +238,8 @@ func (r *FluxJobReconciler) markSubmitting(ctx context.Context, obj *fluxjobv1.F
 // attach starts following an existing Flux job, which the caller proved
 // is obj's (by name) in the instance the executor is connected to.
 func (r *FluxJobReconciler) attach(ctx context.Context, obj *fluxjobv1.FluxJob, exec *fluxbridge.Executor, id job.ID) (time.Duration, *failure, error) {
-	token := r.Tracker.Begin(obj.UID, key(obj), false)
+	rt := r.routeFor(ctx, obj)
+	token := r.Tracker.BeginOn(rt.name, obj.UID, key(obj), false)
 	f, err := exec.Attach(ctx, id)
 	if err != nil {
 		r.Tracker.Finish(obj.UID, token, outcome{Kind: outcomeLost, Message: err.Error()})
@@ -243,8 +247,8 @@ func (r *FluxJobReconciler) attach(ctx context.Context, obj *fluxjobv1.FluxJob, 
 	}
 	// The job ID is known: record it at once (the callback does too).
 	r.Tracker.SetJobID(obj.UID, token, uint64(id))
-	r.Tracker.SetInstance(obj.UID, token, r.Flux.InstanceID())
-	bindFuture(r.Tracker, obj.UID, token, f, time.Time{})
+	r.Tracker.SetInstance(obj.UID, token, rt.instanceID())
+	bindFuture(r.Tracker, rt.name, obj.UID, token, f, time.Time{})
 	logf.FromContext(ctx).V(1).Info("attached to Flux job", "jobid", id.F58())
 	if obj.Status.JobID == 0 {
 		r.event(obj, corev1.EventTypeNormal, "Adopted", "Attach", "found Flux job "+id.F58()+" of an earlier submission")

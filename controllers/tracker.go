@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -108,8 +109,9 @@ type observation struct {
 func (o observation) Done() bool { return o.Outcome.Kind != outcomeNone }
 
 type tracked struct {
-	key types.NamespacedName
-	obs observation
+	key      types.NamespacedName
+	instance string // the FluxInstance (name) the future runs on
+	obs      observation
 }
 
 // Tracker holds, per FluxJob UID, what the executor's callbacks reported
@@ -176,6 +178,12 @@ func copyObservation(o observation) observation {
 // the future's callbacks must report with. submitted tells a submission
 // (its time is recorded) from an attach.
 func (t *Tracker) Begin(uid types.UID, key types.NamespacedName, submitted bool) uint64 {
+	return t.BeginOn("", uid, key, submitted)
+}
+
+// BeginOn is Begin for a future on the FluxInstance named instance (see
+// PokeUnsettled).
+func (t *Tracker) BeginOn(instance string, uid types.UID, key types.NamespacedName, submitted bool) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.nextToken++
@@ -188,7 +196,7 @@ func (t *Tracker) Begin(uid types.UID, key types.NamespacedName, submitted bool)
 	if submitted {
 		obs.SubmittedAt = obs.LastSeen
 	}
-	t.jobs[uid] = &tracked{key: key, obs: obs}
+	t.jobs[uid] = &tracked{key: key, instance: instance, obs: obs}
 	return obs.Token
 }
 
@@ -295,11 +303,15 @@ func (t *Tracker) ForgetKey(key types.NamespacedName) {
 
 // PokeUnsettled notifies the reconciler about every tracked FluxJob whose
 // future has not reached a final outcome (used after a reconnect), and
-// returns their keys, sorted.
-func (t *Tracker) PokeUnsettled() []types.NamespacedName {
+// returns their keys, sorted. Given instances, only the FluxJobs on those
+// instances are poked.
+func (t *Tracker) PokeUnsettled(instances ...string) []types.NamespacedName {
 	t.mu.Lock()
 	var keys []types.NamespacedName
 	for _, tr := range t.jobs {
+		if len(instances) > 0 && !slices.Contains(instances, tr.instance) {
+			continue
+		}
 		if !tr.obs.Outcome.Kind.final() {
 			keys = append(keys, tr.key)
 		}

@@ -51,7 +51,7 @@ func (r *FluxJobReconciler) syncUrgency(ctx context.Context, obj *fluxjobv1.Flux
 	case want == obs.UrgencyRequested || want == obs.UrgencyRejected:
 		return 0 // sent (its event is on the way), or refused: no hot loop
 	}
-	_, ctl, err := r.Flux.Get()
+	_, ctl, err := r.routeOf(obj).get()
 	if err != nil {
 		return r.Options.UnreachableRetry
 	}

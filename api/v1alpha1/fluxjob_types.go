@@ -177,6 +177,7 @@ type EnvVar struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.nodes) || self.nodes <= (has(self.tasks) ? self.tasks : 1)",message="spec.nodes must not be greater than spec.tasks (default 1)"
 // +kubebuilder:validation:XValidation:rule="!has(self.exclusive) || !self.exclusive || has(self.nodes)",message="spec.exclusive can only be set with spec.nodes"
 // +kubebuilder:validation:XValidation:rule="has(self.jobspec) == has(oldSelf.jobspec) && has(self.command) == has(oldSelf.command) && has(self.tasks) == has(oldSelf.tasks) && has(self.nodes) == has(oldSelf.nodes) && has(self.coresPerTask) == has(oldSelf.coresPerTask) && has(self.gpusPerTask) == has(oldSelf.gpusPerTask) && has(self.exclusive) == has(oldSelf.exclusive) && has(self.duration) == has(oldSelf.duration) && has(self.workingDir) == has(oldSelf.workingDir) && has(self.env) == has(oldSelf.env) && has(self.attributes) == has(oldSelf.attributes) && has(self.waitable) == has(oldSelf.waitable) && has(self.debug) == has(oldSelf.debug)",message="spec is immutable except spec.urgency: a submitted Flux job cannot change (fields cannot be added or removed)"
+// +kubebuilder:validation:XValidation:rule="has(self.instance) == has(oldSelf.instance)",message="spec.instance is immutable (it cannot be added or removed)"
 type FluxJobSpec struct {
 	// Jobspec is a complete Flux jobspec, version 1 (Flux RFC 25 / RFC 14), given as an object.
 	// The schema only requires an object: CEL cannot see inside an object whose fields the schema
@@ -282,6 +283,16 @@ type FluxJobSpec struct {
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.debug is immutable"
 	Debug bool `json:"debug,omitempty"`
+
+	// Instance is the name of the FluxInstance to run on. Omitted: the default instance, resolved
+	// when the FluxJob is first reconciled and recorded in status.instance (spec is never
+	// rewritten). Immutable. See FluxInstance.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.instance is immutable"
+	Instance string `json:"instance,omitempty"`
 }
 
 // FluxJobEvent is one entry of the Flux job's eventlog.
@@ -381,6 +392,12 @@ type FluxJobStatus struct {
 	// ObservedGeneration is the metadata.generation this status was computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Instance is the FluxInstance the FluxJob runs on: spec.instance, or the default instance
+	// when it was first routed. Once set it does not change, so that the Flux job is always looked
+	// up on the instance it was submitted to.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Instance string `json:"instance,omitempty"`
 	// Message is a human-readable summary (for a failure, the broker's error is quoted).
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
@@ -397,6 +414,7 @@ type FluxJobStatus struct {
 // +kubebuilder:printcolumn:name="Exit",type=integer,JSONPath=`.status.exitStatus`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`
+// +kubebuilder:printcolumn:name="Instance",type=string,JSONPath=`.status.instance`,priority=1
 // +kubebuilder:printcolumn:name="Urgency",type=integer,JSONPath=`.spec.urgency`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
 type FluxJob struct {

@@ -1,0 +1,334 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Names and values of the FluxInstance API.
+const (
+	// DefaultInstanceAnnotation marks the FluxInstance that FluxJobs without spec.instance run on,
+	// the way ingressclass.kubernetes.io/is-default-class marks the default IngressClass. Only the
+	// value "true" counts. With no FluxInstance marked, the manager's implicit instance (its
+	// --flux-uri, named by --default-instance) is the default; with more than one marked, FluxJobs
+	// without spec.instance wait with reason AmbiguousDefaultInstance.
+	DefaultInstanceAnnotation = "fluxinstance.fluxjob.io/is-default-class"
+
+	// SSHPrivateKeyKey is the key of the private key in the Secret of an ssh:// FluxInstance (the
+	// key of a Secret of type kubernetes.io/ssh-auth).
+	SSHPrivateKeyKey = "ssh-privatekey"
+	// SSHKnownHostsKey is the key of the known_hosts lines (OpenSSH format) the remote host key is
+	// checked against, in the Secret of an ssh:// FluxInstance.
+	SSHKnownHostsKey = "known_hosts"
+
+	// DefaultMiniClusterSocket is the lead broker's local:// socket in a flux-operator MiniCluster
+	// (flux-operator api/v1alpha2: the flux view is mounted at spec.flux.mountPath, default
+	// /mnt/flux, and the broker's rundir is config/run/flux under it).
+	DefaultMiniClusterSocket = "/mnt/flux/config/run/flux/local"
+	// DefaultInstanceWorkers is the number of executor workers (broker connections) of an instance
+	// when spec.executor.workers is omitted.
+	DefaultInstanceWorkers int32 = 2
+)
+
+// Condition types set on FluxInstances (kstatus: Ready; plus Connected).
+const (
+	// InstanceConditionConnected is True while the manager holds a connection to the instance's
+	// broker; False with the last error otherwise.
+	InstanceConditionConnected = "Connected"
+	// InstanceConditionReady is the kstatus Ready condition: True when the instance is connected
+	// and its connection settings were accepted.
+	InstanceConditionReady = "Ready"
+)
+
+// Condition reasons on FluxInstances.
+const (
+	// ReasonConnected: the manager is connected to the broker.
+	ReasonConnected = "Connected"
+	// ReasonConnecting: the first connection attempt has not finished.
+	ReasonConnecting = "Connecting"
+	// ReasonConnectFailed: connecting failed or the connection was lost; the message has the error.
+	ReasonConnectFailed = "ConnectFailed"
+	// ReasonInvalidConnection: spec.connection cannot be used (the message says why: a Secret
+	// missing, no pod matching, a transport this manager was built without...). The manager
+	// retries when the spec or what it refers to changes.
+	ReasonInvalidConnection = "InvalidConnection"
+)
+
+// Condition type and reasons set on FluxJobs by instance routing.
+const (
+	// ConditionInstanceAdmitted is True when the FluxJob's Flux instance exists and admits the
+	// FluxJob's namespace; False (with one of the reasons below) while it does not: nothing is
+	// submitted then, and the FluxJob proceeds as soon as the instance appears or admits it.
+	ConditionInstanceAdmitted = "InstanceAdmitted"
+	// ReasonAdmitted: the instance exists and admits the namespace.
+	ReasonAdmitted = "Admitted"
+	// ReasonInstanceNotFound: no FluxInstance of that name (spec.instance, status.instance).
+	ReasonInstanceNotFound = "InstanceNotFound"
+	// ReasonNamespaceNotAdmitted: the instance's spec.namespaceSelector does not select the
+	// FluxJob's namespace.
+	ReasonNamespaceNotAdmitted = "NamespaceNotAdmitted"
+	// ReasonNoDefaultInstance: spec.instance is empty and there is no default instance.
+	ReasonNoDefaultInstance = "NoDefaultInstance"
+	// ReasonAmbiguousDefaultInstance: spec.instance is empty and more than one FluxInstance is
+	// marked default.
+	ReasonAmbiguousDefaultInstance = "AmbiguousDefaultInstance"
+)
+
+// SecretReference names a Secret in the manager's own namespace. The manager may read Secrets
+// only there (its RBAC is a Role in that namespace), so a FluxInstance cannot make it read a
+// Secret anywhere else.
+type SecretReference struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// MiniClusterConnection reaches the lead broker of a flux-operator MiniCluster through the
+// Kubernetes pods/exec subresource, running `flux relay SOCKET` in its flux container. The lead
+// broker pod is found by the labels flux-operator's indexed Job sets (job-name=<name>,
+// job-index=0); flux-operator's Go module is not needed.
+type MiniClusterConnection struct {
+	// Namespace of the MiniCluster.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace"`
+	// Name of the MiniCluster.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// Container to exec in. Default: the MiniCluster's name (flux-operator names the flux
+	// container after the MiniCluster).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Container string `json:"container,omitempty"`
+	// SocketPath is the broker's local:// socket in that container. Default
+	// /mnt/flux/config/run/flux/local.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="socketPath must be an absolute path"
+	SocketPath string `json:"socketPath,omitempty"`
+	// Command replaces the relay command run in the container; the socket path is appended as
+	// its last argument. Default: a shell that sources /mnt/flux/flux-view.sh (flux is not on
+	// PATH in a bare exec) and runs `flux relay`.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
+	Command []string `json:"command,omitempty"`
+}
+
+// PodConnection reaches a broker in any pod through the pods/exec subresource, running `flux
+// relay SOCKET` in one of its containers. Give exactly one of name and selector; with a
+// selector, the first running pod (by name) that matches is used.
+type PodConnection struct {
+	// Namespace of the pod.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace"`
+	// Name of the pod.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name,omitempty"`
+	// Selector picks the pod by labels.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+	// Container to exec in. Default: the pod's first container.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Container string `json:"container,omitempty"`
+	// SocketPath is the broker's local:// socket in that container.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="socketPath must be an absolute path"
+	SocketPath string `json:"socketPath"`
+	// Command replaces the relay command (default ["flux", "relay"]); the socket path is appended
+	// as its last argument.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
+	Command []string `json:"command,omitempty"`
+}
+
+// FluxInstanceConnection says how the manager reaches the broker. Give exactly one of uri,
+// miniCluster and pod.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.uri) ? 1 : 0) + (has(self.miniCluster) ? 1 : 0) + (has(self.pod) ? 1 : 0) == 1",message="give exactly one of connection.uri, connection.miniCluster and connection.pod"
+// +kubebuilder:validation:XValidation:rule="!has(self.uri) || !self.uri.startsWith('ssh://') || has(self.secretRef)",message="an ssh:// connection.uri needs connection.secretRef (the Secret with ssh-privatekey and known_hosts)"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || (has(self.uri) && self.uri.startsWith('ssh://'))",message="connection.secretRef goes with an ssh:// connection.uri only"
+type FluxInstanceConnection struct {
+	// URI of the broker: local:///path/to/socket (a socket the manager's pod can reach), or
+	// ssh://[user@]host[:port]/path/to/socket, which runs `flux relay /path/to/socket` on the host
+	// through SSH, as flux-core's ssh connector does. There is no TCP connector in flux-core, on
+	// purpose: a socket exposed over TCP gives every client the owner's rights.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self.matches('^local:///[^?#]*$') || self.matches('^ssh://([^@/?#]+@)?[^@/?#:]+(:[0-9]{1,5})?/[^?#]*$')",message="connection.uri must be local:///PATH or ssh://[USER@]HOST[:PORT]/PATH"
+	URI string `json:"uri,omitempty"`
+	// SecretRef names a Secret in the manager's namespace holding the SSH private key
+	// (ssh-privatekey) and the known_hosts lines (known_hosts) the host key is checked against.
+	// Required with ssh://; there is no trust on first use.
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+	// MiniCluster is a flux-operator MiniCluster, reached through pods/exec.
+	// +optional
+	MiniCluster *MiniClusterConnection `json:"miniCluster,omitempty"`
+	// Pod is a pod running a Flux broker, reached through pods/exec.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="has(self.name) != has(self.selector)",message="give exactly one of connection.pod.name and connection.pod.selector"
+	Pod *PodConnection `json:"pod,omitempty"`
+}
+
+// EventSourceName selects how an instance's executor follows jobs.
+// +kubebuilder:validation:Enum=Eventlog;Journal
+type EventSourceName string
+
+const (
+	// EventSourceEventlog: one job-info.eventlog-watch per job (the default, open to guests).
+	EventSourceEventlog EventSourceName = "Eventlog"
+	// EventSourceJournal: one job-manager.events-journal stream per executor (instance owner only).
+	EventSourceJournal EventSourceName = "Journal"
+)
+
+// FluxInstanceExecutor tunes the instance's executor.
+type FluxInstanceExecutor struct {
+	// Workers is the number of executor workers, each with its own broker connection. Default 2.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	Workers *int32 `json:"workers,omitempty"`
+	// EventSource is how jobs are followed: Eventlog (default) or Journal (owner only).
+	// +optional
+	EventSource EventSourceName `json:"eventSource,omitempty"`
+}
+
+// FluxInstanceSpec is a Flux instance the manager submits FluxJobs to.
+type FluxInstanceSpec struct {
+	// Connection says how to reach the instance's broker.
+	// +required
+	Connection FluxInstanceConnection `json:"connection"`
+	// NamespaceSelector selects the namespaces whose FluxJobs may run on this instance, as a
+	// Kueue ClusterQueue's does: omitted selects no namespace, {} selects every namespace.
+	// Whoever can create a FluxJob in a selected namespace runs commands as the instance's owner
+	// (the user the relay runs as).
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	// Executor tunes the instance's executor.
+	// +optional
+	Executor FluxInstanceExecutor `json:"executor,omitempty"`
+}
+
+// FluxInstanceJobCounts are the instance's job counts (job-list.job-stats).
+type FluxInstanceJobCounts struct {
+	// Pending jobs: states depend, priority and sched.
+	Pending int64 `json:"pending"`
+	// Running jobs: states run and cleanup.
+	Running int64 `json:"running"`
+	// Inactive jobs (finished and still listed).
+	Inactive int64 `json:"inactive"`
+	// Successful inactive jobs.
+	Successful int64 `json:"successful"`
+	// Failed inactive jobs (including cancelled and timed out).
+	Failed int64 `json:"failed"`
+	// Total of the states.
+	Total int64 `json:"total"`
+}
+
+// FluxInstanceStatus is what the manager knows of the instance.
+type FluxInstanceStatus struct {
+	// Conditions: Connected and Ready, with the last error in their message.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// ObservedGeneration is the metadata.generation this status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Version is the broker's flux-core version (broker attribute "version").
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Version string `json:"version,omitempty"`
+	// Size is the number of brokers of the instance (broker attribute "size").
+	// +optional
+	Size int32 `json:"size,omitempty"`
+	// Jobs are the instance's job counts (all users' jobs, as job-list reports them).
+	// +optional
+	Jobs *FluxInstanceJobCounts `json:"jobs,omitempty"`
+	// Queues are the instance's named queues, if it has any.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=128
+	Queues []string `json:"queues,omitempty"`
+	// LastContactTime is when the manager last had an answer from the broker.
+	// +optional
+	LastContactTime *metav1.Time `json:"lastContactTime,omitempty"`
+	// Endpoint is where the manager connects, as it resolved spec.connection (the URI, or
+	// pod/namespace/container for an exec connection).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// FluxInstance is a Flux instance (flux-core broker) that FluxJobs run on: the manager keeps one
+// executor and control connection per FluxInstance.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=fi,categories=flux
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`
+// +kubebuilder:printcolumn:name="Size",type=integer,JSONPath=`.status.size`
+// +kubebuilder:printcolumn:name="Running",type=integer,JSONPath=`.status.jobs.running`
+// +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.jobs.pending`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+type FluxInstance struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is how to reach the instance and who may use it.
+	// +required
+	Spec FluxInstanceSpec `json:"spec"`
+	// Status is what the manager observed.
+	// +optional
+	Status FluxInstanceStatus `json:"status,omitempty"`
+}
+
+// IsDefault reports whether the FluxInstance carries DefaultInstanceAnnotation "true".
+func (fi *FluxInstance) IsDefault() bool {
+	return fi.Annotations[DefaultInstanceAnnotation] == "true"
+}
+
+// FluxInstanceList is a list of FluxInstances.
+//
+// +kubebuilder:object:root=true
+type FluxInstanceList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the FluxInstances.
+	Items []FluxInstance `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&FluxInstance{}, &FluxInstanceList{})
+}

@@ -1,0 +1,389 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+)
+
+// Transports supplies the connections flux.Dial cannot make from a URI
+// alone. A nil field means this manager cannot use that kind of
+// connection: FluxInstances asking for it are reported with reason
+// InvalidConnection.
+type Transports struct {
+	// SSH returns the dial options for an ssh:// URI, given the private
+	// key and known_hosts read from the FluxInstance's Secret.
+	SSH func(privateKey, knownHosts []byte) ([]flux.Option, error)
+	// Exec returns a URI naming the connection and the dial options that
+	// reach a broker by running the relay in a container through the
+	// pods/exec subresource.
+	Exec func(t ExecTarget) (uri string, opts []flux.Option, err error)
+}
+
+// ExecTarget is a container to run `flux relay` in, through pods/exec.
+type ExecTarget struct {
+	Namespace, Pod, Container string
+	// SocketPath is the broker's local:// socket in the container.
+	SocketPath string
+	// Command is the relay command without the socket path (appended as
+	// its last argument); empty means the transport's default.
+	Command []string
+}
+
+// FluxInstanceReconciler keeps the InstanceRegistry in line with the
+// FluxInstance objects: it resolves each one's spec.connection (reading
+// the ssh Secret in the manager's namespace, finding the broker pod),
+// registers the result (a new connector when the connection settings
+// change, none when the FluxInstance goes away), and writes the
+// instance's status: Connected and Ready conditions, flux-core version,
+// size, job counts, queues, last contact. It runs again when the
+// instance's connection changes state and every StatusInterval.
+type FluxInstanceReconciler struct {
+	client.Client
+	// APIReader reads Secrets and Pods directly from the API server, so
+	// that the manager keeps no cache (and needs no list/watch) of them.
+	APIReader client.Reader
+	// Registry is shared with the FluxJob reconciler.
+	Registry *InstanceRegistry
+	// Recorder emits events about FluxInstances (optional).
+	Recorder events.EventRecorder
+	// Namespace is the manager's own namespace, the only one Secrets
+	// are read from.
+	Namespace string
+	// Transports are the ssh and pod-exec transports available.
+	Transports Transports
+	// StatusInterval is how often a FluxInstance's status is refreshed.
+	// Default 30s.
+	StatusInterval time.Duration
+	// RetryInterval is how soon an unusable connection (Secret or pod
+	// missing) is resolved again. Default 10s.
+	RetryInterval time.Duration
+	// RPCTimeout bounds each status RPC. Default 10s.
+	RPCTimeout time.Duration
+
+	changes chan event.TypedGenericEvent[client.Object]
+	now     func() time.Time
+}
+
+// Permissions: FluxInstances and their status.
+// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxinstances,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxinstances/status,verbs=get;update;patch
+// The ssh key of an ssh:// FluxInstance, read only in the manager's own
+// namespace (a Role there, not a ClusterRole).
+// +kubebuilder:rbac:groups="",namespace=fluxjob-system,resources=secrets,verbs=get
+
+// SetupWithManager registers the reconciler and the registry (as a
+// runnable) with mgr.
+func (r *FluxInstanceReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.StatusInterval <= 0 {
+		r.StatusInterval = 30 * time.Second
+	}
+	if r.RetryInterval <= 0 {
+		r.RetryInterval = 10 * time.Second
+	}
+	if r.RPCTimeout <= 0 {
+		r.RPCTimeout = 10 * time.Second
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	r.changes = make(chan event.TypedGenericEvent[client.Object], 256)
+	r.Registry.OnChange(func(name string) {
+		obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		select {
+		case r.changes <- event.TypedGenericEvent[client.Object]{Object: obj}:
+		default: // the periodic refresh catches up
+		}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&fluxjobv1.FluxInstance{}, builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		WatchesRawSource(source.Channel(r.changes, &handler.EnqueueRequestForObject{})).
+		Named("fluxinstance").
+		Complete(r)
+}
+
+// Reconcile registers the FluxInstance's connection and refreshes its
+// status.
+func (r *FluxInstanceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	var fi fluxjobv1.FluxInstance
+	if err := r.Get(ctx, req.NamespacedName, &fi); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Registry.Remove(req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("getting FluxInstance %s: %w", req.Name, err)
+	}
+	if !fi.DeletionTimestamp.IsZero() {
+		r.Registry.Remove(fi.Name)
+		return ctrl.Result{}, nil
+	}
+	if fi.Name == r.Registry.Implicit() {
+		msg := fmt.Sprintf("the name %q is the manager's implicit instance (--flux-uri, named by --default-instance); rename this FluxInstance or start the manager with --default-instance=\"\"", fi.Name)
+		return ctrl.Result{}, r.writeStatus(ctx, &fi, instanceObservation{invalid: msg})
+	}
+	cfg, endpoint := r.config(ctx, &fi)
+	if cfg.Invalid != "" {
+		log.Info("FluxInstance connection cannot be used", "reason", cfg.Invalid)
+	}
+	r.Registry.Set(fi.Name, cfg)
+	conn, _, _ := r.Registry.Lookup(fi.Name)
+	obs := instanceObservation{invalid: cfg.Invalid, endpoint: endpoint}
+	if conn != nil {
+		obs.connected, obs.unreachable = conn.State()
+		if obs.connected {
+			obs.info, obs.infoErr = r.readInfo(ctx, conn)
+		}
+	}
+	if err := r.writeStatus(ctx, &fi, obs); err != nil {
+		return ctrl.Result{}, err
+	}
+	if cfg.Invalid != "" || obs.unreachable != "" {
+		return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
+	}
+	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
+}
+
+// config resolves fi's spec into an InstanceConfig; a connection that
+// cannot be used is returned with Invalid set. endpoint describes where
+// the connection goes, for the status.
+func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxInstance) (cfg InstanceConfig, endpoint string) {
+	cfg.Workers = int(fluxjobv1.DefaultInstanceWorkers)
+	if w := fi.Spec.Executor.Workers; w != nil {
+		cfg.Workers = int(*w)
+	}
+	if fi.Spec.Executor.EventSource == fluxjobv1.EventSourceJournal {
+		cfg.EventSource = fluxbridge.EventSourceJournal
+	}
+	cfg.Default = fi.IsDefault()
+	if sel := fi.Spec.NamespaceSelector; sel != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			cfg.Invalid = "spec.namespaceSelector: " + err.Error()
+			return cfg, ""
+		}
+		cfg.Selector = s
+	}
+	c := fi.Spec.Connection
+	var ident []string // what the connection depends on, for cfg.Key
+	var err error
+	switch {
+	case c.URI != "" && c.SecretRef != nil:
+		endpoint = c.URI
+		cfg.URI = c.URI
+		var secretVersion string
+		cfg.DialOptions, secretVersion, err = r.sshOptions(ctx, c.SecretRef.Name)
+		ident = []string{"uri", c.URI, "secret", c.SecretRef.Name, secretVersion}
+	case c.URI != "":
+		endpoint, cfg.URI = c.URI, c.URI
+		ident = []string{"uri", c.URI}
+	case c.MiniCluster != nil || c.Pod != nil:
+		var t ExecTarget
+		var podUID string
+		t, podUID, err = r.execTarget(ctx, c)
+		if err == nil {
+			endpoint = t.Namespace + "/" + t.Pod + "/" + t.Container + ":" + t.SocketPath
+			ident = append([]string{"exec", t.Namespace, t.Pod, podUID, t.Container, t.SocketPath}, t.Command...)
+			if r.Transports.Exec == nil {
+				err = fmt.Errorf("this manager was built without the pod-exec transport")
+			} else {
+				cfg.URI, cfg.DialOptions, err = r.Transports.Exec(t)
+			}
+		}
+	default:
+		err = fmt.Errorf("spec.connection has none of uri, miniCluster and pod")
+	}
+	if err != nil {
+		cfg.Invalid = err.Error()
+		return cfg, endpoint
+	}
+	ident = append(ident, "workers", strconv.Itoa(cfg.Workers), "events", strconv.Itoa(int(cfg.EventSource)))
+	sum := sha256.New()
+	for _, s := range ident {
+		sum.Write([]byte(s))
+		sum.Write([]byte{0})
+	}
+	cfg.Key = hex.EncodeToString(sum.Sum(nil))
+	return cfg, endpoint
+}
+
+// sshOptions reads the Secret name in the manager's namespace and returns
+// the ssh transport's dial options and the Secret's resourceVersion (a
+// rotated key makes a new connection).
+func (r *FluxInstanceReconciler) sshOptions(ctx context.Context, name string) ([]flux.Option, string, error) {
+	if r.Transports.SSH == nil {
+		return nil, "", fmt.Errorf("this manager was built without the ssh transport")
+	}
+	if r.Namespace == "" {
+		return nil, "", fmt.Errorf("the manager's namespace is not known (set POD_NAMESPACE or --manager-namespace): it is the only namespace ssh Secrets are read from")
+	}
+	var sec corev1.Secret
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, &sec); err != nil {
+		return nil, "", fmt.Errorf("reading Secret %s/%s: %w", r.Namespace, name, err)
+	}
+	key, kh := sec.Data[fluxjobv1.SSHPrivateKeyKey], sec.Data[fluxjobv1.SSHKnownHostsKey]
+	if len(key) == 0 || len(kh) == 0 {
+		return nil, "", fmt.Errorf("Secret %s/%s must have non-empty keys %q and %q", r.Namespace, name, fluxjobv1.SSHPrivateKeyKey, fluxjobv1.SSHKnownHostsKey)
+	}
+	opts, err := r.Transports.SSH(key, kh)
+	if err != nil {
+		return nil, "", fmt.Errorf("Secret %s/%s: %w", r.Namespace, name, err)
+	}
+	return opts, sec.ResourceVersion, nil
+}
+
+// instanceInfo is what the broker told about itself.
+type instanceInfo struct {
+	version string
+	size    int32
+	jobs    fluxjobv1.FluxInstanceJobCounts
+	queues  []string
+}
+
+// jobStatsResponse is job-list.job-stats' answer (flux-core v0.88.0
+// src/modules/job-list/stats.c job_stats_encode).
+type jobStatsResponse struct {
+	JobStates struct {
+		Depend, Priority, Sched, Run, Cleanup, Inactive, Total int64
+	} `json:"job_states"`
+	Successful, Failed, Canceled, Timeout int64
+	Queues                                []struct {
+		Name string `json:"name"`
+	} `json:"queues"`
+}
+
+// attrResponse is attr.get's answer (src/broker/attr.c).
+type attrResponse struct {
+	Value string `json:"value"`
+}
+
+// readInfo asks the broker for its version and size (attr.get) and job
+// statistics (job-list.job-stats).
+func (r *FluxInstanceReconciler) readInfo(ctx context.Context, conn *FluxConnector) (instanceInfo, error) {
+	var info instanceInfo
+	_, ctl, err := conn.Get()
+	if err != nil {
+		return info, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.RPCTimeout)
+	defer cancel()
+	var ver, size attrResponse
+	if err := ctl.RPC(ctx, "attr.get", map[string]string{"name": "version"}, &ver); err != nil {
+		return info, fmt.Errorf("attr.get version: %w", err)
+	}
+	if err := ctl.RPC(ctx, "attr.get", map[string]string{"name": "size"}, &size); err != nil {
+		return info, fmt.Errorf("attr.get size: %w", err)
+	}
+	info.version = clip(ver.Value, 64)
+	if n, err := strconv.ParseInt(size.Value, 10, 32); err == nil {
+		info.size = int32(n)
+	}
+	var st jobStatsResponse
+	if err := ctl.RPC(ctx, "job-list.job-stats", json.RawMessage("{}"), &st); err != nil {
+		return info, fmt.Errorf("job-list.job-stats: %w", err)
+	}
+	s := st.JobStates
+	info.jobs = fluxjobv1.FluxInstanceJobCounts{
+		Pending: s.Depend + s.Priority + s.Sched, Running: s.Run + s.Cleanup, Inactive: s.Inactive,
+		Successful: st.Successful, Failed: st.Failed + st.Canceled + st.Timeout, Total: s.Total,
+	}
+	for _, q := range st.Queues {
+		if len(info.queues) < 64 {
+			info.queues = append(info.queues, clip(q.Name, 128))
+		}
+	}
+	return info, nil
+}
+
+// instanceObservation is everything the status is computed from.
+type instanceObservation struct {
+	invalid     string
+	endpoint    string
+	connected   bool
+	unreachable string
+	info        instanceInfo
+	infoErr     error
+}
+
+// writeStatus computes fi's status from obs and patches it if it changed;
+// it emits an event when Connected changes.
+func (r *FluxInstanceReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.FluxInstance, obs instanceObservation) error {
+	now := metav1.NewTime(r.now().Truncate(time.Second))
+	st := *fi.Status.DeepCopy()
+	st.ObservedGeneration = fi.Generation
+	st.Endpoint = obs.endpoint
+	var status metav1.ConditionStatus
+	var reason, msg string
+	switch {
+	case obs.invalid != "":
+		status, reason, msg = metav1.ConditionFalse, fluxjobv1.ReasonInvalidConnection, obs.invalid
+	case obs.connected:
+		status, reason, msg = metav1.ConditionTrue, fluxjobv1.ReasonConnected, "Connected to the Flux broker"
+	case obs.unreachable != "":
+		status, reason, msg = metav1.ConditionFalse, fluxjobv1.ReasonConnectFailed, obs.unreachable
+	default:
+		status, reason, msg = metav1.ConditionUnknown, fluxjobv1.ReasonConnecting, "Connecting to the Flux broker"
+	}
+	msg = clip(msg, 32768)
+	for _, typ := range []string{fluxjobv1.InstanceConditionConnected, fluxjobv1.InstanceConditionReady} {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg,
+			ObservedGeneration: fi.Generation, LastTransitionTime: now})
+	}
+	if obs.connected && obs.infoErr == nil {
+		st.Version, st.Size, st.Queues = obs.info.version, obs.info.size, obs.info.queues
+		jobs := obs.info.jobs
+		st.Jobs = &jobs
+		st.LastContactTime = &now
+	} else if obs.infoErr != nil {
+		logf.FromContext(ctx).Info("could not read the instance's status from the broker", "error", obs.infoErr.Error())
+	}
+	if equality.Semantic.DeepEqual(fi.Status, st) {
+		return nil
+	}
+	old := meta.FindStatusCondition(fi.Status.Conditions, fluxjobv1.InstanceConditionConnected)
+	base := fi.DeepCopy()
+	fi.Status = st
+	if err := r.Status().Patch(ctx, fi, client.MergeFrom(base)); err != nil {
+		*fi = *base
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patching FluxInstance status: %w", err)
+	}
+	if r.Recorder != nil && (old == nil || old.Status != status || old.Reason != reason) && status != metav1.ConditionUnknown {
+		typ := corev1.EventTypeNormal
+		if status != metav1.ConditionTrue {
+			typ = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(fi, nil, typ, reason, "Connect", "%s", clip(msg, 1024))
+	}
+	return nil
+}

@@ -1,0 +1,337 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/labels"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+)
+
+// InstanceConfig is what the registry needs to run one Flux instance's
+// executor: where to dial, how, and which namespaces it admits.
+type InstanceConfig struct {
+	// URI names the broker (and is dialled by its scheme unless
+	// DialOptions supply a dialer).
+	URI string
+	// DialOptions are passed to flux.Dial for the control connection and
+	// every executor worker (an SSH config, a pod-exec dialer).
+	DialOptions []flux.Option
+	// Workers is the executor's number of workers.
+	Workers int
+	// EventSource is how the executor follows jobs.
+	EventSource fluxbridge.EventSource
+	// Key identifies the connection settings: a config whose Key differs
+	// from the running one replaces the connector (a new connection);
+	// an equal Key keeps it. Empty means URI.
+	Key string
+	// Selector selects the namespaces the instance admits; nil admits
+	// none (a FluxInstance without spec.namespaceSelector), Everything
+	// all of them.
+	Selector labels.Selector
+	// Default marks the instance as the default for FluxJobs without
+	// spec.instance.
+	Default bool
+	// Invalid, if not empty, says why the connection settings cannot be
+	// used: the instance exists (FluxJobs route to it and wait) but has no
+	// connector.
+	Invalid string
+}
+
+func (c InstanceConfig) key() string {
+	if c.Key != "" {
+		return c.Key
+	}
+	return fmt.Sprintf("%s|%d|%d", c.URI, c.Workers, c.EventSource)
+}
+
+// instanceEntry is one instance in the registry.
+type instanceEntry struct {
+	name string
+	cfg  InstanceConfig
+	conn *FluxConnector // nil while cfg.Invalid is set
+	// owned entries were started by the registry and are stopped by it;
+	// the implicit instance's connector belongs to the manager.
+	owned  bool
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// InstanceRegistry holds one FluxConnector (an executor and a control
+// connection) per Flux instance, keyed by instance name. FluxInstance
+// objects come and go through Set and Remove (the FluxInstance
+// reconciler); the manager's implicit instance (its --flux-uri sidecar)
+// is registered with SetImplicit. It is a manager.Runnable: connectors it
+// starts run until Remove, a replacing Set, or the end of Start's context.
+type InstanceRegistry struct {
+	opts FluxConnectorOptions // template for the connectors it starts
+	log  logr.Logger
+
+	mu        sync.RWMutex
+	ctx       context.Context // Start's; nil before Start
+	entries   map[string]*instanceEntry
+	implicit  string
+	pending   []*instanceEntry // Set before Start
+	onConnect []func(instance string)
+	onChange  []func(instance string)
+}
+
+// NewInstanceRegistry returns an empty registry; opts (backoff, timeouts,
+// logger) are the template of every connector it starts (URI and Workers
+// come from each instance's config).
+func NewInstanceRegistry(opts FluxConnectorOptions) *InstanceRegistry {
+	return &InstanceRegistry{opts: opts, log: opts.Logger.WithName("instances"), entries: map[string]*instanceEntry{}}
+}
+
+// OnConnect registers fn to run after each successful connection of any
+// instance, with the instance's name. Register before Start.
+func (r *InstanceRegistry) OnConnect(fn func(instance string)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onConnect = append(r.onConnect, fn)
+}
+
+// OnChange registers fn to run whenever an instance connects or loses
+// its connection, or is added or removed. It must not block.
+func (r *InstanceRegistry) OnChange(fn func(instance string)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onChange = append(r.onChange, fn)
+}
+
+// SetImplicit registers conn, whose lifecycle the caller owns (it is a
+// manager runnable), as the implicit instance name: the default when no
+// FluxInstance is marked default, admitting every namespace. A
+// FluxInstance of the same name is refused (see Implicit).
+func (r *InstanceRegistry) SetImplicit(name string, conn *FluxConnector) {
+	e := &instanceEntry{name: name, conn: conn, cfg: InstanceConfig{URI: conn.opts.URI, Selector: labels.Everything()}}
+	r.mu.Lock()
+	r.entries[name], r.implicit = e, name
+	r.mu.Unlock()
+	r.hook(name, conn)
+}
+
+// Implicit returns the implicit instance's name ("" if there is none).
+func (r *InstanceRegistry) Implicit() string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.implicit
+}
+
+// hook makes conn report its connects and state changes as instance name.
+func (r *InstanceRegistry) hook(name string, conn *FluxConnector) {
+	conn.OnConnect(func() {
+		r.mu.RLock()
+		fns := slices.Clone(r.onConnect)
+		r.mu.RUnlock()
+		for _, fn := range fns {
+			fn(name)
+		}
+	})
+	conn.onStateChange = func() { r.changed(name) }
+}
+
+func (r *InstanceRegistry) changed(name string) {
+	r.mu.RLock()
+	fns := slices.Clone(r.onChange)
+	r.mu.RUnlock()
+	for _, fn := range fns {
+		fn(name)
+	}
+}
+
+// Set registers or updates the instance name. A config with new
+// connection settings (Key) replaces the connector; otherwise only the
+// selector and default mark change. It returns whether a new connector
+// was started.
+func (r *InstanceRegistry) Set(name string, cfg InstanceConfig) bool {
+	r.mu.Lock()
+	old := r.entries[name]
+	if old != nil && old.cfg.key() == cfg.key() && old.cfg.Invalid == cfg.Invalid && (old.conn != nil) == (cfg.Invalid == "") {
+		same := old.cfg.Default == cfg.Default && selectorString(old.cfg.Selector) == selectorString(cfg.Selector)
+		old.cfg.Selector, old.cfg.Default = cfg.Selector, cfg.Default
+		r.mu.Unlock()
+		if !same {
+			r.changed(name)
+		}
+		return false
+	}
+	e := &instanceEntry{name: name, cfg: cfg, owned: true}
+	if cfg.Invalid == "" {
+		opts := r.opts
+		opts.URI, opts.Workers, opts.DialOptions, opts.EventSource = cfg.URI, max(cfg.Workers, 1), cfg.DialOptions, cfg.EventSource
+		opts.Logger = r.opts.Logger.WithValues("instance", name)
+		opts.Instance = name
+		e.conn = NewFluxConnector(opts)
+		r.hook(name, e.conn)
+	}
+	r.entries[name] = e
+	start := r.ctx != nil
+	if !start && e.conn != nil {
+		r.pending = append(r.pending, e)
+	}
+	r.mu.Unlock()
+	if old != nil {
+		r.log.Info("instance settings changed; replacing its connection", "instance", name)
+		old.stop()
+	}
+	if start && e.conn != nil {
+		r.run(e)
+	}
+	r.changed(name)
+	return e.conn != nil
+}
+
+// selectorString tells selectors apart ("<none>" for nil, which selects
+// nothing, unlike the empty selector).
+func selectorString(s labels.Selector) string {
+	if s == nil {
+		return "<none>"
+	}
+	return s.String()
+}
+
+// Remove unregisters the instance name and stops its connector (the
+// implicit instance cannot be removed). Jobs keep running in Flux; their
+// FluxJobs re-attach if the instance comes back.
+func (r *InstanceRegistry) Remove(name string) {
+	r.mu.Lock()
+	e := r.entries[name]
+	if e == nil || !e.owned {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.entries, name)
+	r.mu.Unlock()
+	r.log.Info("instance removed; closing its connection", "instance", name)
+	e.stop()
+	r.changed(name)
+}
+
+// run starts e's connector under the registry's context.
+func (r *InstanceRegistry) run(e *instanceEntry) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	e.cancel, e.done = cancel, make(chan struct{})
+	go func() {
+		defer close(e.done)
+		_ = e.conn.Start(ctx)
+	}()
+}
+
+// stop stops an owned entry's connector and waits for it.
+func (e *instanceEntry) stop() {
+	if e.cancel != nil {
+		e.cancel()
+		<-e.done
+	}
+	if e.conn != nil {
+		e.conn.setDisconnected(errInstanceRemoved)
+	}
+}
+
+// errInstanceRemoved is the state of a connector whose instance is gone.
+var errInstanceRemoved = fmt.Errorf("%w: the instance was removed or its settings changed", ErrFluxUnreachable)
+
+// Start implements manager.Runnable: it starts the connectors registered
+// so far and those registered later, and stops them all when ctx ends.
+func (r *InstanceRegistry) Start(ctx context.Context) error {
+	r.mu.Lock()
+	r.ctx = ctx
+	pending := r.pending
+	r.pending = nil
+	for _, e := range pending {
+		if r.entries[e.name] == e {
+			r.run(e)
+		}
+	}
+	r.mu.Unlock()
+	<-ctx.Done()
+	r.mu.Lock()
+	var owned []*instanceEntry
+	for _, e := range r.entries {
+		if e.owned {
+			owned = append(owned, e)
+		}
+	}
+	r.mu.Unlock()
+	for _, e := range owned {
+		if e.done != nil {
+			<-e.done
+		}
+	}
+	return nil
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: every
+// replica connects (as FluxConnector does).
+func (r *InstanceRegistry) NeedLeaderElection() bool { return false }
+
+// Ready is a healthz.Checker: with an implicit instance, nil while it is
+// connected (the sidecar deployment's readiness as before); without one,
+// always nil (a remote instance being down must not take the manager out
+// of service for the others).
+func (r *InstanceRegistry) Ready(req *http.Request) error {
+	r.mu.RLock()
+	e := r.entries[r.implicit]
+	r.mu.RUnlock()
+	if e == nil || e.conn == nil {
+		return nil
+	}
+	return e.conn.Ready(req)
+}
+
+// Lookup returns the connector and config of the instance name; conn is
+// nil if the instance's settings are invalid (cfg.Invalid says why).
+func (r *InstanceRegistry) Lookup(name string) (conn *FluxConnector, cfg InstanceConfig, ok bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.entries[name]
+	if e == nil {
+		return nil, InstanceConfig{}, false
+	}
+	return e.conn, e.cfg, true
+}
+
+// Names returns the registered instances, sorted.
+func (r *InstanceRegistry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.entries))
+	for n := range r.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Default returns the default instance: the one FluxInstance marked
+// default, else the implicit instance. reason is set (and name empty)
+// when there is none (ReasonNoDefaultInstance) or more than one marked
+// (ReasonAmbiguousDefaultInstance); names lists the candidates then.
+func (r *InstanceRegistry) Default() (name string, reason string, candidates []string) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for n, e := range r.entries {
+		if e.cfg.Default {
+			candidates = append(candidates, n)
+		}
+	}
+	sort.Strings(candidates)
+	switch {
+	case len(candidates) == 1:
+		return candidates[0], "", nil
+	case len(candidates) > 1:
+		return "", fluxjobv1.ReasonAmbiguousDefaultInstance, candidates
+	case r.implicit != "":
+		return r.implicit, "", nil
+	}
+	return "", fluxjobv1.ReasonNoDefaultInstance, nil
+}
