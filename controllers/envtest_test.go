@@ -162,6 +162,8 @@ type harness struct {
 	ns     string
 	opts   Options
 	counts *countingClient
+	// extraNS are more namespaces the manager's cache holds.
+	extraNS []string
 
 	cancel context.CancelFunc
 	done   chan error
@@ -195,25 +197,49 @@ func (h *harness) start() {
 	if h.cancel != nil {
 		h.t.Fatal("manager already running")
 	}
+	mgr := h.newManager()
+	conn := NewFluxConnector(testConnectorOptions(h.broker.URI()))
+	if err := mgr.Add(conn); err != nil {
+		h.t.Fatal(err)
+	}
+	h.run(mgr, &FluxJobReconciler{Flux: conn, Options: h.opts})
+}
+
+// testConnectorOptions are the connector settings of the envtest tests:
+// fast reconnects and a short shutdown.
+func testConnectorOptions(uri string) FluxConnectorOptions {
+	return FluxConnectorOptions{
+		URI: uri, Workers: 2, Logger: ctrl.Log.WithName("flux"),
+		Backoff:         wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
+		CheckInterval:   50 * time.Millisecond,
+		ShutdownTimeout: 500 * time.Millisecond,
+	}
+}
+
+// newManager makes a manager whose cache holds the test's namespaces.
+func (h *harness) newManager() ctrl.Manager {
+	h.t.Helper()
+	nss := map[string]cache.Config{h.ns: {}}
+	for _, ns := range h.extraNS {
+		nss[ns] = cache.Config{}
+	}
 	mgr, err := ctrl.NewManager(h.cfg, ctrl.Options{
 		Scheme:                 testScheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{h.ns: {}}},
+		Cache:                  cache.Options{DefaultNamespaces: nss},
 		Controller:             config.Controller{SkipNameValidation: ptrTo(true)},
 	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	conn := NewFluxConnector(FluxConnectorOptions{
-		URI: h.broker.URI(), Workers: 2, Logger: ctrl.Log.WithName("flux"),
-		Backoff:         wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
-		CheckInterval:   50 * time.Millisecond,
-		ShutdownTimeout: 500 * time.Millisecond,
-	})
-	if err := mgr.Add(conn); err != nil {
-		h.t.Fatal(err)
-	}
+	return mgr
+}
+
+// run completes r (client, scheme, recorder), sets it up with mgr and
+// starts mgr; setup, if given, adds more to mgr first.
+func (h *harness) run(mgr ctrl.Manager, r *FluxJobReconciler, setup ...func(ctrl.Manager, *EventRecorder)) {
+	h.t.Helper()
 	if h.counts == nil {
 		h.counts = &countingClient{statusWrites: map[string]int{}, objectWrites: map[string]int{}, statusByPhase: map[string][]string{}}
 	}
@@ -222,12 +248,12 @@ func (h *harness) start() {
 	if err := mgr.Add(rec); err != nil {
 		h.t.Fatal(err)
 	}
-	r := &FluxJobReconciler{
-		Client: h.counts, Scheme: mgr.GetScheme(), Recorder: rec,
-		Flux: conn, Options: h.opts,
-	}
+	r.Client, r.Scheme, r.Recorder = h.counts, mgr.GetScheme(), rec
 	if err := r.SetupWithManager(mgr); err != nil {
 		h.t.Fatal(err)
+	}
+	for _, fn := range setup {
+		fn(mgr, rec)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
@@ -256,8 +282,11 @@ func (h *harness) stop() {
 func (h *harness) cleanupObjects() {
 	ctx := context.Background()
 	var list fluxjobv1.FluxJobList
-	if err := h.c.List(ctx, &list, client.InNamespace(h.ns)); err != nil {
-		return
+	for _, ns := range append([]string{h.ns}, h.extraNS...) {
+		var l fluxjobv1.FluxJobList
+		if err := h.c.List(ctx, &l, client.InNamespace(ns)); err == nil {
+			list.Items = append(list.Items, l.Items...)
+		}
 	}
 	for i := range list.Items {
 		o := &list.Items[i]
@@ -282,18 +311,28 @@ func (h *harness) create(name string, spec fluxjobv1.FluxJobSpec) *fluxjobv1.Flu
 }
 
 func (h *harness) get(name string) (*fluxjobv1.FluxJob, error) {
+	return h.getIn(h.ns, name)
+}
+
+func (h *harness) getIn(ns, name string) (*fluxjobv1.FluxJob, error) {
 	var obj fluxjobv1.FluxJob
-	err := h.c.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, &obj)
+	err := h.c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &obj)
 	return &obj, err
 }
 
 // waitFor polls the FluxJob until cond is true, failing after timeout.
 func (h *harness) waitFor(name string, timeout time.Duration, what string, cond func(*fluxjobv1.FluxJob) bool) *fluxjobv1.FluxJob {
 	h.t.Helper()
+	return h.waitForIn(h.ns, name, timeout, what, cond)
+}
+
+// waitForIn is waitFor for a FluxJob in namespace ns.
+func (h *harness) waitForIn(ns, name string, timeout time.Duration, what string, cond func(*fluxjobv1.FluxJob) bool) *fluxjobv1.FluxJob {
+	h.t.Helper()
 	var last *fluxjobv1.FluxJob
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		obj, err := h.get(name)
+		obj, err := h.getIn(ns, name)
 		if err == nil {
 			last = obj
 			if cond(obj) {

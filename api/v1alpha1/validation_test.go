@@ -270,6 +270,7 @@ debug: true
 
 	t.Run("update", func(t *testing.T) { testUpdates(ctx, t, c) })
 	t.Run("status", func(t *testing.T) { testStatus(ctx, t, c) })
+	t.Run("fluxinstance", func(t *testing.T) { testFluxInstances(ctx, t, c) })
 }
 
 // createTyped creates a FluxJob from spec YAML and returns it as read back.
@@ -350,6 +351,15 @@ func testUpdates(ctx context.Context, t *testing.T, c client.Client) {
 		{name: "waitable-set", spec: "command: [\"true\"]\n",
 			mutate: func(j *v1alpha1.FluxJob) { j.Spec.Waitable = true },
 			want:   []string{"spec is immutable except spec.urgency"}},
+		{name: "instance-changed", spec: "command: [\"true\"]\ninstance: cluster-a\n",
+			mutate: func(j *v1alpha1.FluxJob) { j.Spec.Instance = "cluster-b" },
+			want:   []string{"spec.instance is immutable"}},
+		{name: "instance-added", spec: "command: [\"true\"]\n",
+			mutate: func(j *v1alpha1.FluxJob) { j.Spec.Instance = "cluster-b" },
+			want:   []string{"spec.instance is immutable"}},
+		{name: "instance-removed", spec: "command: [\"true\"]\ninstance: cluster-a\n",
+			mutate: func(j *v1alpha1.FluxJob) { j.Spec.Instance = "" },
+			want:   []string{"spec.instance is immutable"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,75 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+)
+
+// testFluxInstances creates good and malformed FluxInstances through the real API server (strict
+// field validation) and checks that the CRD's schema and CEL rules reject every malformed
+// spec.connection with a message naming the problem. What the API server cannot know (a Secret
+// or pod that does not exist) is reported in the FluxInstance's status by the controller
+// (controllers tests).
+func testFluxInstances(ctx context.Context, t *testing.T, c client.Client) {
+	cases := []struct {
+		name string
+		spec string
+		want []string // substrings of the rejection; nil: accepted
+	}{
+		{name: "local", spec: "connection: {uri: \"local:///run/flux/local\"}\nnamespaceSelector: {}\n"},
+		{name: "ssh", spec: "connection: {uri: \"ssh://fluxuser@login.example.org:2222/run/flux/local\", secretRef: {name: hpc-ssh}}\n" +
+			"namespaceSelector: {matchLabels: {hpc: \"true\"}}\nexecutor: {workers: 4, eventSource: Journal}\n"},
+		{name: "minicluster", spec: "connection: {miniCluster: {namespace: flux-operator, name: flux-sample}}\n"},
+		{name: "minicluster-overrides", spec: "connection: {miniCluster: {namespace: ns, name: mc, container: flux, socketPath: /opt/flux/local, command: [/bin/sh, -c, \"exec flux relay $0\"]}}\n"},
+		{name: "pod-name", spec: "connection: {pod: {namespace: ns, name: broker-0, container: flux, socketPath: /run/flux/local}}\n"},
+		{name: "pod-selector", spec: "connection: {pod: {namespace: ns, selector: {matchLabels: {app: flux}}, socketPath: /run/flux/local}}\n"},
+
+		{name: "no-connection", spec: "namespaceSelector: {}\n", want: []string{"spec.connection: Required value"}},
+		{name: "empty-connection", spec: "connection: {}\n", want: []string{"give exactly one of connection.uri, connection.miniCluster and connection.pod"}},
+		{name: "uri-and-pod", spec: "connection: {uri: \"local:///run/flux/local\", pod: {namespace: ns, name: p, socketPath: /s}}\n",
+			want: []string{"give exactly one of connection.uri, connection.miniCluster and connection.pod"}},
+		{name: "minicluster-and-pod", spec: "connection: {miniCluster: {namespace: ns, name: mc}, pod: {namespace: ns, name: p, socketPath: /s}}\n",
+			want: []string{"give exactly one of"}},
+		{name: "tcp-uri", spec: "connection: {uri: \"tcp://10.0.0.1:8050\"}\n", want: []string{"connection.uri must be local:///PATH or ssh://"}},
+		{name: "relative-local", spec: "connection: {uri: \"local://run/flux/local\"}\n", want: []string{"connection.uri must be"}},
+		{name: "ssh-no-path", spec: "connection: {uri: \"ssh://host\", secretRef: {name: k}}\n", want: []string{"connection.uri must be"}},
+		{name: "ssh-bad-port", spec: "connection: {uri: \"ssh://host:port/run/flux/local\", secretRef: {name: k}}\n", want: []string{"connection.uri must be"}},
+		{name: "ssh-without-secret", spec: "connection: {uri: \"ssh://host/run/flux/local\"}\n", want: []string{"needs connection.secretRef"}},
+		{name: "secret-with-local", spec: "connection: {uri: \"local:///run/flux/local\", secretRef: {name: k}}\n", want: []string{"secretRef goes with an ssh://"}},
+		{name: "secret-bad-name", spec: "connection: {uri: \"ssh://h/s\", secretRef: {name: \"Bad_Name\"}}\n", want: []string{"secretRef.name"}},
+		{name: "minicluster-no-name", spec: "connection: {miniCluster: {namespace: ns}}\n", want: []string{"miniCluster.name: Required value"}},
+		{name: "minicluster-relative-socket", spec: "connection: {miniCluster: {namespace: ns, name: mc, socketPath: run/local}}\n", want: []string{"socketPath must be an absolute path"}},
+		{name: "minicluster-empty-command", spec: "connection: {miniCluster: {namespace: ns, name: mc, command: []}}\n", want: []string{"command"}},
+		{name: "pod-name-and-selector", spec: "connection: {pod: {namespace: ns, name: p, selector: {matchLabels: {a: b}}, socketPath: /s}}\n",
+			want: []string{"give exactly one of connection.pod.name and connection.pod.selector"}},
+		{name: "pod-neither", spec: "connection: {pod: {namespace: ns, socketPath: /s}}\n", want: []string{"give exactly one of connection.pod.name and connection.pod.selector"}},
+		{name: "pod-no-socket", spec: "connection: {pod: {namespace: ns, name: p}}\n", want: []string{"socketPath: Required value"}},
+		{name: "pod-bad-namespace", spec: "connection: {pod: {namespace: NS!, name: p, socketPath: /s}}\n", want: []string{"pod.namespace"}},
+		{name: "workers-zero", spec: "connection: {uri: \"local:///s\"}\nexecutor: {workers: 0}\n", want: []string{"executor.workers", "greater than or equal to 1"}},
+		{name: "event-source-unknown", spec: "connection: {uri: \"local:///s\"}\nexecutor: {eventSource: Poll}\n", want: []string{"executor.eventSource", "Unsupported value"}},
+		{name: "unknown-field", spec: "connection: {uri: \"local:///s\", tcp: true}\n", want: []string{"unknown field"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := fmt.Sprintf("apiVersion: fluxjob.io/v1alpha1\nkind: FluxInstance\nmetadata:\n  name: fi-%s\nspec:\n%s", tc.name, indent(tc.spec, "  "))
+			u := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+				t.Fatalf("bad test manifest: %v\n%s", err, doc)
+			}
+			err := c.Create(ctx, u, client.FieldValidation(metav1.FieldValidationStrict))
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("rejected: %v", err)
+				}
+				return
+			}
+			wantRejected(t, err, tc.want...)
+		})
+	}
+}

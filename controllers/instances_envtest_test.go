@@ -1,0 +1,360 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+)
+
+// These tests run the manager as main.go does with FluxInstance objects:
+// the InstanceRegistry, the FluxInstance reconciler and the FluxJob
+// reconciler routing by instance, against two test brokers, each with its
+// own unix socket (local:// instances). FluxInstances are cluster-scoped:
+// their names carry the test's namespace so that tests do not meet.
+
+// startWithInstances runs a manager with no implicit instance: every
+// FluxJob runs on a FluxInstance object.
+func (h *harness) startWithInstances() {
+	h.t.Helper()
+	if h.cancel != nil {
+		h.t.Fatal("manager already running")
+	}
+	mgr := h.newManager()
+	reg := NewInstanceRegistry(testConnectorOptions(""))
+	if err := mgr.Add(reg); err != nil {
+		h.t.Fatal(err)
+	}
+	h.run(mgr, &FluxJobReconciler{Instances: reg, Options: h.opts}, func(mgr ctrl.Manager, rec *EventRecorder) {
+		ir := &FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Recorder: rec,
+			StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
+		if err := ir.SetupWithManager(mgr); err != nil {
+			h.t.Fatal(err)
+		}
+	})
+}
+
+// newBroker starts another test broker for the test.
+func (h *harness) newBroker(opts testbroker.Options) *testbroker.Server {
+	h.t.Helper()
+	b := testbroker.New(opts)
+	if err := b.Start(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// newNamespace creates a namespace with labels, cached by the manager.
+func (h *harness) newNamespace(suffix string, labels map[string]string) string {
+	h.t.Helper()
+	ns := h.ns + "-" + suffix
+	if err := h.c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}); err != nil {
+		h.t.Fatal(err)
+	}
+	h.extraNS = append(h.extraNS, ns)
+	return ns
+}
+
+// createInstance creates a local:// FluxInstance for broker b, named
+// <test namespace>-<suffix>, deleted when the test ends.
+func (h *harness) createInstance(suffix string, b *testbroker.Server, sel *metav1.LabelSelector, isDefault bool) string {
+	h.t.Helper()
+	name := h.ns + "-" + suffix
+	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: fluxjobv1.FluxInstanceSpec{Connection: fluxjobv1.FluxInstanceConnection{URI: b.URI()}, NamespaceSelector: sel}}
+	if isDefault {
+		fi.Annotations = map[string]string{fluxjobv1.DefaultInstanceAnnotation: "true"}
+	}
+	if err := h.c.Create(context.Background(), fi); err != nil {
+		h.t.Fatalf("creating FluxInstance %s: %v", name, err)
+	}
+	h.t.Cleanup(func() { _ = h.c.Delete(context.Background(), &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name}}) })
+	return name
+}
+
+// waitInstance polls the FluxInstance until cond holds.
+func (h *harness) waitInstance(name string, timeout time.Duration, what string, cond func(*fluxjobv1.FluxInstance) bool) *fluxjobv1.FluxInstance {
+	h.t.Helper()
+	var last fluxjobv1.FluxInstance
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := h.c.Get(context.Background(), client.ObjectKey{Name: name}, &last); err == nil && cond(&last) {
+			return &last
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.t.Fatalf("FluxInstance %s: timed out after %s waiting for %s; status %+v", name, timeout, what, last.Status)
+	return nil
+}
+
+func instanceCondition(fi *fluxjobv1.FluxInstance, typ string) (metav1.ConditionStatus, string) {
+	c := meta.FindStatusCondition(fi.Status.Conditions, typ)
+	if c == nil {
+		return "", ""
+	}
+	return c.Status, c.Reason
+}
+
+func instanceReady(fi *fluxjobv1.FluxInstance) bool {
+	s, _ := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
+	return s == metav1.ConditionTrue
+}
+
+func conditionIs(typ string, status metav1.ConditionStatus, reason string) func(*fluxjobv1.FluxJob) bool {
+	return func(o *fluxjobv1.FluxJob) bool {
+		c := meta.FindStatusCondition(o.Status.Conditions, typ)
+		return c != nil && c.Status == status && (reason == "" || c.Reason == reason)
+	}
+}
+
+func (h *harness) createIn(ns, name string, spec fluxjobv1.FluxJobSpec) {
+	h.t.Helper()
+	if err := h.c.Create(context.Background(), &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}); err != nil {
+		h.t.Fatalf("creating FluxJob %s/%s: %v", ns, name, err)
+	}
+}
+
+func onInstance(instance string, cmd ...string) fluxjobv1.FluxJobSpec {
+	return fluxjobv1.FluxJobSpec{Command: cmd, Instance: instance}
+}
+
+// brokerHasJob reports whether b holds a job with that ID.
+func brokerHasJob(b *testbroker.Server, id int64) bool {
+	for _, j := range b.Jobs() {
+		if int64(j) == id {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEnvtestInstancesRouting: two FluxInstances, each on its own test
+// broker; FluxJobs go where spec.instance says, or to the default one;
+// the namespaceSelector keeps other namespaces out until it admits them;
+// a FluxJob naming an unknown instance waits and never submits, until the
+// instance appears; two defaults are refused as ambiguous.
+func TestEnvtestInstancesRouting(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{})
+	brokerA, brokerB := h.broker, h.newBroker(testbroker.Options{})
+	team := h.newNamespace("team", map[string]string{"flux-team": h.ns})
+	a := h.createInstance("a", brokerA, &metav1.LabelSelector{}, true)
+	b := h.createInstance("b", brokerB, &metav1.LabelSelector{MatchLabels: map[string]string{"flux-team": h.ns}}, false)
+	h.startWithInstances()
+
+	for _, name := range []string{a, b} {
+		fi := h.waitInstance(name, 30*time.Second, "Ready and its status read from the broker", func(fi *fluxjobv1.FluxInstance) bool {
+			return instanceReady(fi) && fi.Status.Version != "" && fi.Status.LastContactTime != nil
+		})
+		if fi.Status.Version != testbroker.SimulatedVersion || fi.Status.Size != 1 || fi.Status.Jobs == nil {
+			t.Fatalf("FluxInstance %s status %+v: want version %s, size 1, job counts", name, fi.Status, testbroker.SimulatedVersion)
+		}
+		if s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected); s != metav1.ConditionTrue || r != fluxjobv1.ReasonConnected {
+			t.Fatalf("FluxInstance %s Connected = %s/%s", name, s, r)
+		}
+		var m dto.Metric
+		if err := executorConnected.WithLabelValues(name).Write(&m); err != nil || m.GetGauge().GetValue() != 1 {
+			t.Fatalf("fluxjob_executor_connected{instance=%q} = %v (%v), want 1", name, m.GetGauge().GetValue(), err)
+		}
+	}
+
+	// By default: instance a, recorded in status (spec untouched).
+	h.create("to-default", cmdSpec("true"))
+	obj := h.waitPhase("to-default", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if obj.Status.Instance != a || obj.Spec.Instance != "" || !brokerHasJob(brokerA, obj.Status.JobID) {
+		t.Fatalf("to-default: status.instance %q spec.instance %q, job %d on A: %v", obj.Status.Instance, obj.Spec.Instance, obj.Status.JobID, brokerA.Jobs())
+	}
+	requireCondition(t, obj, fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionTrue, fluxjobv1.ReasonAdmitted)
+
+	// By spec.instance, from a namespace b's selector admits.
+	h.createIn(team, "to-b", onInstance(b, "true"))
+	obj = h.waitForIn(team, "to-b", 30*time.Second, "Succeeded", func(o *fluxjobv1.FluxJob) bool { return o.Status.Phase == fluxjobv1.PhaseSucceeded })
+	if obj.Status.Instance != b || !brokerHasJob(brokerB, obj.Status.JobID) || len(brokerB.Jobs()) != 1 {
+		t.Fatalf("to-b: status.instance %q, job %d, broker B jobs %v", obj.Status.Instance, obj.Status.JobID, brokerB.Jobs())
+	}
+
+	// From a namespace b does not admit: waits, nothing submitted.
+	h.create("refused", onInstance(b, "true"))
+	obj = h.waitFor("refused", 30*time.Second, "InstanceAdmitted=False/NamespaceNotAdmitted",
+		conditionIs(fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonNamespaceNotAdmitted))
+	if obj.Status.Phase != fluxjobv1.PhasePending || obj.Status.Instance != "" || hasFinalizer(obj) {
+		t.Fatalf("refused: phase %s, status.instance %q, finalizers %v", obj.Status.Phase, obj.Status.Instance, obj.Finalizers)
+	}
+	h.waitEvent("refused", fluxjobv1.ReasonNamespaceNotAdmitted, 10*time.Second)
+	if n := len(brokerB.Jobs()); n != 1 {
+		t.Fatalf("broker B has %d jobs after a refused FluxJob, want 1", n)
+	}
+	// b admits every namespace now: the waiting FluxJob proceeds.
+	var fiB fluxjobv1.FluxInstance
+	if err := h.c.Get(context.Background(), client.ObjectKey{Name: b}, &fiB); err != nil {
+		t.Fatal(err)
+	}
+	base := fiB.DeepCopy()
+	fiB.Spec.NamespaceSelector = &metav1.LabelSelector{}
+	if err := h.c.Patch(context.Background(), &fiB, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	obj = h.waitPhase("refused", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if obj.Status.Instance != b || !brokerHasJob(brokerB, obj.Status.JobID) {
+		t.Fatalf("refused, then admitted: status.instance %q, job %d, broker B %v", obj.Status.Instance, obj.Status.JobID, brokerB.Jobs())
+	}
+
+	// An instance that does not exist: waits, never submits, until it exists.
+	ghost := h.ns + "-ghost"
+	h.create("ghost", onInstance(ghost, "true"))
+	obj = h.waitFor("ghost", 30*time.Second, "InstanceAdmitted=False/InstanceNotFound",
+		conditionIs(fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonInstanceNotFound))
+	if obj.Status.Phase != fluxjobv1.PhasePending || obj.Status.SubmitAttemptTime != nil {
+		t.Fatalf("ghost: phase %s, submitAttemptTime %v", obj.Status.Phase, obj.Status.SubmitAttemptTime)
+	}
+	h.waitEvent("ghost", fluxjobv1.ReasonInstanceNotFound, 10*time.Second)
+	if na, nb := len(brokerA.Jobs()), len(brokerB.Jobs()); na != 1 || nb != 2 {
+		t.Fatalf("brokers hold %d and %d jobs with a FluxJob on an unknown instance, want 1 and 2", na, nb)
+	}
+	brokerC := h.newBroker(testbroker.Options{})
+	if got := h.createInstance("ghost", brokerC, &metav1.LabelSelector{}, false); got != ghost {
+		t.Fatal(got)
+	}
+	obj = h.waitPhase("ghost", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if ids := brokerC.Jobs(); len(ids) != 1 || int64(ids[0]) != obj.Status.JobID {
+		t.Fatalf("ghost: job %d, broker C jobs %v", obj.Status.JobID, ids)
+	}
+
+	// Two defaults: a FluxJob without spec.instance is refused as
+	// ambiguous until one is unmarked.
+	if err := h.c.Get(context.Background(), client.ObjectKey{Name: b}, &fiB); err != nil {
+		t.Fatal(err)
+	}
+	base = fiB.DeepCopy()
+	fiB.Annotations = map[string]string{fluxjobv1.DefaultInstanceAnnotation: "true"}
+	if err := h.c.Patch(context.Background(), &fiB, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	h.create("ambiguous", cmdSpec("true"))
+	h.waitFor("ambiguous", 30*time.Second, "InstanceAdmitted=False/AmbiguousDefaultInstance",
+		conditionIs(fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonAmbiguousDefaultInstance))
+	if err := h.c.Get(context.Background(), client.ObjectKey{Name: b}, &fiB); err != nil {
+		t.Fatal(err)
+	}
+	fiB.Annotations = nil
+	if err := h.c.Update(context.Background(), &fiB); err != nil {
+		t.Fatal(err)
+	}
+	obj = h.waitPhase("ambiguous", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if obj.Status.Instance != a {
+		t.Fatalf("ambiguous, then one default: status.instance %q, want %q", obj.Status.Instance, a)
+	}
+	// The instance's job counts come from the broker.
+	h.waitInstance(a, 30*time.Second, "2 successful jobs in status.jobs", func(fi *fluxjobv1.FluxInstance) bool {
+		return fi.Status.Jobs != nil && fi.Status.Jobs.Successful == 2 && fi.Status.Jobs.Total == 2
+	})
+}
+
+// TestEnvtestInstanceUnreachableAndDeleted: one instance's broker becomes
+// unreachable, then the other instance is deleted; each time only the
+// FluxJobs of that instance are flagged (FluxReachable=False, and
+// InstanceAdmitted=False for the deleted one) while the other instance's
+// FluxJobs run to the end; when the instance is back, its FluxJobs are
+// re-attached to their Flux jobs, never submitted a second time.
+func TestEnvtestInstanceUnreachableAndDeleted(t *testing.T) {
+	h := newHarness(t, testbroker.Options{TimeScale: 0.01}, Options{UnreachableRetry: 200 * time.Millisecond})
+	brokerA, brokerB := h.broker, h.newBroker(testbroker.Options{TimeScale: 0.01})
+	a := h.createInstance("a", brokerA, &metav1.LabelSelector{}, true)
+	b := h.createInstance("b", brokerB, &metav1.LabelSelector{}, false)
+	h.startWithInstances()
+
+	// Unreachable: instance a's broker refuses connections.
+	h.create("on-a", cmdSpec("sleep", "400")) // 4s
+	h.waitPhase("on-a", fluxjobv1.PhaseRunning, 30*time.Second)
+	brokerA.SetConnectError(111) // ECONNREFUSED accept byte
+	if err := brokerA.DropConnections(); err != nil {
+		t.Fatal(err)
+	}
+	h.create("on-b", onInstance(b, "sleep", "100"))
+	obj := h.waitFor("on-a", 30*time.Second, "FluxReachable=False",
+		conditionIs(fluxjobv1.ConditionFluxReachable, metav1.ConditionFalse, fluxjobv1.ReasonFluxUnreachable))
+	if obj.Status.Phase != fluxjobv1.PhaseRunning {
+		t.Fatalf("on-a: phase %s while its instance is unreachable, want Running", obj.Status.Phase)
+	}
+	fi := h.waitInstance(a, 30*time.Second, "Connected=False", func(fi *fluxjobv1.FluxInstance) bool {
+		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected)
+		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonConnectFailed
+	})
+	if s, _ := instanceCondition(fi, fluxjobv1.InstanceConditionReady); s != metav1.ConditionFalse {
+		t.Fatalf("FluxInstance a Ready = %s while unreachable", s)
+	}
+	// Instance b is untouched: its FluxJob runs to the end meanwhile.
+	obj = h.waitPhase("on-b", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	requireCondition(t, obj, fluxjobv1.ConditionFluxReachable, metav1.ConditionTrue, fluxjobv1.ReasonFluxReachable)
+	if fi := h.waitInstance(b, time.Second, "Ready", instanceReady); fi == nil {
+		t.Fatal("b not ready")
+	}
+	if obj, _ := h.get("on-a"); obj.Status.Phase != fluxjobv1.PhaseRunning {
+		t.Fatalf("on-a: phase %s before a is back", obj.Status.Phase)
+	}
+	brokerA.SetConnectError(0)
+	obj = h.waitPhase("on-a", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	requireCondition(t, obj, fluxjobv1.ConditionFluxReachable, metav1.ConditionTrue, fluxjobv1.ReasonFluxReachable)
+	if ids := brokerA.Jobs(); len(ids) != 1 || int64(ids[0]) != obj.Status.JobID {
+		t.Fatalf("broker A jobs %v, want only %d: re-attached, not submitted again", ids, obj.Status.JobID)
+	}
+
+	// Deleted: instance b goes away while a job runs on it.
+	h.create("on-b2", onInstance(b, "sleep", "400"))
+	running := h.waitPhase("on-b2", fluxjobv1.PhaseRunning, 30*time.Second)
+	if err := h.c.Delete(context.Background(), &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: b}}); err != nil {
+		t.Fatal(err)
+	}
+	obj = h.waitFor("on-b2", 30*time.Second, "InstanceAdmitted=False/InstanceNotFound and FluxReachable=False", func(o *fluxjobv1.FluxJob) bool {
+		return conditionIs(fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonInstanceNotFound)(o) &&
+			conditionIs(fluxjobv1.ConditionFluxReachable, metav1.ConditionFalse, "")(o)
+	})
+	if obj.Status.Phase != fluxjobv1.PhaseRunning || obj.Status.JobID != running.Status.JobID {
+		t.Fatalf("on-b2 after its instance was deleted: phase %s job %d, want Running with job %d", obj.Status.Phase, obj.Status.JobID, running.Status.JobID)
+	}
+	h.create("on-a2", cmdSpec("true"))
+	obj = h.waitPhase("on-a2", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if obj.Status.Instance != a {
+		t.Fatalf("on-a2 ran on %q", obj.Status.Instance)
+	}
+	if err := wait4Gone(h, b); err != nil {
+		t.Fatal(err)
+	}
+	h.createInstance("b", brokerB, &metav1.LabelSelector{}, false)
+	obj = h.waitPhase("on-b2", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if obj.Status.JobID != running.Status.JobID || len(brokerB.Jobs()) != 2 {
+		t.Fatalf("on-b2: job %d (was %d), broker B jobs %v: want the same job, re-attached", obj.Status.JobID, running.Status.JobID, brokerB.Jobs())
+	}
+	log, _ := brokerB.Eventlog(job.ID(obj.Status.JobID))
+	if evs, err := job.ParseEventlog([]byte(log)); err != nil || len(evs) == 0 || evs[len(evs)-1].Name != "clean" {
+		t.Fatalf("on-b2's Flux job did not end cleanly: %v %v", evs, err)
+	}
+}
+
+// wait4Gone waits until the FluxInstance name is deleted from the API.
+func wait4Gone(h *harness, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		err := h.c.Get(ctx, client.ObjectKey{Name: name}, &fluxjobv1.FluxInstance{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
