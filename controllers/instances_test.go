@@ -206,7 +206,7 @@ func TestAdmit(t *testing.T) {
 	reg.Set("closed", InstanceConfig{Invalid: off}) // no namespaceSelector: admits nobody
 	r := &FluxJobReconciler{Client: c, Instances: reg}
 
-	at := metav1.Now()
+	at := fluxjobv1.NewPreciseTime(time.Now())
 	tests := []struct {
 		name       string
 		ns         string
