@@ -214,7 +214,7 @@ func run(args []string) error {
 		Registry:   instances,
 		Recorder:   recorder,
 		Namespace:  managerNamespace(c.managerNamespace),
-		Transports: transports(restCfg),
+		Transports: controllers.DefaultTransports(restCfg),
 	}
 	if err := ir.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the FluxInstance controller: %w", err)
@@ -246,9 +246,4 @@ func managerNamespace(flag string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// transports returns the ssh and pod-exec transports FluxInstances can use.
-func transports(_ *rest.Config) controllers.Transports {
-	return controllers.Transports{}
 }

@@ -2,10 +2,14 @@ package controllers
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -14,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 )
@@ -25,8 +31,9 @@ import (
 // their names carry the test's namespace so that tests do not meet.
 
 // startWithInstances runs a manager with no implicit instance: every
-// FluxJob runs on a FluxInstance object.
-func (h *harness) startWithInstances() {
+// FluxJob runs on a FluxInstance object. tune adjusts the FluxInstance
+// reconciler (transports, namespace).
+func (h *harness) startWithInstances(tune ...func(*FluxInstanceReconciler)) {
 	h.t.Helper()
 	if h.cancel != nil {
 		h.t.Fatal("manager already running")
@@ -39,6 +46,9 @@ func (h *harness) startWithInstances() {
 	h.run(mgr, &FluxJobReconciler{Instances: reg, Options: h.opts}, func(mgr ctrl.Manager, rec *EventRecorder) {
 		ir := &FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Recorder: rec,
 			StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
+		for _, fn := range tune {
+			fn(ir)
+		}
 		if err := ir.SetupWithManager(mgr); err != nil {
 			h.t.Fatal(err)
 		}
@@ -71,9 +81,15 @@ func (h *harness) newNamespace(suffix string, labels map[string]string) string {
 // <test namespace>-<suffix>, deleted when the test ends.
 func (h *harness) createInstance(suffix string, b *testbroker.Server, sel *metav1.LabelSelector, isDefault bool) string {
 	h.t.Helper()
+	return h.createInstanceWith(suffix, fluxjobv1.FluxInstanceConnection{URI: b.URI()}, sel, isDefault)
+}
+
+// createInstanceWith creates a FluxInstance with connection c.
+func (h *harness) createInstanceWith(suffix string, c fluxjobv1.FluxInstanceConnection, sel *metav1.LabelSelector, isDefault bool) string {
+	h.t.Helper()
 	name := h.ns + "-" + suffix
 	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: fluxjobv1.FluxInstanceSpec{Connection: fluxjobv1.FluxInstanceConnection{URI: b.URI()}, NamespaceSelector: sel}}
+		Spec: fluxjobv1.FluxInstanceSpec{Connection: c, NamespaceSelector: sel}}
 	if isDefault {
 		fi.Annotations = map[string]string{fluxjobv1.DefaultInstanceAnnotation: "true"}
 	}
@@ -356,5 +372,117 @@ func wait4Gone(h *harness, name string) error {
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// TestEnvtestInstanceTransports: an ssh:// FluxInstance whose key and
+// known_hosts come from a Secret in the manager's namespace reaches its
+// broker through an SSH server (x/crypto/ssh's server side, running the
+// relay in-process); a missing Secret and a wrong host key are reported in
+// the FluxInstance's status; a miniCluster FluxInstance finds the lead
+// broker pod by flux-operator's labels once it runs, and execs into the
+// container named after the MiniCluster (the exec itself is a stand-in
+// here that dials the test broker; package podexec has its own tests
+// against the real exec server side).
+func TestEnvtestInstanceTransports(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{})
+	brokerSSH, brokerMC := h.broker, h.newBroker(testbroker.Options{})
+	signer, pemKey, err := fluxtest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := fluxtest.StartSSHServer(fluxtest.SSHServerOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	other, err := fluxtest.StartSSHServer(fluxtest.SSHServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close() // only its host key is used: a known_hosts line that does not match srv's
+	for name, kh := range map[string][]byte{"ssh-ok": srv.KnownHosts, "ssh-wrong-host": []byte(knownhosts.Line([]string{knownhosts.Normalize(srv.Addr)}, other.HostKey.PublicKey()) + "\n")} {
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: name}, Type: corev1.SecretTypeSSHAuth,
+			Data: map[string][]byte{fluxjobv1.SSHPrivateKeyKey: pemKey, fluxjobv1.SSHKnownHostsKey: kh}}
+		if err := h.c.Create(context.Background(), sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var targets []ExecTarget
+	h.startWithInstances(func(ir *FluxInstanceReconciler) {
+		ir.Namespace = h.ns // the manager's namespace: Secrets are read there only
+		ir.Transports = DefaultTransports(h.cfg)
+		ir.Transports.Exec = func(tg ExecTarget) (string, []flux.Option, error) {
+			mu.Lock()
+			targets = append(targets, tg)
+			mu.Unlock()
+			return brokerMC.URI(), nil, nil
+		}
+	})
+	uri := srv.URI("fluxbot", brokerSSH.SocketPath())
+	viaSSH := h.createInstanceWith("ssh", fluxjobv1.FluxInstanceConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "ssh-ok"}}, &metav1.LabelSelector{}, false)
+	noSecret := h.createInstanceWith("no-secret", fluxjobv1.FluxInstanceConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "nope"}}, &metav1.LabelSelector{}, false)
+	wrongHost := h.createInstanceWith("wrong-host", fluxjobv1.FluxInstanceConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "ssh-wrong-host"}}, &metav1.LabelSelector{}, false)
+	mc := h.createInstanceWith("mc", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: h.ns, Name: "flux-sample"}}, &metav1.LabelSelector{}, false)
+
+	fi := h.waitInstance(viaSSH, 30*time.Second, "Ready over ssh", instanceReady)
+	if fi.Status.Endpoint != uri || fi.Status.Version != testbroker.SimulatedVersion {
+		t.Fatalf("ssh instance status %+v", fi.Status)
+	}
+	h.create("over-ssh", onInstance(viaSSH, "true"))
+	obj := h.waitPhase("over-ssh", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if !brokerHasJob(brokerSSH, obj.Status.JobID) {
+		t.Fatalf("over-ssh: job %d not at the broker behind the SSH server (%v)", obj.Status.JobID, brokerSSH.Jobs())
+	}
+	if cmds := srv.Commands(); len(cmds) == 0 || !strings.Contains(cmds[0], "relay") || !strings.Contains(cmds[0], brokerSSH.SocketPath()) {
+		t.Fatalf("commands run over ssh: %q", cmds)
+	}
+
+	fi = h.waitInstance(noSecret, 30*time.Second, "InvalidConnection", func(fi *fluxjobv1.FluxInstance) bool {
+		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
+		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonInvalidConnection
+	})
+	if c := meta.FindStatusCondition(fi.Status.Conditions, fluxjobv1.InstanceConditionReady); !strings.Contains(c.Message, "Secret "+h.ns+"/nope") {
+		t.Fatalf("missing Secret: message %q", c.Message)
+	}
+	h.waitInstance(wrongHost, 30*time.Second, "ConnectFailed (host key mismatch)", func(fi *fluxjobv1.FluxInstance) bool {
+		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected)
+		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonConnectFailed
+	})
+	// A FluxJob on an instance that cannot connect waits, unsubmitted.
+	h.create("on-wrong-host", onInstance(wrongHost, "true"))
+	h.waitFor("on-wrong-host", 30*time.Second, "FluxReachable=False", conditionIs(fluxjobv1.ConditionFluxReachable, metav1.ConditionFalse, fluxjobv1.ReasonFluxUnreachable))
+
+	// MiniCluster: no lead broker pod yet, then one.
+	h.waitInstance(mc, 30*time.Second, "InvalidConnection (no pod)", func(fi *fluxjobv1.FluxInstance) bool {
+		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
+		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonInvalidConnection
+	})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "flux-sample-0-abcde",
+		Labels: map[string]string{"job-name": "flux-sample", "job-index": "0"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "flux-sample", Image: "ghcr.io/example/flux:latest"}}}}
+	if err := h.c.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodRunning
+	if err := h.c.Status().Update(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	fi = h.waitInstance(mc, 30*time.Second, "Ready through the lead broker pod", instanceReady)
+	mu.Lock()
+	got := targets[len(targets)-1]
+	mu.Unlock()
+	want := ExecTarget{Namespace: h.ns, Pod: pod.Name, Container: "flux-sample", SocketPath: fluxjobv1.DefaultMiniClusterSocket}
+	if got.Namespace != want.Namespace || got.Pod != want.Pod || got.Container != want.Container || got.SocketPath != want.SocketPath || len(got.Command) != 0 {
+		t.Fatalf("exec target %+v, want %+v", got, want)
+	}
+	h.create("on-minicluster", onInstance(mc, "true"))
+	obj = h.waitPhase("on-minicluster", fluxjobv1.PhaseSucceeded, 30*time.Second)
+	if !brokerHasJob(brokerMC, obj.Status.JobID) {
+		t.Fatalf("on-minicluster: job %d not on the MiniCluster's broker", obj.Status.JobID)
+	}
+	if n := len(brokerSSH.Jobs()); n != 1 {
+		t.Fatalf("the ssh broker has %d jobs, want 1 (the FluxJob on the unreachable instance must not be submitted)", n)
 	}
 }
