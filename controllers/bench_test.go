@@ -23,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -345,10 +346,16 @@ func (e *benchEnv) namespace(b *testing.B) string {
 // concurrent clients; cmd(i) is job i's command.
 func (e *benchEnv) createJobs(b *testing.B, ctx context.Context, ns string, n int, cmd func(i int) []string) {
 	b.Helper()
+	e.createJobSpecs(b, ctx, ns, n, func(i int) fluxjobv1.FluxJobSpec { return fluxjobv1.FluxJobSpec{Command: cmd(i)} })
+}
+
+// createJobSpecs is createJobs with the whole spec of job i given.
+func (e *benchEnv) createJobSpecs(b *testing.B, ctx context.Context, ns string, n int, spec func(i int) fluxjobv1.FluxJobSpec) {
+	b.Helper()
 	err := parallel(n, func(i int) error {
 		obj := &fluxjobv1.FluxJob{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "job-" + strconv.Itoa(i)},
-			Spec:       fluxjobv1.FluxJobSpec{Command: cmd(i)},
+			Spec:       spec(i),
 		}
 		if err := e.c.Create(ctx, obj); err != nil {
 			return fmt.Errorf("creating FluxJob %d: %w", i, err)
@@ -669,17 +676,67 @@ func BenchmarkControllerMemory10000(b *testing.B) {
 	const n = 10000
 	e := newBenchEnv(b)
 	m := e.startManagerProcess(b)
+	e.memoryScenario(b, m, n, "controller-10000", func(int) string { return "" })
+}
+
+// BenchmarkControllerMemory4x2500 is BenchmarkControllerMemory10000 with
+// the FluxJobs spread over 4 FluxInstances, each its own test broker
+// process (local://), and no implicit instance (--default-instance=""):
+// 4 executors with 2 workers and a control connection each, job i on
+// instance i%4 by spec.instance. Same metrics; the heap profile is
+// controller-4x2500.heap.pprof.
+func BenchmarkControllerMemory4x2500(b *testing.B) {
+	const instances, perInstance = 4, 2500
+	e := newBenchEnv(b)
+	uris := []string{e.uri}
+	for len(uris) < instances {
+		uris = append(uris, startBrokerProcess(b))
+	}
+	m := e.startManagerProcess(b, "--default-instance=")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	names := make([]string, instances)
+	for i, uri := range uris {
+		names[i] = "bench-" + strconv.Itoa(i)
+		fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: names[i]}, Spec: fluxjobv1.FluxInstanceSpec{
+			Connection: fluxjobv1.FluxInstanceConnection{URI: uri}, NamespaceSelector: &metav1.LabelSelector{}}}
+		if err := e.c.Create(ctx, fi); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, name := range names {
+		for {
+			var fi fluxjobv1.FluxInstance
+			if err := e.c.Get(ctx, client.ObjectKey{Name: name}, &fi); err == nil && meta.IsStatusConditionTrue(fi.Status.Conditions, fluxjobv1.InstanceConditionReady) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				b.Fatalf("FluxInstance %s not Ready within 2m", name)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	e.memoryScenario(b, m, instances*perInstance, "controller-4x2500", func(i int) string { return names[i%instances] })
+}
+
+// memoryScenario creates n FluxJobs per iteration, half finishing at once
+// and half running until the end, job i on instance(i) ("" the default),
+// waits until they settled, then reports the manager process's memory
+// (see BenchmarkControllerMemory10000); profile names the heap profile.
+func (e *benchEnv) memoryScenario(b *testing.B, m *managerProcess, n int, profile string, instance func(i int) string) {
 	b.ResetTimer()
 	for range b.N {
 		ns := e.namespace(b)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		pw := e.watchPhases(b, ctx, ns)
 		start := time.Now()
-		e.createJobs(b, ctx, ns, n, func(i int) []string {
+		e.createJobSpecs(b, ctx, ns, n, func(i int) fluxjobv1.FluxJobSpec {
+			cmd := []string{"sleep", "inf"}
 			if i%2 == 0 {
-				return []string{"true"}
+				cmd = []string{"true"}
 			}
-			return []string{"sleep", "inf"}
+			return fluxjobv1.FluxJobSpec{Command: cmd, Instance: instance(i)}
 		})
 		err := pw.until(ctx, func(c map[fluxjobv1.FluxJobPhase]int) bool {
 			return c[fluxjobv1.PhaseSucceeded] == n/2 && c[fluxjobv1.PhaseRunning] == n/2 || c[fluxjobv1.PhaseFailed] > 0
@@ -703,9 +760,9 @@ func BenchmarkControllerMemory10000(b *testing.B) {
 	defer cancel()
 	rss, hwm := m.statusKiB(b, "VmRSS"), m.statusKiB(b, "VmHWM")
 	before := m.metrics(b, ctx)
-	profile := io.Discard
+	out := io.Discard
 	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
-		path := filepath.Join(dir, "controller-10000.heap.pprof")
+		path := filepath.Join(dir, profile+".heap.pprof")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			b.Fatalf("heap profile: %v", err)
 		}
@@ -714,11 +771,11 @@ func BenchmarkControllerMemory10000(b *testing.B) {
 			b.Fatalf("heap profile: %v", err)
 		}
 		defer f.Close()
-		profile = f
+		out = f
 		b.Logf("heap profile of the manager: %s", path)
 	}
 	m.heapProfile(b, ctx, io.Discard) // each fetch runs a GC (gc=1)
-	m.heapProfile(b, ctx, profile)
+	m.heapProfile(b, ctx, out)
 	after := m.metrics(b, ctx)
 	b.ReportMetric(after["go_memstats_heap_alloc_bytes"]/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(rss)/1024, "rss-MiB")
@@ -748,7 +805,7 @@ type managerProcess struct {
 // endpoints on loopback ports, and waits until it is ready (/readyz:
 // broker connected; the cache has synced once the controller runs). It is
 // stopped with SIGTERM when the benchmark ends.
-func (e *benchEnv) startManagerProcess(b *testing.B) *managerProcess {
+func (e *benchEnv) startManagerProcess(b *testing.B, args ...string) *managerProcess {
 	b.Helper()
 	dir := b.TempDir()
 	bin := managerBinary(b, dir)
@@ -781,8 +838,8 @@ func (e *benchEnv) startManagerProcess(b *testing.B) *managerProcess {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = logFile.Close() })
-	m.cmd = exec.Command(bin, "--leader-elect", "--leader-election-namespace=default",
-		"--metrics-bind-address="+metricsAddr, "--health-probe-bind-address="+probeAddr, "--pprof-bind-address="+pprofAddr)
+	m.cmd = exec.Command(bin, append([]string{"--leader-elect", "--leader-election-namespace=default",
+		"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=" + probeAddr, "--pprof-bind-address=" + pprofAddr}, args...)...)
 	m.cmd.Env = append(os.Environ(), literalEnv...)
 	m.cmd.Env = append(m.cmd.Env, "KUBECONFIG="+kubeconfig, "FLUX_URI="+e.uri, "GOMEMLIMIT="+strconv.FormatInt(limit, 10))
 	b.Logf("manager environment from the Deployment: %v GOMEMLIMIT=%d", literalEnv, limit)

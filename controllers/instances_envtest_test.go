@@ -96,7 +96,9 @@ func (h *harness) createInstanceWith(suffix string, c fluxjobv1.FluxInstanceConn
 	if err := h.c.Create(context.Background(), fi); err != nil {
 		h.t.Fatalf("creating FluxInstance %s: %v", name, err)
 	}
-	h.t.Cleanup(func() { _ = h.c.Delete(context.Background(), &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name}}) })
+	h.t.Cleanup(func() {
+		_ = h.c.Delete(context.Background(), &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	})
 	return name
 }
 
