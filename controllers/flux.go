@@ -67,8 +67,9 @@ type FluxConnector struct {
 	instanceID  string // InstanceIdentity of the connected instance
 	generation  uint64 // counts successful connects
 	onReconnect []func()
-	// onStateChange, if set (by the InstanceRegistry, before Start), runs
-	// after every connect and disconnect; it must not block.
+	// onStateChange, if set (by the InstanceRegistry, through
+	// setStateHook), runs after every connect and disconnect; it must not
+	// block.
 	onStateChange func()
 }
 
@@ -102,6 +103,13 @@ func (c *FluxConnector) OnConnect(fn func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.onReconnect = append(c.onReconnect, fn)
+}
+
+// setStateHook sets the function run after every connect and disconnect.
+func (c *FluxConnector) setStateHook(fn func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onStateChange = fn
 }
 
 // Get returns the current executor and control connection, or an error
@@ -258,23 +266,25 @@ func (c *FluxConnector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, 
 	c.exec, c.ctl, c.lastErr, c.instanceID = exec, ctl, nil, instanceID
 	c.generation++
 	fns := append([]func(){}, c.onReconnect...)
+	changed := c.onStateChange
 	c.mu.Unlock()
 	executorConnected.WithLabelValues(c.opts.Instance).Set(1)
 	c.log.Info("connected to the Flux broker", "uri", ctl.URI(), "workers", c.opts.Workers, "instanceID", instanceID)
 	for _, fn := range fns {
 		fn()
 	}
-	if c.onStateChange != nil {
-		c.onStateChange()
+	if changed != nil {
+		changed()
 	}
 }
 
 func (c *FluxConnector) setDisconnected(err error) {
 	c.mu.Lock()
 	c.exec, c.ctl, c.lastErr, c.instanceID = nil, nil, err, ""
+	changed := c.onStateChange
 	c.mu.Unlock()
 	executorConnected.WithLabelValues(c.opts.Instance).Set(0)
-	if c.onStateChange != nil {
-		c.onStateChange()
+	if changed != nil {
+		changed()
 	}
 }

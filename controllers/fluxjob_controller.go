@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -110,6 +111,7 @@ type FluxJobReconciler struct {
 
 	now     func() time.Time
 	waiting waitList // FluxJobs waiting for an instance (route.go)
+	regOnce sync.Once
 }
 
 // Permissions, least privilege: read FluxJobs, write their status and
@@ -133,15 +135,8 @@ func (r *FluxJobReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Tracker == nil {
 		r.Tracker = NewTracker(1024)
 	}
-	if r.Instances == nil {
-		if r.Flux == nil {
-			return errors.New("controllers: FluxJobReconciler.Instances and .Flux are nil")
-		}
-		r.Instances = NewInstanceRegistry(FluxConnectorOptions{Logger: r.Flux.opts.Logger})
-		r.Instances.SetImplicit("default", r.Flux)
-		if err := mgr.Add(r.Instances); err != nil {
-			return fmt.Errorf("adding the instance registry: %w", err)
-		}
+	if r.registry() == nil {
+		return errors.New("controllers: FluxJobReconciler.Instances and .Flux are nil")
 	}
 	RegisterMetrics()
 	tr := r.Tracker

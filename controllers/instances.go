@@ -136,7 +136,7 @@ func (r *InstanceRegistry) hook(name string, conn *FluxConnector) {
 			fn(name)
 		}
 	})
-	conn.onStateChange = func() { r.changed(name) }
+	conn.setStateHook(func() { r.changed(name) })
 }
 
 func (r *InstanceRegistry) changed(name string) {
@@ -213,6 +213,7 @@ func (r *InstanceRegistry) Remove(name string) {
 	r.mu.Unlock()
 	r.log.Info("instance removed; closing its connection", "instance", name)
 	e.stop()
+	executorConnected.DeleteLabelValues(name)
 	r.changed(name)
 }
 

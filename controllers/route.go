@@ -33,6 +33,19 @@ import (
 // a Warning event) and nothing reaches Flux. It is looked at again when
 // any instance changes and at every resync.
 
+// registry returns r.Instances; if that is nil, it is made on first use
+// with r.Flux as its only instance, the implicit one named "default" (a
+// reconciler built the single-instance way, as most tests do).
+func (r *FluxJobReconciler) registry() *InstanceRegistry {
+	r.regOnce.Do(func() {
+		if r.Instances == nil && r.Flux != nil {
+			r.Instances = NewInstanceRegistry(FluxConnectorOptions{Logger: r.Flux.opts.Logger})
+			r.Instances.SetImplicit("default", r.Flux)
+		}
+	})
+	return r.Instances
+}
+
 // route is the instance a FluxJob runs on.
 type route struct {
 	name string
@@ -107,7 +120,7 @@ func (r *FluxJobReconciler) instanceName(obj *fluxjobv1.FluxJob) (name, reason, 
 	case obj.Spec.Instance != "":
 		return obj.Spec.Instance, "", ""
 	}
-	name, reason, candidates := r.Instances.Default()
+	name, reason, candidates := r.registry().Default()
 	switch reason {
 	case "":
 		return name, "", ""
@@ -125,7 +138,7 @@ func (r *FluxJobReconciler) routeOf(obj *fluxjobv1.FluxJob) route {
 	if name == "" {
 		return route{why: msg}
 	}
-	conn, cfg, ok := r.Instances.Lookup(name)
+	conn, cfg, ok := r.registry().Lookup(name)
 	switch {
 	case !ok:
 		return route{name: name, why: fmt.Sprintf("FluxInstance %q does not exist", name)}
@@ -143,7 +156,7 @@ func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob) (
 		return route{why: msg}, admission{Reason: reason, Message: msg}, nil
 	}
 	rt := r.routeOf(obj)
-	_, cfg, ok := r.Instances.Lookup(name)
+	_, cfg, ok := r.registry().Lookup(name)
 	if !ok {
 		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonInstanceNotFound,
 			Message: fmt.Sprintf("FluxInstance %q does not exist; the FluxJob waits for it", name)}, nil
