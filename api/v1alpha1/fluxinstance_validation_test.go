@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -62,14 +61,7 @@ func testFluxInstances(ctx context.Context, t *testing.T, c client.Client) {
 			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
 				t.Fatalf("bad test manifest: %v\n%s", err, doc)
 			}
-			err := c.Create(ctx, u, client.FieldValidation(metav1.FieldValidationStrict))
-			if tc.want == nil {
-				if err != nil {
-					t.Fatalf("rejected: %v", err)
-				}
-				return
-			}
-			wantRejected(t, err, tc.want...)
+			createExpect(ctx, t, c, u, tc.want)
 		})
 	}
 }

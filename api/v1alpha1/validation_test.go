@@ -128,6 +128,20 @@ const helloJobspec = `jobspec:
       duration: 0
 `
 
+// createExpect creates obj with strict field validation (as kubectl apply does): it must be
+// accepted when want is nil, else rejected with a message mentioning every want.
+func createExpect(ctx context.Context, t *testing.T, c client.Client, obj client.Object, want []string) {
+	t.Helper()
+	err := c.Create(ctx, obj, client.FieldValidation(metav1.FieldValidationStrict))
+	if want == nil {
+		if err != nil {
+			t.Fatalf("rejected: %v", err)
+		}
+		return
+	}
+	wantRejected(t, err, want...)
+}
+
 // wantRejected checks that err is an API rejection whose message has every substring of want.
 func wantRejected(t *testing.T, err error, want ...string) {
 	t.Helper()
@@ -241,15 +255,7 @@ debug: true
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				obj := manifest(t, tc.name, tc.spec, tc.extra)
-				err := c.Create(ctx, obj, client.FieldValidation(metav1.FieldValidationStrict))
-				if tc.want == nil {
-					if err != nil {
-						t.Fatalf("rejected: %v", err)
-					}
-					return
-				}
-				wantRejected(t, err, tc.want...)
+				createExpect(ctx, t, c, manifest(t, tc.name, tc.spec, tc.extra), tc.want)
 			})
 		}
 	})
