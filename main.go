@@ -196,8 +196,8 @@ func run(args []string) error {
 		return fmt.Errorf("adding the event recorder: %w", err)
 	}
 	r := &controllers.FluxJobReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
+		Client:    mgr.GetClient(),
+		Scheme:    mgr.GetScheme(),
 		Recorder:  recorder,
 		Instances: instances,
 		Options: controllers.Options{

@@ -52,7 +52,7 @@ func (s *Server) handleAttrGet(c *conn, req *wire.Message) {
 // jobStats are job-list's statistics for a set of jobs, in the shape of
 // flux-core src/modules/job-list/stats.c stats_encode.
 type jobStats struct {
-	states                                       [7]int // by state index: new(unused) depend priority sched run cleanup inactive
+	states                                        [7]int // by state index: new(unused) depend priority sched run cleanup inactive
 	successful, failed, canceled, timeout, purged int
 }
 
