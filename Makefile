@@ -30,6 +30,11 @@ MANAGER_BIN ?= $(LOCALBIN)/manager
 
 # Exported to tests, the demo and the e2e scripts.
 export KUBEBUILDER_ASSETS := $(ENVTEST_BIN_DIR)
+# envtest gives kube-apiserver and etcd 20s to become ready by default; on a
+# loaded 2-core machine (parallel test packages each start their own control
+# plane) that is not always enough, and a slow start is not a test failure.
+export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 2m
+export KUBEBUILDER_CONTROLPLANE_STOP_TIMEOUT ?= 1m
 export KUBECTL
 export MANAGER_BIN
 export IMG
