@@ -140,9 +140,11 @@ func (r *FluxJobReconciler) missingJob(ctx context.Context, obj *fluxjobv1.FluxJ
 	var f failure
 	switch {
 	case check == JobOther:
+		// The other job's name stays in the log: it is not this
+		// FluxJob's data.
 		f = failure{Reason: fluxjobv1.ReasonInstanceReplaced, Message: fmt.Sprintf(
-			"Flux job %s of this FluxJob is gone: the Flux instance was replaced and the new one gave that ID to another job (%q), which is neither followed nor cancelled",
-			id, other)}
+			"Flux job %s of this FluxJob is gone: the Flux instance was replaced and the new one gave that ID to another job, which is neither followed nor cancelled",
+			id)}
 	case recorded != "" && current != "" && recorded != current:
 		f = failure{Reason: fluxjobv1.ReasonInstanceReplaced, Message: fmt.Sprintf(
 			"Flux job %s is gone: it ran in Flux instance %s, which was replaced by instance %s", id, recorded, current)}
