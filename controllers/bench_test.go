@@ -1274,37 +1274,60 @@ func BenchmarkControllerAPIServerCost(b *testing.B) {
 			return e.c.Status().Patch(ctx, obj, clientMergeLocked(base))
 		}},
 	}
+	create := func(ctx context.Context, obj *unstructured.Unstructured) error { return e.c.Create(ctx, obj) }
 	for _, row := range rows {
 		b.Run(row.name, func(b *testing.B) {
-			var cpu, elapsed time.Duration
-			for iter := range b.N {
-				objs := make([]*unstructured.Unstructured, n)
-				for i := range objs {
-					objs[i] = benchObject(row.gvk, ns, fmt.Sprintf("%s-%d-%d", row.name, iter, i))
-				}
-				create := func(ctx context.Context, obj *unstructured.Unstructured) error { return e.c.Create(ctx, obj) }
-				do := row.do
-				if do == nil {
-					do = create
-				}
-				if row.setup {
-					if err := forEach(ctx, objs, create); err != nil {
-						b.Fatal(err)
-					}
-				}
-				c0, start := childCPU(), time.Now()
-				if err := forEach(ctx, objs, do); err != nil {
-					b.Fatal(err)
-				}
-				elapsed += time.Since(start)
-				c1 := childCPU()
-				cpu += c1["kube-apiserver"] + c1["etcd"] - c0["kube-apiserver"] - c0["etcd"]
+			var prepare func(context.Context, *unstructured.Unstructured) error
+			if row.setup {
+				prepare = create
 			}
-			reqs := float64(n * b.N)
-			b.ReportMetric(float64(cpu.Microseconds())/1000/reqs, "apiserver+etcd-cpu-ms/request")
-			b.ReportMetric(reqs/elapsed.Seconds(), "requests/s")
+			e.requestCost(b, ctx, ns, n, row.gvk, prepare, row.do, false)
 		})
 	}
+}
+
+// requestCost runs one row of the API-server-cost benchmarks: b.N times,
+// n new objects of kind gvk named after the row, prepare (nil: nothing)
+// on each, then the timed requests do (nil: the create) from 8 clients.
+// It reports apiserver+etcd-cpu-ms/request and requests/s, and with
+// profile set takes the control plane's CPU profiles during the timed
+// requests (see profileControlPlane).
+func (e *benchEnv) requestCost(b *testing.B, ctx context.Context, ns string, n int, gvk schema.GroupVersionKind,
+	prepare, do func(context.Context, *unstructured.Unstructured) error, profile bool) {
+	b.Helper()
+	if do == nil {
+		do = func(ctx context.Context, obj *unstructured.Unstructured) error { return e.c.Create(ctx, obj) }
+	}
+	row := b.Name()[strings.LastIndexByte(b.Name(), '/')+1:] // the row's name, as the objects' prefix
+	var cpu, elapsed time.Duration
+	for iter := range b.N {
+		objs := make([]*unstructured.Unstructured, n)
+		for i := range objs {
+			objs[i] = benchObject(gvk, ns, fmt.Sprintf("%s-%d-%d", row, iter, i))
+		}
+		if prepare != nil {
+			if err := forEach(ctx, objs, prepare); err != nil {
+				b.Fatal(err)
+			}
+		}
+		profiled := make(<-chan struct{})
+		if profile {
+			profiled = e.profileControlPlane(b, ctx)
+		}
+		c0, start := childCPU(), time.Now()
+		if err := forEach(ctx, objs, do); err != nil {
+			b.Fatal(err)
+		}
+		elapsed += time.Since(start)
+		c1 := childCPU()
+		cpu += c1["kube-apiserver"] + c1["etcd"] - c0["kube-apiserver"] - c0["etcd"]
+		if profile {
+			<-profiled
+		}
+	}
+	reqs := float64(n * b.N)
+	b.ReportMetric(float64(cpu.Microseconds())/1000/reqs, "apiserver+etcd-cpu-ms/request")
+	b.ReportMetric(reqs/elapsed.Seconds(), "requests/s")
 }
 
 // benchObject is an object of kind gvk to create: a FluxJob of `true`

@@ -108,45 +108,22 @@ func BenchmarkControllerStatusLevers(b *testing.B) {
 			return e.c.Patch(ctx, obj, clientMergeLocked(base))
 		}},
 	}
+	create := func(ctx context.Context, obj *unstructured.Unstructured) error { return e.c.Create(ctx, obj) }
 	for _, row := range rows {
 		b.Run(row.name, func(b *testing.B) {
-			var cpu, elapsed time.Duration
-			for iter := range b.N {
-				objs := make([]*unstructured.Unstructured, n)
-				for i := range objs {
-					objs[i] = benchObject(row.gvk, ns, fmt.Sprintf("%s-%d-%d", row.name, iter, i))
-				}
-				create := func(ctx context.Context, obj *unstructured.Unstructured) error { return e.c.Create(ctx, obj) }
-				do := row.do
-				if do == nil {
-					do = create
-				} else {
-					prepare := create
-					if row.prepare != nil {
-						prepare = func(ctx context.Context, obj *unstructured.Unstructured) error {
-							if err := create(ctx, obj); err != nil {
-								return err
-							}
-							return row.prepare(ctx, obj)
-						}
+			var prepare func(context.Context, *unstructured.Unstructured) error
+			switch {
+			case row.prepare != nil:
+				prepare = func(ctx context.Context, obj *unstructured.Unstructured) error {
+					if err := create(ctx, obj); err != nil {
+						return err
 					}
-					if err := forEach(ctx, objs, prepare); err != nil {
-						b.Fatal(err)
-					}
+					return row.prepare(ctx, obj)
 				}
-				profiled := e.profileControlPlane(b, ctx)
-				c0, start := childCPU(), time.Now()
-				if err := forEach(ctx, objs, do); err != nil {
-					b.Fatal(err)
-				}
-				elapsed += time.Since(start)
-				c1 := childCPU()
-				cpu += c1["kube-apiserver"] + c1["etcd"] - c0["kube-apiserver"] - c0["etcd"]
-				<-profiled
+			case row.do != nil:
+				prepare = create
 			}
-			reqs := float64(n * b.N)
-			b.ReportMetric(float64(cpu.Microseconds())/1000/reqs, "apiserver+etcd-cpu-ms/request")
-			b.ReportMetric(reqs/elapsed.Seconds(), "requests/s")
+			e.requestCost(b, ctx, ns, n, row.gvk, prepare, row.do, true)
 		})
 	}
 }
