@@ -260,12 +260,17 @@ func (r *FluxInstanceReconciler) sshOptions(ctx context.Context, name string) ([
 	return opts, sec.ResourceVersion, nil
 }
 
-// instanceInfo is what the broker told about itself.
-type instanceInfo struct {
-	version string
-	size    int32
-	jobs    fluxjobv1.FluxInstanceJobCounts
-	queues  []string
+// InstanceInfo is what a broker tells about its instance, for a
+// FluxInstance's status.
+type InstanceInfo struct {
+	// Version is the broker attribute "version" (flux-core's version).
+	Version string
+	// Size is the broker attribute "size" (number of brokers).
+	Size int32
+	// Jobs are job-list's job statistics.
+	Jobs fluxjobv1.FluxInstanceJobCounts
+	// Queues are the named queues job-list reports statistics for.
+	Queues []string
 }
 
 // jobStatsResponse is job-list.job-stats' answer (flux-core v0.88.0
@@ -285,39 +290,45 @@ type attrResponse struct {
 	Value string `json:"value"`
 }
 
-// readInfo asks the broker for its version and size (attr.get) and job
-// statistics (job-list.job-stats).
-func (r *FluxInstanceReconciler) readInfo(ctx context.Context, conn *FluxConnector) (instanceInfo, error) {
-	var info instanceInfo
+// readInfo reads the instance's InstanceInfo through conn's control
+// connection.
+func (r *FluxInstanceReconciler) readInfo(ctx context.Context, conn *FluxConnector) (InstanceInfo, error) {
 	_, ctl, err := conn.Get()
 	if err != nil {
-		return info, err
+		return InstanceInfo{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.RPCTimeout)
+	return ReadInstanceInfo(ctx, ctl, r.RPCTimeout)
+}
+
+// ReadInstanceInfo asks the broker c is connected to for its version and
+// size (attr.get) and job statistics (job-list.job-stats), within timeout.
+func ReadInstanceInfo(ctx context.Context, c *flux.Conn, timeout time.Duration) (InstanceInfo, error) {
+	var info InstanceInfo
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var ver, size attrResponse
-	if err := ctl.RPC(ctx, "attr.get", map[string]string{"name": "version"}, &ver); err != nil {
+	if err := c.RPC(ctx, "attr.get", map[string]string{"name": "version"}, &ver); err != nil {
 		return info, fmt.Errorf("attr.get version: %w", err)
 	}
-	if err := ctl.RPC(ctx, "attr.get", map[string]string{"name": "size"}, &size); err != nil {
+	if err := c.RPC(ctx, "attr.get", map[string]string{"name": "size"}, &size); err != nil {
 		return info, fmt.Errorf("attr.get size: %w", err)
 	}
-	info.version = clip(ver.Value, 64)
+	info.Version = clip(ver.Value, 64)
 	if n, err := strconv.ParseInt(size.Value, 10, 32); err == nil {
-		info.size = int32(n)
+		info.Size = int32(n)
 	}
 	var st jobStatsResponse
-	if err := ctl.RPC(ctx, "job-list.job-stats", json.RawMessage("{}"), &st); err != nil {
+	if err := c.RPC(ctx, "job-list.job-stats", json.RawMessage("{}"), &st); err != nil {
 		return info, fmt.Errorf("job-list.job-stats: %w", err)
 	}
 	s := st.JobStates
-	info.jobs = fluxjobv1.FluxInstanceJobCounts{
+	info.Jobs = fluxjobv1.FluxInstanceJobCounts{
 		Pending: s.Depend + s.Priority + s.Sched, Running: s.Run + s.Cleanup, Inactive: s.Inactive,
 		Successful: st.Successful, Failed: st.Failed + st.Canceled + st.Timeout, Total: s.Total,
 	}
 	for _, q := range st.Queues {
-		if len(info.queues) < 64 {
-			info.queues = append(info.queues, clip(q.Name, 128))
+		if len(info.Queues) < 64 {
+			info.Queues = append(info.Queues, clip(q.Name, 128))
 		}
 	}
 	return info, nil
@@ -329,7 +340,7 @@ type instanceObservation struct {
 	endpoint    string
 	connected   bool
 	unreachable string
-	info        instanceInfo
+	info        InstanceInfo
 	infoErr     error
 }
 
@@ -358,8 +369,8 @@ func (r *FluxInstanceReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.
 			ObservedGeneration: fi.Generation, LastTransitionTime: now})
 	}
 	if obs.connected && obs.infoErr == nil {
-		st.Version, st.Size, st.Queues = obs.info.version, obs.info.size, obs.info.queues
-		jobs := obs.info.jobs
+		st.Version, st.Size, st.Queues = obs.info.Version, obs.info.Size, obs.info.Queues
+		jobs := obs.info.Jobs
 		st.Jobs = &jobs
 		st.LastContactTime = &now
 	} else if obs.infoErr != nil {
