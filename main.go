@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
@@ -37,6 +38,25 @@ const maxLogVerbosity = 7
 // leaderElectionID names the Lease the replicas compete for.
 const leaderElectionID = "fluxjob-operator.fluxjob.io"
 
+// The secure metrics endpoint asks the API server who a caller is and
+// whether it may get /metrics (metrics/filters.WithAuthenticationAndAuthorization).
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// metricsOptions is the metrics server of the manager: with --metrics-secure
+// (the default) HTTPS, and only for callers the API server authenticates and
+// authorizes, as kubebuilder scaffolds it. In the sidecar layout every Flux
+// job shares the pod's network namespace, so "only reachable from inside the
+// pod" protects nothing.
+func metricsOptions(c *config) metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: c.metricsAddr, SecureServing: c.metricsSecure}
+	if c.metricsSecure {
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		opts.CertDir = c.metricsCertDir
+	}
+	return opts
+}
+
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
@@ -51,12 +71,15 @@ type config struct {
 	managerNamespace        string
 	workers                 int
 	metricsAddr             string
+	metricsSecure           bool
+	metricsCertDir          string
 	probeAddr               string
 	pprofAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
 	watchNamespaces         string
 	allowedNamespaces       string
+	privilegedNamespaces    string
 	maxConcurrentReconciles int
 	fluxInactiveAgeLimit    time.Duration
 	kubeconfig              string
@@ -74,13 +97,16 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.defaultInstance, "default-instance", "default", "Name of the implicit Flux instance at --flux-uri: FluxJobs without spec.instance run there unless a FluxInstance is annotated "+fluxjobv1.DefaultInstanceAnnotation+"=true. Empty: no implicit instance (only FluxInstance objects).")
 	fs.StringVar(&c.managerNamespace, "manager-namespace", os.Getenv("POD_NAMESPACE"), "The manager's namespace, the only one the ssh Secrets of FluxInstances are read from. Default: $POD_NAMESPACE, else (in a cluster) the pod's own namespace.")
 	fs.IntVar(&c.workers, "executor-workers", 2, "Number of executor workers of the implicit instance, each with its own broker connection.")
-	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; \"0\" turns it off.")
+	fs.BoolVar(&c.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to callers the API server authenticates (TokenReview) and authorizes for GET /metrics (SubjectAccessReview). false: plain HTTP to anyone who can connect, including every Flux job in the sidecar layout.")
+	fs.StringVar(&c.metricsCertDir, "metrics-cert-dir", "", "Directory with tls.crt and tls.key for the metrics endpoint; empty: a self-signed certificate generated at start.")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the health (/healthz) and readiness (/readyz: broker connected) probes.")
 	fs.StringVar(&c.pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); \"0\" (the default) turns them off. They expose heap contents: bind them to localhost only.")
 	fs.BoolVar(&c.leaderElect, "leader-elect", false, "Use leader election (Lease "+leaderElectionID+") so that only one replica reconciles.")
 	fs.StringVar(&c.leaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease. Default: $POD_NAMESPACE, else (in a cluster) the pod's own namespace; required outside a cluster.")
 	fs.StringVar(&c.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (and cache); empty: all namespaces.")
 	fs.StringVar(&c.allowedNamespaces, "allowed-namespaces", "", "Comma-separated namespaces whose FluxJobs may run on this Flux instance; others end Failed (NamespaceNotAllowed). Empty: all.")
+	fs.StringVar(&c.privilegedNamespaces, "privileged-namespaces", "", "Comma-separated namespaces whose FluxJobs may use the Flux instance owner's powers: spec.urgency above 16 and spec.waitable. Others end Failed (PrivilegeNotAllowed) and are never submitted. Empty: none.")
 	fs.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Maximum number of FluxJobs reconciled at once.")
 	fs.DurationVar(&c.fluxInactiveAgeLimit, "flux-inactive-age-limit", 0, "The Flux instance's [job-manager] inactive-age-limit (how long it keeps finished jobs); 0: none. A submission attempt older than this whose job is not found is not submitted again (SubmissionUnknown).")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty: $KUBECONFIG, else the in-cluster config, else ~/.kube/config.")
@@ -133,7 +159,9 @@ func run(args []string) error {
 	cacheOpts := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&fluxjobv1.FluxJob{}: {Transform: controllers.CacheTransform()},
+			&fluxjobv1.FluxJob{}: {Transform: controllers.CacheTransformFor(controllers.CacheOptions{
+				AllowedNamespaces: splitList(c.allowedNamespaces),
+			})},
 		},
 	}
 	if ns := splitList(c.watchNamespaces); len(ns) > 0 {
@@ -154,7 +182,7 @@ func run(args []string) error {
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         cacheOpts,
-		Metrics:                       metricsserver.Options{BindAddress: c.metricsAddr},
+		Metrics:                       metricsOptions(c),
 		HealthProbeBindAddress:        c.probeAddr,
 		PprofBindAddress:              c.pprofAddr,
 		LeaderElection:                c.leaderElect,
@@ -202,6 +230,7 @@ func run(args []string) error {
 		Instances: instances,
 		Options: controllers.Options{
 			AllowedNamespaces:       splitList(c.allowedNamespaces),
+			PrivilegedNamespaces:    splitList(c.privilegedNamespaces),
 			MaxConcurrentReconciles: c.maxConcurrentReconciles,
 			PurgeAge:                c.fluxInactiveAgeLimit,
 		},
@@ -226,7 +255,8 @@ func run(args []string) error {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 	log.Info("starting the manager", "fluxURI", c.fluxURI, "defaultInstance", c.defaultInstance, "workers", c.workers,
-		"watchNamespaces", c.watchNamespaces, "allowedNamespaces", c.allowedNamespaces, "leaderElection", c.leaderElect)
+		"watchNamespaces", c.watchNamespaces, "allowedNamespaces", c.allowedNamespaces,
+		"privilegedNamespaces", c.privilegedNamespaces, "metricsSecure", c.metricsSecure, "leaderElection", c.leaderElect)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}

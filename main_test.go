@@ -13,7 +13,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.fluxURI != "local:///tmp/x/local" || c.workers != 3 || c.metricsAddr != ":8080" || c.probeAddr != ":8081" || c.leaderElect {
+	if c.fluxURI != "local:///tmp/x/local" || c.workers != 3 || c.metricsAddr != ":8443" || !c.metricsSecure || c.probeAddr != ":8081" || c.leaderElect {
 		t.Fatalf("config %+v", c)
 	}
 	if got := splitList(c.watchNamespaces); !reflect.DeepEqual(got, []string{"a", "b"}) {

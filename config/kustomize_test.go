@@ -535,51 +535,35 @@ func volume(pod *corev1.PodSpec, name string) *corev1.Volume {
 	return nil
 }
 
-// TestNamespacesPatchApplies turns on the optional namespace restriction
-// that config/default/kustomization.yaml carries commented out, in a copy of
-// config/, and checks that the flags reach the manager container only.
-func TestNamespacesPatchApplies(t *testing.T) {
-	kubectlPath(t)
-	root := t.TempDir()
-	for _, dir := range []string{"default", "manager", "rbac", "crd"} {
-		if err := os.CopyFS(filepath.Join(root, dir), os.DirFS(dir)); err != nil {
-			t.Fatalf("copy config/%s: %v", dir, err)
-		}
-	}
-	kpath := filepath.Join(root, "default", "kustomization.yaml")
-	b, err := os.ReadFile(kpath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	uncommented := 0
-	inBlock := false
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "#patches:" {
-			inBlock = true
-		}
-		if inBlock && strings.HasPrefix(line, "#") {
-			line = strings.TrimPrefix(line, "#")
-			uncommented++
-		} else {
-			inBlock = false
-		}
-		out = append(out, line)
-	}
-	if uncommented == 0 {
-		t.Fatal("config/default/kustomization.yaml has no commented-out '#patches:' block for manager_namespaces_patch.yaml")
-	}
-	if err := os.WriteFile(kpath, []byte(strings.Join(out, "\n")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	objs := renderPath(t, filepath.Join(root, "default"))
-	dep := decode[appsv1.Deployment](t, find(t, objs, "Deployment", wantDeployment))
+// TestDefaultServesOneNamespace checks that config/default restricts the
+// manager to the namespaces of manager_namespaces_patch.yaml (watch and
+// allow the same list), grants no privileged namespace, and that the flags
+// reach the manager container only.
+func TestDefaultServesOneNamespace(t *testing.T) {
+	dep, _ := renderDeployment(t)
 	all := containers(t, &dep.Spec.Template.Spec)
-	args := strings.Join(all[managerName].c.Args, " ")
-	for _, flag := range []string{"--watch-namespaces=", "--allowed-namespaces=", "--leader-elect"} {
-		if !strings.Contains(args, flag) {
-			t.Errorf("manager args %q lack %s", args, flag)
+	args := all[managerName].c.Args
+	flag := func(name string) (string, bool) {
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+				return v, true
+			}
 		}
+		return "", false
+	}
+	watch, okW := flag("watch-namespaces")
+	allowed, okA := flag("allowed-namespaces")
+	if !okW || !okA || watch == "" {
+		t.Fatalf("manager args %q lack a non-empty --watch-namespaces and --allowed-namespaces", args)
+	}
+	if watch != allowed {
+		t.Errorf("--watch-namespaces=%s but --allowed-namespaces=%s: the default should watch only what it allows", watch, allowed)
+	}
+	if p, ok := flag("privileged-namespaces"); ok && p != "" {
+		t.Errorf("the default install grants the owner's powers to %q", p)
+	}
+	if !slices.Contains(args, "--leader-elect") {
+		t.Errorf("manager args %q lack --leader-elect", args)
 	}
 	if fluxArgs := strings.Join(all[sidecarName].c.Args, " "); strings.Contains(fluxArgs, "namespaces") {
 		t.Errorf("the patch reached the flux sidecar: %q", fluxArgs)

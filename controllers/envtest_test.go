@@ -473,10 +473,9 @@ func TestEnvtestHelloSucceeds(t *testing.T) {
 	if object != 1 {
 		t.Fatalf("%d object writes, want 1 (the finalizer)", object)
 	}
-	// The status is final: more reconciles write nothing.
-	h.stop()
-	h.start()
-	time.Sleep(time.Second)
+	// The status is final: a restarted controller reconciles it (from
+	// its initial list) and writes nothing.
+	h.restartAndSettle(1)
 	if s2, _, _ := h.counts.writes("hello"); s2 != status {
 		t.Fatalf("a restart wrote the finished status again (%d -> %d writes)", status, s2)
 	}
@@ -544,11 +543,15 @@ func TestEnvtestInvalidJobspec(t *testing.T) {
 	if ev.Type != corev1.EventTypeWarning {
 		t.Fatalf("event type %s, want Warning", ev.Type)
 	}
-	// Never retried: the status stays put and nothing more is submitted.
+	// Never retried: a restarted controller reconciles it again, and the
+	// status stays put and nothing more is submitted.
 	status, _, _ := h.counts.writes("bad")
-	time.Sleep(time.Second)
+	h.restartAndSettle(1)
 	if s2, _, _ := h.counts.writes("bad"); s2 != status {
 		t.Fatalf("status rewritten after the failure (%d -> %d)", status, s2)
+	}
+	if len(h.broker.Jobs()) != 0 {
+		t.Fatalf("broker has jobs %v after the restart: the rejected jobspec was submitted again", h.broker.Jobs())
 	}
 	// Deleting a failed FluxJob removes it at once.
 	if err := h.c.Delete(context.Background(), obj); err != nil {
@@ -602,7 +605,9 @@ func TestEnvtestUrgencyChange(t *testing.T) {
 }
 
 func TestEnvtestUrgencyRejected(t *testing.T) {
-	h := newHarness(t, testbroker.Options{}, Options{})
+	// A short resync: the running job is reconciled every 200ms, so "no
+	// hot loop" is checked over reconciles that happened, not over a sleep.
+	h := newHarness(t, testbroker.Options{}, Options{Resync: 200 * time.Millisecond})
 	h.start()
 	h.create("running", cmdSpec("sleep", "60"))
 	obj := h.waitPhase("running", fluxjobv1.PhaseRunning, 30*time.Second)
@@ -620,9 +625,11 @@ func TestEnvtestUrgencyRejected(t *testing.T) {
 		t.Fatalf("phase %s, want Running", obj.Status.Phase)
 	}
 	h.waitEvent("running", fluxjobv1.ReasonUrgencyRejected, 10*time.Second)
-	// No hot loop: nothing more is written.
+	// No hot loop: three more reconciles write nothing and send no
+	// other urgency request.
 	s1, _, _ := h.counts.writes("running")
-	time.Sleep(time.Second)
+	before, _ := reconcileCount(t)
+	h.waitReconciles(before, 3, 30*time.Second)
 	if s2, _, _ := h.counts.writes("running"); s2 != s1 {
 		t.Fatalf("status kept changing after the rejection (%d -> %d)", s1, s2)
 	}

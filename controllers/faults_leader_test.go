@@ -23,6 +23,14 @@ type electedManager struct {
 	id     string
 	cancel context.CancelFunc
 	done   chan error
+	conn   *FluxConnector
+}
+
+// waitConnected waits until the replica's connector has a broker
+// connection: the manager runs (the connector does not wait for the lease).
+func (m *electedManager) waitConnected(t *testing.T) {
+	t.Helper()
+	waitConnected(t, m.conn)
 }
 
 const testLeaseName = "fluxjob-operator.fluxjob.io"
@@ -66,7 +74,7 @@ func (h *harness) startElected(id string) *electedManager {
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &electedManager{id: id, cancel: cancel, done: make(chan error, 1)}
+	m := &electedManager{id: id, cancel: cancel, done: make(chan error, 1), conn: conn}
 	go func() { m.done <- mgr.Start(ctx) }()
 	h.t.Cleanup(func() { m.stop(h.t) })
 	return m
@@ -139,8 +147,8 @@ func TestFaultLeaderHandover(t *testing.T) {
 	t.Logf("lease: %s -> %s", first, second)
 	create(8)
 	// And back: a fresh replica takes over from the second leader.
-	h.startElected("c")
-	time.Sleep(500 * time.Millisecond)
+	c := h.startElected("c")
+	c.waitConnected(t) // up (its connector runs without the lease) before the leader goes
 	b.stop(t)
 	third := h.waitNewHolder(second, 30*time.Second)
 	t.Logf("lease: %s -> %s", second, third)

@@ -160,7 +160,11 @@ func TestFaultStatusWriteErrors(t *testing.T) {
 			t.Errorf("FluxJob %s: %d successful status writes (%v), want at most 8", n, s, phases)
 		}
 	}
-	// Settled: nothing requeues any more.
+	// Settled: nothing requeues any more. A hot loop is the absence of a
+	// quiet period, which nothing can signal, so this one negative check
+	// has to wait: 3s is longer than any requeue interval a finished
+	// FluxJob could use here (UnreachableRetry, 2s, is the longest), so a
+	// loop shows within it.
 	time.Sleep(3 * time.Second)
 	after, panicsAfter := reconcileCount(t)
 	if after != mid {

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -248,9 +248,9 @@ func TestFaultBrokerConnectionLost(t *testing.T) {
 	if n := h.broker.ConnCount(); n != 0 {
 		t.Fatalf("%d broker connections while refusing connections", n)
 	}
-	// Let the running sleeps end during the outage: their end must still
-	// reach the status after the reconnect.
-	time.Sleep(2 * time.Second)
+	// Let the running sleeps end during the outage (the broker's eventlog
+	// says so): their end must still reach the status after the reconnect.
+	h.waitBrokerFinished(names, 4, 30*time.Second)
 	h.broker.SetConnectError(0)
 
 	h.waitAll(names, 60*time.Second, "a final phase", terminal)
@@ -288,7 +288,12 @@ func TestFaultBrokerRestartKeepsJobs(t *testing.T) {
 	if err := h.broker.Restart(true); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Restart again once the controller is back on the restarted broker.
+	for deadline := time.Now().Add(30 * time.Second); h.broker.ConnCount() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the controller did not reconnect to the restarted broker within 30s")
+		}
+	}
 	if err := h.broker.Restart(true); err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +331,9 @@ func TestFaultBrokerRestartLosesJobs(t *testing.T) {
 		}
 	}
 	// Lost jobs are not submitted again: a re-run is the user's decision.
-	time.Sleep(time.Second)
+	// A restarted controller reconciles every FluxJob once more, and
+	// still submits nothing.
+	h.restartAndSettle(len(lost) + 1)
 	if ids := h.broker.Jobs(); len(ids) != 0 {
 		t.Fatalf("the restarted broker has jobs %v: a lost job was submitted again", ids)
 	}
@@ -429,7 +436,10 @@ func TestFaultConnectorBacksOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var attempts atomic.Int64
+	var (
+		mu       sync.Mutex
+		attempts []time.Time // one dial per attempt: the control connection fails first
+	)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -438,7 +448,9 @@ func TestFaultConnectorBacksOff(t *testing.T) {
 			if err != nil {
 				return
 			}
-			attempts.Add(1)
+			mu.Lock()
+			attempts = append(attempts, time.Now())
+			mu.Unlock()
 			_, _ = c.Write([]byte{byte(syscall.ECONNREFUSED)})
 			_ = c.Close()
 		}
@@ -447,13 +459,25 @@ func TestFaultConnectorBacksOff(t *testing.T) {
 		Backoff:     wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 400 * time.Millisecond},
 		DialTimeout: time.Second, ShutdownTimeout: 500 * time.Millisecond})
 	defer runConnector(t, conn)()
-	time.Sleep(2 * time.Second)
-	// 50+100+200+400+400+... ms: about 7 attempts in 2s. Without backoff
-	// it would be thousands.
-	n := attempts.Load()
-	t.Logf("%d connection attempts in 2s", n)
-	if n < 3 || n > 12 {
-		t.Fatalf("%d connection attempts in 2s with 50ms..400ms backoff, want 3..12", n)
+	// Five attempts are at least 50+100+200+400 ms apart, first to last
+	// (no jitter; a timer never fires early): without backoff they would
+	// come within a few milliseconds. A slow machine only widens the gaps.
+	var first, fifth time.Time
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		if len(attempts) >= 5 {
+			first, fifth = attempts[0], attempts[4]
+		}
+		mu.Unlock()
+		if !fifth.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fewer than 5 connection attempts in 30s")
+		}
+	}
+	if gap := fifth.Sub(first); gap < 750*time.Millisecond {
+		t.Fatalf("5 connection attempts within %s with a 50ms..400ms backoff, want at least 750ms", gap)
 	}
 	if err := conn.Ready(nil); !errors.Is(err, ErrFluxUnreachable) {
 		t.Fatalf("Ready = %v while refused, want ErrFluxUnreachable", err)

@@ -68,11 +68,13 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 		return ctrl.Result{}, nil
 	}
 	log := logf.FromContext(ctx)
-	if obj.Status.Phase.IsTerminal() {
-		return r.removeFinalizer(ctx, obj)
-	}
 	obs, tracked := r.Tracker.Get(obj.UID)
-	if tracked && jobEnded(obs) {
+	if obj.Status.Phase.IsTerminal() || (tracked && jobEnded(obs)) {
+		id := job.ID(obj.Status.JobID)
+		if id == 0 && tracked && obs.HasJobID {
+			id = job.ID(obs.JobID)
+		}
+		r.collectEnded(ctx, obj, id)
 		return r.removeFinalizer(ctx, obj)
 	}
 	deadline := obj.DeletionTimestamp.Add(r.Options.CancelTimeout)

@@ -43,6 +43,10 @@ type Options struct {
 	// FluxJobs may run on this Flux instance; others end Failed with
 	// reason NamespaceNotAllowed and are never submitted.
 	AllowedNamespaces []string
+	// PrivilegedNamespaces are the namespaces whose FluxJobs may use the
+	// Flux instance owner's powers (urgency above 16, waitable); see
+	// tenancy.go. Empty: none.
+	PrivilegedNamespaces []string
 	// CancelTimeout bounds how long deleting a FluxJob waits for its
 	// cancelled Flux job to end (counted from the deletion timestamp).
 	// Default 30s.
@@ -193,11 +197,18 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// urgency edit after the end). Nothing is tracked any more.
 		r.Tracker.Forget(obj.UID)
 		r.waiting.remove(req.NamespacedName)
-		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{})
+		if err := r.writeStatus(ctx, &obj, statusInput{}); err != nil {
+			return ctrl.Result{}, err
+		}
+		requeue, err := r.reapWaitable(ctx, &obj)
+		return ctrl.Result{RequeueAfter: requeue}, err
 	}
 	if !r.namespaceAllowed(obj.Namespace) && obj.Status.JobID == 0 && obj.Status.SubmitAttemptTime == nil {
 		msg := fmt.Sprintf("namespace %q is not allowed to run jobs on this Flux instance (--allowed-namespaces)", obj.Namespace)
 		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{Failure: &failure{Reason: fluxjobv1.ReasonNamespaceNotAllowed, Message: msg}})
+	}
+	if fail := r.privilegeFailure(&obj); fail != nil && obj.Status.JobID == 0 && obj.Status.SubmitAttemptTime == nil {
+		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{Failure: fail})
 	}
 	rt, adm, err := r.admit(ctx, &obj)
 	if err != nil {
@@ -243,7 +254,8 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// The status is final; later callbacks (release, free, clean)
 		// find no entry and are dropped.
 		r.Tracker.Forget(obj.UID)
-		return ctrl.Result{}, nil
+		requeue, err := r.reapWaitable(ctx, &obj)
+		return ctrl.Result{RequeueAfter: requeue}, err
 	}
 	if in.Unreachable != "" {
 		requeue = minRequeue(requeue, r.Options.UnreachableRetry)

@@ -34,6 +34,9 @@ func ownerAttribute(obj *fluxjobv1.FluxJob) map[string]any {
 // attributes.system.job.name (which a user-set name is replaced by) and
 // attributes.user.fluxjob are set.
 func buildJobspec(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
+	if fail := droppedSpecFailure(obj); fail != nil {
+		return nil, fail // the cache kept only its size (tenancy.go)
+	}
 	if obj.Spec.Jobspec != nil {
 		return buildFromJobspec(obj)
 	}

@@ -51,6 +51,13 @@ func (r *FluxJobReconciler) syncUrgency(ctx context.Context, obj *fluxjobv1.Flux
 	case want == obs.UrgencyRequested || want == obs.UrgencyRejected:
 		return 0 // sent (its event is on the way), or refused: no hot loop
 	}
+	if msg := r.urgencyPrivilegeError(obj, want); msg != "" {
+		// Flux would accept it from the owner; the operator did not
+		// grant it to this namespace (tenancy.go).
+		r.Tracker.SetUrgencyResult(obj.UID, want, msg)
+		r.event(obj, corev1.EventTypeWarning, fluxjobv1.ReasonUrgencyRejected, "SetUrgency", msg)
+		return 0
+	}
 	_, ctl, err := r.routeOf(obj).get()
 	if err != nil {
 		return r.Options.UnreachableRetry

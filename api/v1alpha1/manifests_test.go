@@ -39,10 +39,14 @@ func requireTool(t *testing.T, why string) {
 	t.Skip(why)
 }
 
-// controllerGen returns the path of bin/controller-gen, or skips/fails when it is absent.
+// controllerGen returns the path of controller-gen ($CONTROLLER_GEN, which the Makefile exports,
+// else bin/controller-gen), or skips/fails when it is absent.
 func controllerGen(t *testing.T, root string) string {
 	t.Helper()
-	p := filepath.Join(root, "bin", "controller-gen")
+	p := os.Getenv("CONTROLLER_GEN")
+	if p == "" {
+		p = filepath.Join(root, "bin", "controller-gen")
+	}
 	if _, err := os.Stat(p); err != nil {
 		requireTool(t, "bin/controller-gen is missing; install it with `make controller-gen` "+
 			"(GOBIN=$PWD/bin go install sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0): "+err.Error())

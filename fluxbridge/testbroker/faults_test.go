@@ -251,6 +251,9 @@ func TestPauseScheduling(t *testing.T) {
 	srv.PauseScheduling(true)
 	id := c.submit(16, 0, "true")
 	waitForEvent(t, c, id, "priority")
+	// Paused means "not scheduled": there is no event for a job that is
+	// not allocated, so this negative check waits a bounded moment, well
+	// beyond the few microseconds an unpaused broker takes to allocate.
 	time.Sleep(20 * time.Millisecond)
 	if m := c.rpc("job-list.list-id", map[string]any{"id": id, "attrs": []string{"state"}}); m.PayloadString() != fmt.Sprintf(`{"job":{"id":%d,"state":8}}`, id) {
 		t.Fatalf("paused: %q, want state SCHED", m.PayloadString())

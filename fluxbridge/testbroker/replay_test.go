@@ -239,7 +239,10 @@ func (h *replayHarness) replayConn(conn *wiretest.Conn, during func(*replayHarne
 		}
 	}
 	// Streams that the capture saw end must not say more; give a stray
-	// response a moment to show up.
+	// response a moment to show up. A response that should not exist has
+	// no event to wait for, so this negative check is a bounded wait; the
+	// broker writes a request's responses from the handler that got it, so
+	// a stray one is already on the wire or follows within microseconds.
 	time.Sleep(20 * time.Millisecond)
 	for _, p := range reqs {
 		w := want[p.mt]

@@ -30,6 +30,9 @@ const kindImage = "fluxjob-operator:e2e"
 const (
 	kindNamespace  = "fluxjob-system"
 	kindDeployment = "deploy/fluxjob-controller-manager"
+	// kindJobNamespace is the one namespace config/default lets the
+	// manager watch and run jobs from (manager_namespaces_patch.yaml).
+	kindJobNamespace = "fluxjob-jobs"
 )
 
 // kindTarget is a kind cluster running config/default: the manager and its
@@ -130,6 +133,13 @@ func TestKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	manifests = bytes.ReplaceAll(manifests, []byte("image: controller:latest"), []byte("image: "+kindImage))
+	// config/default serves kindJobNamespace only; the pod-instance
+	// scenario's namespace is added as a user would edit
+	// manager_namespaces_patch.yaml.
+	podNS := "e2e-pod-" + strconv.FormatInt(time.Now().Unix(), 36)
+	for _, flag := range []string{"--watch-namespaces=", "--allowed-namespaces="} {
+		manifests = bytes.ReplaceAll(manifests, []byte(flag+kindJobNamespace), []byte(flag+kindJobNamespace+","+podNS))
+	}
 	if _, err := tg.kubectlInput(ctx, bytes.NewReader(manifests), "apply", "--server-side", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
@@ -137,9 +147,21 @@ func TestKind(t *testing.T) {
 		logs, _ := tg.kubectl(ctx, "logs", "-n", kindNamespace, kindDeployment, "--all-containers")
 		t.Fatalf("%v\n%s", err, logs)
 	}
-	runScenario(ctx, t, tg, "e2e-"+strconv.FormatInt(time.Now().Unix(), 36))
+	ns := kindJobNamespace
+	runScenario(ctx, t, tg, ns)
+
+	// A FluxJob looks for the manager's credentials from where every job
+	// runs, the flux sidecar, and must find none (tokenProbe).
+	if _, err := tg.kubectlInput(ctx, strings.NewReader(tokenProbe), "apply", "-n", ns, "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.kubectl(ctx, "wait", "-n", ns, "fluxjob/token-probe", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s"); err != nil {
+		fj := getFluxJob(ctx, t, tg, ns, "token-probe")
+		out, _ := tg.flux(ctx, "job", "attach", fj.Status.JobIDF58)
+		t.Fatalf("the token probe did not succeed (phase %s, %s): the job can reach credentials: %v\n%s", fj.Status.Phase, fj.Status.Message, err, out)
+	}
 	t.Run("FluxInstance of kind pod", func(t *testing.T) {
-		runPodInstanceScenario(ctx, t, tg, "e2e-pod-"+strconv.FormatInt(time.Now().Unix(), 36))
+		runPodInstanceScenario(ctx, t, tg, podNS)
 	})
 }
 

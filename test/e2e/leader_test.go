@@ -56,12 +56,12 @@ func TestLeaderHandover(t *testing.T) {
 	elect := []string{"--leader-elect", "--leader-election-namespace=" + ns}
 	secret := "fj-leader-secret-" + fmt.Sprint(time.Now().UnixNano())
 
-	a, _ := w.startManager(elect...)
-	select {
-	case <-a.Done():
-		t.Fatalf("a manager with %v exited at once: leader election cannot run outside a cluster without a namespace flag\n%s",
-			elect, tail(a.Output(), 4000))
-	case <-time.After(2 * time.Second):
+	a, readyA := w.startManager(elect...)
+	// Ready (connected to the broker) means it runs; one that exits at
+	// once (leader election cannot run outside a cluster without a
+	// namespace flag) fails here.
+	if err := waitReady(w.ctx, readyA, a); err != nil {
+		t.Fatalf("a manager with %v did not become ready: %v\n%s", elect, err, tail(a.Output(), 4000))
 	}
 	holderA := w.waitHolder("", 60*time.Second)
 	b, _ := w.startManager(elect...)
@@ -90,8 +90,12 @@ func TestLeaderHandover(t *testing.T) {
 
 	// A graceful handover: start the first manager again as standby, stop
 	// the leader with SIGTERM (it releases the lease).
-	a2, _ := w.startManager(elect...)
-	time.Sleep(2 * time.Second)
+	a2, readyA2 := w.startManager(elect...)
+	// Up and campaigning (readiness does not depend on the lease) before
+	// the leader goes.
+	if err := waitReady(w.ctx, readyA2, a2); err != nil {
+		t.Fatalf("the restarted manager did not become ready: %v\n%s", err, tail(a2.Output(), 4000))
+	}
 	create(5)
 	if err := b.Stop(30 * time.Second); err != nil {
 		t.Errorf("the leader did not exit cleanly on SIGTERM: %v\n%s", err, tail(b.Output(), 4000))

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,9 +104,12 @@ func TestLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	probe := freeAddr(t)
+	// Besides its kubeconfig, the manager gets what a manager container in
+	// a pod has (the API server's address) and a canary: none of it may
+	// reach a Flux job (checkJobEnv below).
+	mgrEnv := append([]string{"KUBECONFIG=" + c.Kubeconfig, "FLUX_URI=" + broker.URI()}, canaryEnv()...)
 	mgr, err := cluster.StartProcess(ctx, bin,
-		[]string{"--metrics-bind-address=0", "--health-probe-bind-address=" + probe},
-		[]string{"KUBECONFIG=" + c.Kubeconfig, "FLUX_URI=" + broker.URI()}, nil)
+		[]string{"--metrics-bind-address=0", "--health-probe-bind-address=" + probe}, mgrEnv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +127,20 @@ func TestLocal(t *testing.T) {
 		t.Fatalf("manager never became ready: %v\n%s", err, mgr.Output())
 	}
 
-	runScenario(ctx, t, &localTarget{c: c, broker: broker}, "e2e")
+	tg := &localTarget{c: c, broker: broker}
+	runScenario(ctx, t, tg, "e2e")
+
+	// The token probe: the test broker runs no command, so what can be
+	// checked here is what the controller hands Flux. The job's
+	// environment is the FluxJob's spec.env and nothing of the manager's
+	// (no kubeconfig, no API server address, no canary). On kind the same
+	// FluxJob runs for real in the flux sidecar and must find no token
+	// (TestKind).
+	if _, err := tg.kubectlInput(ctx, strings.NewReader(tokenProbe), "apply", "-n", "e2e", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	fj := waitJobID(ctx, t, tg, "e2e", "token-probe")
+	checkJobEnv(ctx, t, broker.URI(), job.ID(fj.Status.JobID), map[string]string{"PROBE": "token"}, mgrEnv)
 }
 
 // freeAddr returns a loopback address with a port that was free a moment

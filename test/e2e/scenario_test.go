@@ -66,7 +66,11 @@ func runScenario(ctx context.Context, t *testing.T, tg target, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustKubectl(ctx, t, tg, "create", "namespace", ns)
+	// Applied, not created: on a reused kind cluster it may exist already.
+	nsYAML := "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + ns + "\n"
+	if _, err := tg.kubectlInput(ctx, strings.NewReader(nsYAML), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
 	mustKubectl(ctx, t, tg, "apply", "-n", ns, "-k", filepath.Join(root, "config", "samples"))
 
 	for _, w := range samples {
