@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/test/e2e/cluster"
+)
+
+// TestLocalMetricsNeedAuth runs the built manager with its default metrics
+// settings (HTTPS, --metrics-secure) against a real API server and checks
+// that /metrics answers only a caller the API server authenticates and
+// authorizes: no token 401, a ServiceAccount token without the
+// fluxjob-metrics-reader ClusterRole 403, one bound to it 200. In the
+// sidecar layout every Flux job can connect to this port.
+func TestLocalMetricsNeedAuth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode: runs the manager binary against a real API server")
+	}
+	_, err := cluster.AssetsDir("")
+	requireRealParts(t, err)
+	ctx := deadline(t, 5*time.Minute)
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := testbroker.New(testbroker.Options{Dir: t.TempDir()})
+	if err := broker.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = broker.Close() })
+	c, err := cluster.Start(ctx, cluster.Options{CRDDir: filepath.Join(root, "config", "crd", "bases")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, err := c.Kubectl(ctx, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	kubectl("apply", "-f", filepath.Join(root, "config", "rbac", "metrics_reader_role.yaml"))
+	kubectl("create", "serviceaccount", "scraper", "-n", "default")
+	kubectl("create", "serviceaccount", "stranger", "-n", "default")
+	kubectl("create", "clusterrolebinding", "scraper-metrics", "--clusterrole=metrics-reader", "--serviceaccount=default:scraper")
+	scraper := kubectl("create", "token", "scraper", "-n", "default")
+	stranger := kubectl("create", "token", "stranger", "-n", "default")
+
+	bin, err := cluster.ManagerBinary(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, metrics := freeAddr(t), freeAddr(t)
+	mgr, err := cluster.StartProcess(ctx, bin,
+		[]string{"--metrics-bind-address=" + metrics, "--health-probe-bind-address=" + probe},
+		[]string{"KUBECONFIG=" + c.Kubeconfig, "FLUX_URI=" + broker.URI()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := mgr.Stop(30 * time.Second); err != nil {
+			t.Errorf("manager did not exit cleanly on SIGTERM: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("manager output:\n%s", mgr.Output())
+		}
+	})
+	if err := waitReady(ctx, "http://"+probe+"/readyz", mgr); err != nil {
+		t.Fatalf("manager never became ready: %v\n%s", err, mgr.Output())
+	}
+
+	// The certificate is self-signed: this test checks who may read, not
+	// who serves.
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec
+	get := func(token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+metrics+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("GET /metrics: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct {
+		who   string
+		token string
+		want  int
+	}{
+		{"no token", "", http.StatusUnauthorized},
+		{"a token the API server does not know", "not-a-token", http.StatusUnauthorized},
+		{"a ServiceAccount without metrics-reader", stranger, http.StatusForbidden},
+		{"a ServiceAccount bound to metrics-reader", scraper, http.StatusOK},
+	} {
+		// RBAC bindings reach the authorizer's cache a moment after
+		// they are created: poll the allowed case until it passes.
+		var code int
+		var body string
+		for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			code, body = get(tc.token)
+			if code == tc.want || tc.want != http.StatusOK || time.Now().After(end) {
+				break
+			}
+		}
+		if code != tc.want {
+			t.Errorf("%s: GET /metrics = %d, want %d (%s)", tc.who, code, tc.want, firstLine(body))
+			continue
+		}
+		if code == http.StatusOK && !strings.Contains(body, "fluxjob_executor_connected") {
+			t.Errorf("%s: /metrics lacks fluxjob_executor_connected:\n%s", tc.who, firstLine(body))
+		}
+	}
+	// Plain HTTP is not served.
+	plain, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metrics+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(plain); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP /metrics answered 200")
+		}
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return fmt.Sprintf("%.200s", line)
+}
