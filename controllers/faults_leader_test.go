@@ -7,7 +7,6 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,30 +40,11 @@ const testLeaseName = "fluxjob-operator.fluxjob.io"
 // crash (they wait for the lease to expire), which is what a SIGKILL does.
 func (h *harness) startElected(id string) *electedManager {
 	h.t.Helper()
-	lease, renew, retry := 3*time.Second, 2*time.Second, 250*time.Millisecond
-	mgr, err := ctrl.NewManager(h.cfg, ctrl.Options{
-		Scheme:                        testScheme(),
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress:        "0",
-		Cache:                         cache.Options{DefaultNamespaces: map[string]cache.Config{h.ns: {}}},
-		Controller:                    config.Controller{SkipNameValidation: ptrTo(true)},
-		LeaderElection:                true,
-		LeaderElectionID:              testLeaseName,
-		LeaderElectionNamespace:       h.ns,
-		LeaderElectionReleaseOnCancel: false,
-		LeaseDuration:                 &lease,
-		RenewDeadline:                 &renew,
-		RetryPeriod:                   &retry,
-	})
+	mgr, err := ctrl.NewManager(h.cfg, electedOptions(h.ns, false))
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	conn := NewFluxConnector(FluxConnectorOptions{
-		URI: h.broker.URI(), Workers: 2, Logger: ctrl.Log.WithName("flux-" + id),
-		Backoff:         wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
-		CheckInterval:   50 * time.Millisecond,
-		ShutdownTimeout: 500 * time.Millisecond,
-	})
+	conn := NewFluxConnector(testConnectorOptions(h.broker.URI()))
 	if err := mgr.Add(conn); err != nil {
 		h.t.Fatal(err)
 	}
@@ -78,6 +58,26 @@ func (h *harness) startElected(id string) *electedManager {
 	go func() { m.done <- mgr.Start(ctx) }()
 	h.t.Cleanup(func() { m.stop(h.t) })
 	return m
+}
+
+// electedOptions are the options of a test manager that competes for the
+// lease in namespace ns, with short lease timings to keep tests fast.
+func electedOptions(ns string, releaseOnCancel bool) ctrl.Options {
+	lease, renew, retry := 3*time.Second, 2*time.Second, 250*time.Millisecond
+	return ctrl.Options{
+		Scheme:                        testScheme(),
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		Cache:                         cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Controller:                    config.Controller{SkipNameValidation: ptrTo(true)},
+		LeaderElection:                true,
+		LeaderElectionID:              testLeaseName,
+		LeaderElectionNamespace:       ns,
+		LeaderElectionReleaseOnCancel: releaseOnCancel,
+		LeaseDuration:                 &lease,
+		RenewDeadline:                 &renew,
+		RetryPeriod:                   &retry,
+	}
 }
 
 func (m *electedManager) stop(t *testing.T) {

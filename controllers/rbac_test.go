@@ -17,11 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
@@ -129,30 +126,11 @@ func TestRBACLifecycle(t *testing.T) {
 
 	forbidden := &forbiddenLog{}
 	userCfg.WrapTransport = forbidden.wrap
-	lease, renew, retry := 3*time.Second, 2*time.Second, 250*time.Millisecond
-	mgr, err := ctrl.NewManager(userCfg, ctrl.Options{
-		Scheme:                        testScheme(),
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress:        "0",
-		Cache:                         cache.Options{DefaultNamespaces: map[string]cache.Config{h.ns: {}}},
-		Controller:                    config.Controller{SkipNameValidation: ptrTo(true)},
-		LeaderElection:                true,
-		LeaderElectionID:              testLeaseName,
-		LeaderElectionNamespace:       h.ns,
-		LeaderElectionReleaseOnCancel: true,
-		LeaseDuration:                 &lease,
-		RenewDeadline:                 &renew,
-		RetryPeriod:                   &retry,
-	})
+	mgr, err := ctrl.NewManager(userCfg, electedOptions(h.ns, true))
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := NewFluxConnector(FluxConnectorOptions{
-		URI: h.broker.URI(), Workers: 1, Logger: ctrl.Log.WithName("flux-rbac"),
-		Backoff:         wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
-		CheckInterval:   50 * time.Millisecond,
-		ShutdownTimeout: 500 * time.Millisecond,
-	})
+	conn := NewFluxConnector(testConnectorOptions(h.broker.URI()))
 	if err := mgr.Add(conn); err != nil {
 		t.Fatal(err)
 	}

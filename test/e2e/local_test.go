@@ -69,26 +69,34 @@ func readEventlog(ctx context.Context, uri string, id job.ID) ([]job.Event, erro
 	}
 }
 
-// TestLocal runs the e2e scenario against the real API server and the
-// built manager binary, with the test broker in place of Flux.
-func TestLocal(t *testing.T) {
+// localWorld is a real API server and etcd, the test broker, and the
+// built manager binary, ready to start.
+type localWorld struct {
+	c      *cluster.Cluster
+	broker *testbroker.Server
+	root   string
+	bin    string
+}
+
+// startLocal starts the API server (with the CRD) and the test broker, and
+// builds the manager; all are stopped when the test ends. It skips (fails
+// in CI) without the envtest binaries.
+func startLocal(ctx context.Context, t *testing.T) *localWorld {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("skipped in -short mode: builds and runs the manager binary against a real API server")
 	}
 	_, err := cluster.AssetsDir("")
 	requireRealParts(t, err)
-	ctx := deadline(t, 8*time.Minute)
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	broker := testbroker.New(testbroker.Options{Dir: t.TempDir()})
 	if err := broker.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = broker.Close() })
-
 	c, err := cluster.Start(ctx, cluster.Options{CRDDir: filepath.Join(root, "config", "crd", "bases")})
 	if err != nil {
 		t.Fatal(err)
@@ -98,24 +106,30 @@ func TestLocal(t *testing.T) {
 			t.Error(err)
 		}
 	})
-
 	bin, err := cluster.ManagerBinary(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &localWorld{c: c, broker: broker, root: root, bin: bin}
+}
+
+// managerEnv is the manager process's environment besides the test's own.
+func (l *localWorld) managerEnv(extra ...string) []string {
+	return append([]string{"KUBECONFIG=" + l.c.Kubeconfig, "FLUX_URI=" + l.broker.URI()}, extra...)
+}
+
+// startManager runs the manager binary with args (and a free health probe
+// address) and env, waits until it is ready, and stops it with SIGTERM
+// when the test ends: it must exit cleanly (executor shut down, leader
+// lease released) within its grace period.
+func (l *localWorld) startManager(ctx context.Context, t *testing.T, args, env []string) *cluster.Process {
+	t.Helper()
 	probe := freeAddr(t)
-	// Besides its kubeconfig, the manager gets what a manager container in
-	// a pod has (the API server's address) and a canary: none of it may
-	// reach a Flux job (checkJobEnv below).
-	mgrEnv := append([]string{"KUBECONFIG=" + c.Kubeconfig, "FLUX_URI=" + broker.URI()}, canaryEnv()...)
-	mgr, err := cluster.StartProcess(ctx, bin,
-		[]string{"--metrics-bind-address=0", "--health-probe-bind-address=" + probe}, mgrEnv, nil)
+	mgr, err := cluster.StartProcess(ctx, l.bin, append([]string{"--health-probe-bind-address=" + probe}, args...), env, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// The manager must stop cleanly on SIGTERM (executor shut down,
-		// leader lease released), within its grace period.
 		if err := mgr.Stop(30 * time.Second); err != nil {
 			t.Errorf("manager did not exit cleanly on SIGTERM: %v", err)
 		}
@@ -126,6 +140,20 @@ func TestLocal(t *testing.T) {
 	if err := waitReady(ctx, "http://"+probe+"/readyz", mgr); err != nil {
 		t.Fatalf("manager never became ready: %v\n%s", err, mgr.Output())
 	}
+	return mgr
+}
+
+// TestLocal runs the e2e scenario against the real API server and the
+// built manager binary, with the test broker in place of Flux.
+func TestLocal(t *testing.T) {
+	ctx := deadline(t, 8*time.Minute)
+	l := startLocal(ctx, t)
+	c, broker := l.c, l.broker
+	// Besides its kubeconfig, the manager gets what a manager container in
+	// a pod has (the API server's address) and a canary: none of it may
+	// reach a Flux job (checkJobEnv below).
+	mgrEnv := l.managerEnv(canaryEnv()...)
+	l.startManager(ctx, t, []string{"--metrics-bind-address=0"}, mgrEnv)
 
 	tg := &localTarget{c: c, broker: broker}
 	runScenario(ctx, t, tg, "e2e")

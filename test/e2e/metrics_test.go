@@ -9,9 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
-	"github.com/fluxjob/fluxjob-operator/test/e2e/cluster"
 )
 
 // TestLocalMetricsNeedAuth runs the built manager with its default metrics
@@ -21,30 +18,9 @@ import (
 // fluxjob-metrics-reader ClusterRole 403, one bound to it 200. In the
 // sidecar layout every Flux job can connect to this port.
 func TestLocalMetricsNeedAuth(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped in -short mode: runs the manager binary against a real API server")
-	}
-	_, err := cluster.AssetsDir("")
-	requireRealParts(t, err)
 	ctx := deadline(t, 5*time.Minute)
-	root, err := cluster.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker := testbroker.New(testbroker.Options{Dir: t.TempDir()})
-	if err := broker.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = broker.Close() })
-	c, err := cluster.Start(ctx, cluster.Options{CRDDir: filepath.Join(root, "config", "crd", "bases")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	l := startLocal(ctx, t)
+	c, root := l.c, l.root
 	kubectl := func(args ...string) string {
 		t.Helper()
 		out, err := c.Kubectl(ctx, args...)
@@ -60,28 +36,8 @@ func TestLocalMetricsNeedAuth(t *testing.T) {
 	scraper := kubectl("create", "token", "scraper", "-n", "default")
 	stranger := kubectl("create", "token", "stranger", "-n", "default")
 
-	bin, err := cluster.ManagerBinary(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe, metrics := freeAddr(t), freeAddr(t)
-	mgr, err := cluster.StartProcess(ctx, bin,
-		[]string{"--metrics-bind-address=" + metrics, "--health-probe-bind-address=" + probe},
-		[]string{"KUBECONFIG=" + c.Kubeconfig, "FLUX_URI=" + broker.URI()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := mgr.Stop(30 * time.Second); err != nil {
-			t.Errorf("manager did not exit cleanly on SIGTERM: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("manager output:\n%s", mgr.Output())
-		}
-	})
-	if err := waitReady(ctx, "http://"+probe+"/readyz", mgr); err != nil {
-		t.Fatalf("manager never became ready: %v\n%s", err, mgr.Output())
-	}
+	metrics := freeAddr(t)
+	l.startManager(ctx, t, []string{"--metrics-bind-address=" + metrics}, l.managerEnv())
 
 	// The certificate is self-signed: this test checks who may read, not
 	// who serves.
