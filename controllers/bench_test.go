@@ -838,8 +838,11 @@ func (e *benchEnv) startManagerProcess(b *testing.B, args ...string) *managerPro
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = logFile.Close() })
+	// Plain HTTP metrics on loopback: the benchmark scrapes them without a
+	// token (the Deployment serves them with --metrics-secure).
 	m.cmd = exec.Command(bin, append([]string{"--leader-elect", "--leader-election-namespace=default",
-		"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=" + probeAddr, "--pprof-bind-address=" + pprofAddr}, args...)...)
+		"--metrics-bind-address=" + metricsAddr, "--metrics-secure=false",
+		"--health-probe-bind-address=" + probeAddr, "--pprof-bind-address=" + pprofAddr}, args...)...)
 	m.cmd.Env = append(os.Environ(), literalEnv...)
 	m.cmd.Env = append(m.cmd.Env, "KUBECONFIG="+kubeconfig, "FLUX_URI="+e.uri, "GOMEMLIMIT="+strconv.FormatInt(limit, 10))
 	b.Logf("manager environment from the Deployment: %v GOMEMLIMIT=%d", literalEnv, limit)
