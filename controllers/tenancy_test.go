@@ -166,7 +166,7 @@ func TestWaitableReapedFakeClient(t *testing.T) {
 // everything else is kept as it is.
 func TestCacheTransformBoundsSpec(t *testing.T) {
 	big := strings.Repeat("x", fluxjobv1.MaxJobspecBytes)
-	attempt := metav1.NewTime(time.Unix(1, 0))
+	attempt := fluxjobv1.NewPreciseTime(time.Unix(1, 0))
 	for _, tc := range []struct {
 		name      string
 		ns        string
