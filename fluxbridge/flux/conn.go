@@ -119,9 +119,10 @@ type Conn struct {
 	next    uint32           // last matchtag handed out
 	err     error            // why the Conn ended; nil while open
 
-	done       chan struct{} // closed when the Conn ends
-	readerDone chan struct{} // closed when the reader goroutine returns
-	writerDone chan struct{} // closed when the writer goroutine returns
+	done       chan struct{}  // closed when the Conn ends
+	readerDone chan struct{}  // closed when the reader goroutine returns
+	writerDone chan struct{}  // closed when the writer goroutine returns
+	inflight   sync.WaitGroup // writes on a stream their callers gave up on (writeStream)
 	// orphaned holds the handler calls that were pending when the Conn
 	// ended; the reader goroutine tells them, so that a Handler is only
 	// ever called from the reader goroutine.
@@ -329,6 +330,7 @@ func (c *Conn) Close() error {
 	c.fail(ErrClosed)
 	<-c.readerDone
 	<-c.writerDone
+	c.inflight.Wait()
 	return nil
 }
 
@@ -529,23 +531,25 @@ func (c *Conn) write(ctx context.Context, m *wire.Message) error {
 	case <-c.done:
 		return c.Err()
 	}
-	defer func() { <-c.wsem }()
 	if err := c.Err(); err != nil {
+		<-c.wsem
 		return err
 	}
 	buf, err := wire.AppendFramed(c.wbuf[:0], m)
 	if err != nil {
+		<-c.wsem
 		return err
 	}
 	if cap(buf) <= 64<<10 {
 		c.wbuf = buf[:0]
 	}
+	if c.dl == nil && ctx.Done() != nil {
+		return c.writeStream(ctx, buf) // releases wsem when written
+	}
+	defer func() { <-c.wsem }()
 	if ctx.Done() == nil {
 		n, err := c.nc.Write(buf)
 		return c.writeFailed(ctx, n, len(buf), err)
-	}
-	if c.dl == nil {
-		return c.writeStream(ctx, buf)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.dl.SetWriteDeadline(dl)
@@ -669,7 +673,13 @@ func (c *Conn) RPC(ctx context.Context, topic string, req, resp any, opts ...RPC
 	}
 	m.Aux2 = tag
 	if err := c.write(ctx, m); err != nil {
-		c.unregister(tag, cl)
+		if isInFlight(err) {
+			// the request still goes out: keep its matchtag until the
+			// response comes, and drop that
+			c.abandon(cl)
+		} else {
+			c.unregister(tag, cl)
+		}
 		return fmt.Errorf("flux: %s: %w", topic, err)
 	}
 	r, err := c.wait(ctx, cl)
@@ -713,7 +723,14 @@ func (c *Conn) Stream(ctx context.Context, topic string, req any, opts ...RPCOpt
 	}
 	m.Aux2 = tag
 	if err := c.write(ctx, m); err != nil {
-		c.unregister(tag, cl)
+		if isInFlight(err) {
+			// the request still goes out: drop what the service sends
+			// and cancel the stream right after it
+			c.abandon(cl)
+			c.cancelHandler(cl, tag, o.cancelTopic)
+		} else {
+			c.unregister(tag, cl)
+		}
 		return nil, fmt.Errorf("flux: %s: %w", topic, err)
 	}
 	s := &Stream{c: c, cl: cl, ctx: ctx, topic: topic, cancelTopic: o.cancelTopic, tag: tag}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 )
 
@@ -16,10 +15,12 @@ import (
 //
 // The stream's Close must interrupt a Read or Write blocked on it. If the
 // stream also has the deadline methods of net.Conn, the Conn uses them to
-// interrupt a write when its context ends; otherwise a write still blocked
-// when its context ends ends the Conn (ErrDisconnected), since how much of
-// the message went out cannot be known. A stream that captures its remote
-// end's standard error can say so with StderrStream.
+// interrupt a write when its context ends; otherwise the call (RPC, Stream,
+// Send) returns the context's error while its request is still written in
+// the background: the request may reach the broker, so an RPC's matchtag
+// stays reserved until its response, which is dropped, and a stream is
+// cancelled right after it. A stream that captures its remote end's
+// standard error can say so with StderrStream.
 type Dialer func(ctx context.Context, uri string) (io.ReadWriteCloser, error)
 
 // WithDialer makes Dial open the Conn's stream with d instead of by the
@@ -103,36 +104,42 @@ type deadliner interface {
 	SetWriteDeadline(t time.Time) error
 }
 
-// writeStream writes buf to a stream that has no deadlines. If ctx ends
-// while the write is blocked, the Conn ends: the write cannot be
-// interrupted without closing the stream, and a message cut anywhere
-// leaves the stream unusable. (A write that completes in the instant ctx
-// ends may still end the Conn; the next dial starts afresh.)
+// inFlightError is what write returns when the caller's context ended
+// while a request was being written to a stream without deadlines: the
+// write goes on (writes cannot be interrupted there without closing the
+// stream) and the request will reach the broker unless the Conn ends. It
+// unwraps to the context's error.
+type inFlightError struct{ err error }
+
+func (e *inFlightError) Error() string { return e.err.Error() }
+func (e *inFlightError) Unwrap() error { return e.err }
+
+func isInFlight(err error) bool {
+	var e *inFlightError
+	return errors.As(err, &e)
+}
+
+// writeStream writes buf to a stream that has no deadlines, with wsem
+// held, from a goroutine that releases wsem once the write is done (so
+// the next write still comes after it). If ctx ends first, it returns an
+// *inFlightError and leaves the write to that goroutine; Close waits for
+// it (closing the stream ends a blocked write).
 func (c *Conn) writeStream(ctx context.Context, buf []byte) error {
-	if err := ctx.Err(); err != nil {
+	done := make(chan error, 1)
+	c.inflight.Add(1)
+	go func() {
+		defer c.inflight.Done()
+		n, err := c.nc.Write(buf)
+		if err != nil {
+			err = c.writeFailed(context.Background(), n, len(buf), err)
+		}
+		<-c.wsem
+		done <- err
+	}()
+	select {
+	case err := <-done:
 		return err
+	case <-ctx.Done():
+		return &inFlightError{err: ctx.Err()}
 	}
-	var (
-		mu       sync.Mutex
-		finished bool
-	)
-	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		f := finished
-		mu.Unlock()
-		if !f {
-			c.fail(fmt.Errorf("%w: a write was still blocked when its context ended: %w", ErrDisconnected, context.Cause(ctx)))
-		}
-	})
-	n, err := c.nc.Write(buf)
-	mu.Lock()
-	finished = true
-	mu.Unlock()
-	stop()
-	if err != nil {
-		if cerr := c.Err(); cerr != nil {
-			return cerr
-		}
-	}
-	return c.writeFailed(ctx, n, len(buf), err)
 }

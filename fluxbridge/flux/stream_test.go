@@ -259,16 +259,30 @@ func TestStreamWithoutDeadlines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		err = c.RPC(ctx, "x", nil, nil)
-		if !errors.Is(err, ErrDisconnected) && !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("RPC = %v", err)
+		if err := c.RPC(ctx, "x", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("RPC = %v, want DeadlineExceeded", err)
 		}
-		<-c.Done()
-		if err := c.Err(); !errors.Is(err, ErrDisconnected) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Err = %v, want ErrDisconnected wrapping the deadline", err)
+		// the request is still being written: the Conn stays, and so does
+		// the matchtag, until a response or the end of the Conn
+		if err := c.Err(); err != nil {
+			t.Errorf("Err = %v, want the Conn open", err)
+		}
+		c.mu.Lock()
+		n := len(c.pending)
+		c.mu.Unlock()
+		if n != 1 {
+			t.Errorf("%d matchtags reserved, want the in-flight request's", n)
+		}
+		sctx, scancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer scancel()
+		if _, err := c.Stream(sctx, "y", nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Stream behind the blocked write = %v, want DeadlineExceeded", err)
+		}
+		// Close ends the blocked write (closing the stream) and waits for it
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
 		}
 	})
 	tests := []struct {

@@ -107,6 +107,7 @@ func Relay(ctx context.Context, socket string, in io.Reader, out io.Writer) (don
 type pipeStream struct {
 	r      *io.PipeReader // broker -> client
 	w      *io.PipeWriter // client -> broker
+	nc     net.Conn       // the broker's socket
 	closed sync.Once
 	done   chan struct{} // closed when the relay goroutines ended
 }
@@ -114,11 +115,14 @@ type pipeStream struct {
 func (p *pipeStream) Read(b []byte) (int, error)  { return p.r.Read(b) }
 func (p *pipeStream) Write(b []byte) (int, error) { return p.w.Write(b) }
 
-// Close closes both pipes and waits for the relay to end.
+// Close closes both pipes and the socket (a relay goroutine may be
+// blocked writing to a broker that does not read) and waits for the relay
+// to end.
 func (p *pipeStream) Close() error {
 	p.closed.Do(func() {
 		_ = p.w.Close()
 		_ = p.r.Close()
+		_ = p.nc.Close()
 	})
 	<-p.done
 	return nil
@@ -138,7 +142,7 @@ func DialPipe(ctx context.Context, uri string) (io.ReadWriteCloser, error) {
 	}
 	cr, bw := io.Pipe() // broker -> client
 	br, cw := io.Pipe() // client -> broker
-	p := &pipeStream{r: cr, w: cw, done: make(chan struct{})}
+	p := &pipeStream{r: cr, w: cw, nc: nc, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { // broker -> client
