@@ -204,6 +204,9 @@ func newControlPlane(b *testing.B) *benchEnv {
 	e.env = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+		// kube-apiserver takes longer than envtest's default 20s to come
+		// up on a loaded 2-core machine
+		ControlPlaneStartTimeout: 2 * time.Minute,
 	}
 	// etcd serves /debug/pprof on its client URL only when asked to;
 	// kube-apiserver does by default (--profiling).
