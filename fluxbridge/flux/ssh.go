@@ -395,7 +395,7 @@ func (cfg *SSHConfig) hostKeyCallback() (ssh.HostKeyCallback, error) {
 
 // knownHostsFromBytes builds a known_hosts check from content as well as
 // files. knownhosts reads files only; the content goes through a pipe
-// named by /dev/fd, so that nothing is written to disk (the manager's
+// named by /proc/self/fd, so that nothing is written to disk (the manager's
 // root filesystem is read-only).
 func knownHostsFromBytes(content []byte, files []string) (ssh.HostKeyCallback, error) {
 	r, w, err := os.Pipe()
@@ -408,7 +408,7 @@ func knownHostsFromBytes(content []byte, files []string) (ssh.HostKeyCallback, e
 		_, _ = w.Write(content)
 		_ = w.Close()
 	}()
-	cb, err := knownhosts.New(append([]string{fmt.Sprintf("/dev/fd/%d", r.Fd())}, files...)...)
+	cb, err := knownhosts.New(append([]string{fmt.Sprintf("/proc/self/fd/%d", r.Fd())}, files...)...)
 	_ = r.Close() // a writer still blocked (New failed early) gets EPIPE
 	<-done
 	if err != nil {
