@@ -19,7 +19,9 @@
 //     submit, validate, depend, priority, alloc, start, finish, release,
 //     free, clean, plus exception and urgency; job-manager.raise, kill,
 //     urgency, wait and events-journal;
-//   - job-info.eventlog-watch (and -cancel) and job-info.lookup;
+//   - job-info.eventlog-watch (and -cancel) of the main eventlog and of the
+//     output eventlog guest.output (RFC 24: header, data, eof, as the job
+//     shell writes them; see Outcome.Output), and job-info.lookup;
 //   - job-list.list and job-list.list-id, with constraints;
 //   - kvs.lookup and kvs.commit for keys clients write (not job data).
 //
@@ -40,6 +42,9 @@
 //	                          flux-core's shell does (src/shell/task.c)
 //	kill-shell SIG            the job shell itself killed by SIG: a signalled
 //	                          wait status (status = SIG)
+//	echo ARGS, printf FMT     write to stdout (printf: \n \t \xHH \NNN escapes,
+//	                          %s, %%), exit 0; in sh -c, ">&2" writes to
+//	                          stderr and output is timed by the sleeps before
 //	echo, hostname, env, ...  the commands in KnownPrograms exit 0
 //	anything else             not found: "exec" exception of severity 0,
 //	                          "task 0 (host H): start failed: CMD: No such

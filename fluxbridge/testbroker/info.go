@@ -60,8 +60,8 @@ func (s *Server) handleEventlogWatch(c *conn, req *wire.Message) {
 		s.respondError(c, req, errorf(syscall.EPROTO, "eventlog-watch request rejected without streaming RPC flag"))
 		return
 	}
-	if path != "eventlog" {
-		// The test double keeps only the main eventlog.
+	if path != "eventlog" && path != outputWatchPath {
+		// The test double keeps only the main and output eventlogs.
 		s.respondError(c, req, &rpcError{errno: syscall.ENOENT})
 		return
 	}
@@ -69,6 +69,15 @@ func (s *Server) handleEventlogWatch(c *conn, req *wire.Message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j, ok := s.jobs[w.id]
+	if path == outputWatchPath {
+		if !ok {
+			// job-info's guest watch looks the job up first: ENOENT
+			s.respondError(c, req, &rpcError{errno: syscall.ENOENT})
+			return
+		}
+		s.startOutputWatchLocked(j, w)
+		return
+	}
 	if !ok {
 		if flags&watchWaitCreate != 0 {
 			s.waiting[w.id] = append(s.waiting[w.id], w)
@@ -168,6 +177,13 @@ func (s *Server) handleEventlogWatchCancel(c *conn, req *wire.Message) {
 		for _, w := range j.watchers {
 			if match(w) {
 				j.watchers = removeWatches(j.watchers, match)
+				s.respondError(c, w.req, &rpcError{errno: syscall.ENODATA})
+				return
+			}
+		}
+		for _, w := range j.output.watchers {
+			if match(w) {
+				j.output.watchers = removeWatches(j.output.watchers, match)
 				s.respondError(c, w.req, &rpcError{errno: syscall.ENODATA})
 				return
 			}

@@ -111,6 +111,8 @@ type jobRecord struct {
 
 	watchers []*watch
 	waiter   *stream
+	// output is the job's guest.output eventlog (see output.go).
+	output jobOutput
 
 	// listedAt is when job-list lists the job (zero: at once); see
 	// Options.ListLag.
@@ -170,6 +172,9 @@ func (s *Server) postEventLocked(j *jobRecord, name string, ctx obj, journalOnly
 	s.journalEventLocked(j, e)
 	if !journalOnly {
 		s.notifyWatchersLocked(j, e)
+		if name == "release" || name == "clean" {
+			s.endOutputLocked(j)
+		}
 		if name == "clean" {
 			s.inactiveLocked(j)
 		}
@@ -506,8 +511,10 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		s.cleanupRunning(ctx, j)
 		return
 	}
-	s.postLocked(j, "start", nil)
 	out := s.outcome(j)
+	// the shell writes its output header before the job's start event
+	s.startOutputLocked(ctx, j, out)
+	s.postLocked(j, "start", nil)
 	s.mu.Unlock()
 
 	if out.NotFound {
@@ -530,6 +537,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 				{"userid", int(s.owner)},
 			})
 		}
+		s.closeOutputLocked(j, false)
 		s.finishLocked(j, 127<<8)
 		s.mu.Unlock()
 		s.cleanupRunning(ctx, j)
@@ -546,6 +554,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		limit = time.Now().Add(s.opts.scale(time.Duration(j.duration * float64(time.Second))))
 	}
 	status := out.Status
+	exitedNormally := true
 	for {
 		left := time.Until(deadline)
 		if !limit.IsZero() && time.Until(limit) < left {
@@ -573,7 +582,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 				return
 			}
 			// The shell forwards SIGTERM; tasks die; the shell reports 128+15.
-			status = (128 + 15) << 8
+			status, exitedNormally = (128+15)<<8, false
 			break
 		}
 		if sig := j.killSignal; sig != 0 {
@@ -583,7 +592,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 				if s.pause(ctx, j, d.Kill, nil) == pauseDone {
 					return
 				}
-				status = (128 + sig) << 8
+				status, exitedNormally = (128+sig)<<8, false
 				break
 			}
 			s.mu.Unlock()
@@ -597,6 +606,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 	if !s.lockLive(ctx) {
 		return
 	}
+	s.closeOutputLocked(j, exitedNormally)
 	s.finishLocked(j, status)
 	s.mu.Unlock()
 	s.cleanupRunning(ctx, j)

@@ -462,6 +462,9 @@ func (s *Server) disconnectLocked(c *conn) {
 		if len(j.watchers) > 0 {
 			j.watchers = removeWatches(j.watchers, func(w *watch) bool { return w.c == c })
 		}
+		if len(j.output.watchers) > 0 {
+			j.output.watchers = removeWatches(j.output.watchers, func(w *watch) bool { return w.c == c })
+		}
 	}
 	for id, ws := range s.waiting {
 		ws = removeWatches(ws, func(w *watch) bool { return w.c == c })

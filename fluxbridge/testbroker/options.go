@@ -68,6 +68,9 @@ type Outcome struct {
 	// exception of severity 0 whose note names the program, then finish
 	// status 32512 (exit code 127).
 	NotFound bool
+	// Output is what the tasks write, by time (see OutputChunk): the
+	// job's guest.output eventlog. A killed job writes only what was due.
+	Output []OutputChunk
 }
 
 // Options configure a Server. The zero value works: a socket in a new

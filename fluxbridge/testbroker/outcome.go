@@ -49,6 +49,11 @@ func DefaultOutcome(command []string) Outcome {
 			return shellOutcome(args[1])
 		}
 		return Outcome{}
+	case "echo", "printf":
+		if stream, data := printOutput(prog, args); len(data) > 0 {
+			return Outcome{Output: []OutputChunk{{Stream: stream, Data: data}}}
+		}
+		return Outcome{}
 	}
 	if KnownPrograms[prog] {
 		return Outcome{}
@@ -58,18 +63,21 @@ func DefaultOutcome(command []string) Outcome {
 
 // shellOutcome evaluates a tiny subset of sh: commands separated by ';' or
 // '&&' (both run in sequence), each one of true, false, sleep N, exit [N],
-// kill -SIG $$ (the shell kills itself), a known program (exits 0) or
-// anything else ("not found": exit code 127, as sh reports it).
+// kill -SIG $$ (the shell kills itself), echo and printf (see printOutput;
+// ">&2" sends their output to stderr), a known program (exits 0) or
+// anything else ("not found": exit code 127, as sh reports it). Words may
+// be quoted with '' or "".
 func shellOutcome(script string) Outcome {
 	var run time.Duration
+	var output []OutputChunk
 	last := 0
-	script = strings.ReplaceAll(script, "&&", ";")
-	for _, part := range strings.Split(script, ";") {
-		f := strings.Fields(part)
-		if len(f) == 0 {
-			continue
-		}
+	for _, f := range shellCommands(script) {
 		switch path.Base(f[0]) {
+		case "echo", "printf":
+			if stream, data := printOutput(path.Base(f[0]), f[1:]); len(data) > 0 {
+				output = append(output, OutputChunk{At: run, Stream: stream, Data: data})
+			}
+			last = 0
 		case "true", ":":
 			last = 0
 		case "false":
@@ -78,7 +86,7 @@ func shellOutcome(script string) Outcome {
 			run += sleepArg(f[1:])
 			last = 0
 		case "exit":
-			return Outcome{Run: run, Status: exitArg(f[1:], last) << 8}
+			return Outcome{Run: run, Status: exitArg(f[1:], last) << 8, Output: output}
 		case "kill":
 			if len(f) >= 3 && f[len(f)-1] == "$$" {
 				a := f[1 : len(f)-1]
@@ -90,7 +98,7 @@ func shellOutcome(script string) Outcome {
 					name = strings.TrimPrefix(a[0], "-")
 				}
 				if sig, ok := parseSignal(name); ok && name != "" {
-					return Outcome{Run: run, Status: (128 + sig) << 8}
+					return Outcome{Run: run, Status: (128 + sig) << 8, Output: output}
 				}
 			}
 			last = 1
@@ -102,7 +110,7 @@ func shellOutcome(script string) Outcome {
 			}
 		}
 	}
-	return Outcome{Run: run, Status: last << 8}
+	return Outcome{Run: run, Status: last << 8, Output: output}
 }
 
 // forever is how long "sleep inf" runs: until cancelled, in practice.
@@ -196,4 +204,159 @@ func parseFSD(s string) (time.Duration, error) {
 		return 0, errorf(syscall.EINVAL, "invalid duration %q", s)
 	}
 	return time.Duration(f * float64(unit)), nil
+}
+
+// shellCommands splits a script into commands (at unquoted ';' and '&&')
+// of words, with '...' and "..." quoting (a backslash escapes the next
+// character outside single quotes).
+func shellCommands(script string) [][]string {
+	var cmds [][]string
+	var words []string
+	var word strings.Builder
+	inWord := false
+	endWord := func() {
+		if inWord {
+			words = append(words, word.String())
+			word.Reset()
+			inWord = false
+		}
+	}
+	endCmd := func() {
+		endWord()
+		if len(words) > 0 {
+			cmds = append(cmds, words)
+			words = nil
+		}
+	}
+	for i := 0; i < len(script); i++ {
+		c := script[i]
+		switch {
+		case c == '\'':
+			inWord = true
+			for i++; i < len(script) && script[i] != '\''; i++ {
+				word.WriteByte(script[i])
+			}
+		case c == '"':
+			inWord = true
+			for i++; i < len(script) && script[i] != '"'; i++ {
+				if script[i] == '\\' && i+1 < len(script) && strings.IndexByte("\"\\$`", script[i+1]) >= 0 {
+					i++
+				}
+				word.WriteByte(script[i])
+			}
+		case c == '\\' && i+1 < len(script):
+			inWord = true
+			i++
+			word.WriteByte(script[i])
+		case c == ';' || c == '\n':
+			endCmd()
+		case c == '&' && i+1 < len(script) && script[i+1] == '&':
+			i++
+			endCmd()
+		case c == ' ' || c == '\t':
+			endWord()
+		default:
+			inWord = true
+			word.WriteByte(c)
+		}
+	}
+	endCmd()
+	return cmds
+}
+
+// printOutput is what echo or printf writes, and to which stream: echo
+// joins its arguments with spaces and ends the line (-n: no newline);
+// printf writes its format with the escapes \n \t \r \\ \xHH \NNN
+// (octal) and %s (the next argument) and %% replaced. A ">&2" or "1>&2"
+// word sends the output to stderr.
+func printOutput(prog string, args []string) (stream string, data []byte) {
+	stream = "stdout"
+	var words []string
+	for _, a := range args {
+		switch a {
+		case ">&2", "1>&2", ">/dev/stderr":
+			stream = "stderr"
+		default:
+			words = append(words, a)
+		}
+	}
+	if prog == "echo" {
+		newline := true
+		if len(words) > 0 && words[0] == "-n" {
+			newline, words = false, words[1:]
+		}
+		out := strings.Join(words, " ")
+		if newline {
+			out += "\n"
+		}
+		return stream, []byte(out)
+	}
+	if len(words) == 0 {
+		return stream, nil
+	}
+	format, rest := words[0], words[1:]
+	var b []byte
+	for i := 0; i < len(format); i++ {
+		c := format[i]
+		switch {
+		case c == '%' && i+1 < len(format) && format[i+1] == '%':
+			b = append(b, '%')
+			i++
+		case c == '%' && i+1 < len(format) && format[i+1] == 's':
+			if len(rest) > 0 {
+				b = append(b, rest[0]...)
+				rest = rest[1:]
+			}
+			i++
+		case c == '\\' && i+1 < len(format):
+			i++
+			switch e := format[i]; {
+			case e == 'n':
+				b = append(b, '\n')
+			case e == 't':
+				b = append(b, '\t')
+			case e == 'r':
+				b = append(b, '\r')
+			case e == 'x':
+				n, k := 0, 0
+				for ; k < 2 && i+1 < len(format); k++ {
+					v, ok := hexDigit(format[i+1])
+					if !ok {
+						break
+					}
+					n = n*16 + v
+					i++
+				}
+				if k == 0 {
+					b = append(b, '\\', 'x')
+				} else {
+					b = append(b, byte(n))
+				}
+			case e >= '0' && e <= '7':
+				n := int(e - '0')
+				for k := 0; k < 2 && i+1 < len(format) && format[i+1] >= '0' && format[i+1] <= '7'; k++ {
+					n = n*8 + int(format[i+1]-'0')
+					i++
+				}
+				b = append(b, byte(n))
+			default:
+				b = append(b, e)
+			}
+		default:
+			b = append(b, c)
+		}
+	}
+	return stream, b
+}
+
+func hexDigit(c byte) (int, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0'), true
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10, true
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10, true
+	}
+	return 0, false
 }

@@ -1,6 +1,7 @@
 package testbroker_test
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -30,9 +31,20 @@ func TestDefaultOutcome(t *testing.T) {
 		{[]string{"sh", "-c", "false; exit"}, testbroker.Outcome{Status: 1 << 8}},
 		{[]string{"hostname"}, testbroker.Outcome{}},
 		{[]string{"./my-app", "--flag"}, testbroker.Outcome{NotFound: true}},
+		{[]string{"echo", "hello", "world"}, testbroker.Outcome{Output: []testbroker.OutputChunk{{Stream: "stdout", Data: []byte("hello world\n")}}}},
+		{[]string{"echo", "-n"}, testbroker.Outcome{}},
+		{[]string{"printf", `a\x00\xff\101%s%%\n`, "b"}, testbroker.Outcome{Output: []testbroker.OutputChunk{{Stream: "stdout", Data: []byte("a\x00\xffAb%\n")}}}},
+		{[]string{"sh", "-c", `echo 'to out;put' && sleep 2; echo "err \"x\"" >&2; printf 'no newline'; exit 3`}, testbroker.Outcome{
+			Run: 2 * time.Second, Status: 3 << 8,
+			Output: []testbroker.OutputChunk{
+				{Stream: "stdout", Data: []byte("to out;put\n")},
+				{At: 2 * time.Second, Stream: "stderr", Data: []byte("err \"x\"\n")},
+				{At: 2 * time.Second, Stream: "stdout", Data: []byte("no newline")},
+			},
+		}},
 	}
 	for _, tc := range tests {
-		if got := testbroker.DefaultOutcome(tc.cmd); got != tc.want {
+		if got := testbroker.DefaultOutcome(tc.cmd); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("DefaultOutcome(%q) = %+v, want %+v", tc.cmd, got, tc.want)
 		}
 	}
