@@ -66,7 +66,7 @@ func DefaultOutcome(command []string) Outcome {
 // kill -SIG $$ (the shell kills itself), echo and printf (see printOutput;
 // ">&2" sends their output to stderr), a known program (exits 0) or
 // anything else ("not found": exit code 127, as sh reports it). Words may
-// be quoted with ” or "".
+// be quoted with single or double quotes.
 func shellOutcome(script string) Outcome {
 	var run time.Duration
 	var output []OutputChunk
