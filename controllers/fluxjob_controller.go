@@ -70,6 +70,10 @@ type Options struct {
 	RPCTimeout time.Duration
 	// MaxConcurrentReconciles is passed to the controller. Default 1.
 	MaxConcurrentReconciles int
+	// OutputTimeout bounds how long the final status write of a job that
+	// ran waits for its output eventlog to be read (status.output).
+	// Default 10s.
+	OutputTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -90,6 +94,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxConcurrentReconciles <= 0 {
 		o.MaxConcurrentReconciles = 1
+	}
+	if o.OutputTimeout <= 0 {
+		o.OutputTimeout = 10 * time.Second
 	}
 }
 
@@ -246,6 +253,9 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	if tracked && obs.UrgencyError != "" {
 		in.UrgencyRejected = obs.UrgencyError
+	}
+	if hold, after := r.gateOutput(ctx, &obj, &in); hold {
+		return ctrl.Result{RequeueAfter: after}, nil
 	}
 	if err := r.writeStatus(ctx, &obj, in); err != nil {
 		return ctrl.Result{}, err

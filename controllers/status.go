@@ -41,6 +41,9 @@ type statusInput struct {
 	// Flux instance (see route.go): condition InstanceAdmitted, and
 	// status.instance once admitted.
 	Admission *admission
+	// Output is the output tail to write with a terminal status (see
+	// gateOutput); nil for none.
+	Output *fluxjobv1.FluxJobOutput
 }
 
 // ConditionUrgencyApplied is False (reason UrgencyRejected, the broker's
@@ -115,6 +118,9 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 	st.Duration = nil
 	if st.StartTime != nil && st.CompletionTime != nil && js.phase.IsTerminal() {
 		st.Duration = &metav1.Duration{Duration: jobDuration(in.Obs)}
+	}
+	if js.phase.IsTerminal() && in.Output != nil {
+		st.Output = in.Output
 	}
 	st.ObservedGeneration = gen
 	setConditions(&st, js, in, gen, nowT)

@@ -112,6 +112,8 @@ type tracked struct {
 	key      types.NamespacedName
 	instance string // the FluxInstance (name) the future runs on
 	obs      observation
+	// out reads the job's output once it ended (see output.go).
+	out *outputCollector
 }
 
 // Tracker holds, per FluxJob UID, what the executor's callbacks reported
@@ -189,6 +191,7 @@ func (t *Tracker) BeginOn(instance string, uid types.UID, key types.NamespacedNa
 	t.nextToken++
 	obs := observation{Token: t.nextToken, UrgencyRequested: -1, UrgencyRejected: -1, LastSeen: t.now()}
 	if old, ok := t.jobs[uid]; ok {
+		old.dropOutput()
 		obs.CancelRequested = old.obs.CancelRequested
 		obs.UrgencyRejected = old.obs.UrgencyRejected
 		obs.UrgencyError = old.obs.UrgencyError
@@ -286,6 +289,9 @@ func (t *Tracker) SetUrgencyResult(uid types.UID, urgency int, errMsg string) {
 func (t *Tracker) Forget(uid types.UID) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if tr, ok := t.jobs[uid]; ok {
+		tr.dropOutput()
+	}
 	delete(t.jobs, uid)
 }
 
@@ -296,6 +302,7 @@ func (t *Tracker) ForgetKey(key types.NamespacedName) {
 	defer t.mu.Unlock()
 	for uid, tr := range t.jobs {
 		if tr.key == key {
+			tr.dropOutput()
 			delete(t.jobs, uid)
 		}
 	}

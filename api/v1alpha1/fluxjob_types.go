@@ -293,6 +293,11 @@ type FluxJobSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.instance is immutable"
 	Instance string `json:"instance,omitempty"`
+
+	// Output says how much of the job's output status.output keeps (default: the last 4096 bytes
+	// of stdout and of stderr). It is read when the job ends, so it may change until then.
+	// +optional
+	Output *FluxJobOutputSpec `json:"output,omitempty"`
 }
 
 // FluxJobEvent is one entry of the Flux job's eventlog.
@@ -402,6 +407,10 @@ type FluxJobStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
+	// Output is the end of the job's stdout and stderr, written with the final status once the
+	// job ended (if it started).
+	// +optional
+	Output *FluxJobOutput `json:"output,omitempty"`
 }
 
 // FluxJob runs one job on a Flux instance.

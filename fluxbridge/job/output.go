@@ -42,10 +42,13 @@ const (
 type OutputEvent struct {
 	Timestamp float64
 	Name      string
-	Header    *OutputHeader
-	Data      *OutputData
-	Redirect  *OutputRedirect
-	Log       *OutputLog
+	// Sentinel marks the end of the entries that existed when the watch
+	// started (OutputOptions.Sentinel); it has no name and no data.
+	Sentinel bool
+	Header   *OutputHeader
+	Data     *OutputData
+	Redirect *OutputRedirect
+	Log      *OutputLog
 }
 
 // OutputHeader is the "header" event the shell writes first: version 1,
@@ -277,6 +280,10 @@ func decodeOutputLog(ctx []byte) (*OutputLog, error) {
 // decodeOutputResponse decodes a job-info.eventlog-watch response of the
 // output eventlog, {"event":"<one eventlog line>"}.
 func decodeOutputResponse(id ID, raw []byte) (OutputEvent, error) {
+	if len(raw) == 0 {
+		// job-info's initial sentinel: a response without a payload
+		return OutputEvent{Sentinel: true}, nil
+	}
 	var resp struct {
 		Event *string `json:"event"`
 	}
@@ -293,9 +300,30 @@ func decodeOutputResponse(id ID, raw []byte) (OutputEvent, error) {
 	return ev, nil
 }
 
-// outputWatchOptions: the output eventlog appears only when the job shell
-// starts, so the watch waits for it (FLUX_JOB_EVENT_WATCH_WAITCREATE).
-var outputWatchOptions = WatchOptions{Path: OutputPath, WaitCreate: true}
+// OutputOptions are the options of WatchOutput.
+type OutputOptions struct {
+	// Sentinel asks for an OutputEvent with Sentinel set after the entries
+	// that exist when the watch starts (FLUX_JOB_EVENT_WATCH_INITIAL_SENTINEL;
+	// job-info sends it once the job's shell has started), as a reader that
+	// prints what is there and stops needs.
+	Sentinel bool
+}
+
+// outputWatchPayload builds the request: the output eventlog appears only
+// when the job shell starts, so the watch waits for it
+// (FLUX_JOB_EVENT_WATCH_WAITCREATE; job-info drops the flag for a job that
+// already ended, src/modules/job-info/guest_watch.c).
+func outputWatchPayload(id ID, opts OutputOptions) []byte {
+	flags := eventWatchWaitCreate
+	if opts.Sentinel {
+		flags |= eventWatchInitialSentinel
+	}
+	req := append(make([]byte, 0, 64), `{"id":`...)
+	req = strconv.AppendUint(req, uint64(id), 10)
+	req = append(req, `,"path":"`+OutputPath+`","flags":`...)
+	req = strconv.AppendInt(req, int64(flags), 10)
+	return append(req, '}', 0)
+}
 
 // OutputWatch is a running watch of a job's output eventlog. Next is meant
 // for one goroutine; Close may be called from any.
@@ -312,8 +340,8 @@ type OutputWatch struct {
 // io.EOF. A job that never ran ends the same way without events; an unknown
 // job is an error matching syscall.ENOENT. ctx's end or Close cancels the
 // watch at the service.
-func WatchOutput(ctx context.Context, c *flux.Conn, id ID) (*OutputWatch, error) {
-	req, _ := eventWatchPayload(id, outputWatchOptions)
+func WatchOutput(ctx context.Context, c *flux.Conn, id ID, opts OutputOptions) (*OutputWatch, error) {
+	req := outputWatchPayload(id, opts)
 	s, err := c.Stream(ctx, topicEventlog, req)
 	if err != nil {
 		return nil, fmt.Errorf("job %s: watching %s: %w", id, OutputPath, err)
@@ -341,8 +369,8 @@ func (w *OutputWatch) Close() error { return w.s.Close() }
 // called on c's reader goroutine with each event, then exactly once with
 // the end (io.EOF or the error), as StartWatchEvents does. h must not
 // block. cancel (or ctx's end) stops the watch; h still gets the end.
-func StartWatchOutput(ctx context.Context, c *flux.Conn, id ID, h func(OutputEvent, error)) (cancel func(), err error) {
-	req, _ := eventWatchPayload(id, outputWatchOptions)
+func StartWatchOutput(ctx context.Context, c *flux.Conn, id ID, opts OutputOptions, h func(OutputEvent, error)) (cancel func(), err error) {
+	req := outputWatchPayload(id, opts)
 	return startStream(ctx, c, topicEventlog, req,
 		func(p []byte) (OutputEvent, error) { return decodeOutputResponse(id, p) },
 		func(err error) error { return fmt.Errorf("job %s: watching %s: %w", id, OutputPath, err) },

@@ -31,6 +31,9 @@ const (
 	topicListID          = "job-list.list-id"
 	defaultEventlog      = "eventlog"
 	eventWatchWaitCreate = 1 // FLUX_JOB_EVENT_WATCH_WAITCREATE, src/common/libjob/job.h
+	// FLUX_JOB_EVENT_WATCH_INITIAL_SENTINEL: an empty response after the
+	// entries that exist when the watch starts
+	eventWatchInitialSentinel = 2
 )
 
 // Urgency values (flux-core src/common/libjob/job.h).

@@ -530,10 +530,13 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 				prog = j.command[0]
 			}
 			// src/shell: a task that cannot be exec'd raises a fatal "exec"
-			// exception; the shell then exits 127.
+			// exception (and logs it to the output eventlog); the shell
+			// then exits 127.
+			note := fmt.Sprintf("task 0 (host %s): start failed: %s: No such file or directory", s.opts.hostname(), prog)
+			s.execFailedOutputLocked(j, note)
 			s.postLocked(j, "exception", obj{
 				{"type", "exec"}, {"severity", 0},
-				{"note", fmt.Sprintf("task 0 (host %s): start failed: %s: No such file or directory", s.opts.hostname(), prog)},
+				{"note", note},
 				{"userid", int(s.owner)},
 			})
 		}

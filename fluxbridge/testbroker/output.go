@@ -69,6 +69,14 @@ func (s *Server) startOutputLocked(ctx context.Context, j *jobRecord, out Outcom
 		{"count", obj{{"stdout", o.ntasks}, {"stderr", o.ntasks}}},
 		{"options", obj{}},
 	})
+	// a sentinel asked for before the shell started comes once the
+	// eventlog exists (guest_watch.c)
+	for _, w := range o.watchers {
+		if w.sentinel {
+			s.respond(w.c, w.req, nil)
+			w.sentinel = false
+		}
+	}
 	o.pending = append([]OutputChunk(nil), out.Output...)
 	s.writeDueOutputLocked(j, time.Now())
 	if len(o.pending) == 0 {
@@ -158,6 +166,23 @@ func (s *Server) closeOutputLocked(j *jobRecord, exitedNormally bool) {
 	}
 }
 
+// execFailedOutputLocked records a task that could not start as flux-core
+// 0.88's shell does (checked against a real broker): a "log" entry of
+// level 0 (FATAL) with the exception's note, and no eof for the streams
+// of a task that never ran.
+func (s *Server) execFailedOutputLocked(j *jobRecord, note string) {
+	o := &j.output
+	if !o.started || o.closed {
+		return
+	}
+	s.postOutputLocked(j, "log", obj{{"rank", 0}, {"level", 0}, {"message", note}, {"file", "shell.c"}, {"line", 2036}})
+	o.pending = nil
+	o.closed = true
+	if o.stop != nil {
+		close(o.stop)
+	}
+}
+
 // endOutputLocked completes j's output eventlog: its watchers get ENODATA.
 func (s *Server) endOutputLocked(j *jobRecord) {
 	o := &j.output
@@ -179,7 +204,8 @@ func (s *Server) endOutputLocked(j *jobRecord) {
 // the entries so far, then new ones until the eventlog is complete. Like
 // job-info's guest watch (src/modules/job-info/guest_watch.c), it waits for
 // a job that has not started, and ends with ENODATA, without events, for a
-// job that ended without starting.
+// job that ended without starting; the initial sentinel comes after the
+// entries that exist once the shell started.
 func (s *Server) startOutputWatchLocked(j *jobRecord, w *watch) {
 	if !authorize(w.req, j) {
 		s.respondError(w.c, w.req, &rpcError{errno: syscall.EPERM})
@@ -188,8 +214,9 @@ func (s *Server) startOutputWatchLocked(j *jobRecord, w *watch) {
 	for i := range j.output.events {
 		s.sendEventLocked(w, &j.output.events[i])
 	}
-	if w.sentinel {
+	if w.sentinel && j.output.started {
 		s.respond(w.c, w.req, nil)
+		w.sentinel = false
 	}
 	if j.output.ended {
 		s.respondError(w.c, w.req, &rpcError{errno: syscall.ENODATA})

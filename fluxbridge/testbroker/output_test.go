@@ -70,7 +70,7 @@ func TestOutputEventlog(t *testing.T) {
 			{"data", "stdout", "0", "out\n", false}, {"data", "stdout", "1", "out\n", false},
 			{"data", "stderr", "0", "err\n", false}, {"data", "stderr", "1", "err\n", false}}, eofs("0", "1")...)},
 		{"binary", []string{"printf", `\xff\x00bin\n`}, 1, append([]outputLine{header, {"data", "stdout", "0", "\xff\x00bin\n", false}}, eofs("0")...)},
-		{"not found", []string{"no-such-program"}, 1, append([]outputLine{header}, eofs("0")...)},
+		{"not found", []string{"no-such-program"}, 1, []outputLine{header, {name: "log"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,7 +82,7 @@ func TestOutputEventlog(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w, err := job.WatchOutput(ctx, c, id)
+			w, err := job.WatchOutput(ctx, c, id, job.OutputOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +97,7 @@ func TestOutputEventlog(t *testing.T) {
 				}
 			}
 			// once complete, a new watch replays it and ends
-			w2, err := job.WatchOutput(ctx, c, id)
+			w2, err := job.WatchOutput(ctx, c, id, job.OutputOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +117,7 @@ func TestOutputFollow(t *testing.T) {
 	c := dialFlux(t, srv)
 	ctx := jobCtx(t)
 	id := submitCmd(t, ctx, c, job.SubmitOptions{}, "", "sh", "-c", "echo first; sleep 0.5; echo second")
-	w, err := job.WatchOutput(ctx, c, id)
+	w, err := job.WatchOutput(ctx, c, id, job.OutputOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestOutputKilled(t *testing.T) {
 	c := dialFlux(t, srv)
 	ctx := jobCtx(t)
 	id := submitCmd(t, ctx, c, job.SubmitOptions{}, "", "sh", "-c", "echo before; sleep inf; echo after")
-	w, err := job.WatchOutput(ctx, c, id)
+	w, err := job.WatchOutput(ctx, c, id, job.OutputOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestOutputNeverStarted(t *testing.T) {
 	got := make(chan []outputLine, 1)
 	var evs []job.OutputEvent
 	done := make(chan error, 1)
-	cancel, err := job.StartWatchOutput(ctx, c, id, func(ev job.OutputEvent, err error) {
+	cancel, err := job.StartWatchOutput(ctx, c, id, job.OutputOptions{}, func(ev job.OutputEvent, err error) {
 		if err != nil {
 			done <- err
 			return
@@ -225,7 +225,7 @@ func TestOutputErrors(t *testing.T) {
 	srv := startServer(t, testbroker.Options{})
 	c := dialFlux(t, srv)
 	ctx := jobCtx(t)
-	w, err := job.WatchOutput(ctx, c, 12345)
+	w, err := job.WatchOutput(ctx, c, 12345, job.OutputOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestOutputErrors(t *testing.T) {
 	// Close ends a watch that waits
 	id := submitCmd(t, ctx, c, job.SubmitOptions{}, "", "sleep", "inf")
 	t.Cleanup(func() { _ = job.Cancel(context.Background(), c, id, "") })
-	w, err = job.WatchOutput(ctx, c, id)
+	w, err = job.WatchOutput(ctx, c, id, job.OutputOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,5 +249,63 @@ func TestOutputErrors(t *testing.T) {
 	}
 	if _, err := w.Next(); !errors.Is(err, flux.ErrStreamClosed) {
 		t.Fatalf("after close: %v, want ErrStreamClosed", err)
+	}
+}
+
+// TestOutputSentinel: with OutputOptions.Sentinel the watch marks the end
+// of what was written when it started: after the first line of a job that
+// still runs, after everything of a finished one (then the end).
+func TestOutputSentinel(t *testing.T) {
+	srv := startServer(t, testbroker.Options{})
+	c := dialFlux(t, srv)
+	ctx := jobCtx(t)
+	untilSentinel := func(id job.ID) (lines []outputLine, w *job.OutputWatch) {
+		t.Helper()
+		w, err := job.WatchOutput(ctx, c, id, job.OutputOptions{Sentinel: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close() })
+		for {
+			ev, err := w.Next()
+			if err != nil {
+				t.Fatalf("before the sentinel: %v (after %+v)", err, lines)
+			}
+			if ev.Sentinel {
+				return lines, w
+			}
+			lines = append(lines, flatten(ev))
+		}
+	}
+	running := submitCmd(t, ctx, c, job.SubmitOptions{}, "", "sh", "-c", "echo first; sleep inf")
+	t.Cleanup(func() { _ = job.Cancel(context.Background(), c, running, "") })
+	// wait until the first line is there, then a new watch's sentinel
+	// comes after it
+	w, err := job.WatchOutput(ctx, c, running, job.OutputOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := w.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Data != nil {
+			break
+		}
+	}
+	w.Close()
+	if lines, _ := untilSentinel(running); len(lines) != 2 || lines[1].data != "first\n" {
+		t.Fatalf("running job before the sentinel: %+v", lines)
+	}
+
+	done := submitCmd(t, ctx, c, job.SubmitOptions{}, "", "echo", "x")
+	waitEvent(t, ctx, c, done, "clean")
+	lines, w2 := untilSentinel(done)
+	if len(lines) != 4 {
+		t.Fatalf("finished job before the sentinel: %+v", lines)
+	}
+	if _, err := w2.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the sentinel of a finished job: %v, want EOF", err)
 	}
 }

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+)
+
+// Where the operator's default deployment (config/default) runs Flux: the
+// sidecar container "flux" of the manager pod, its socket in an emptyDir
+// (config/manager/manager.yaml).
+const (
+	defaultFluxNamespace = "fluxjob-system"
+	defaultFluxSelector  = "control-plane=controller-manager"
+	defaultFluxContainer = "flux"
+	defaultFluxSocket    = "/run/flux/broker/local"
+	defaultFluxCommand   = "flux relay"
+)
+
+// brokerTarget says where the Flux broker is: a container to exec the
+// relay in, or a URI this machine can dial itself.
+type brokerTarget struct {
+	URI       string
+	Namespace string
+	Pod       string
+	Selector  string
+	Container string
+	Socket    string
+	Command   string
+}
+
+func (t *brokerTarget) bindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&t.URI, "flux-uri", "", "dial Flux directly (local:// or ssh://) instead of through a pod")
+	fs.StringVar(&t.Namespace, "flux-namespace", defaultFluxNamespace, "namespace of the Flux broker's pod")
+	fs.StringVar(&t.Pod, "flux-pod", "", "the Flux broker's pod (default: found with --flux-selector)")
+	fs.StringVar(&t.Selector, "flux-selector", defaultFluxSelector, "label selector of the Flux broker's pod")
+	fs.StringVar(&t.Container, "flux-container", defaultFluxContainer, "the container running the broker")
+	fs.StringVar(&t.Socket, "flux-socket", defaultFluxSocket, "the broker's local:// socket in that container")
+	fs.StringVar(&t.Command, "flux-command", defaultFluxCommand, "the relay command run in the container (the socket is appended)")
+}
+
+func (t *brokerTarget) check() error {
+	if t.URI != "" {
+		return nil
+	}
+	if t.Pod == "" {
+		if _, err := labels.Parse(t.Selector); err != nil {
+			return fmt.Errorf("--flux-selector: %w", err)
+		}
+	}
+	if len(strings.Fields(t.Command)) == 0 {
+		return errors.New("--flux-command is empty")
+	}
+	return nil
+}
+
+// podTarget is one container to exec the relay in.
+type podTarget struct {
+	Namespace, Pod, Container, Socket string
+	Command                           []string
+}
+
+// podDialer connects to the broker by running the relay in a container
+// through pods/exec.
+type podDialer func(ctx context.Context, cfg *rest.Config, t podTarget) (*flux.Conn, error)
+
+// execDialer is the pods/exec transport built into the plugin (see
+// podexec.go); nil when this build has none.
+var execDialer podDialer
+
+// dialFlux connects to the Flux broker the target names.
+func (a *app) dialFlux(ctx context.Context) (*flux.Conn, error) {
+	t := a.opts.target
+	if t.URI != "" {
+		c, err := flux.Dial(ctx, t.URI)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to Flux at %s: %w", t.URI, err)
+		}
+		return c, nil
+	}
+	pt := podTarget{Namespace: t.Namespace, Pod: t.Pod, Container: t.Container, Socket: t.Socket, Command: strings.Fields(t.Command)}
+	if pt.Pod == "" {
+		pod, err := a.findPod(ctx, t.Namespace, t.Selector)
+		if err != nil {
+			return nil, err
+		}
+		pt.Pod = pod
+	}
+	if a.env.dialPod == nil {
+		return nil, errors.New("this build of kubectl-fluxjob has no pods/exec transport; use --flux-uri")
+	}
+	c, err := a.env.dialPod(ctx, a.kube.cfg, pt)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to Flux in pod %s/%s container %s (pods/exec %s): %w",
+			pt.Namespace, pt.Pod, pt.Container, strings.Join(append(pt.Command, pt.Socket), " "), err)
+	}
+	return c, nil
+}
+
+// findPod picks a running pod matching selector.
+func (a *app) findPod(ctx context.Context, ns, selector string) (string, error) {
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		return "", fmt.Errorf("--flux-selector: %w", err)
+	}
+	var pods corev1.PodList
+	if err := a.kube.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return "", fmt.Errorf("finding the Flux broker's pod (%s in namespace %s): %w", selector, ns, err)
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			return p.Name, nil
+		}
+	}
+	return "", fmt.Errorf("no running pod with labels %s in namespace %s (--flux-pod, --flux-selector, --flux-namespace say where Flux runs)", selector, ns)
+}
+
+// scheme knows FluxJobs and the core types.
+func scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := fluxjobv1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,210 @@
+package controllers
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+)
+
+func TestTail(t *testing.T) {
+	tests := []struct {
+		name   string
+		max    int
+		writes []string
+		want   string
+		total  int64
+	}{
+		{"short", 8, []string{"ab", "cd"}, "abcd", 4},
+		{"exact", 4, []string{"ab", "cd"}, "abcd", 4},
+		{"cut", 4, []string{"abc", "def", "g"}, "defg", 7},
+		{"one huge write", 4, []string{"a", strings.Repeat("x", 1000) + "tail"}, "tail", 1005},
+		{"many small", 3, strings.Split(strings.Repeat("0123456789", 10), ""), "789", 100},
+		{"empty", 4, nil, "", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tl := tail{max: tc.max}
+			for _, w := range tc.writes {
+				tl.write([]byte(w))
+				if len(tl.buf) > 2*tc.max {
+					t.Fatalf("buffer grew to %d for max %d", len(tl.buf), tc.max)
+				}
+			}
+			if got := string(tl.bytes()); got != tc.want || tl.total != tc.total {
+				t.Fatalf("tail %q total %d, want %q %d", got, tl.total, tc.want, tc.total)
+			}
+		})
+	}
+}
+
+func TestRenderTail(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		max  int
+		cut  bool
+		want string
+	}{
+		{"utf-8 kept", "héllo\n", 16, false, "héllo\n"},
+		{"control bytes kept", "a\x00\x1b[0m", 16, false, "a\x00\x1b[0m"},
+		{"invalid escaped", "a\xffb\xfe", 16, false, `a\xffb\xfe`},
+		{"cut inside a character", "\xa9llo", 16, true, "llo"},
+		{"uncut invalid start escaped", "\xa9llo", 16, false, `\xa9llo`},
+		{"escapes longer than max drop oldest", "ab\xff\xffcd", 8, false, `\xffcd`},
+		{"escape never split", "\xff\xff", 5, false, `\xff`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := renderTail([]byte(tc.raw), tc.max, tc.cut)
+			if got != tc.want {
+				t.Fatalf("renderTail(%q) = %q, want %q", tc.raw, got, tc.want)
+			}
+			if len(got) > tc.max {
+				t.Fatalf("%d bytes, max %d", len(got), tc.max)
+			}
+		})
+	}
+}
+
+func TestOutputCollector(t *testing.T) {
+	now := time.Unix(1000, 0)
+	data := func(stream, s string) job.OutputEvent {
+		return job.OutputEvent{Name: "data", Data: &job.OutputData{Stream: stream, Rank: "0", Data: []byte(s)}}
+	}
+	tests := []struct {
+		name   string
+		events []job.OutputEvent
+		end    error
+		at     time.Time
+		want   *fluxjobv1.FluxJobOutput
+	}{
+		{"streams and shell log", []job.OutputEvent{
+			{Name: "header", Header: &job.OutputHeader{Version: 1}},
+			data("stdout", "out\n"), data("stderr", "err\n"),
+			{Name: "log", Log: &job.OutputLog{Rank: 0, Level: 3, Message: "boom"}},
+			{Name: "data", Data: &job.OutputData{Stream: "stdout", Rank: "0", EOF: true}},
+		}, io.EOF, now, &fluxjobv1.FluxJobOutput{Stdout: "out\n", Stderr: "err\nflux-shell[0]: ERROR: boom\n", StdoutBytes: 4, StderrBytes: 31}},
+		{"cut to the tail", []job.OutputEvent{data("stdout", "0123456789"), data("stdout", "abcdefghij")}, io.EOF, now,
+			&fluxjobv1.FluxJobOutput{Stdout: "cdefghij", StdoutBytes: 20}},
+		{"redirect", []job.OutputEvent{{Name: "redirect", Redirect: &job.OutputRedirect{Stream: "stdout", Rank: "[0-1]", Path: "/data/out"}}}, io.EOF, now,
+			&fluxjobv1.FluxJobOutput{Message: "stdout of tasks [0-1] went to /data/out"}},
+		{"read failed", []job.OutputEvent{data("stdout", "x")}, errors.New("disconnected"), now,
+			&fluxjobv1.FluxJobOutput{Stdout: "x", StdoutBytes: 1, Message: "output incomplete: disconnected"}},
+		{"deadline", []job.OutputEvent{data("stderr", "y")}, nil, now.Add(time.Minute),
+			&fluxjobv1.FluxJobOutput{Stderr: "y", StderrBytes: 1, Message: "output incomplete: the output eventlog did not end in time"}},
+		{"not over yet", []job.OutputEvent{data("stderr", "y")}, nil, now, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newOutputCollector(8, now.Add(10*time.Second))
+			for _, ev := range tc.events {
+				if c.handle(ev, nil) {
+					t.Fatal("an event ended the read")
+				}
+			}
+			if tc.end != nil && !c.handle(job.OutputEvent{}, tc.end) {
+				t.Fatal("the end did not end the read")
+			}
+			got, over := c.result(tc.at)
+			if tc.want == nil {
+				if over {
+					t.Fatalf("over before the end or deadline: %+v", got)
+				}
+				return
+			}
+			if !over || *got != *tc.want {
+				t.Fatalf("result %+v (over %v), want %+v", got, over, tc.want)
+			}
+		})
+	}
+}
+
+func TestOutputTailBytes(t *testing.T) {
+	tests := []struct {
+		spec *fluxjobv1.FluxJobOutputSpec
+		want int
+	}{
+		{nil, 4096},
+		{&fluxjobv1.FluxJobOutputSpec{}, 4096},
+		{&fluxjobv1.FluxJobOutputSpec{TailBytes: ptrTo[int32](0)}, 0},
+		{&fluxjobv1.FluxJobOutputSpec{TailBytes: ptrTo[int32](100)}, 100},
+		{&fluxjobv1.FluxJobOutputSpec{TailBytes: ptrTo[int32](1 << 30)}, 65536},
+	}
+	for _, tc := range tests {
+		if got := outputTailBytes(&fluxjobv1.FluxJob{Spec: fluxjobv1.FluxJobSpec{Output: tc.spec}}); got != tc.want {
+			t.Errorf("%+v: %d, want %d", tc.spec, got, tc.want)
+		}
+	}
+}
+
+// TestEnvtestOutputTails: jobs that print to stdout and stderr end with
+// both tails in the status, written with the final status (a zero-run-time
+// job still takes at most 2 status writes).
+func TestEnvtestOutputTails(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{})
+	h.start()
+	long := strings.Repeat("x", 4000)
+	longArgs := []string{"echo"}
+	for range 20 {
+		longArgs = append(longArgs, long)
+	}
+	tests := []struct {
+		name   string
+		spec   fluxjobv1.FluxJobSpec
+		phase  fluxjobv1.FluxJobPhase
+		stdout string
+		stderr string
+		bytes  [2]int64
+	}{
+		{"both", cmdSpec("sh", "-c", "echo out1; echo err1 >&2; echo out2; echo err2 >&2"),
+			fluxjobv1.PhaseSucceeded, "out1\nout2\n", "err1\nerr2\n", [2]int64{10, 10}},
+		{"binary", cmdSpec("sh", "-c", `printf 'bin\xff\xfe\n'; exit 3`),
+			fluxjobv1.PhaseFailed, `bin\xff\xfe` + "\n", "", [2]int64{6, 0}},
+		{"huge line", cmdSpec(longArgs...),
+			fluxjobv1.PhaseSucceeded, strings.Repeat("x", 4095) + "\n", "", [2]int64{20 * 4001, 0}},
+		{"small tail", fluxjobv1.FluxJobSpec{Command: []string{"echo", "0123456789"}, Output: &fluxjobv1.FluxJobOutputSpec{TailBytes: ptrTo[int32](4)}},
+			fluxjobv1.PhaseSucceeded, "789\n", "", [2]int64{11, 0}},
+		{"two tasks", fluxjobv1.FluxJobSpec{Command: []string{"echo", "hi"}, Tasks: ptrTo[int32](2)},
+			fluxjobv1.PhaseSucceeded, "hi\nhi\n", "", [2]int64{6, 0}},
+	}
+	for _, tc := range tests {
+		h.create(tc.name, tc.spec)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := h.waitPhase(tc.name, tc.phase, 30*time.Second)
+			out := obj.Status.Output
+			if out == nil {
+				t.Fatalf("no status.output: %+v", obj.Status)
+			}
+			if out.Stdout != tc.stdout || out.Stderr != tc.stderr || out.StdoutBytes != tc.bytes[0] || out.StderrBytes != tc.bytes[1] || out.Message != "" {
+				t.Fatalf("output %q / %q (%d, %d bytes, message %q), want %q / %q %v",
+					out.Stdout, out.Stderr, out.StdoutBytes, out.StderrBytes, out.Message, tc.stdout, tc.stderr, tc.bytes)
+			}
+			if status, _, phases := h.counts.writes(tc.name); status > 2 {
+				t.Fatalf("%d status writes (phases %v), want at most 2", status, phases)
+			}
+		})
+	}
+}
+
+// TestEnvtestOutputNone: tailBytes 0, and a job that never started (its
+// request cannot be satisfied), end without status.output.
+func TestEnvtestOutputNone(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{})
+	h.start()
+	h.create("off", fluxjobv1.FluxJobSpec{Command: []string{"echo", "x"}, Output: &fluxjobv1.FluxJobOutputSpec{TailBytes: ptrTo[int32](0)}})
+	h.create("never-ran", fluxjobv1.FluxJobSpec{Command: []string{"echo", "x"}, CoresPerTask: ptrTo[int32](1000)})
+	if o := h.waitPhase("off", fluxjobv1.PhaseSucceeded, 30*time.Second); o.Status.Output != nil {
+		t.Fatalf("tailBytes 0: output %+v", o.Status.Output)
+	}
+	if o := h.waitPhase("never-ran", fluxjobv1.PhaseFailed, 30*time.Second); o.Status.Output != nil || o.Status.StartTime != nil {
+		t.Fatalf("never started: output %+v, start %v", o.Status.Output, o.Status.StartTime)
+	}
+}
