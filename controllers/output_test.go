@@ -83,6 +83,7 @@ func TestOutputCollector(t *testing.T) {
 		end    error
 		at     time.Time
 		want   *fluxjobv1.FluxJobOutput
+		max    int // tail size; 0 means 64
 	}{
 		{"streams and shell log", []job.OutputEvent{
 			{Name: "header", Header: &job.OutputHeader{Version: 1}},
@@ -91,7 +92,7 @@ func TestOutputCollector(t *testing.T) {
 			{Name: "data", Data: &job.OutputData{Stream: "stdout", Rank: "0", EOF: true}},
 		}, io.EOF, now, &fluxjobv1.FluxJobOutput{Stdout: "out\n", Stderr: "err\nflux-shell[0]: ERROR: boom\n", StdoutBytes: 4, StderrBytes: 31}},
 		{"cut to the tail", []job.OutputEvent{data("stdout", "0123456789"), data("stdout", "abcdefghij")}, io.EOF, now,
-			&fluxjobv1.FluxJobOutput{Stdout: "cdefghij", StdoutBytes: 20}},
+			&fluxjobv1.FluxJobOutput{Stdout: "cdefghij", StdoutBytes: 20}, 8},
 		{"redirect", []job.OutputEvent{{Name: "redirect", Redirect: &job.OutputRedirect{Stream: "stdout", Rank: "[0-1]", Path: "/data/out"}}}, io.EOF, now,
 			&fluxjobv1.FluxJobOutput{Message: "stdout of tasks [0-1] went to /data/out"}},
 		{"read failed", []job.OutputEvent{data("stdout", "x")}, errors.New("disconnected"), now,
@@ -102,7 +103,11 @@ func TestOutputCollector(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newOutputCollector(8, now.Add(10*time.Second))
+			max := tc.max
+			if max == 0 {
+				max = 64
+			}
+			c := newOutputCollector(max, now.Add(10*time.Second))
 			for _, ev := range tc.events {
 				if c.handle(ev, nil) {
 					t.Fatal("an event ended the read")
