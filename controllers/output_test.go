@@ -90,16 +90,16 @@ func TestOutputCollector(t *testing.T) {
 			data("stdout", "out\n"), data("stderr", "err\n"),
 			{Name: "log", Log: &job.OutputLog{Rank: 0, Level: 3, Message: "boom"}},
 			{Name: "data", Data: &job.OutputData{Stream: "stdout", Rank: "0", EOF: true}},
-		}, io.EOF, now, &fluxjobv1.FluxJobOutput{Stdout: "out\n", Stderr: "err\nflux-shell[0]: ERROR: boom\n", StdoutBytes: 4, StderrBytes: 31}},
+		}, io.EOF, now, &fluxjobv1.FluxJobOutput{Stdout: "out\n", Stderr: "err\nflux-shell[0]: ERROR: boom\n", StdoutBytes: 4, StderrBytes: 31}, 0},
 		{"cut to the tail", []job.OutputEvent{data("stdout", "0123456789"), data("stdout", "abcdefghij")}, io.EOF, now,
 			&fluxjobv1.FluxJobOutput{Stdout: "cdefghij", StdoutBytes: 20}, 8},
 		{"redirect", []job.OutputEvent{{Name: "redirect", Redirect: &job.OutputRedirect{Stream: "stdout", Rank: "[0-1]", Path: "/data/out"}}}, io.EOF, now,
-			&fluxjobv1.FluxJobOutput{Message: "stdout of tasks [0-1] went to /data/out"}},
+			&fluxjobv1.FluxJobOutput{Message: "stdout of tasks [0-1] went to /data/out"}, 0},
 		{"read failed", []job.OutputEvent{data("stdout", "x")}, errors.New("disconnected"), now,
-			&fluxjobv1.FluxJobOutput{Stdout: "x", StdoutBytes: 1, Message: "output incomplete: disconnected"}},
+			&fluxjobv1.FluxJobOutput{Stdout: "x", StdoutBytes: 1, Message: "output incomplete: disconnected"}, 0},
 		{"deadline", []job.OutputEvent{data("stderr", "y")}, nil, now.Add(time.Minute),
-			&fluxjobv1.FluxJobOutput{Stderr: "y", StderrBytes: 1, Message: "output incomplete: the output eventlog did not end in time"}},
-		{"not over yet", []job.OutputEvent{data("stderr", "y")}, nil, now, nil},
+			&fluxjobv1.FluxJobOutput{Stderr: "y", StderrBytes: 1, Message: "output incomplete: the output eventlog did not end in time"}, 0},
+		{"not over yet", []job.OutputEvent{data("stderr", "y")}, nil, now, nil, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
