@@ -18,9 +18,9 @@ import (
 )
 
 // The output tail (status.output) is read once per job, when the job has
-// ended: the controller holds back the FluxJob's final status write,
-// reads the job's output eventlog (guest.output) to its end on the control
-// connection, keeping only the last tailBytes of each stream, and writes
+// ended: the controller holds back the FluxJob's final status write until
+// the job's clean event, reads the job's output eventlog (guest.output) to
+// its end on the control connection, keeping only the last tailBytes of each stream, and writes
 // the tails with that final status. No status write is added, none is
 // made while the output is read, and no stream is open while the job
 // runs; the cost is one eventlog read per job that started, bounded by
@@ -110,6 +110,20 @@ type outputCollector struct {
 	err       error
 	deadline  time.Time
 	cancel    func()
+	// started is set once the read was started (after the job's clean
+	// event).
+	started bool
+}
+
+// markStarted reports whether the read is to be started now (only once).
+func (c *outputCollector) markStarted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return false
+	}
+	c.started = true
+	return true
 }
 
 func newOutputCollector(tailBytes int, deadline time.Time) *outputCollector {
@@ -174,6 +188,8 @@ func (c *outputCollector) result(now time.Time) (*fluxjobv1.FluxJobOutput, bool)
 	switch {
 	case c.err != nil:
 		msgs = append(msgs, "output incomplete: "+c.err.Error())
+	case !c.done && !c.started:
+		msgs = append(msgs, "output not read: the job was not cleaned up in time")
 	case !c.done:
 		msgs = append(msgs, "output incomplete: the output eventlog did not end in time")
 	}
@@ -183,17 +199,17 @@ func (c *outputCollector) result(now time.Time) (*fluxjobv1.FluxJobOutput, bool)
 
 // outputCollector returns the collector of uid's current future, creating
 // it with mk if there is none; nil if uid is not tracked under token.
-func (t *Tracker) outputCollector(uid types.UID, token uint64, mk func() *outputCollector) (c *outputCollector, created bool) {
+func (t *Tracker) outputCollector(uid types.UID, token uint64, mk func() *outputCollector) *outputCollector {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tr, ok := t.jobs[uid]
 	if !ok || tr.obs.Token != token {
-		return nil, false
+		return nil
 	}
 	if tr.out == nil {
-		tr.out, created = mk(), true
+		tr.out = mk()
 	}
-	return tr.out, created
+	return tr.out
 }
 
 // dropOutput stops and forgets the output read of a tracked entry that is
@@ -208,8 +224,24 @@ func (tr *tracked) dropOutput() {
 // jobStarted reports whether the job's shells started (only then is there
 // an output eventlog).
 func jobStarted(obs *observation) bool {
+	return hasEvent(obs, "start")
+}
+
+// jobReleased reports whether the job's output eventlog is complete in the
+// job's directory: its resources were released (clean follows release).
+// Only then is the output read. flux-core 0.88's job-info has a race for a
+// watch that starts after the job's guest namespace was removed but before
+// "release" is in the main eventlog: it waits for the namespace to be
+// created again, for ever (checked against a real broker; see
+// test/realflux TestOutput). After "clean" it streams the stored eventlog
+// and ends.
+func jobReleased(obs *observation) bool {
+	return hasEvent(obs, "clean")
+}
+
+func hasEvent(obs *observation, name string) bool {
 	for i := range obs.Events {
-		if obs.Events[i].Name == "start" {
+		if obs.Events[i].Name == name {
 			return true
 		}
 	}
@@ -229,13 +261,13 @@ func (r *FluxJobReconciler) gateOutput(ctx context.Context, obj *fluxjobv1.FluxJ
 		return false, 0
 	}
 	now := r.now()
-	c, created := r.Tracker.outputCollector(obj.UID, obs.Token, func() *outputCollector {
+	c := r.Tracker.outputCollector(obj.UID, obs.Token, func() *outputCollector {
 		return newOutputCollector(tailBytes, now.Add(r.Options.OutputTimeout))
 	})
 	if c == nil {
 		return false, 0
 	}
-	if created {
+	if jobReleased(obs) && c.markStarted() {
 		if err := r.startOutputRead(ctx, obj, obs, c); err != nil {
 			c.handle(job.OutputEvent{}, err)
 		}

@@ -108,6 +108,7 @@ func TestOutputCollector(t *testing.T) {
 				max = 64
 			}
 			c := newOutputCollector(max, now.Add(10*time.Second))
+			c.markStarted()
 			for _, ev := range tc.events {
 				if c.handle(ev, nil) {
 					t.Fatal("an event ended the read")

@@ -340,6 +340,13 @@ type OutputWatch struct {
 // io.EOF. A job that never ran ends the same way without events; an unknown
 // job is an error matching syscall.ENOENT. ctx's end or Close cancels the
 // watch at the service.
+//
+// flux-core 0.88 has a race here: a watch that starts after the job's
+// guest namespace was removed but before "release" is in its main eventlog
+// waits for the namespace to come back, and never ends (checked against a
+// real broker: a second watch started as the first one ended hung). A
+// reader of a job that just ended should start after the job's "clean"
+// event.
 func WatchOutput(ctx context.Context, c *flux.Conn, id ID, opts OutputOptions) (*OutputWatch, error) {
 	req := outputWatchPayload(id, opts)
 	s, err := c.Stream(ctx, topicEventlog, req)
