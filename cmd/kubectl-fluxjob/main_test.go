@@ -30,6 +30,7 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/controllers"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 )
 
@@ -46,6 +47,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// `flux relay` in the pod of TestLogsThroughPodExec is this binary
+	// re-executed as a relay (fluxtest.WriteRelayShim)
+	fluxtest.RunRelayIfChild()
 	code := m.Run()
 	if testEnv != nil && envCfg != nil {
 		if err := testEnv.Stop(); err != nil {
@@ -54,7 +58,10 @@ func TestMain(m *testing.M) {
 		}
 	}
 	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")); err != nil {
+		if err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+			// client-go's WebSocket exec keeps its heartbeat goroutine until
+			// its next ping period after the connection closed
+			goleak.IgnoreTopFunction("k8s.io/client-go/tools/remotecommand.(*heartbeat).start")); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}

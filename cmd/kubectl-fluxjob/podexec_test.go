@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/podexec/podexectest"
+)
+
+// TestLogsThroughPodExec runs `logs -f` as in a cluster: the plugin finds
+// the broker's pod by its labels and runs `flux relay SOCKET` in its flux
+// container through the real kube-apiserver's pods/exec, which connects to
+// the kubelet endpoint of the pod's Node (podexectest.Kubelet, serving the
+// exec with the real remotecommand.ServeExec; the "container" runs the
+// relay locally, reaching the test broker). The first line shows while the
+// job runs.
+func TestLogsThroughPodExec(t *testing.T) {
+	w := newWorld(t, testbroker.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	shim := t.TempDir()
+	if err := fluxtest.WriteRelayShim(shim); err != nil {
+		t.Fatal(err)
+	}
+	rt := &podexectest.Runtime{Env: []string{podexectest.PathWith(shim)}}
+	k, err := podexectest.StartKubelet(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-" + rand.String(6)}}
+	if err := w.c.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
+	node.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(k.Port)
+	if err := w.c.Status().Update(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "flux-broker", Labels: map[string]string{"control-plane": "controller-manager"}},
+		Spec: corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{
+			{Name: "manager", Image: "controller"}, {Name: "flux", Image: "fluxrm/flux-core:bookworm-v0.88.0"},
+		}},
+	}
+	if err := w.c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodRunning
+	if err := w.c.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	sock, err := fluxtest.SocketPath(w.broker.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	w.create("slow", fluxjobv1.FluxJobSpec{Command: []string{"sh", "-c", "echo first; sleep 2; echo second >&2; echo third"}})
+	out := &notifyWriter{suffix: "first\n", seen: make(chan struct{})}
+	seen := out.seen
+	var errb notifyWriter
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"logs", "slow", "-f", "--kubeconfig", w.kubeconfig, "--flux-namespace", w.ns, "--flux-socket", sock,
+			// the shim's path: the test runtime runs the command without a
+			// shell, so PATH lookup is the test process's own
+			"--flux-command", shim + "/flux relay"},
+			env{stdout: out, stderr: &errb, dialPod: execDialer})
+	}()
+	select {
+	case <-seen:
+	case err := <-done:
+		t.Fatalf("logs -f returned before the first line: %v (stdout %q stderr %q)", err, out.String(), errb.String())
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	if obj := w.waitFor("slow", "a status", func(*fluxjobv1.FluxJob) bool { return true }); obj.Status.Phase.IsTerminal() {
+		t.Fatalf("the job ended (%s) before its first line was shown", obj.Status.Phase)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "first\nthird\n" || errb.String() != "second\n" {
+		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+	}
+	execs := rt.Execs()
+	if len(execs) != 1 || execs[0].Pod != w.ns+"/flux-broker" || execs[0].Container != "flux" || !reflect.DeepEqual(execs[0].Cmd, []string{shim + "/flux", "relay", sock}) {
+		t.Fatalf("execs %+v, want one `flux relay %s` in %s/flux-broker container flux", execs, sock, w.ns)
+	}
+}
