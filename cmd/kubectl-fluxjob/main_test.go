@@ -280,23 +280,24 @@ func (n *notifyWriter) String() string {
 	return n.buf.String()
 }
 
-// TestLogsFollowRunning: logs -f started before the job prints its first
-// line shows it while the FluxJob is still Running, then the rest, and
-// returns when the job ended.
-func TestLogsFollowRunning(t *testing.T) {
-	w := newWorld(t, testbroker.Options{})
-	w.create("slow", fluxjobv1.FluxJobSpec{Command: []string{"sh", "-c", "echo first; sleep 2; echo second >&2; echo third"}})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+// slowJob prints a line, sleeps 2s, then two more lines.
+var slowJob = []string{"sh", "-c", "echo first; sleep 2; echo second >&2; echo third"}
+
+// followSlow runs `logs slow -f` with runLogs (started before the job
+// prints) and checks that the first line shows while the FluxJob still
+// runs, that the command returns when the job ended, and what it printed.
+func (w *world) followSlow(ctx context.Context, runLogs func(out, errw io.Writer) error) {
+	t := w.t
+	t.Helper()
 	out := &notifyWriter{suffix: "first\n", seen: make(chan struct{})}
 	seen := out.seen
 	var errb notifyWriter
 	done := make(chan error, 1)
-	go func() { done <- w.plugin(ctx, out, &errb, "logs", "slow", "-f") }()
+	go func() { done <- runLogs(out, &errb) }()
 	select {
 	case <-seen:
 	case err := <-done:
-		t.Fatalf("logs -f returned before the first line: %v (stdout %q)", err, out.String())
+		t.Fatalf("logs -f returned before the first line: %v (stdout %q stderr %q)", err, out.String(), errb.String())
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
@@ -309,6 +310,17 @@ func TestLogsFollowRunning(t *testing.T) {
 	if out.String() != "first\nthird\n" || errb.String() != "second\n" {
 		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
 	}
+}
+
+// TestLogsFollowRunning: logs -f started before the job prints its first
+// line shows it while the FluxJob is still Running, then the rest, and
+// returns when the job ended.
+func TestLogsFollowRunning(t *testing.T) {
+	w := newWorld(t, testbroker.Options{})
+	w.create("slow", fluxjobv1.FluxJobSpec{Command: slowJob})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	w.followSlow(ctx, func(out, errw io.Writer) error { return w.plugin(ctx, out, errw, "logs", "slow", "-f") })
 	obj := w.waitPhase("slow", fluxjobv1.PhaseSucceeded)
 	if o := obj.Status.Output; o == nil || o.Stdout != "first\nthird\n" || o.Stderr != "second\n" {
 		t.Fatalf("status.output %+v", o)

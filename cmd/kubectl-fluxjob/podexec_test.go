@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"reflect"
 	"testing"
 	"time"
@@ -64,34 +65,14 @@ func TestLogsThroughPodExec(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w.create("slow", fluxjobv1.FluxJobSpec{Command: []string{"sh", "-c", "echo first; sleep 2; echo second >&2; echo third"}})
-	out := &notifyWriter{suffix: "first\n", seen: make(chan struct{})}
-	seen := out.seen
-	var errb notifyWriter
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"logs", "slow", "-f", "--kubeconfig", w.kubeconfig, "--flux-namespace", w.ns, "--flux-socket", sock,
+	w.create("slow", fluxjobv1.FluxJobSpec{Command: slowJob})
+	w.followSlow(ctx, func(out, errw io.Writer) error {
+		return run(ctx, []string{"logs", "slow", "-f", "--kubeconfig", w.kubeconfig, "--flux-namespace", w.ns, "--flux-socket", sock,
 			// the shim's path: the test runtime runs the command without a
 			// shell, so PATH lookup is the test process's own
 			"--flux-command", shim + "/flux relay"},
-			env{stdout: out, stderr: &errb, dialPod: execDialer})
-	}()
-	select {
-	case <-seen:
-	case err := <-done:
-		t.Fatalf("logs -f returned before the first line: %v (stdout %q stderr %q)", err, out.String(), errb.String())
-	case <-ctx.Done():
-		t.Fatal(ctx.Err())
-	}
-	if obj := w.waitFor("slow", "a status", func(*fluxjobv1.FluxJob) bool { return true }); obj.Status.Phase.IsTerminal() {
-		t.Fatalf("the job ended (%s) before its first line was shown", obj.Status.Phase)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if out.String() != "first\nthird\n" || errb.String() != "second\n" {
-		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
-	}
+			env{stdout: out, stderr: errw, dialPod: execDialer})
+	})
 	execs := rt.Execs()
 	if len(execs) != 1 || execs[0].Pod != w.ns+"/flux-broker" || execs[0].Container != "flux" || !reflect.DeepEqual(execs[0].Cmd, []string{shim + "/flux", "relay", sock}) {
 		t.Fatalf("execs %+v, want one `flux relay %s` in %s/flux-broker container flux", execs, sock, w.ns)
