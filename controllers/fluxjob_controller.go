@@ -150,12 +150,16 @@ func (r *FluxJobReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return errors.New("controllers: FluxJobReconciler.Instances and .Flux are nil")
 	}
 	RegisterMetrics()
+	if err := indexDependsOn(context.Background(), mgr); err != nil {
+		return fmt.Errorf("indexing spec.dependsOn: %w", err)
+	}
 	tr := r.Tracker
 	r.Instances.OnConnect(func(instance string) { tr.PokeUnsettled(instance) })
 	r.Instances.OnChange(func(string) { r.waiting.pokeAll(tr) })
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&fluxjobv1.FluxJob{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, deletionPredicate()))).
+		Watches(&fluxjobv1.FluxJob{}, r.dependantsHandler(), builder.WithPredicates(dependencyChanged())).
 		WatchesRawSource(source.Channel(tr.Events(), &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
 		Named("fluxjob").
@@ -175,8 +179,9 @@ func deletionPredicate() predicate.Funcs {
 }
 
 // Reconcile brings one FluxJob's status in line with its Flux job:
-// deletion (finalizer) -> namespace allowed? -> finalizer -> submit once or
-// attach -> urgency -> status patch -> requeue policy.
+// deletion (finalizer) -> namespace allowed? -> finalizer -> held
+// (suspend, dependencies)? -> submit once or attach -> urgency -> status
+// patch -> requeue policy (ttlSecondsAfterFinished once finished).
 func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
 	var obj fluxjobv1.FluxJob
@@ -207,8 +212,7 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		if err := r.writeStatus(ctx, &obj, statusInput{}); err != nil {
 			return ctrl.Result{}, err
 		}
-		requeue, err := r.reapWaitable(ctx, &obj)
-		return ctrl.Result{RequeueAfter: requeue}, err
+		return r.afterFinished(ctx, &obj)
 	}
 	if !r.namespaceAllowed(obj.Namespace) && obj.Status.JobID == 0 && obj.Status.SubmitAttemptTime == nil {
 		msg := fmt.Sprintf("namespace %q is not allowed to run jobs on this Flux instance (--allowed-namespaces)", obj.Namespace)
@@ -229,7 +233,14 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.ensureFinalizer(ctx, &obj); err != nil {
 		return ctrl.Result{}, err
 	}
-	requeue, fail, err := r.ensureTracked(ctx, &obj, rt)
+	deps, held, fail, err := r.beforeSubmit(ctx, &obj)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if held != nil || fail != nil {
+		return r.holdStatus(ctx, &obj, rt, &adm, held, fail)
+	}
+	requeue, fail, err := r.ensureTracked(ctx, &obj, rt, deps)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -264,8 +275,7 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// The status is final; later callbacks (release, free, clean)
 		// find no entry and are dropped.
 		r.Tracker.Forget(obj.UID)
-		requeue, err := r.reapWaitable(ctx, &obj)
-		return ctrl.Result{RequeueAfter: requeue}, err
+		return r.afterFinished(ctx, &obj)
 	}
 	if in.Unreachable != "" {
 		requeue = minRequeue(requeue, r.Options.UnreachableRetry)
@@ -290,10 +300,11 @@ func (r *FluxJobReconciler) namespaceAllowed(ns string) bool {
 
 // ensureTracked makes sure a future follows the FluxJob's Flux job:
 // nothing to do while one does (or its outcome is final); otherwise attach
-// to a known job ID, or submit (exactly once, see submit). It returns a
+// to a known job ID, or submit (exactly once, see submit) with the RFC 26
+// dependencies deps (see beforeSubmit). It returns a
 // requeue delay when it has to wait (broker unreachable, job-list catching
 // up), or a failure the controller decided itself.
-func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.FluxJob, rt route) (time.Duration, *failure, error) {
+func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.FluxJob, rt route, deps []job.Dependency) (time.Duration, *failure, error) {
 	obs, ok := r.Tracker.Get(obj.UID)
 	if ok && !r.needsNewFuture(obs) {
 		return 0, nil, nil
@@ -317,7 +328,7 @@ func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.Fl
 		// identity.go).
 		return r.reattach(ctx, obj, exec, ctl, job.ID(id))
 	}
-	return r.submit(ctx, obj, exec, ctl)
+	return r.submit(ctx, obj, exec, ctl, deps)
 }
 
 // needsNewFuture reports whether the tracked future can no longer tell us

@@ -33,21 +33,24 @@ func ownerAttribute(obj *fluxjobv1.FluxJob) map[string]any {
 // validator decides and its message reaches the status; only
 // attributes.system.job.name (which a user-set name is replaced by) and
 // attributes.user.fluxjob are set.
-func buildJobspec(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
+//
+// deps are RFC 26 dependencies (see beforeSubmit), added to
+// attributes.system.dependencies after any the jobspec has.
+func buildJobspec(obj *fluxjobv1.FluxJob, deps ...job.Dependency) ([]byte, *failure) {
 	if fail := droppedSpecFailure(obj); fail != nil {
 		return nil, fail // the cache kept only its size (tenancy.go)
 	}
 	if obj.Spec.Jobspec != nil {
-		return buildFromJobspec(obj)
+		return buildFromJobspec(obj, deps)
 	}
-	return buildFromCommand(obj)
+	return buildFromCommand(obj, deps)
 }
 
 func invalid(format string, args ...any) *failure {
 	return &failure{Reason: fluxjobv1.ReasonInvalidJobspec, Message: fmt.Sprintf(format, args...)}
 }
 
-func buildFromJobspec(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
+func buildFromJobspec(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *failure) {
 	raw := obj.Spec.Jobspec.Raw
 	if len(raw) > fluxjobv1.MaxJobspecBytes {
 		return nil, &failure{Reason: fluxjobv1.ReasonJobspecTooLarge,
@@ -86,6 +89,13 @@ func buildFromJobspec(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
 		return nil, invalid("spec.jobspec.attributes.user must be an object")
 	}
 	user[fluxjobv1.UserAttributeKey] = ownerAttribute(obj)
+	if len(deps) > 0 {
+		list, _ := system["dependencies"].([]any)
+		for _, d := range deps {
+			list = append(list, map[string]any{"scheme": d.Scheme, "value": d.Value})
+		}
+		system["dependencies"] = list
+	}
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return nil, invalid("encoding spec.jobspec: %v", err)
@@ -106,7 +116,7 @@ func objectAt(m map[string]any, key string) (map[string]any, bool) {
 	return o, ok
 }
 
-func buildFromCommand(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
+func buildFromCommand(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *failure) {
 	s := &obj.Spec
 	opts := job.CommandOptions{
 		NumTasks:     int(deref(s.Tasks)),
@@ -116,6 +126,7 @@ func buildFromCommand(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
 		Exclusive:    s.Exclusive,
 		Cwd:          s.WorkingDir,
 		Name:         fluxJobName(obj),
+		Queue:        s.Queue,
 		Environment:  map[string]string{},
 	}
 	if s.Duration != nil {
@@ -141,6 +152,9 @@ func buildFromCommand(obj *fluxjobv1.FluxJob) ([]byte, *failure) {
 	js, err := job.FromCommand(s.Command, opts)
 	if err != nil {
 		return nil, invalid("%v", err)
+	}
+	if len(deps) > 0 {
+		js.Attributes.System.Dependencies = deps
 	}
 	b, err := js.Marshal()
 	if err != nil {

@@ -44,6 +44,9 @@ type statusInput struct {
 	// Output is the output tail to write with a terminal status (see
 	// gateOutput); nil for none.
 	Output *fluxjobv1.FluxJobOutput
+	// Hold is why the FluxJob is not submitted yet (suspended, waiting
+	// for a dependency); nil when it is not held (see batch.go).
+	Hold *hold
 }
 
 // ConditionUrgencyApplied is False (reason UrgencyRejected, the broker's
@@ -78,9 +81,14 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 		for i := range st.Conditions {
 			st.Conditions[i].ObservedGeneration = gen
 		}
+		finishedCondition(&st, gen, now)
 		return st
 	}
 	js := deriveJobState(obj, in)
+	applySuspend(&js, obj)
+	if in.Hold != nil && js.phase == fluxjobv1.PhasePending {
+		js.message = in.Hold.Message
+	}
 	if in.Obs != nil && in.Obs.HasJobID {
 		id := job.ID(in.Obs.JobID)
 		st.JobID = int64(in.Obs.JobID)
@@ -123,7 +131,7 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 		st.Output = in.Output
 	}
 	st.ObservedGeneration = gen
-	setConditions(&st, js, in, gen, nowT)
+	setConditions(&st, obj, js, in, gen, nowT)
 	setAdmission(&st, in.Admission, gen, nowT)
 	return st
 }
@@ -236,8 +244,7 @@ func deriveFromObservation(obj *fluxjobv1.FluxJob, in statusInput) jobState {
 		js.phase = fluxjobv1.PhaseFailed
 		switch obs.Outcome.Kind {
 		case outcomeInvalidJobspec:
-			js.reason = fluxjobv1.ReasonInvalidJobspec
-			js.message = "Flux rejected the jobspec: " + obs.Outcome.Message
+			js.reason, js.message = rejection(obs.Outcome.Message)
 		case outcomeNoSuchJob:
 			js.reason = fluxjobv1.ReasonJobNotFound
 			js.message = fmt.Sprintf("Flux job %s not found (was the Flux instance restarted?): %s", id, obs.Outcome.Message)
@@ -291,7 +298,7 @@ func terminalFromEvents(js *jobState, id job.ID, fatal, finish, clean *observedE
 		if typ == "cancel" {
 			js.phase, js.reason, js.message = fluxjobv1.PhaseCancelled, fluxjobv1.ReasonCancelled, msg
 		} else {
-			js.phase, js.reason, js.message = fluxjobv1.PhaseFailed, fluxjobv1.ReasonException, msg
+			js.phase, js.reason, js.message = fluxjobv1.PhaseFailed, exceptionReason(typ), msg
 		}
 		return
 	}
@@ -317,6 +324,8 @@ func phaseReason(p fluxjobv1.FluxJobPhase) string {
 		return fluxjobv1.ReasonSubmitted
 	case fluxjobv1.PhaseRunning:
 		return fluxjobv1.ReasonStarted
+	case fluxjobv1.PhaseSuspended:
+		return fluxjobv1.ReasonSuspended
 	}
 	return fluxjobv1.ReasonPending
 }
@@ -335,7 +344,7 @@ func defaultMessage(obj *fluxjobv1.FluxJob, p fluxjobv1.FluxJobPhase) string {
 
 // setConditions sets every condition from the job state. Conditions keep
 // their lastTransitionTime while their status does not change.
-func setConditions(st *fluxjobv1.FluxJobStatus, js jobState, in statusInput, gen int64, now metav1.Time) {
+func setConditions(st *fluxjobv1.FluxJobStatus, obj *fluxjobv1.FluxJob, js jobState, in statusInput, gen int64, now metav1.Time) {
 	set := func(typ string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
 			Type: typ, Status: s, Reason: reason, Message: clip(msg, 32768),
@@ -360,7 +369,7 @@ func setConditions(st *fluxjobv1.FluxJobStatus, js jobState, in statusInput, gen
 	switch js.phase {
 	case fluxjobv1.PhaseRunning:
 		set(fluxjobv1.ConditionRunning, metav1.ConditionTrue, fluxjobv1.ReasonStarted, js.message)
-	case fluxjobv1.PhasePending, fluxjobv1.PhaseSubmitted:
+	case fluxjobv1.PhasePending, fluxjobv1.PhaseSubmitted, fluxjobv1.PhaseSuspended:
 		set(fluxjobv1.ConditionRunning, metav1.ConditionFalse, phaseReason(js.phase), "Not started yet")
 	default:
 		set(fluxjobv1.ConditionRunning, metav1.ConditionFalse, js.reason, "Ended")
@@ -405,6 +414,7 @@ func setConditions(st *fluxjobv1.FluxJobStatus, js jobState, in statusInput, gen
 	case in.Reachable && in.Failure == nil:
 		set(fluxjobv1.ConditionFluxReachable, metav1.ConditionTrue, fluxjobv1.ReasonFluxReachable, "Connected to the Flux broker")
 	}
+	setBatchConditions(st, &obj.Spec, js, in, gen, now)
 }
 
 // statusEvents converts the latest MaxStatusEvents events for the status.

@@ -115,9 +115,9 @@ func catchUp(ctx context.Context, c *flux.Conn, timeout time.Duration) error {
 }
 
 // submit runs the exactly-once procedure above for obj.
-func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, exec *fluxbridge.Executor, ctl *flux.Conn) (time.Duration, *failure, error) {
+func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, exec *fluxbridge.Executor, ctl *flux.Conn, deps []job.Dependency) (time.Duration, *failure, error) {
 	log := logf.FromContext(ctx)
-	spec, fail := buildJobspec(obj)
+	spec, fail := buildJobspec(obj, deps...)
 	if fail != nil {
 		log.Info("jobspec refused before submission", "reason", fail.Reason, "message", fail.Message)
 		return 0, fail, nil
@@ -139,10 +139,7 @@ func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, 
 	if err := r.markSubmitting(ctx, obj); err != nil {
 		return 0, nil, err
 	}
-	urgency := int(fluxjobv1.DefaultUrgency)
-	if obj.Spec.Urgency != nil {
-		urgency = int(*obj.Spec.Urgency)
-	}
+	urgency := submitUrgency(obj)
 	token := r.Tracker.BeginOn(instance, obj.UID, key(obj), true)
 	r.Tracker.SetInstance(obj.UID, token, obj.Status.InstanceID)
 	start := r.now()

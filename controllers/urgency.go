@@ -38,7 +38,7 @@ func (r *FluxJobReconciler) syncUrgency(ctx context.Context, obj *fluxjobv1.Flux
 	if obj.Spec.Urgency == nil || !obs.HasJobID || obs.Outcome.Kind != outcomeNone || jobEnded(obs) {
 		return 0
 	}
-	want := int(*obj.Spec.Urgency)
+	want := desiredUrgency(obj, obs)
 	cur := currentUrgency(obs)
 	switch {
 	case cur < 0:

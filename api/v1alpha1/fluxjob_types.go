@@ -50,13 +50,16 @@ const (
 )
 
 // FluxJobPhase is where a FluxJob is in its life.
-// +kubebuilder:validation:Enum=Pending;Submitted;Running;Succeeded;Failed;Cancelled
+// +kubebuilder:validation:Enum=Pending;Suspended;Submitted;Running;Succeeded;Failed;Cancelled
 type FluxJobPhase string
 
 // The phases of a FluxJob. Succeeded, Failed and Cancelled are terminal.
 const (
 	// PhasePending: accepted by Kubernetes, not submitted to Flux yet.
 	PhasePending FluxJobPhase = "Pending"
+	// PhaseSuspended: spec.suspend is true and the job has not started: nothing was submitted,
+	// or the Flux job is held at urgency 0 (see spec.suspend).
+	PhaseSuspended FluxJobPhase = "Suspended"
 	// PhaseSubmitted: Flux has the job (status.jobID is set) but it is not running yet
 	// (Flux states DEPEND, PRIORITY, SCHED).
 	PhaseSubmitted FluxJobPhase = "Submitted"
@@ -170,7 +173,11 @@ type EnvVar struct {
 // FluxJobSpec is what to run. Give exactly one of jobspec or command. The options tasks, nodes,
 // coresPerTask, gpusPerTask, exclusive, duration, workingDir, env and attributes build the jobspec
 // of a command (as flux-core's Jobspec.from_command does) and are not allowed with jobspec.
-// Everything but urgency is immutable: a submitted Flux job cannot change.
+// Everything but urgency, suspend and ttlSecondsAfterFinished is immutable: a submitted Flux job
+// cannot change.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.jobspec) || !has(self.queue)",message="spec.queue goes with spec.command; with spec.jobspec set attributes.system.queue in the jobspec"
+// +kubebuilder:validation:XValidation:rule="has(self.queue) == has(oldSelf.queue) && has(self.dependsOn) == has(oldSelf.dependsOn) && has(self.beginTime) == has(oldSelf.beginTime)",message="spec.queue, spec.dependsOn and spec.beginTime are immutable (they cannot be added or removed)"
 //
 // +kubebuilder:validation:XValidation:rule="has(self.jobspec) != has(self.command)",message="exactly one of spec.jobspec and spec.command must be set"
 // +kubebuilder:validation:XValidation:rule="!has(self.jobspec) || !(has(self.tasks) || has(self.nodes) || has(self.coresPerTask) || has(self.gpusPerTask) || has(self.exclusive) || has(self.duration) || has(self.workingDir) || has(self.env) || has(self.attributes))",message="tasks, nodes, coresPerTask, gpusPerTask, exclusive, duration, workingDir, env and attributes go with spec.command; with spec.jobspec put them into the jobspec"
@@ -298,6 +305,49 @@ type FluxJobSpec struct {
 	// of stdout and of stderr). It is read when the job ends, so it may change until then.
 	// +optional
 	Output *FluxJobOutputSpec `json:"output,omitempty"`
+
+	// The batch options below are described in batch_types.go.
+
+	// Queue is the Flux queue to submit to (flux submit -q; attributes.system.queue), with
+	// spec.command only. The instance must have the queue configured ([queues] in its config); an
+	// unknown queue ends the FluxJob Failed with reason QueueRejected and Flux's message.
+	// Omitted: the instance's default queue, if it has queues.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.queue is immutable"
+	Queue string `json:"queue,omitempty"`
+
+	// DependsOn names FluxJobs of the same namespace this one runs after, each with a Flux
+	// dependency condition (RFC 26 schemes of flux-core's dependency-after plugin). The controller
+	// submits this FluxJob only once every one of them has a Flux job ID, with the dependencies in
+	// attributes.system.dependencies; Flux then holds the job in its DEPEND state. A dependency
+	// that cannot be satisfied ends this FluxJob Failed with reason DependencyFailed.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.dependsOn is immutable"
+	DependsOn []Dependency `json:"dependsOn,omitempty"`
+
+	// BeginTime holds the job in Flux until this time (flux submit --begin-time: a "begin-time"
+	// dependency).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.beginTime is immutable"
+	BeginTime *metav1.Time `json:"beginTime,omitempty"`
+
+	// Suspend, while true, keeps the job from running: before submission nothing is submitted
+	// (phase Suspended); a submitted job that has not started is held in Flux at urgency 0 and
+	// gets spec.urgency back when Suspend turns false. It has no effect on a job that has started
+	// (as with Kueue's contract for a started workload): the Suspended condition says so.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// TTLSecondsAfterFinished, if set, deletes the FluxJob this many seconds after it finished
+	// (succeeded or failed), as batch/v1 Job's field does; 0 deletes it as soon as it finished.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
 }
 
 // FluxJobEvent is one entry of the Flux job's eventlog.
@@ -388,7 +438,8 @@ type FluxJobStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=31
 	Urgency *int32 `json:"urgency,omitempty"`
-	// Conditions: Submitted, Running, Succeeded, Failed, Ready, Reconciling, Stalled, FluxReachable.
+	// Conditions: Submitted, Running, Succeeded, Failed, Finished, Ready, Reconciling, Stalled,
+	// FluxReachable, and with the batch options DependenciesReady and Suspended.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -415,6 +466,7 @@ type FluxJobStatus struct {
 
 // FluxJob runs one job on a Flux instance.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.dependsOn) || self.spec.dependsOn.all(d, d.name != self.metadata.name)",message="spec.dependsOn must not name the FluxJob itself"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=fj,categories=flux
@@ -425,6 +477,7 @@ type FluxJobStatus struct {
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`
 // +kubebuilder:printcolumn:name="Instance",type=string,JSONPath=`.status.instance`,priority=1
 // +kubebuilder:printcolumn:name="Urgency",type=integer,JSONPath=`.spec.urgency`,priority=1
+// +kubebuilder:printcolumn:name="Queue",type=string,JSONPath=`.spec.queue`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
 type FluxJob struct {
 	metav1.TypeMeta `json:",inline"`

@@ -1,0 +1,281 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// Dependencies between FluxJobs
+//
+// spec.dependsOn names FluxJobs of the same namespace. Flux enforces the
+// conditions itself (flux-core 0.88's dependency-after jobtap plugin,
+// src/modules/job-manager/plugins/dependency-after.c): a job submitted with
+// attributes.system.dependencies [{"scheme": "afterok", "value": ID}] (what
+// `flux submit --dependency=afterok:ID` writes, python/flux/job/_utils.py
+// dependency_array_create) stays in the DEPEND state until the job ID meets
+// the condition, and gets a fatal "dependency" exception when it never can
+// ("dependency after-success=ID can never be satisfied"); a dependency on a
+// job that already ended the wrong way refuses the submission ("dependency:
+// afterok: job ID failed or was canceled"). What the controller adds is the
+// part Flux cannot do: it holds the submission until every named FluxJob has
+// a Flux job ID, which needs no Flux at all and survives restarts because it
+// is recomputed from the objects each time. A dependency that will never get
+// an ID (it ended without one, or the FluxJobs wait on each other in a
+// cycle) fails the dependant at once instead of holding it for ever; one
+// that does not exist is waited for (kubectl apply -k creates objects in
+// any order) and reported in the DependenciesReady condition.
+
+// dependsOnIndex is the cache field index of spec.dependsOn[].name: the
+// dependants of a FluxJob are the FluxJobs of its namespace indexed under
+// its name.
+const dependsOnIndex = "spec.dependsOn.name"
+
+// maxDependencyWalk bounds the FluxJobs the cycle check visits.
+const maxDependencyWalk = 512
+
+// hold is why a FluxJob is not submitted yet: a reason for a condition and
+// a message for the status.
+type hold struct {
+	Reason  string
+	Message string
+}
+
+// fluxScheme is the Flux dependency scheme for a condition: "after" is
+// submitted as its 0.88 name "afterstart" (flux-core 0.88 raises a
+// severity-3 exception for the deprecated name), an empty condition as the
+// default afterok.
+func fluxScheme(c fluxjobv1.DependencyCondition) string {
+	switch c {
+	case "", fluxjobv1.DependAfterOK:
+		return string(fluxjobv1.DependAfterOK)
+	case fluxjobv1.DependAfter:
+		return string(fluxjobv1.DependAfterStart)
+	}
+	return string(c)
+}
+
+// beginTimeDependency is spec.beginTime as `flux submit --begin-time`
+// writes it: scheme begin-time, the time as a decimal number of seconds in
+// a string (python/flux/cli/base.py BeginTimeAction; the begin-time plugin
+// parses it with strtod).
+func beginTimeDependency(obj *fluxjobv1.FluxJob) []job.Dependency {
+	if obj.Spec.BeginTime == nil {
+		return nil
+	}
+	v := strconv.FormatFloat(float64(obj.Spec.BeginTime.Unix()), 'f', 1, 64)
+	return []job.Dependency{{Scheme: "begin-time", Value: v}}
+}
+
+// resolveDependencies returns obj's dependencies as RFC 26 entries (each
+// named FluxJob's Flux job ID with its condition's scheme, then
+// spec.beginTime), or what obj still waits for, or a failure when a
+// dependency can never be met.
+func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjobv1.FluxJob) ([]job.Dependency, *hold, *failure, error) {
+	deps := make([]job.Dependency, 0, len(obj.Spec.DependsOn)+1)
+	var waiting []string
+	var notFound []string
+	for _, d := range obj.Spec.DependsOn {
+		var dep fluxjobv1.FluxJob
+		err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: d.Name}, &dep)
+		switch {
+		case apierrors.IsNotFound(err):
+			notFound = append(notFound, d.Name)
+			continue
+		case err != nil:
+			return nil, nil, nil, fmt.Errorf("reading dependency FluxJob %s: %w", d.Name, err)
+		case dep.Status.JobID != 0 && dep.Status.Instance != "" && dep.Status.Instance != r.routeFor(ctx, obj).name:
+			// Flux job IDs are per instance: Flux cannot see a job of
+			// another one.
+			return nil, nil, &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
+				"dependency on FluxJob %q can never be satisfied: it runs on Flux instance %q, this FluxJob on %q",
+				d.Name, dep.Status.Instance, r.routeFor(ctx, obj).name)}, nil
+		case dep.Status.JobID != 0:
+			deps = append(deps, job.Dependency{Scheme: fluxScheme(d.Condition), Value: job.ID(dep.Status.JobID).F58()})
+			continue
+		case dep.Status.Phase.IsTerminal():
+			return nil, nil, &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
+				"dependency %s on FluxJob %q can never be satisfied: it ended %s without a Flux job (%s)",
+				fluxScheme(d.Condition), d.Name, dep.Status.Phase, dep.Status.Message)}, nil
+		}
+		phase := dep.Status.Phase
+		if phase == "" {
+			phase = fluxjobv1.PhasePending
+		}
+		waiting = append(waiting, fmt.Sprintf("%s (%s)", d.Name, phase))
+	}
+	if len(waiting) > 0 {
+		cycle, err := r.dependencyCycle(ctx, obj)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if cycle != nil {
+			return nil, nil, &failure{Reason: fluxjobv1.ReasonDependencyCycle, Message: fmt.Sprintf(
+				"spec.dependsOn forms a cycle, none of these FluxJobs can ever be submitted: %s", strings.Join(cycle, " -> "))}, nil
+		}
+	}
+	switch {
+	case len(notFound) > 0:
+		return nil, &hold{Reason: fluxjobv1.ReasonDependencyNotFound, Message: fmt.Sprintf(
+			"waiting for dependency FluxJob %s to be created in namespace %s", quoteList(notFound), obj.Namespace)}, nil, nil
+	case len(waiting) > 0:
+		return nil, &hold{Reason: fluxjobv1.ReasonWaitingForDependency, Message: fmt.Sprintf(
+			"waiting for dependency FluxJob %s to get a Flux job ID", strings.Join(waiting, ", "))}, nil, nil
+	}
+	return append(deps, beginTimeDependency(obj)...), nil, nil, nil
+}
+
+// quoteList quotes names for a message, at most three of them.
+func quoteList(names []string) string {
+	q := make([]string, 0, 4)
+	for i, n := range names {
+		if i == 3 {
+			q = append(q, fmt.Sprintf("and %d more", len(names)-3))
+			break
+		}
+		q = append(q, strconv.Quote(n))
+	}
+	return strings.Join(q, ", ")
+}
+
+// dependencyCycle looks for a path from obj back to itself through the
+// dependsOn of FluxJobs that have no Flux job ID yet (one with an ID no
+// longer waits on anything), and returns it, or nil. The walk is bounded
+// (maxDependencyWalk FluxJobs); a graph larger than that is not reported
+// as a cycle.
+func (r *FluxJobReconciler) dependencyCycle(ctx context.Context, obj *fluxjobv1.FluxJob) ([]string, error) {
+	visited := map[string]bool{}
+	var path []string
+	var walk func(name string, deps []fluxjobv1.Dependency) ([]string, error)
+	walk = func(name string, deps []fluxjobv1.Dependency) ([]string, error) {
+		path = append(path, name)
+		defer func() { path = path[:len(path)-1] }()
+		for _, d := range deps {
+			if d.Name == obj.Name {
+				return append(append([]string(nil), path...), obj.Name), nil
+			}
+			if visited[d.Name] || len(visited) >= maxDependencyWalk {
+				continue
+			}
+			visited[d.Name] = true
+			var dep fluxjobv1.FluxJob
+			err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: d.Name}, &dep)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("reading dependency FluxJob %s: %w", d.Name, err)
+			}
+			if dep.Status.JobID != 0 || dep.Status.Phase.IsTerminal() || len(dep.Spec.DependsOn) == 0 {
+				continue
+			}
+			if c, err := walk(d.Name, dep.Spec.DependsOn); c != nil || err != nil {
+				return c, err
+			}
+		}
+		return nil, nil
+	}
+	return walk(obj.Name, obj.Spec.DependsOn)
+}
+
+// indexDependsOn registers dependsOnIndex with mgr's cache. FluxJobs
+// without spec.dependsOn add nothing to the index.
+func indexDependsOn(ctx context.Context, mgr ctrl.Manager) error {
+	return mgr.GetFieldIndexer().IndexField(ctx, &fluxjobv1.FluxJob{}, dependsOnIndex, func(o client.Object) []string {
+		fj, ok := o.(*fluxjobv1.FluxJob)
+		if !ok || len(fj.Spec.DependsOn) == 0 {
+			return nil
+		}
+		names := make([]string, len(fj.Spec.DependsOn))
+		for i, d := range fj.Spec.DependsOn {
+			names[i] = d.Name
+		}
+		return names
+	})
+}
+
+// dependants maps a FluxJob to the FluxJobs of its namespace that depend
+// on it (through dependsOnIndex), so that they are reconciled when it gets
+// a job ID, ends, appears or goes away.
+func (r *FluxJobReconciler) dependants(ctx context.Context, o client.Object) []reconcile.Request {
+	var list fluxjobv1.FluxJobList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{dependsOnIndex: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing the dependants of a FluxJob", "fluxjob", key(o))
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		d := &list.Items[i]
+		// A dependant already submitted has nothing to wait for.
+		if d.Status.JobID == 0 && !d.Status.Phase.IsTerminal() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: key(d)})
+		}
+	}
+	return reqs
+}
+
+// dependencyChanged passes the FluxJob events a dependant may be waiting
+// for: creation, deletion, a job ID that appears, a phase that becomes
+// final. Every other status write (most of them) is filtered out before the
+// index lookup.
+func dependencyChanged() predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return true },
+		DeleteFunc: func(event.DeleteEvent) bool { return true },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*fluxjobv1.FluxJob)
+			n, ok2 := e.ObjectNew.(*fluxjobv1.FluxJob)
+			if !ok1 || !ok2 {
+				return false
+			}
+			return o.Status.JobID != n.Status.JobID || o.Status.Phase.IsTerminal() != n.Status.Phase.IsTerminal()
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// dependantsHandler enqueues the dependants of a FluxJob.
+func (r *FluxJobReconciler) dependantsHandler() handler.EventHandler {
+	return handler.EnqueueRequestsFromMapFunc(r.dependants)
+}
+
+// rejection classifies the broker's refusal of a submission: a dependency
+// it cannot accept (flux-core 0.88 dependency-after.c and jobtap.c messages
+// start "dependency" or name the scheme), a queue it does not have
+// (job-manager queues.c "'Q' is not a valid queue", "a named queue is
+// required", queue.c "job submission to Q is disabled", the frobnicator's
+// defaults plugin "Invalid queue 'Q' specified", "no queue specified"), or
+// else the jobspec itself.
+func rejection(msg string) (reason, message string) {
+	lower := strings.ToLower(msg)
+	switch {
+	case strings.HasPrefix(lower, "dependency") || strings.Contains(lower, "dependency scheme") ||
+		strings.HasPrefix(lower, "after") || strings.Contains(lower, "begin-time"):
+		return fluxjobv1.ReasonDependencyFailed, "Flux refused the job's dependencies: " + msg
+	case strings.Contains(lower, "queue"):
+		return fluxjobv1.ReasonQueueRejected, "Flux refused the queue: " + msg
+	}
+	return fluxjobv1.ReasonInvalidJobspec, "Flux rejected the jobspec: " + msg
+}
+
+// exceptionReason is the Failed reason for a fatal exception that is not a
+// cancel: DependencyFailed for Flux's "dependency" exceptions.
+func exceptionReason(typ string) string {
+	if typ == "dependency" {
+		return fluxjobv1.ReasonDependencyFailed
+	}
+	return fluxjobv1.ReasonException
+}
