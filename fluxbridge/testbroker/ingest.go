@@ -198,9 +198,20 @@ func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *su
 		s.respondError(c, req, err)
 		return
 	}
+	queue, err := s.checkQueue(spec.queue)
+	if err != nil {
+		s.respondError(c, req, err)
+		return
+	}
 	s.mu.Lock()
 	if ctx.Err() != nil {
 		s.mu.Unlock()
+		return
+	}
+	deps, err := s.checkDependenciesLocked(sub.userid, spec.deps)
+	if err != nil {
+		s.mu.Unlock()
+		s.respondError(c, req, err)
 		return
 	}
 	j := &jobRecord{
@@ -216,7 +227,7 @@ func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *su
 		ncores:      spec.ncores,
 		duration:    spec.duration,
 		cwd:         spec.cwd,
-		queue:       spec.queue,
+		queue:       queue,
 		runDuration: spec.runDuration,
 		waitStatus:  -1,
 		wake:        make(chan struct{}, 1),
@@ -234,6 +245,7 @@ func (s *Server) ingest(ctx context.Context, c *conn, req *wire.Message, sub *su
 		{"flags", j.flags},
 		{"version", 1},
 	})
+	s.addDependenciesLocked(j, deps)
 	s.startWaitingWatchesLocked(j)
 	s.respond(c, req, obj{{"id", j.id}})
 	s.log.V(1).Info("job submitted", "id", j.id.String(), "userid", j.userid, "urgency", j.urgency, "command", j.command)
@@ -336,6 +348,7 @@ type parsedJobspec struct {
 	cwd         string
 	queue       string
 	runDuration *time.Duration
+	deps        []job.Dependency
 }
 
 // parseJobspec validates a jobspec as job-ingest's default validator
@@ -393,6 +406,14 @@ func parseJobspec(data []byte, validate bool) (*parsedJobspec, error) {
 	p.duration = floatOf(system["duration"])
 	p.cwd, _ = system["cwd"].(string)
 	p.queue, _ = system["queue"].(string)
+	if list, ok := system["dependencies"].([]any); ok {
+		for _, d := range list {
+			m, _ := d.(map[string]any)
+			scheme, _ := m["scheme"].(string)
+			value, _ := m["value"].(string)
+			p.deps = append(p.deps, job.Dependency{Scheme: scheme, Value: value})
+		}
+	}
 	if rd, ok := dig(system, "exec", "test")["run_duration"]; ok {
 		var d time.Duration
 		var err error

@@ -118,6 +118,10 @@ type jobRecord struct {
 	// Options.ListLag.
 	listedAt time.Time
 
+	// dep is the job's dependencies and dependants (depend.go); nil for
+	// a job that has none.
+	dep *depState
+
 	// wake is signalled when something the lifecycle goroutine waits on
 	// changes: a fatal exception, a kill, an urgency change, freed cores.
 	wake chan struct{}
@@ -168,6 +172,7 @@ func (s *Server) postEventLocked(j *jobRecord, name string, ctx obj, journalOnly
 		j.events = append(j.events, *e)
 		e = &j.events[len(j.events)-1]
 		s.applyLocked(j, e)
+		s.dependencyEventLocked(j, e)
 	}
 	s.journalEventLocked(j, e)
 	if !journalOnly {
@@ -414,6 +419,16 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		s.mu.Unlock()
 		if skip {
 			continue
+		}
+		if step.name == "depend" {
+			// DEPEND: wait for the job's dependencies (depend.go).
+			switch s.waitDependencies(ctx, j) {
+			case pauseDone:
+				return
+			case pauseInterrupted:
+				s.cleanupPending(ctx, j)
+				return
+			}
 		}
 		switch s.pause(ctx, j, step.delay, fatal) {
 		case pauseDone:

@@ -126,6 +126,13 @@ type Options struct {
 	MaxMessageSize int
 	// Logger receives the server's log lines. The zero Logger discards them.
 	Logger logr.Logger
+	// Queues are the instance's named queues ([queues] in a flux-core
+	// config), all started. Empty: the single anonymous queue, and a job
+	// naming any queue is refused (see checkQueue).
+	Queues []string
+	// DefaultQueue is the queue of a job that names none
+	// (policy.jobspec.defaults.system.queue); it must be one of Queues.
+	DefaultQueue string
 }
 
 func (o *Options) ownerUID() uint32 {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/go-logr/logr"
@@ -38,6 +39,8 @@ func run() error {
 	guests := flag.Bool("allow-guests", false, "accept connections from users other than the instance owner")
 	verbose := flag.Bool("v", false, "log connections and jobs")
 	uriFile := flag.String("uri-file", "", "also write the URI to this file (for scripts waiting on the broker)")
+	queues := flag.String("queues", "", "comma-separated named queues (like [queues] in a flux-core config); empty: the anonymous queue only")
+	defaultQueue := flag.String("default-queue", "", "queue of a job that names none (policy.jobspec.defaults.system.queue)")
 	flag.Parse()
 
 	if *dir != "" {
@@ -46,11 +49,15 @@ func run() error {
 		}
 	}
 	opts := testbroker.Options{
-		Dir:         *dir,
-		TimeScale:   *scale,
-		Cores:       *cores,
-		AllowGuests: *guests,
-		Logger:      logr.Discard(),
+		Dir:          *dir,
+		TimeScale:    *scale,
+		Cores:        *cores,
+		AllowGuests:  *guests,
+		Logger:       logr.Discard(),
+		DefaultQueue: *defaultQueue,
+	}
+	if *queues != "" {
+		opts.Queues = strings.Split(*queues, ",")
 	}
 	if *realistic {
 		opts.Delays = testbroker.RealisticDelays()
