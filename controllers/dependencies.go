@@ -265,7 +265,7 @@ func rejection(msg string) (reason, message string) {
 	case strings.HasPrefix(lower, "dependency") || strings.Contains(lower, "dependency scheme") ||
 		strings.HasPrefix(lower, "after") || strings.Contains(lower, "begin-time"):
 		return fluxjobv1.ReasonDependencyFailed, "Flux refused the job's dependencies: " + msg
-	case strings.Contains(lower, "queue"):
+	case strings.Contains(lower, "queue") || strings.HasPrefix(lower, "job submission") && strings.Contains(lower, "is disabled"):
 		return fluxjobv1.ReasonQueueRejected, "Flux refused the queue: " + msg
 	}
 	return fluxjobv1.ReasonInvalidJobspec, "Flux rejected the jobspec: " + msg
