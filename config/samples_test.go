@@ -48,6 +48,17 @@ func sampleFiles(t *testing.T) []string {
 // would.
 func TestSamplesMatchAPI(t *testing.T) {
 	names := map[string]string{}
+	var deps []fluxjobv1alpha1.FluxJob
+	t.Cleanup(func() {
+		// spec.dependsOn names FluxJobs of the same namespace: samples.
+		for _, fj := range deps {
+			for _, d := range fj.Spec.DependsOn {
+				if _, ok := names[d.Name]; !ok || d.Name == fj.Name {
+					t.Errorf("%s: spec.dependsOn names %q, which is not another sample", fj.Name, d.Name)
+				}
+			}
+		}
+	})
 	for _, file := range sampleFiles(t) {
 		t.Run(file, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join("samples", file))
@@ -75,6 +86,12 @@ func TestSamplesMatchAPI(t *testing.T) {
 				t.Error("a sample must not carry status")
 			}
 			s := fj.Spec
+			if len(s.DependsOn) > 0 {
+				deps = append(deps, fj)
+			}
+			if s.Queue != "" && s.Jobspec != nil {
+				t.Error("spec.queue goes with spec.command only")
+			}
 			if (s.Jobspec != nil) == (len(s.Command) > 0) {
 				t.Fatal("exactly one of spec.jobspec and spec.command must be set")
 			}
@@ -183,4 +200,7 @@ func TestSamplesCoverTheIssue(t *testing.T) {
 	has("environment and user attributes", func(s fluxjobv1alpha1.FluxJobSpec) bool {
 		return len(s.Env) > 0 && s.Attributes != nil
 	})
+	// Issue 14: a two-step dependsOn pipeline and a queue.
+	has("a dependsOn pipeline step", func(s fluxjobv1alpha1.FluxJobSpec) bool { return len(s.DependsOn) > 0 })
+	has("a queue", func(s fluxjobv1alpha1.FluxJobSpec) bool { return s.Queue != "" })
 }

@@ -71,6 +71,9 @@ func (k *kindTarget) fluxEvents(ctx context.Context, id job.ID) ([]job.Event, er
 	return evs, nil
 }
 
+// hasQueue is false: the Deployment's Flux sidecar configures no queues.
+func (k *kindTarget) hasQueue(string) bool { return false }
+
 func (k *kindTarget) fluxJobCount(ctx context.Context) (int, error) {
 	out, err := k.flux(ctx, "jobs", "-a", "-n", "-o", "{id}")
 	if err != nil {

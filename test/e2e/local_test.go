@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,9 @@ type localTarget struct {
 	broker *testbroker.Server
 }
 
+// localQueues are the test broker's queues (the first is the default).
+var localQueues = []string{"batch", "debug"}
+
 func (l *localTarget) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	return l.c.Kubectl(ctx, args...)
 }
@@ -36,6 +40,9 @@ func (l *localTarget) kubectlInput(ctx context.Context, stdin io.Reader, args ..
 func (l *localTarget) fluxEvents(ctx context.Context, id job.ID) ([]job.Event, error) {
 	return readEventlog(ctx, l.broker.URI(), id)
 }
+
+// hasQueue reports whether the test broker was given the queue.
+func (l *localTarget) hasQueue(name string) bool { return slices.Contains(localQueues, name) }
 
 func (l *localTarget) fluxJobCount(context.Context) (int, error) {
 	return len(l.broker.Jobs()), nil
@@ -92,7 +99,9 @@ func startLocal(ctx context.Context, t *testing.T) *localWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	broker := testbroker.New(testbroker.Options{Dir: t.TempDir()})
+	// Queues as an instance configured with [queues.batch], [queues.debug]
+	// and policy.jobspec.defaults.system.queue = "batch" has them.
+	broker := testbroker.New(testbroker.Options{Dir: t.TempDir(), Queues: localQueues, DefaultQueue: localQueues[0]})
 	if err := broker.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

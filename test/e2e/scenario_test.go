@@ -29,6 +29,8 @@ type target interface {
 	fluxEvents(ctx context.Context, id job.ID) ([]job.Event, error)
 	// fluxJobCount returns how many jobs the Flux instance holds.
 	fluxJobCount(ctx context.Context) (int, error)
+	// hasQueue reports whether the Flux instance has the named queue.
+	hasQueue(name string) bool
 }
 
 // want is what a sample must end as.
@@ -37,15 +39,21 @@ type want struct {
 	condition string
 	phase     fluxjobv1.FluxJobPhase
 	exit      int32
+	// queue, if set, is the sample's spec.queue: on a target without it
+	// the sample ends Failed with reason QueueRejected and no Flux job.
+	queue string
 }
 
 // samples is what config/samples must do when applied as they are.
 var samples = []want{
-	{"hello", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0},
-	{"fail", fluxjobv1.ConditionFailed, fluxjobv1.PhaseFailed, 1},
-	{"multitask", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0},
-	{"jobspec", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0},
-	{"env", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0},
+	{"hello", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0, ""},
+	{"fail", fluxjobv1.ConditionFailed, fluxjobv1.PhaseFailed, 1, ""},
+	{"multitask", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0, ""},
+	{"jobspec", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0, ""},
+	{"env", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0, ""},
+	{"pipeline-prepare", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0, ""},
+	{"pipeline-report", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0, ""},
+	{"queued", fluxjobv1.ConditionSucceeded, fluxjobv1.PhaseSucceeded, 0, "batch"},
 }
 
 // longJob is a FluxJob that runs until it is deleted.
@@ -73,7 +81,21 @@ func runScenario(ctx context.Context, t *testing.T, tg target, ns string) {
 	}
 	mustKubectl(ctx, t, tg, "apply", "-n", ns, "-k", filepath.Join(root, "config", "samples"))
 
+	// One condition for "finished, either way": every sample, the failing
+	// one included.
+	mustKubectl(ctx, t, tg, "wait", "-n", ns, "fluxjob", "--all", "--for=condition=Finished", "--timeout=180s")
+	fluxJobs := 0
 	for _, w := range samples {
+		if w.queue != "" && !tg.hasQueue(w.queue) {
+			// Flux refuses the queue: Failed with its message, no job.
+			mustKubectl(ctx, t, tg, "wait", "-n", ns, "fluxjob/"+w.name, "--for=condition=Failed", "--timeout=120s")
+			fj := getFluxJob(ctx, t, tg, ns, w.name)
+			if c := findCondition(fj, fluxjobv1.ConditionFailed); c == nil || c.Reason != fluxjobv1.ReasonQueueRejected || fj.Status.JobID != 0 {
+				t.Errorf("%s: Failed condition %+v, jobID %d: want QueueRejected and no Flux job", w.name, c, fj.Status.JobID)
+			}
+			continue
+		}
+		fluxJobs++
 		mustKubectl(ctx, t, tg, "wait", "-n", ns, "fluxjob/"+w.name, "--for=condition="+w.condition, "--timeout=120s")
 		fj := getFluxJob(ctx, t, tg, ns, w.name)
 		st := fj.Status
@@ -109,9 +131,11 @@ func runScenario(ctx context.Context, t *testing.T, tg target, ns string) {
 	}
 	if n, err := tg.fluxJobCount(ctx); err != nil {
 		t.Errorf("counting Flux jobs: %v", err)
-	} else if n != len(samples) {
-		t.Errorf("Flux holds %d jobs after %d samples: want exactly one Flux job per FluxJob", n, len(samples))
+	} else if n != fluxJobs {
+		t.Errorf("Flux holds %d jobs after %d samples: want exactly one Flux job per FluxJob", n, fluxJobs)
 	}
+	checkPipeline(ctx, t, tg, ns)
+	batchScenario(ctx, t, tg, ns)
 
 	// A running job deleted by the user is cancelled in Flux, and the
 	// finalizer lets the object go.
