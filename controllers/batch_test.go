@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"encoding/json"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 )
 
 // TestFinishedCondition: Finished is True with the ending's reason for
@@ -102,6 +105,7 @@ func TestRejection(t *testing.T) {
 		{"afterok: Permission denied for job ƒ2", fluxjobv1.ReasonDependencyFailed},
 		{"Invalid begin-time=soon", fluxjobv1.ReasonDependencyFailed},
 		{"attributes.system.duration must be a number", fluxjobv1.ReasonInvalidJobspec},
+		{"only instance owner can use sign-type=none", fluxjobv1.ReasonSubmitFailed},
 	}
 	for _, tc := range tests {
 		if r, _ := rejection(tc.msg); r != tc.reason {
@@ -149,5 +153,23 @@ func TestBuildJobspecBatch(t *testing.T) {
 	}
 	if fluxScheme("") != "afterok" || fluxScheme(fluxjobv1.DependAfter) != "afterstart" || fluxScheme(fluxjobv1.DependAfterNotOK) != "afternotok" {
 		t.Fatal("fluxScheme")
+	}
+}
+
+// TestEnvtestGuestRefused backs the README's guest paragraph: a manager
+// that is a guest of the Flux instance (not its owner) submits jobspecs
+// signed with mechanism "none", which flux-core 0.88's job-ingest refuses
+// from anyone but the owner (src/modules/job-ingest/job.c: "only instance
+// owner can use sign-type=none", EPERM). The FluxJob ends Failed with the
+// broker's message; nothing runs.
+func TestEnvtestGuestRefused(t *testing.T) {
+	other := uint32(os.Getuid()) + 4242
+	h := newHarness(t, testbroker.Options{OwnerUID: &other, AllowGuests: true}, Options{})
+	h.start()
+	h.create("guest", cmdSpec("true"))
+	obj := h.waitPhase("guest", fluxjobv1.PhaseFailed, 30*time.Second)
+	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonSubmitFailed)
+	if !strings.Contains(obj.Status.Message, "only instance owner can use sign-type=none") || len(h.broker.Jobs()) != 0 {
+		t.Fatalf("message %q, broker jobs %v", obj.Status.Message, h.broker.Jobs())
 	}
 }

@@ -257,8 +257,9 @@ func (r *FluxJobReconciler) dependantsHandler() handler.EventHandler {
 // start "dependency" or name the scheme), a queue it does not have
 // (job-manager queues.c "'Q' is not a valid queue", "a named queue is
 // required", queue.c "job submission to Q is disabled", the frobnicator's
-// defaults plugin "Invalid queue 'Q' specified", "no queue specified"), or
-// else the jobspec itself.
+// defaults plugin "Invalid queue 'Q' specified", "no queue specified"), a
+// rule for the instance owner only (job-ingest job.c), or else the jobspec
+// itself.
 func rejection(msg string) (reason, message string) {
 	lower := strings.ToLower(msg)
 	switch {
@@ -267,6 +268,10 @@ func rejection(msg string) (reason, message string) {
 		return fluxjobv1.ReasonDependencyFailed, "Flux refused the job's dependencies: " + msg
 	case strings.Contains(lower, "queue") || strings.HasPrefix(lower, "job submission") && strings.Contains(lower, "is disabled"):
 		return fluxjobv1.ReasonQueueRejected, "Flux refused the queue: " + msg
+	case strings.Contains(lower, "instance owner"):
+		// job-ingest's owner-only rules (job.c): urgency > 16, the
+		// waitable flag, sign-type=none from a guest.
+		return fluxjobv1.ReasonSubmitFailed, "Flux refused the submission: " + msg
 	}
 	return fluxjobv1.ReasonInvalidJobspec, "Flux rejected the jobspec: " + msg
 }

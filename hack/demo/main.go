@@ -124,14 +124,33 @@ func run() error {
 	return nil
 }
 
+// demoQueues are the Flux queues of the demo's instance (the queue sample
+// uses batch), the first the default; demoQueuesTOML configures them in a
+// real one.
+var demoQueues = []string{"batch", "debug"}
+
+const demoQueuesTOML = `[queues.batch]
+[queues.debug]
+[policy.jobspec.defaults.system]
+queue = "batch"
+`
+
 // startBroker starts a real Flux instance if flux-core is installed, else
 // the test broker, and returns its URI.
 func startBroker(ctx context.Context, dir string, forceTest bool) (string, func(), error) {
 	if flux, err := exec.LookPath("flux"); err == nil && !forceTest {
 		step("Starting a real Flux instance: flux start --test-size=1 (%s)", flux)
 		uriFile := filepath.Join(dir, "flux-uri")
-		cmd := exec.CommandContext(ctx, flux, "start", "--test-size=1",
-			"sh", "-c", `echo "$FLUX_URI" >"$0"; exec sleep inf`, uriFile)
+		// The queues the queue sample uses (named queues start stopped).
+		confDir := filepath.Join(dir, "flux-config")
+		if err := os.MkdirAll(confDir, 0o700); err != nil {
+			return "", nil, err
+		}
+		if err := os.WriteFile(filepath.Join(confDir, "queues.toml"), []byte(demoQueuesTOML), 0o600); err != nil {
+			return "", nil, err
+		}
+		cmd := exec.CommandContext(ctx, flux, "start", "--test-size=1", "--config-path="+confDir,
+			"sh", "-c", `flux queue start --all && echo "$FLUX_URI" >"$0"; exec sleep inf`, uriFile)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
@@ -154,7 +173,8 @@ func startBroker(ctx context.Context, dir string, forceTest bool) (string, func(
 	banner("Flux: fluxbridge/testbroker — a TEST DOUBLE that simulates a flux-core broker's job\n" +
 		"services on a real unix socket. No job really runs. (flux-core is not on PATH;\n" +
 		"install it to run this demo against a real Flux instance.)")
-	b := testbroker.New(testbroker.Options{Dir: filepath.Join(dir, "flux"), Delays: testbroker.RealisticDelays()})
+	b := testbroker.New(testbroker.Options{Dir: filepath.Join(dir, "flux"), Delays: testbroker.RealisticDelays(),
+		Queues: demoQueues, DefaultQueue: demoQueues[0]})
 	if err := os.MkdirAll(filepath.Join(dir, "flux"), 0o700); err != nil {
 		return "", nil, err
 	}
