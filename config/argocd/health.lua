@@ -8,7 +8,8 @@
 --   Healthy      phase Succeeded (kstatus Ready=True)
 --   Degraded     phase Failed or Cancelled, or Stalled=True (bad input,
 --                namespace not allowed)
---   Suspended    not started and held by Flux (spec.urgency 0)
+--   Suspended    phase Suspended (spec.suspend), or not started and held by
+--                Flux (spec.urgency 0)
 --   Progressing  everything else: no status yet, status older than the spec,
 --                Pending, Submitted, Running, Flux unreachable
 local hs = {}
@@ -88,6 +89,13 @@ end
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
   hs.message = withDetail(name .. " stalled", stalled)
+  return hs
+end
+
+-- spec.suspend keeps the job from being submitted, or holds it in Flux.
+if phase == "Suspended" then
+  hs.status = "Suspended"
+  hs.message = name .. " is suspended (spec.suspend)"
   return hs
 end
 

@@ -302,6 +302,15 @@ func TestHealthLua(t *testing.T) {
 			wantMessage: []string{"held by Flux"},
 		},
 		{
+			name: "suspended before submission",
+			obj: withStatus(1, 16, `status:
+  phase: Suspended
+  observedGeneration: 1
+  conditions:`+cond("Suspended", "True", "Suspended", "Suspended (spec.suspend): not submitted to Flux")),
+			wantStatus:  "Suspended",
+			wantMessage: []string{"FluxJob is suspended"},
+		},
+		{
 			name: "Flux unreachable is not a failure",
 			obj: withStatus(1, 16, `status:
   phase: Running
