@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -171,5 +172,31 @@ func TestEnvtestGuestRefused(t *testing.T) {
 	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonSubmitFailed)
 	if !strings.Contains(obj.Status.Message, "only instance owner can use sign-type=none") || len(h.broker.Jobs()) != 0 {
 		t.Fatalf("message %q, broker jobs %v", obj.Status.Message, h.broker.Jobs())
+	}
+}
+
+// TestEnvtestWritesPerJobUnchanged: FluxJobs that use none of the batch
+// options cost what they did before them: on average at most 2 status
+// writes per zero-runtime job (the submission marker, then the final
+// status, as the controller benchmark's row measures) and 1 object write
+// (the finalizer).
+func TestEnvtestWritesPerJobUnchanged(t *testing.T) {
+	const n = 20
+	h := newHarness(t, testbroker.Options{}, Options{MaxConcurrentReconciles: 4})
+	h.start()
+	for i := range n {
+		h.create(fmt.Sprintf("plain-%d", i), cmdSpec("true"))
+	}
+	status, object := 0, 0
+	for i := range n {
+		name := fmt.Sprintf("plain-%d", i)
+		obj := h.waitPhase(name, fluxjobv1.PhaseSucceeded, 60*time.Second)
+		requireCondition(t, obj, fluxjobv1.ConditionFinished, metav1.ConditionTrue, fluxjobv1.ReasonCompleted)
+		s, o, _ := h.counts.writes(name)
+		status, object = status+s, object+o
+	}
+	t.Logf("%d zero-runtime FluxJobs: %d status writes, %d object writes", n, status, object)
+	if status > 2*n || object != n {
+		t.Fatalf("%d status writes and %d object writes for %d jobs, want at most %d and exactly %d", status, object, n, 2*n, n)
 	}
 }
