@@ -24,8 +24,8 @@ func submitWith(ctx context.Context, c *flux.Conn, queue string, deps []job.Depe
 	return job.SubmitJobspec(ctx, c, js, job.SubmitOptions{})
 }
 
-// exceptionOf returns the first exception event of severity sev, or nil.
-func exceptionOf(evs []job.Event, sev int) *job.Event {
+// fatalException returns the first exception event of severity sev, or nil.
+func fatalException(evs []job.Event, sev int) *job.Event {
 	for i := range evs {
 		if evs[i].Name == "exception" && fmt.Sprint(evs[i].Context["severity"]) == fmt.Sprint(sev) {
 			return &evs[i]
@@ -71,7 +71,7 @@ func TestDependencies(t *testing.T) {
 			if evs[1].Name != "dependency-add" || evs[1].Context["description"] != wantDesc {
 				t.Fatalf("second event %v, want dependency-add %s (events %s)", evs[1], wantDesc, names)
 			}
-			exc := exceptionOf(evs, 0)
+			exc := fatalException(evs, 0)
 			if tc.release {
 				if exc != nil || !strings.Contains(names, "dependency-remove") || !strings.Contains(names, "depend priority alloc start finish") {
 					t.Fatalf("events %s, want the dependency released and the job run", names)
