@@ -176,10 +176,14 @@ func TestEnvtestGuestRefused(t *testing.T) {
 }
 
 // TestEnvtestWritesPerJobUnchanged: FluxJobs that use none of the batch
-// options cost what they did before them: on average at most 2 status
-// writes per zero-runtime job (the submission marker, then the final
-// status, as the controller benchmark's row measures) and 1 object write
-// (the finalizer).
+// options cost what they did before them. Every status write of such a
+// job changes its phase (the batch conditions, Finished included, ride
+// along with those writes and never cause one), so a zero-runtime job
+// gets the submission marker (Pending) and its final status, plus a
+// Submitted or Running write only when a reconcile happens to run while
+// the job is in that phase; and exactly 1 object write (the finalizer).
+// The benchmark row (BenchmarkControllerEndToEnd1000, where reconciles
+// coalesce) measures the average, 2.00 per job.
 func TestEnvtestWritesPerJobUnchanged(t *testing.T) {
 	const n = 20
 	h := newHarness(t, testbroker.Options{}, Options{MaxConcurrentReconciles: 4})
@@ -187,16 +191,25 @@ func TestEnvtestWritesPerJobUnchanged(t *testing.T) {
 	for i := range n {
 		h.create(fmt.Sprintf("plain-%d", i), cmdSpec("true"))
 	}
+	rank := map[string]int{"Pending": 0, "Submitted": 1, "Running": 2, "Succeeded": 3}
 	status, object := 0, 0
 	for i := range n {
 		name := fmt.Sprintf("plain-%d", i)
 		obj := h.waitPhase(name, fluxjobv1.PhaseSucceeded, 60*time.Second)
 		requireCondition(t, obj, fluxjobv1.ConditionFinished, metav1.ConditionTrue, fluxjobv1.ReasonCompleted)
-		s, o, _ := h.counts.writes(name)
+		s, o, phases := h.counts.writes(name)
 		status, object = status+s, object+o
+		if len(phases) < 2 || phases[0] != "Pending" || phases[len(phases)-1] != "Succeeded" {
+			t.Errorf("%s: status writes with phases %v, want Pending first and Succeeded last", name, phases)
+		}
+		for j := 1; j < len(phases); j++ {
+			if r, ok := rank[phases[j]]; !ok || r <= rank[phases[j-1]] {
+				t.Errorf("%s: status writes with phases %v: a write that does not move the phase forward", name, phases)
+			}
+		}
+		if o != 1 {
+			t.Errorf("%s: %d object writes, want 1 (the finalizer)", name, o)
+		}
 	}
-	t.Logf("%d zero-runtime FluxJobs: %d status writes, %d object writes", n, status, object)
-	if status > 2*n || object != n {
-		t.Fatalf("%d status writes and %d object writes for %d jobs, want at most %d and exactly %d", status, object, n, 2*n, n)
-	}
+	t.Logf("%d zero-runtime FluxJobs: %.2f status writes and %.2f object writes per job", n, float64(status)/n, float64(object)/n)
 }

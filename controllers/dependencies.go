@@ -88,6 +88,7 @@ func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjo
 	deps := make([]job.Dependency, 0, len(obj.Spec.DependsOn)+1)
 	var waiting []string
 	var notFound []string
+	var never *failure
 	for _, d := range obj.Spec.DependsOn {
 		var dep fluxjobv1.FluxJob
 		err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: d.Name}, &dep)
@@ -107,9 +108,12 @@ func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjo
 			deps = append(deps, job.Dependency{Scheme: fluxScheme(d.Condition), Value: job.ID(dep.Status.JobID).F58()})
 			continue
 		case dep.Status.Phase.IsTerminal():
-			return nil, nil, &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
-				"dependency %s on FluxJob %q can never be satisfied: it ended %s without a Flux job (%s)",
-				fluxScheme(d.Condition), d.Name, dep.Status.Phase, dep.Status.Message)}, nil
+			if never == nil {
+				never = &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
+					"dependency %s on FluxJob %q can never be satisfied: it ended %s without a Flux job (%s)",
+					fluxScheme(d.Condition), d.Name, dep.Status.Phase, dep.Status.Message)}
+			}
+			continue
 		}
 		phase := dep.Status.Phase
 		if phase == "" {
@@ -117,7 +121,9 @@ func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjo
 		}
 		waiting = append(waiting, fmt.Sprintf("%s (%s)", d.Name, phase))
 	}
-	if len(waiting) > 0 {
+	if len(waiting) > 0 || never != nil {
+		// A cycle is reported as one even when another member of it
+		// already failed (for being in it).
 		cycle, err := r.dependencyCycle(ctx, obj)
 		if err != nil {
 			return nil, nil, nil, err
@@ -128,6 +134,8 @@ func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjo
 		}
 	}
 	switch {
+	case never != nil:
+		return nil, nil, never, nil
 	case len(notFound) > 0:
 		return nil, &hold{Reason: fluxjobv1.ReasonDependencyNotFound, Message: fmt.Sprintf(
 			"waiting for dependency FluxJob %s to be created in namespace %s", quoteList(notFound), obj.Namespace)}, nil, nil
@@ -152,8 +160,9 @@ func quoteList(names []string) string {
 }
 
 // dependencyCycle looks for a path from obj back to itself through the
-// dependsOn of FluxJobs that have no Flux job ID yet (one with an ID no
-// longer waits on anything), and returns it, or nil. The walk is bounded
+// dependsOn of FluxJobs that have no Flux job ID (one with an ID no longer
+// waits on anything; one that ended without an ID is still part of a
+// cycle), and returns it, or nil. The walk is bounded
 // (maxDependencyWalk FluxJobs); a graph larger than that is not reported
 // as a cycle.
 func (r *FluxJobReconciler) dependencyCycle(ctx context.Context, obj *fluxjobv1.FluxJob) ([]string, error) {
@@ -179,7 +188,7 @@ func (r *FluxJobReconciler) dependencyCycle(ctx context.Context, obj *fluxjobv1.
 			if err != nil {
 				return nil, fmt.Errorf("reading dependency FluxJob %s: %w", d.Name, err)
 			}
-			if dep.Status.JobID != 0 || dep.Status.Phase.IsTerminal() || len(dep.Spec.DependsOn) == 0 {
+			if dep.Status.JobID != 0 || len(dep.Spec.DependsOn) == 0 {
 				continue
 			}
 			if c, err := walk(d.Name, dep.Spec.DependsOn); c != nil || err != nil {

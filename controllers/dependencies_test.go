@@ -109,7 +109,11 @@ func TestEnvtestDependsOn(t *testing.T) {
 				h.waitEvent(second, fluxjobv1.ReasonDependencyFailed, 10*time.Second)
 				return
 			}
-			requireCondition(t, b, fluxjobv1.ConditionDependenciesReady, metav1.ConditionTrue, fluxjobv1.ReasonDependenciesSubmitted)
+			if tc.phase == fluxjobv1.PhaseSucceeded {
+				requireCondition(t, b, fluxjobv1.ConditionDependenciesReady, metav1.ConditionTrue, fluxjobv1.ReasonDependenciesSubmitted)
+			} else {
+				requireCondition(t, b, fluxjobv1.ConditionDependenciesReady, metav1.ConditionFalse, fluxjobv1.ReasonDependencyFailed)
+			}
 			desc := tc.desc + "=" + a.Status.JobIDF58
 			add := h.fluxEventIndex(b.Status.JobID, "dependency-add", "description", desc)
 			if add < 0 {
