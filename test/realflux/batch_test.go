@@ -34,11 +34,11 @@ func TestQueuesAndDependencies(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := inst.stop(time.Minute); err != nil {
+		if err := inst.Stop(time.Minute); err != nil {
 			t.Error(err)
 		}
 	})
-	if _, err := inst.flux(ctx, "queue", "start", "--all"); err != nil {
+	if _, err := inst.Flux(ctx, "queue", "start", "--all"); err != nil {
 		t.Fatal(err)
 	}
 	srv := testbroker.New(testbroker.Options{Queues: []string{"batch", "debug"}, DefaultQueue: "batch"})
