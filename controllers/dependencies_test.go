@@ -74,17 +74,17 @@ func TestEnvtestDependsOn(t *testing.T) {
 		reason string
 		msg    string
 	}{
-		{"afterok-success", []string{"sh", "-c", "sleep 50; true"}, fluxjobv1.DependAfterOK, "after-success",
+		{"afterok-success", []string{"sh", "-c", "sleep 500; true"}, fluxjobv1.DependAfterOK, "after-success",
 			false, fluxjobv1.PhaseSucceeded, fluxjobv1.ReasonCompleted, ""},
-		{"afterok-failed", []string{"sh", "-c", "sleep 50; false"}, fluxjobv1.DependAfterOK, "after-success",
+		{"afterok-failed", []string{"sh", "-c", "sleep 500; false"}, fluxjobv1.DependAfterOK, "after-success",
 			false, fluxjobv1.PhaseFailed, fluxjobv1.ReasonDependencyFailed, "can never be satisfied"},
 		{"afterok-failed-before", []string{"false"}, fluxjobv1.DependAfterOK, "",
 			true, fluxjobv1.PhaseFailed, fluxjobv1.ReasonDependencyFailed, "failed or was canceled"},
-		{"afterany-failed", []string{"sh", "-c", "sleep 50; false"}, fluxjobv1.DependAfterAny, "after-finish",
+		{"afterany-failed", []string{"sh", "-c", "sleep 500; false"}, fluxjobv1.DependAfterAny, "after-finish",
 			false, fluxjobv1.PhaseSucceeded, fluxjobv1.ReasonCompleted, ""},
-		{"afternotok-failed", []string{"sh", "-c", "sleep 50; false"}, fluxjobv1.DependAfterNotOK, "after-failure",
+		{"afternotok-failed", []string{"sh", "-c", "sleep 500; false"}, fluxjobv1.DependAfterNotOK, "after-failure",
 			false, fluxjobv1.PhaseSucceeded, fluxjobv1.ReasonCompleted, ""},
-		{"after-started", []string{"sleep", "50"}, fluxjobv1.DependAfter, "after-start",
+		{"after-started", []string{"sleep", "500"}, fluxjobv1.DependAfter, "after-start",
 			false, fluxjobv1.PhaseSucceeded, fluxjobv1.ReasonCompleted, ""},
 	}
 	for _, tc := range tests {
@@ -93,6 +93,9 @@ func TestEnvtestDependsOn(t *testing.T) {
 			h.create(first, cmdSpec(tc.first...))
 			if tc.after {
 				h.waitFor(first, 30*time.Second, "finished", conditionIs(fluxjobv1.ConditionFinished, metav1.ConditionTrue, fluxjobv1.ReasonNonZeroExit))
+			} else {
+				// The dependant is submitted while the dependency runs.
+				h.waitPhase(first, fluxjobv1.PhaseRunning, 30*time.Second)
 			}
 			h.create(second, dependsOn(first, tc.cond, "true"))
 			b := h.waitPhase(second, tc.phase, 30*time.Second)
@@ -202,6 +205,7 @@ func TestEnvtestDependsOnAcrossRestart(t *testing.T) {
 	h := newHarness(t, testbroker.Options{TimeScale: 0.01}, Options{})
 	h.start()
 	h.create("step1", fluxjobv1.FluxJobSpec{Command: []string{"sleep", "30"}, Suspend: true})
+	h.waitPhase("step1", fluxjobv1.PhaseSuspended, 30*time.Second)
 	h.create("step2", dependsOn("step1", "", "true"))
 	h.waitFor("step2", 30*time.Second, "waiting for step1",
 		conditionIs(fluxjobv1.ConditionDependenciesReady, metav1.ConditionFalse, fluxjobv1.ReasonWaitingForDependency))
@@ -209,7 +213,7 @@ func TestEnvtestDependsOnAcrossRestart(t *testing.T) {
 	h.start()
 	obj := h.waitFor("step2", 30*time.Second, "still waiting after the restart",
 		conditionIs(fluxjobv1.ConditionDependenciesReady, metav1.ConditionFalse, fluxjobv1.ReasonWaitingForDependency))
-	if !strings.Contains(obj.Status.Message, "step1 (Suspended)") || len(h.broker.Jobs()) != 0 {
+	if !strings.Contains(obj.Status.Message, "step1 (Suspended)") || obj.Status.SubmitAttemptTime != nil || len(h.broker.Jobs()) != 0 {
 		t.Fatalf("message %q, broker jobs %v", obj.Status.Message, h.broker.Jobs())
 	}
 	h.patchSpec("step1", func(s *fluxjobv1.FluxJobSpec) { s.Suspend = false })
