@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,14 +31,6 @@ func (h *harness) patchSpec(name string, fn func(*fluxjobv1.FluxJobSpec)) {
 	fn(&obj.Spec)
 	if err := h.c.Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
 		h.t.Fatalf("patching FluxJob %s: %v", name, err)
-	}
-}
-
-// conditionIs waits for a condition's status and reason.
-func conditionIs(typ string, s metav1.ConditionStatus, reason string) func(*fluxjobv1.FluxJob) bool {
-	return func(o *fluxjobv1.FluxJob) bool {
-		c := meta.FindStatusCondition(o.Status.Conditions, typ)
-		return c != nil && c.Status == s && c.Reason == reason
 	}
 }
 
