@@ -199,14 +199,7 @@ func TestEnvtestWritesPerJobUnchanged(t *testing.T) {
 		requireCondition(t, obj, fluxjobv1.ConditionFinished, metav1.ConditionTrue, fluxjobv1.ReasonCompleted)
 		// The object can be read back before the counting client has
 		// recorded the write that made it Succeeded.
-		var s, o int
-		var phases []string
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			s, o, phases = h.counts.writes(name)
-			if len(phases) > 0 && phases[len(phases)-1] == "Succeeded" || time.Now().After(deadline) {
-				break
-			}
-		}
+		s, o, phases := h.counts.writesAfter(name, fluxjobv1.PhaseSucceeded, 10*time.Second)
 		status, object = status+s, object+o
 		if len(phases) < 2 || phases[0] != "Pending" || phases[len(phases)-1] != "Succeeded" {
 			t.Errorf("%s: status writes with phases %v, want Pending first and Succeeded last", name, phases)

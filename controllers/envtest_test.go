@@ -152,6 +152,18 @@ func (c *countingClient) writes(name string) (status, object int, phases []strin
 	return c.statusWrites[name], c.objectWrites[name], append([]string(nil), c.statusByPhase[name]...)
 }
 
+// writesAfter is writes once the last recorded status write of name is
+// in phase, or after timeout: the API server (and so a test's read) can show
+// a write before the counting client has recorded it.
+func (c *countingClient) writesAfter(name string, phase fluxjobv1.FluxJobPhase, timeout time.Duration) (status, object int, phases []string) {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		status, object, phases = c.writes(name)
+		if len(phases) > 0 && phases[len(phases)-1] == string(phase) || time.Now().After(deadline) {
+			return status, object, phases
+		}
+	}
+}
+
 // harness is one test's world: a namespace, a test broker, and a manager
 // that can be stopped and started again.
 type harness struct {
@@ -626,9 +638,13 @@ func TestEnvtestUrgencyRejected(t *testing.T) {
 	}
 	h.waitEvent("running", fluxjobv1.ReasonUrgencyRejected, 10*time.Second)
 	// No hot loop: three more reconciles write nothing and send no
-	// other urgency request.
-	s1, _, _ := h.counts.writes("running")
+	// other urgency request. The event is emitted before the status write
+	// that records the rejection, so the count is taken only after one
+	// more reconcile has ended.
 	before, _ := reconcileCount(t)
+	h.waitReconciles(before, 1, 30*time.Second)
+	s1, _, _ := h.counts.writes("running")
+	before, _ = reconcileCount(t)
 	h.waitReconciles(before, 3, 30*time.Second)
 	if s2, _, _ := h.counts.writes("running"); s2 != s1 {
 		t.Fatalf("status kept changing after the rejection (%d -> %d)", s1, s2)

@@ -290,7 +290,11 @@ func (r *FluxJobReconciler) startOutputRead(ctx context.Context, obj *fluxjobv1.
 	if err != nil {
 		return err
 	}
-	return startOutputWatch(ctx, ctl, job.ID(obs.JobID), c, func() { r.Tracker.poke(key(obj)) })
+	// The key is taken now: the watch's callback runs on the connection's
+	// reader while this reconcile goes on writing into obj (the status
+	// patch decodes into it), so the callback must not read obj.
+	k := key(obj)
+	return startOutputWatch(ctx, ctl, job.ID(obs.JobID), c, func() { r.Tracker.poke(k) })
 }
 
 // startOutputWatch starts c's watch of id's output on conn; ended runs

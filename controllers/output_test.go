@@ -198,7 +198,7 @@ func TestEnvtestOutputTails(t *testing.T) {
 			// it, and no more writes than a job without output gets
 			// (Pending with the submit marker, maybe Submitted/Running
 			// when a reconcile ran before the next event, the end)
-			status, _, phases := h.counts.writes(tc.name)
+			status, _, phases := h.counts.writesAfter(tc.name, tc.phase, 10*time.Second)
 			if status > 4 || len(phases) == 0 || phases[len(phases)-1] != string(tc.phase) || slices.Index(phases, string(tc.phase)) != len(phases)-1 {
 				t.Fatalf("%d status writes (phases %v), want the %s one last and once, at most 4", status, phases, tc.phase)
 			}
