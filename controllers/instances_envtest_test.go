@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -258,6 +259,19 @@ func TestEnvtestInstancesRouting(t *testing.T) {
 	fiB.Annotations = map[string]string{fluxjobv1.DefaultInstanceAnnotation: "true"}
 	if err := h.c.Patch(context.Background(), &fiB, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
+	}
+	// The manager resolves the default from its informer cache: create the
+	// FluxJob only once that cache shows the second default, or it may
+	// (rightly) be routed to the one default the cache still knows.
+	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			var cached fluxjobv1.FluxInstance
+			if err := h.counts.Client.Get(ctx, client.ObjectKey{Name: b}, &cached); err != nil {
+				return false, nil
+			}
+			return cached.Annotations[fluxjobv1.DefaultInstanceAnnotation] == "true", nil
+		}); err != nil {
+		t.Fatalf("the manager's cache never showed %s as a default: %v", b, err)
 	}
 	h.create("ambiguous", cmdSpec("true"))
 	h.waitFor("ambiguous", 30*time.Second, "InstanceAdmitted=False/AmbiguousDefaultInstance",
