@@ -590,6 +590,26 @@ func endToEnd(b *testing.B, e *benchEnv, n int) {
 // any row, so that they see the API server under load only.
 const controlPlaneProfileSeconds = 4
 
+// repoPath is path relative to the repository root (the tests run in
+// controllers/), so that what the benchmarks print, and the docs made from
+// it, carry no path of the machine they ran on; a path outside the
+// repository is printed as given.
+func repoPath(path string) string {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return path
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	rel, err := filepath.Rel(root, abs)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return path
+	}
+	return rel
+}
+
 // profileControlPlane, when $BENCH_PROFILE_DIR is set, takes CPU profiles
 // of kube-apiserver and etcd (their /debug/pprof/profile) for
 // controlPlaneProfileSeconds from now, and writes them there as
@@ -624,7 +644,7 @@ func (e *benchEnv) profileControlPlane(b *testing.B, ctx context.Context) <-chan
 				b.Errorf("CPU profile of %s: %v", t.name, err)
 				return
 			}
-			b.Logf("CPU profile of %s (first %ds): %s", t.name, controlPlaneProfileSeconds, path)
+			b.Logf("CPU profile of %s (first %ds): %s", t.name, controlPlaneProfileSeconds, repoPath(path))
 		})
 	}
 	go func() { wg.Wait(); close(done) }()
@@ -775,7 +795,7 @@ func (e *benchEnv) memoryScenario(b *testing.B, m *managerProcess, n int, profil
 		}
 		defer f.Close()
 		out = f
-		b.Logf("heap profile of the manager: %s", path)
+		b.Logf("heap profile of the manager: %s", repoPath(path))
 	}
 	m.heapProfile(b, ctx, io.Discard) // each fetch runs a GC (gc=1)
 	m.heapProfile(b, ctx, out)
@@ -1460,4 +1480,23 @@ func (e *benchEnv) drainWatch(b *testing.B, ctx context.Context, ns string, gvk 
 		}
 	}()
 	b.Cleanup(func() { w.Stop(); <-done })
+}
+
+// TestRepoPath: profile paths are printed relative to the repository, and
+// paths outside it as given.
+func TestRepoPath(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(filepath.Dir(root), "elsewhere", "x.pprof")
+	for _, tc := range []struct{ in, want string }{
+		{filepath.Join(root, "bin", "bench", "a.pprof"), filepath.Join("bin", "bench", "a.pprof")},
+		{"../bin/bench/b.pprof", filepath.Join("bin", "bench", "b.pprof")},
+		{outside, outside},
+	} {
+		if got := repoPath(tc.in); got != tc.want {
+			t.Errorf("repoPath(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
 }
