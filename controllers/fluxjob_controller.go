@@ -121,7 +121,8 @@ type FluxJobReconciler struct {
 	Options Options
 
 	now     func() time.Time
-	waiting waitList // FluxJobs waiting for an instance (route.go)
+	waiting waitList   // FluxJobs waiting for an instance (route.go)
+	settled settledSet // final status writes not yet seen in the cache (settled.go)
 	regOnce sync.Once
 }
 
@@ -209,10 +210,18 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// urgency edit after the end). Nothing is tracked any more.
 		r.Tracker.Forget(obj.UID)
 		r.waiting.remove(req.NamespacedName)
+		r.settled.remove(obj.UID)
 		if err := r.writeStatus(ctx, &obj, statusInput{}); err != nil {
 			return ctrl.Result{}, err
 		}
 		return r.afterFinished(ctx, &obj)
+	}
+	if r.settled.stale(&obj, r.now()) {
+		// The cache still shows the object from before this controller's
+		// final status write; that write's watch event brings the finished
+		// object (the requeue is a backstop).
+		log.V(1).Info("stale read of a FluxJob this controller has finished; waiting for the cache")
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	if !r.namespaceAllowed(obj.Namespace) && obj.Status.JobID == 0 && obj.Status.SubmitAttemptTime == nil {
 		msg := fmt.Sprintf("namespace %q is not allowed to run jobs on this Flux instance (--allowed-namespaces)", obj.Namespace)
@@ -275,6 +284,7 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// The status is final; later callbacks (release, free, clean)
 		// find no entry and are dropped.
 		r.Tracker.Forget(obj.UID)
+		r.settled.add(obj.UID, obj.ResourceVersion, r.now())
 		return r.afterFinished(ctx, &obj)
 	}
 	if in.Unreachable != "" {
