@@ -24,8 +24,9 @@ const settledTTL = time.Minute
 // job that is over. The write's own watch event brings the finished
 // object. The zero value is ready to use; safe for concurrent use.
 type settledSet struct {
-	mu sync.Mutex
-	m  map[types.UID]settledEntry
+	mu        sync.Mutex
+	m         map[types.UID]settledEntry
+	lastSweep time.Time
 }
 
 type settledEntry struct {
@@ -34,18 +35,22 @@ type settledEntry struct {
 }
 
 // add records that uid's final status was written at resourceVersion rv.
-// Expired entries are dropped on the way, so the set stays bounded by what
-// was finished in the last settledTTL.
+// Expired entries are swept at most once per settledTTL (not on every add:
+// this runs once per finished FluxJob), so the set stays bounded by what
+// was finished in the last two TTLs.
 func (s *settledSet) add(uid types.UID, rv string, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		s.m = map[types.UID]settledEntry{}
 	}
-	for k, e := range s.m {
-		if now.Sub(e.at) > settledTTL {
-			delete(s.m, k)
+	if now.Sub(s.lastSweep) > settledTTL {
+		for k, e := range s.m {
+			if now.Sub(e.at) > settledTTL {
+				delete(s.m, k)
+			}
 		}
+		s.lastSweep = now
 	}
 	s.m[uid] = settledEntry{rv: rv, at: now}
 }
