@@ -28,11 +28,11 @@ const HeldUrgencyAnnotation = "fluxjob.io/held-urgency"
 // events prints the Flux job's eventlog: as it is now (job-info.lookup),
 // or with -f followed until it ends (after clean).
 func (a *app) events(ctx context.Context) error {
-	_, id, err := a.jobOf(ctx, a.opts.follow)
+	obj, id, err := a.jobOf(ctx, a.opts.follow)
 	if err != nil {
 		return err
 	}
-	c, err := a.dialFlux(ctx)
+	c, err := a.dialFlux(ctx, obj)
 	if err != nil {
 		return err
 	}
@@ -209,7 +209,7 @@ func (a *app) cancel(ctx context.Context) error {
 	if obj.Status.Phase.IsTerminal() {
 		return fmt.Errorf("FluxJob %s already ended (%s)", obj.Name, obj.Status.Phase)
 	}
-	c, err := a.dialFlux(ctx)
+	c, err := a.dialFlux(ctx, obj)
 	if err != nil {
 		return err
 	}

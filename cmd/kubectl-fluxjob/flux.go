@@ -39,7 +39,17 @@ type brokerTarget struct {
 	Container string
 	Socket    string
 	Command   string
+	// Implicit is the name the manager gives its implicit instance (its
+	// --default-instance): a FluxJob on it is reached at the sidecar
+	// these flags describe.
+	Implicit string
+	// Explicit is set when any of the --flux-* flags was given: they then
+	// say where Flux is, and the FluxJob's instance is not looked up.
+	Explicit bool
 }
+
+// brokerFlags are the flags of brokerTarget that name a broker.
+var brokerFlags = []string{"flux-uri", "flux-namespace", "flux-pod", "flux-selector", "flux-container", "flux-socket", "flux-command"}
 
 func (t *brokerTarget) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&t.URI, "flux-uri", "", "dial Flux directly (local:// or ssh://) instead of through a pod")
@@ -49,6 +59,7 @@ func (t *brokerTarget) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&t.Container, "flux-container", defaultFluxContainer, "the container running the broker")
 	fs.StringVar(&t.Socket, "flux-socket", defaultFluxSocket, "the broker's local:// socket in that container")
 	fs.StringVar(&t.Command, "flux-command", defaultFluxCommand, "the relay command run in the container (the socket is appended)")
+	fs.StringVar(&t.Implicit, "default-instance", "default", "the name of the manager's implicit instance (its --default-instance), reached at the sidecar")
 }
 
 func (t *brokerTarget) check() error {
@@ -80,33 +91,53 @@ type podDialer func(ctx context.Context, cfg *rest.Config, t podTarget) (*flux.C
 // podexec.go); nil when this build has none.
 var execDialer podDialer
 
-// dialFlux connects to the Flux broker the target names.
-func (a *app) dialFlux(ctx context.Context) (*flux.Conn, error) {
-	t := a.opts.target
-	if t.URI != "" {
-		c, err := flux.Dial(ctx, t.URI)
+// dialFlux connects to the Flux broker of obj (see brokerFor).
+func (a *app) dialFlux(ctx context.Context, obj *fluxjobv1.FluxJob) (*flux.Conn, error) {
+	b, err := a.brokerFor(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	if b.uri != "" {
+		// ssh:// with the user's own agent, ~/.ssh keys and known_hosts
+		// (flux.SSHConfig's defaults), never the manager's Secret
+		c, err := flux.Dial(ctx, b.uri)
 		if err != nil {
-			return nil, fmt.Errorf("connecting to Flux at %s: %w", t.URI, err)
+			return nil, fmt.Errorf("connecting to Flux at %s%s: %w", b.uri, b.via, err)
 		}
 		return c, nil
 	}
-	pt := podTarget{Namespace: t.Namespace, Pod: t.Pod, Container: t.Container, Socket: t.Socket, Command: strings.Fields(t.Command)}
-	if pt.Pod == "" {
-		pod, err := a.findPod(ctx, t.Namespace, t.Selector)
-		if err != nil {
-			return nil, err
-		}
-		pt.Pod = pod
-	}
+	pt := b.pod
 	if a.env.dialPod == nil {
 		return nil, errors.New("this build of kubectl-fluxjob has no pods/exec transport; use --flux-uri")
 	}
 	c, err := a.env.dialPod(ctx, a.kube.cfg, pt)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to Flux in pod %s/%s container %s (pods/exec %s): %w",
-			pt.Namespace, pt.Pod, pt.Container, strings.Join(append(pt.Command, pt.Socket), " "), err)
+		cmd := pt.Command
+		if len(cmd) == 0 {
+			cmd = []string{"<the default relay command>"}
+		}
+		return nil, fmt.Errorf("connecting to Flux in pod %s/%s container %s%s (pods/exec %s): %w",
+			pt.Namespace, pt.Pod, pt.Container, b.via, strings.Join(append(append([]string(nil), cmd...), pt.Socket), " "), err)
 	}
 	return c, nil
+}
+
+// flagBroker is the broker the --flux-* flags (or their defaults: the
+// operator's sidecar) name.
+func (a *app) flagBroker(ctx context.Context) (broker, error) {
+	t := a.opts.target
+	if t.URI != "" {
+		return broker{uri: t.URI}, nil
+	}
+	pt := podTarget{Namespace: t.Namespace, Pod: t.Pod, Container: t.Container, Socket: t.Socket, Command: strings.Fields(t.Command)}
+	if pt.Pod == "" {
+		pod, err := a.findPod(ctx, t.Namespace, t.Selector)
+		if err != nil {
+			return broker{}, err
+		}
+		pt.Pod = pod
+	}
+	return broker{pod: pt}, nil
 }
 
 // findPod picks a running pod matching selector.

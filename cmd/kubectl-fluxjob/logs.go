@@ -82,7 +82,7 @@ func (a *app) logs(ctx context.Context) error {
 	if !a.opts.follow && !started(obj) {
 		return fmt.Errorf("FluxJob %s has not started (phase %s); -f waits for its output", obj.Name, phaseOf(obj))
 	}
-	c, err := a.dialFlux(ctx)
+	c, err := a.dialFlux(ctx, obj)
 	if err != nil {
 		return err
 	}

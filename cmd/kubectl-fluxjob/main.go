@@ -12,10 +12,12 @@
 //	go install github.com/fluxjob/fluxjob-operator/cmd/kubectl-fluxjob@latest
 //
 // and kubectl finds it on PATH. It reads FluxJobs with the user's own
-// kubeconfig and RBAC, and reaches the Flux instance the same way: by
-// pods/exec into the broker's container, running `flux relay SOCKET` there,
-// whose stdin and stdout carry Flux's own protocol (the pod transport of
-// FluxInstance). Nothing is added to the manager: no server, no credential.
+// kubeconfig and RBAC, and reaches the FluxJob's Flux instance the same way
+// (instance.go): by pods/exec into the broker's container, running `flux
+// relay SOCKET` there, whose stdin and stdout carry Flux's own protocol (the
+// pod transport of FluxInstance), or by the FluxInstance's URI (ssh:// with
+// the user's own keys). Nothing is added to the manager: no server, no
+// credential.
 // Whoever may exec into that container talks to Flux as the user the
 // relay runs as (the instance owner in the default deployment), so grant
 // pods/exec there as you would grant a shell on the Flux instance.
@@ -60,8 +62,12 @@ Commands:
   hold NAME      hold a pending job: spec.urgency 0 (the previous urgency is kept in an annotation)
   release NAME   give a held job its urgency back
 
-Where Flux is (default: the operator's own sidecar, the pod labelled
-control-plane=controller-manager in namespace fluxjob-system, container flux):
+Where Flux is: the FluxJob's instance (status.instance, else spec.instance, else the
+default FluxInstance), read with your credentials (get fluxinstances). A pod or
+miniCluster instance is reached through pods/exec, a uri from this machine (ssh:// with
+your own ~/.ssh and agent). The manager's implicit instance (--default-instance NAME,
+default "default") is its sidecar: the pod labelled control-plane=controller-manager in
+namespace fluxjob-system, container flux. Any of these flags says where Flux is instead:
   --flux-namespace NS, --flux-pod NAME or --flux-selector SELECTOR, --flux-container NAME,
   --flux-socket PATH (default /run/flux/broker/local), --flux-command CMD (default "flux relay"),
   or --flux-uri URI (local:// or ssh://, reached directly from this machine).

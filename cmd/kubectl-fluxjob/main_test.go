@@ -98,9 +98,18 @@ type world struct {
 	ns         string
 	kubeconfig string
 	broker     *testbroker.Server
+	scheme     *runtime.Scheme
 }
 
 func newWorld(t *testing.T, bopts testbroker.Options) *world {
+	t.Helper()
+	w := newCluster(t, bopts)
+	w.startManager(w.scheme, kubeConfig(t))
+	return w
+}
+
+// newCluster is a world without a manager: the test plays its part.
+func newCluster(t *testing.T, bopts testbroker.Options) *world {
 	t.Helper()
 	cfg := kubeConfig(t)
 	s, err := scheme()
@@ -115,13 +124,12 @@ func newWorld(t *testing.T, bopts testbroker.Options) *world {
 	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, c: c, ns: ns, kubeconfig: writeKubeconfig(t, cfg, ns)}
+	w := &world{t: t, c: c, ns: ns, kubeconfig: writeKubeconfig(t, cfg, ns), scheme: s}
 	w.broker = testbroker.New(bopts)
 	if err := w.broker.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = w.broker.Close() })
-	w.startManager(s, cfg)
 	return w
 }
 

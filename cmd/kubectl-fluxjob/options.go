@@ -93,6 +93,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	if fs.Changed("rank") && o.rank < 0 {
 		return nil, fmt.Errorf("--rank must be a task rank (0 or more), got %d", o.rank)
 	}
+	for _, f := range brokerFlags {
+		o.target.Explicit = o.target.Explicit || fs.Changed(f)
+	}
 	return o, o.target.check()
 }
 

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+)
+
+func TestInstanceOf(t *testing.T) {
+	tests := []struct {
+		spec, status string
+		name, field  string
+	}{
+		{"", "", "", ""},
+		{"a", "", "a", "spec.instance"},
+		{"", "b", "b", "status.instance"},
+		{"a", "b", "b", "status.instance"}, // the instance it was submitted to wins
+	}
+	for _, tc := range tests {
+		obj := &fluxjobv1.FluxJob{Spec: fluxjobv1.FluxJobSpec{Instance: tc.spec}, Status: fluxjobv1.FluxJobStatus{Instance: tc.status}}
+		if name, field := instanceOf(obj); name != tc.name || field != tc.field {
+			t.Errorf("spec %q status %q: %q %q, want %q %q", tc.spec, tc.status, name, field, tc.name, tc.field)
+		}
+	}
+}
+
+// TestBrokerOf resolves each kind of connection against pods in a fake
+// client (the pod lookup is package brokerpod's, shared with the manager).
+func TestBrokerOf(t *testing.T) {
+	s, err := scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := func(name string, labels map[string]string, phase corev1.PodPhase, containers ...string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: name, Labels: labels}, Status: corev1.PodStatus{Phase: phase}}
+		for _, c := range containers {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: c})
+		}
+		return p
+	}
+	c := fake.NewClientBuilder().WithScheme(s).WithObjects(
+		pod("mc-0-abc", map[string]string{"job-name": "mc", "job-index": "0"}, corev1.PodRunning, "mc"),
+		pod("mc-1-abc", map[string]string{"job-name": "mc", "job-index": "1"}, corev1.PodRunning, "mc"),
+		pod("b-pending", map[string]string{"app": "flux"}, corev1.PodPending, "flux"),
+		pod("b-running", map[string]string{"app": "flux"}, corev1.PodRunning, "side", "flux"),
+		pod("lone", nil, corev1.PodRunning, "main"),
+	).Build()
+	tests := []struct {
+		name string
+		conn fluxjobv1.FluxInstanceConnection
+		want broker
+		err  string
+	}{
+		{"local uri", fluxjobv1.FluxInstanceConnection{URI: "local:///run/flux/local"},
+			broker{uri: "local:///run/flux/local", via: " (FluxInstance fi)"}, ""},
+		{"ssh uri: the Secret is not read", fluxjobv1.FluxInstanceConnection{URI: "ssh://flux@host/run/flux/local", SecretRef: &fluxjobv1.SecretReference{Name: "manager-key"}},
+			broker{uri: "ssh://flux@host/run/flux/local", via: " (FluxInstance fi)"}, ""},
+		{"minicluster lead broker", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "mc"}},
+			broker{pod: podTarget{Namespace: "hpc", Pod: "mc-0-abc", Container: "mc", Socket: fluxjobv1.DefaultMiniClusterSocket}, via: " (FluxInstance fi)"}, ""},
+		{"pod by selector: the running one", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc",
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}}, Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}},
+			broker{pod: podTarget{Namespace: "hpc", Pod: "b-running", Container: "flux", Socket: "/s", Command: []string{"flux", "relay"}}, via: " (FluxInstance fi)"}, ""},
+		{"pod by name, first container", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", SocketPath: "/s"}},
+			broker{pod: podTarget{Namespace: "hpc", Pod: "lone", Container: "main", Socket: "/s"}, via: " (FluxInstance fi)"}, ""},
+		{"pod not running", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "b-pending", SocketPath: "/s"}},
+			broker{}, "pod hpc/b-pending is Pending, not Running"},
+		{"no such pod", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "gone", SocketPath: "/s"}},
+			broker{}, "reading pod hpc/gone"},
+		{"no such container", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", Container: "flux", SocketPath: "/s"}},
+			broker{}, `pod hpc/lone has no container "flux"`},
+		{"minicluster without pods", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "other"}},
+			broker{}, "no Running pod found: the lead broker pod of MiniCluster hpc/other"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: "fi"}, Spec: fluxjobv1.FluxInstanceSpec{Connection: tc.conn}}
+			b, err := brokerOf(context.Background(), c, fi)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(b, tc.want) {
+				t.Fatalf("%+v %v, want %+v", b, err, tc.want)
+			}
+		})
+	}
+}
+
+// submitted submits cmd to the world's test broker, as the manager would,
+// and creates the FluxJob name with spec, whose status records the Flux
+// job (Running) on instance (status.instance; "" leaves it empty).
+func (w *world) submitted(name string, spec fluxjobv1.FluxJobSpec, instance string) {
+	t := w.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := flux.Dial(ctx, w.broker.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	js, err := job.FromCommand(spec.Command, job.CommandOptions{Cwd: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := job.SubmitJobspec(ctx, c, js, job.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name}, Spec: spec}
+	if err := w.c.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	obj.Status = fluxjobv1.FluxJobStatus{JobID: int64(id), JobIDF58: id.F58(), Instance: instance, Phase: fluxjobv1.PhaseRunning}
+	if err := w.c.Status().Update(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createInstance creates the cluster-scoped FluxInstance (deleted at the
+// end of the test).
+func (w *world) createInstance(name string, conn fluxjobv1.FluxInstanceConnection, isDefault bool) {
+	t := w.t
+	t.Helper()
+	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fluxjobv1.FluxInstanceSpec{Connection: conn}}
+	if isDefault {
+		fi.Annotations = map[string]string{fluxjobv1.DefaultInstanceAnnotation: "true"}
+	}
+	if err := w.c.Create(context.Background(), fi); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.c.Delete(context.Background(), fi) })
+}
+
+// kubeconfigAs writes a kubeconfig of the world's that impersonates user.
+func (w *world) kubeconfigAs(user string) string {
+	t := w.t
+	t.Helper()
+	kc, err := clientcmd.LoadFromFile(w.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc.AuthInfos["admin"].Impersonate = user
+	path := filepath.Join(t.TempDir(), "kubeconfig-"+user)
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// sshHome makes HOME a directory whose ~/.ssh has a key the SSH server
+// accepts and the server's host key in known_hosts, with no agent, and
+// returns the ssh:// URI of the world's test broker through that server
+// (its `flux relay` is the relay shim, named by FLUX_SSH_RCMD).
+func (w *world) sshHome() string {
+	t := w.t
+	t.Helper()
+	key, keyPEM, err := fluxtest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshd, err := fluxtest.StartSSHServer(fluxtest.SSHServerOptions{AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}, Exec: fluxtest.ShellExec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sshd.Close)
+	home := t.TempDir()
+	if err := os.Mkdir(filepath.Join(home, ".ssh"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), sshd.KnownHosts, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shim := t.TempDir()
+	if err := fluxtest.WriteRelayShim(shim); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	t.Setenv("FLUX_SSH_RCMD", filepath.Join(shim, "flux"))
+	sock, err := fluxtest.SocketPath(w.broker.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sshd.URI("flux", sock)
+}
+
+// TestLogsFollowsInstance: without --flux-* flags, logs goes to the Flux
+// instance of the FluxJob, read from its FluxInstance with the user's
+// credentials: a pod instance through pods/exec of the real
+// kube-apiserver (the pod's Node is a test kubelet), a local:// and an
+// ssh:// instance dialled from here (ssh with the user's ~/.ssh, not the
+// Secret the FluxInstance names), the default instance; unknown or
+// forbidden instances give a clear error, and flags override.
+func TestLogsFollowsInstance(t *testing.T) {
+	w := newCluster(t, testbroker.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bp := w.brokerPod(ctx, "broker-0", map[string]string{"app": "flux"})
+	w.createInstance("pod-"+w.ns, fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{
+		Namespace: w.ns, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}},
+		Container: "flux", SocketPath: bp.sock,
+		// the test runtime runs the command without a shell
+		Command: []string{filepath.Join(bp.shim, "flux"), "relay"},
+	}}, false)
+	w.createInstance("uri-"+w.ns, fluxjobv1.FluxInstanceConnection{URI: w.broker.URI()}, false)
+	w.createInstance("ssh-"+w.ns, fluxjobv1.FluxInstanceConnection{URI: w.sshHome(),
+		SecretRef: &fluxjobv1.SecretReference{Name: "the-managers-key-never-read"}}, false)
+
+	// alice may read FluxJobs in the namespace, and nothing else
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "fluxjob-reader"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"fluxjob.io"}, Resources: []string{"fluxjobs"}, Verbs: []string{"get", "list", "watch"}}}}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "alice"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"}}}
+	for _, o := range []client.Object{role, binding} {
+		if err := w.c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := w.kubeconfigAs("alice")
+
+	hello := []string{"sh", "-c", "echo hello; echo oops >&2"}
+	tests := []struct {
+		name           string
+		specInstance   string // spec.instance
+		statusInstance string // status.instance
+		args           []string
+		err            string // "": logs prints hello/oops
+		podExecs       int    // execs into the broker pod
+	}{
+		{name: "spec.instance: pod", specInstance: "pod-" + w.ns, podExecs: 1},
+		{name: "status.instance: local uri", specInstance: "pod-" + w.ns, statusInstance: "uri-" + w.ns},
+		{name: "status.instance: ssh with the user's keys", statusInstance: "ssh-" + w.ns},
+		{name: "unknown instance", specInstance: "nope", err: `runs on FluxInstance "nope" (spec.instance), which does not exist`},
+		{name: "flags override", specInstance: "nope", args: []string{"--flux-uri", w.broker.URI()}},
+		{name: "forbidden", statusInstance: "uri-" + w.ns, args: []string{"--kubeconfig", alice},
+			err: "which you may not read: the plugin needs `get fluxinstances`"},
+		{name: "forbidden default", args: []string{"--kubeconfig", alice}, err: "needs `list fluxinstances`"},
+		{name: "implicit instance: the sidecar flags", statusInstance: "sidecar", args: []string{"--default-instance", "sidecar"},
+			err: "runs on the manager's implicit instance \"sidecar\" (status.instance): no running pod with labels control-plane=controller-manager in namespace fluxjob-system"},
+		// last: it marks a default instance
+		{name: "the default FluxInstance", podExecs: 1},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if i == len(tests)-1 {
+				w.createInstance("default-"+w.ns, fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{
+					Namespace: w.ns, Name: bp.pod.Name, Container: "flux", SocketPath: bp.sock, Command: []string{filepath.Join(bp.shim, "flux"), "relay"},
+				}}, true)
+			}
+			name := "job-" + string(rune('a'+i))
+			w.submitted(name, fluxjobv1.FluxJobSpec{Command: hello, Instance: tc.specInstance}, tc.statusInstance)
+			execsBefore := len(bp.rt.Execs())
+			args := append([]string{"logs", name, "-f", "--kubeconfig", w.kubeconfig}, tc.args...)
+			var out, errb bytes.Buffer
+			err := run(ctx, args, env{stdout: &out, stderr: &errb, dialPod: execDialer})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != "hello\n" || errb.String() != "oops\n" {
+				t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+			}
+			if n := len(bp.rt.Execs()) - execsBefore; n != tc.podExecs {
+				t.Fatalf("%d execs into the broker pod, want %d", n, tc.podExecs)
+			}
+		})
+	}
+}
