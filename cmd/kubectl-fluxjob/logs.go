@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -87,11 +86,6 @@ func (a *app) logs(ctx context.Context) error {
 		return err
 	}
 	defer c.Close()
-	w, err := job.WatchOutput(ctx, c, id, job.OutputOptions{Sentinel: !a.opts.follow})
-	if err != nil {
-		return err
-	}
-	defer w.Close()
 	out, errw := a.env.stdout, a.env.stderr
 	if a.opts.onlyStderr {
 		// one stream selected: it goes to stdout, for pipes
@@ -101,20 +95,15 @@ func (a *app) logs(ctx context.Context) error {
 	if a.opts.rank >= 0 {
 		rank = strconv.Itoa(a.opts.rank)
 	}
-	for {
-		ev, err := w.Next()
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
-			return fmt.Errorf("reading the output of Flux job %s: %w", id, err)
-		case ev.Sentinel:
-			return nil
-		}
-		if err := a.printOutput(ev, rank, out, errw); err != nil {
-			return err
-		}
+	// FollowOutput, not a bare output watch: a watch started just as the
+	// job's tasks ended can hang in flux-core 0.88 (see its doc).
+	err = job.FollowOutput(ctx, c, id, job.OutputOptions{Sentinel: !a.opts.follow}, func(ev job.OutputEvent) error {
+		return a.printOutput(ev, rank, out, errw)
+	})
+	if err != nil {
+		return fmt.Errorf("reading the output of Flux job %s: %w", id, err)
 	}
+	return nil
 }
 
 // printOutput writes one output event, as flux job attach does: data to

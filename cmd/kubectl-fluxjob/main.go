@@ -31,9 +31,18 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
 )
 
 func main() {
+	// client-go reports through klog what it cannot return, e.g. the
+	// WebSocket exec's copy loops failing on the connection this plugin
+	// closed when it is done ("Copying stdout failed ... use of closed
+	// network connection"): noise on the user's stderr, which carries the
+	// job's stderr. Errors that matter come back as errors.
+	klog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], defaultEnv(os.Stdout, os.Stderr))
 	stop()
