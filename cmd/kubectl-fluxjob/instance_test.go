@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/yaml"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
@@ -243,6 +245,39 @@ func TestLogsFollowsInstance(t *testing.T) {
 		}
 	}
 	alice := w.kubeconfigAs("alice")
+	// bob has what the README says the plugin needs: the committed
+	// viewer-role in the namespace and fluxinstance-viewer-role
+	bob := w.kubeconfigAs("bob")
+	for _, f := range []string{"fluxjob_viewer_role.yaml", "fluxinstance_viewer_role.yaml"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cr rbacv1.ClusterRole
+		if err := yaml.UnmarshalStrict(b, &cr); err != nil {
+			t.Fatalf("config/rbac/%s: %v", f, err)
+		}
+		cr.Name = w.ns + "-" + cr.Name
+		if err := w.c.Create(ctx, &cr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = w.c.Delete(context.Background(), &cr) })
+		subjects := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "bob"}}
+		ref := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}
+		var binding client.Object = &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: cr.Name}, RoleRef: ref, Subjects: subjects}
+		if f == "fluxinstance_viewer_role.yaml" {
+			binding = &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, RoleRef: ref, Subjects: subjects}
+		}
+		if err := w.c.Create(ctx, binding); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = w.c.Delete(context.Background(), binding) })
+	}
+
+	// the API server's RBAC authorizer sees new bindings through its cache
+	w.waitAllowed("alice", w.ns, "fluxjobs")
+	w.waitAllowed("bob", w.ns, "fluxjobs")
+	w.waitAllowed("bob", "", "fluxinstances")
 
 	hello := []string{"sh", "-c", "echo hello; echo oops >&2"}
 	tests := []struct {
@@ -261,6 +296,7 @@ func TestLogsFollowsInstance(t *testing.T) {
 		{name: "forbidden", statusInstance: "uri-" + w.ns, args: []string{"--kubeconfig", alice},
 			err: "which you may not read: the plugin needs `get fluxinstances`"},
 		{name: "forbidden default", args: []string{"--kubeconfig", alice}, err: "needs `list fluxinstances`"},
+		{name: "the committed roles suffice", statusInstance: "uri-" + w.ns, args: []string{"--kubeconfig", bob}},
 		{name: "implicit instance: the sidecar flags", statusInstance: "sidecar", args: []string{"--default-instance", "sidecar"},
 			err: "runs on the manager's implicit instance \"sidecar\" (status.instance): no running pod with labels control-plane=controller-manager in namespace fluxjob-system"},
 		// last: it marks a default instance
@@ -295,5 +331,29 @@ func TestLogsFollowsInstance(t *testing.T) {
 				t.Fatalf("%d execs into the broker pod, want %d", n, tc.podExecs)
 			}
 		})
+	}
+}
+
+// waitAllowed waits until the API server lets user get resource (of
+// fluxjob.io) in ns ("" for cluster-scoped).
+func (w *world) waitAllowed(user, ns, resource string) {
+	t := w.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Group: fluxjobv1.GroupVersion.Group, Resource: resource}}}
+		if err := w.c.Create(ctx, sar); err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s may not get %s in %q: %v", user, resource, ns, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
