@@ -69,26 +69,13 @@ func (w *world) brokerPod(ctx context.Context, name string, labels map[string]st
 		t.Fatal(err)
 	}
 	t.Cleanup(k.Close)
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-" + rand.String(6)}}
-	if err := w.c.Create(ctx, node); err != nil {
-		t.Fatal(err)
-	}
-	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
-	node.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(k.Port)
-	if err := w.c.Status().Update(ctx, node); err != nil {
-		t.Fatal(err)
-	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name, Labels: labels},
-		Spec: corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{
+		Spec: corev1.PodSpec{Containers: []corev1.Container{
 			{Name: "manager", Image: "controller"}, {Name: "flux", Image: "fluxrm/flux-core:bookworm-v0.88.0"},
 		}},
 	}
-	if err := w.c.Create(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	pod.Status.Phase = corev1.PodRunning
-	if err := w.c.Status().Update(ctx, pod); err != nil {
+	if err := k.RunPod(ctx, w.c, "node-"+rand.String(6), pod); err != nil {
 		t.Fatal(err)
 	}
 	sock, err := fluxtest.SocketPath(w.broker.URI())

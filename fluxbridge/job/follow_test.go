@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
@@ -14,70 +12,37 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 )
 
-// scriptedBroker answers job-info.eventlog-watch requests the way a test
-// says, at the time it says: it hands each request to the test (reqs) and
-// sends what the test gives to send.
+// scriptedBroker answers requests the way a test says, at the time it
+// says: the fake broker hands each request to the test (reqs) and sends
+// what the test gives to send.
 type scriptedBroker struct {
-	uri  string
+	fb   *fakeBroker
 	reqs chan *wire.Message
-	mu   sync.Mutex
-	nc   net.Conn
-	wg   sync.WaitGroup
+	mu   sync.Mutex // one writer at a time
 }
 
 func newScriptedBroker(t *testing.T) *scriptedBroker {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "local")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb := &scriptedBroker{uri: "local://" + path, reqs: make(chan *wire.Message, 64)}
-	sb.wg.Add(1)
-	go func() {
-		defer sb.wg.Done()
-		nc, err := ln.Accept()
-		_ = ln.Close()
-		if err != nil {
-			return
-		}
-		sb.mu.Lock()
-		sb.nc = nc
-		sb.mu.Unlock()
-		if _, err := nc.Write([]byte{0}); err != nil {
-			return
-		}
-		r := wire.NewReader(nc, wire.DefaultMaxSize)
-		for {
-			m, err := r.ReadMessage()
-			if err != nil {
-				return
-			}
-			sb.reqs <- m
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		sb.mu.Lock()
-		if sb.nc != nil {
-			_ = sb.nc.Close()
-		}
-		sb.mu.Unlock()
-		sb.wg.Wait()
+	sb := &scriptedBroker{fb: newFakeBroker(t), reqs: make(chan *wire.Message, 64)}
+	sb.fb.setHandle(func(req *wire.Message) []*wire.Message {
+		sb.reqs <- req
+		return []*wire.Message{} // answered by the script
 	})
 	return sb
 }
 
 func (sb *scriptedBroker) send(t *testing.T, ms ...*wire.Message) {
 	t.Helper()
+	sb.fb.mu.Lock()
+	nc := sb.fb.conns[0]
+	sb.fb.mu.Unlock()
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	for _, m := range ms {
-		if err := wire.WriteMessage(sb.nc, m); err != nil {
+		if err := wire.WriteMessage(nc, m); err != nil {
 			t.Error(err)
 		}
 	}
@@ -177,11 +142,7 @@ func TestFollowOutput(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			sb := newScriptedBroker(t)
-			c, err := flux.Dial(ctx, sb.uri)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := sb.fb.dial(t)
 			var (
 				mu    sync.Mutex
 				got   []string
@@ -204,7 +165,7 @@ func TestFollowOutput(t *testing.T) {
 				defer close(scripted)
 				tc.script(t, sb, func() *wire.Message { return sb.next(t, ctx, watches) }, seen)
 			}()
-			err = FollowOutput(ctx, c, 42, OutputOptions{Sentinel: tc.sentinel}, func(ev OutputEvent) error {
+			err := FollowOutput(ctx, c, 42, OutputOptions{Sentinel: tc.sentinel}, func(ev OutputEvent) error {
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -242,11 +203,7 @@ func TestFollowOutputHandlerError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sb := newScriptedBroker(t)
-	c, err := flux.Dial(ctx, sb.uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := sb.fb.dial(t)
 	watches := map[uint32]*wire.Message{}
 	go func() {
 		_, out := sb.next(t, ctx, watches), sb.next(t, ctx, watches)

@@ -152,24 +152,11 @@ func (pc *pluginCluster) brokerPod(t *testing.T, ctx context.Context, sock strin
 		t.Fatal(err)
 	}
 	t.Cleanup(k.Close)
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-" + rand.String(6)}}
-	if err := pc.c.Create(ctx, node); err != nil {
-		t.Fatal(err)
-	}
-	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
-	node.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(k.Port)
-	if err := pc.c.Status().Update(ctx, node); err != nil {
-		t.Fatal(err)
-	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: pc.ns, Name: "flux-0"},
-		Spec:       corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "flux", Image: "fluxrm/flux-core:bookworm-v0.88.0"}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "flux", Image: "fluxrm/flux-core:bookworm-v0.88.0"}}},
 	}
-	if err := pc.c.Create(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	pod.Status.Phase = corev1.PodRunning
-	if err := pc.c.Status().Update(ctx, pod); err != nil {
+	if err := k.RunPod(ctx, pc.c, "node-"+rand.String(6), pod); err != nil {
 		t.Fatal(err)
 	}
 	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: "real-" + pc.ns}, Spec: fluxjobv1.FluxInstanceSpec{
