@@ -38,7 +38,7 @@ func (r *FluxJobReconciler) beforeSubmit(ctx context.Context, obj *fluxjobv1.Flu
 	if obs, ok := r.Tracker.Get(obj.UID); ok && (obs.HasJobID || !obs.Outcome.Kind.final() && !obs.SubmittedAt.IsZero()) {
 		return nil, nil, nil, nil // submitted by this process
 	}
-	if obj.Spec.Suspend && obj.Status.SubmitAttemptTime == nil {
+	if obj.Spec.Suspend && submitAttempt(obj) == nil {
 		return nil, suspendHold(), nil, nil
 	}
 	if len(obj.Spec.DependsOn) == 0 {

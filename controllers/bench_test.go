@@ -617,6 +617,11 @@ func repoPath(path string) string {
 // channel is closed when both are written (at once when not profiling).
 // A failed profile is reported as an error of the benchmark.
 func (e *benchEnv) profileControlPlane(b *testing.B, ctx context.Context) <-chan struct{} {
+	return e.profileControlPlaneFor(b, ctx, controlPlaneProfileSeconds)
+}
+
+// profileControlPlaneFor is profileControlPlane with a profile of seconds.
+func (e *benchEnv) profileControlPlaneFor(b *testing.B, ctx context.Context, seconds int) <-chan struct{} {
 	done := make(chan struct{})
 	dir := os.Getenv("BENCH_PROFILE_DIR")
 	if dir == "" {
@@ -628,7 +633,7 @@ func (e *benchEnv) profileControlPlane(b *testing.B, ctx context.Context) <-chan
 	if err != nil {
 		b.Fatalf("API server client: %v", err)
 	}
-	query := "/debug/pprof/profile?seconds=" + strconv.Itoa(controlPlaneProfileSeconds)
+	query := "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)
 	targets := []struct {
 		name, url string
 		c         *http.Client
@@ -644,7 +649,7 @@ func (e *benchEnv) profileControlPlane(b *testing.B, ctx context.Context) <-chan
 				b.Errorf("CPU profile of %s: %v", t.name, err)
 				return
 			}
-			b.Logf("CPU profile of %s (first %ds): %s", t.name, controlPlaneProfileSeconds, repoPath(path))
+			b.Logf("CPU profile of %s (first %ds): %s", t.name, seconds, repoPath(path))
 		})
 	}
 	go func() { wg.Wait(); close(done) }()

@@ -98,12 +98,12 @@ func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjo
 			continue
 		case err != nil:
 			return nil, nil, nil, fmt.Errorf("reading dependency FluxJob %s: %w", d.Name, err)
-		case dep.Status.JobID != 0 && dep.Status.Instance != "" && dep.Status.Instance != r.routeFor(ctx, obj).name:
+		case dep.Status.JobID != 0 && recordedInstance(&dep) != "" && recordedInstance(&dep) != r.routeFor(ctx, obj).name:
 			// Flux job IDs are per instance: Flux cannot see a job of
 			// another one.
 			return nil, nil, &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
 				"dependency on FluxJob %q can never be satisfied: it runs on Flux instance %q, this FluxJob on %q",
-				d.Name, dep.Status.Instance, r.routeFor(ctx, obj).name)}, nil
+				d.Name, recordedInstance(&dep), r.routeFor(ctx, obj).name)}, nil
 		case dep.Status.JobID != 0:
 			deps = append(deps, job.Dependency{Scheme: fluxScheme(d.Condition), Value: job.ID(dep.Status.JobID).F58()})
 			continue

@@ -472,8 +472,14 @@ func TestEnvtestHelloSucceeds(t *testing.T) {
 	if !hasFinalizer(obj) {
 		t.Fatal("finalizer missing")
 	}
-	if obj.Labels != nil || obj.Annotations != nil {
-		t.Fatalf("controller wrote labels %v or annotations %v", obj.Labels, obj.Annotations)
+	// Its only annotation is the submission marker, which the status
+	// repeats.
+	m, ok := annotationMarker(obj)
+	if obj.Labels != nil || len(obj.Annotations) != 1 || !ok {
+		t.Fatalf("controller wrote labels %v or annotations %v, want only its marker", obj.Labels, obj.Annotations)
+	}
+	if at := obj.Status.SubmitAttemptTime; at == nil || !at.Equal(m.At.Time) || obj.Status.Instance != m.Instance || obj.Status.InstanceID != m.InstanceID {
+		t.Fatalf("status submitAttemptTime %v, instance %q/%q; the marker says %+v", at, obj.Status.Instance, obj.Status.InstanceID, m)
 	}
 	h.waitEvent("hello", "Succeeded", 10*time.Second)
 
@@ -483,7 +489,7 @@ func TestEnvtestHelloSucceeds(t *testing.T) {
 		t.Fatalf("%d status writes for one job (phases %v), want at most 5", status, phases)
 	}
 	if object != 1 {
-		t.Fatalf("%d object writes, want 1 (the finalizer)", object)
+		t.Fatalf("%d object writes, want 1 (the marker with the finalizer)", object)
 	}
 	// The status is final: a restarted controller reconciles it (from
 	// its initial list) and writes nothing.

@@ -17,8 +17,8 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
-// ensureFinalizer adds the cancel finalizer (the one metadata field the
-// controller writes) before anything is submitted.
+// ensureFinalizer adds the cancel finalizer to a FluxJob that has a Flux
+// job but lost it (a submission adds it with the marker, submit.go).
 func (r *FluxJobReconciler) ensureFinalizer(ctx context.Context, obj *fluxjobv1.FluxJob) error {
 	if controllerutil.ContainsFinalizer(obj, fluxjobv1.CancelFinalizer) {
 		return nil
@@ -29,6 +29,7 @@ func (r *FluxJobReconciler) ensureFinalizer(ctx context.Context, obj *fluxjobv1.
 		*obj = *base
 		return fmt.Errorf("adding finalizer: %w", err)
 	}
+	r.written.add(base.ResourceVersion, obj, r.now())
 	return nil
 }
 
@@ -111,10 +112,11 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 			}
 			return wait(500 * time.Millisecond)
 		}
-		if obj.Status.SubmitAttemptTime == nil {
+		at := submitAttempt(obj)
+		if at == nil {
 			return r.removeFinalizer(ctx, obj) // never submitted
 		}
-		ids, err := lookupJob(ctx, ctl, fluxJobName(obj), obj.Status.SubmitAttemptTime.Time, r.Options.RPCTimeout)
+		ids, err := lookupJob(ctx, ctl, fluxJobName(obj), at.Time, r.Options.RPCTimeout)
 		switch {
 		case err != nil && now.After(deadline):
 			return giveUp("cannot look the Flux job up: " + err.Error())
@@ -122,7 +124,7 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 			return wait(r.Options.UnreachableRetry)
 		case len(ids) > 0:
 			id = ids[0]
-		case now.After(obj.Status.SubmitAttemptTime.Add(r.Options.AdoptWindow)) || now.After(deadline):
+		case now.After(at.Add(r.Options.AdoptWindow)) || now.After(deadline):
 			return r.removeFinalizer(ctx, obj) // the submission never reached Flux
 		default:
 			return wait(time.Second)

@@ -122,7 +122,7 @@ type FluxJobReconciler struct {
 
 	now     func() time.Time
 	waiting waitList   // FluxJobs waiting for an instance (route.go)
-	settled settledSet // final status writes not yet seen in the cache (settled.go)
+	written writtenSet // this controller's latest writes, for stale cached reads (written.go)
 	regOnce sync.Once
 }
 
@@ -180,9 +180,11 @@ func deletionPredicate() predicate.Funcs {
 }
 
 // Reconcile brings one FluxJob's status in line with its Flux job:
-// deletion (finalizer) -> namespace allowed? -> finalizer -> held
-// (suspend, dependencies)? -> submit once or attach -> urgency -> status
-// patch -> requeue policy (ttlSecondsAfterFinished once finished).
+// this controller's own latest write if the cache lags it (written.go) ->
+// deletion (finalizer) -> namespace allowed? -> held (suspend,
+// dependencies)? -> submit once (marker and finalizer, submit.go) or
+// attach -> urgency -> status patch (non-final ones paced, pace.go) ->
+// requeue policy (ttlSecondsAfterFinished once finished).
 func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
 	var obj fluxjobv1.FluxJob
@@ -195,7 +197,14 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		return ctrl.Result{}, fmt.Errorf("getting FluxJob %s: %w", req.NamespacedName, err)
 	}
+	if w := r.written.latest(&obj, r.now()); w != &obj {
+		// The cache does not show this controller's latest write yet.
+		obj = *w
+	}
 	log = log.WithValues("uid", obj.UID)
+	if _, _, err := parseMarker(&obj); err != nil {
+		log.Info("ignoring an unreadable submission marker", "error", err.Error())
+	}
 	if obj.Status.JobIDF58 != "" {
 		log = log.WithValues("jobid", obj.Status.JobIDF58)
 	}
@@ -210,24 +219,16 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// urgency edit after the end). Nothing is tracked any more.
 		r.Tracker.Forget(obj.UID)
 		r.waiting.remove(req.NamespacedName)
-		r.settled.remove(obj.UID)
 		if err := r.writeStatus(ctx, &obj, statusInput{}); err != nil {
 			return ctrl.Result{}, err
 		}
 		return r.afterFinished(ctx, &obj)
 	}
-	if r.settled.stale(&obj, r.now()) {
-		// The cache still shows the object from before this controller's
-		// final status write; that write's watch event brings the finished
-		// object (the requeue is a backstop).
-		log.V(1).Info("stale read of a FluxJob this controller has finished; waiting for the cache")
-		return ctrl.Result{RequeueAfter: time.Second}, nil
-	}
-	if !r.namespaceAllowed(obj.Namespace) && obj.Status.JobID == 0 && obj.Status.SubmitAttemptTime == nil {
+	if !r.namespaceAllowed(obj.Namespace) && obj.Status.JobID == 0 && submitAttempt(&obj) == nil {
 		msg := fmt.Sprintf("namespace %q is not allowed to run jobs on this Flux instance (--allowed-namespaces)", obj.Namespace)
 		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{Failure: &failure{Reason: fluxjobv1.ReasonNamespaceNotAllowed, Message: msg}})
 	}
-	if fail := r.privilegeFailure(&obj); fail != nil && obj.Status.JobID == 0 && obj.Status.SubmitAttemptTime == nil {
+	if fail := r.privilegeFailure(&obj); fail != nil && obj.Status.JobID == 0 && submitAttempt(&obj) == nil {
 		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{Failure: fail})
 	}
 	rt, adm, err := r.admit(ctx, &obj)
@@ -239,9 +240,6 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	r.waiting.remove(req.NamespacedName)
 	ctx = withRoute(ctx, rt)
-	if err := r.ensureFinalizer(ctx, &obj); err != nil {
-		return ctrl.Result{}, err
-	}
 	deps, held, fail, err := r.beforeSubmit(ctx, &obj)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -277,6 +275,9 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if hold, after := r.gateOutput(ctx, &obj, &in); hold {
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
+	if wait := r.paceStatus(&obj, in); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	if err := r.writeStatus(ctx, &obj, in); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -284,7 +285,6 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// The status is final; later callbacks (release, free, clean)
 		// find no entry and are dropped.
 		r.Tracker.Forget(obj.UID)
-		r.settled.add(obj.UID, obj.ResourceVersion, r.now())
 		return r.afterFinished(ctx, &obj)
 	}
 	if in.Unreachable != "" {
@@ -334,6 +334,9 @@ func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.Fl
 		id = obs.JobID
 	}
 	if id != 0 {
+		if err := r.ensureFinalizer(ctx, obj); err != nil {
+			return 0, nil, err
+		}
 		// Never trust a bare job ID: it may be another instance's (see
 		// identity.go).
 		return r.reattach(ctx, obj, exec, ctl, job.ID(id))
@@ -381,6 +384,7 @@ func (r *FluxJobReconciler) writeStatus(ctx context.Context, obj *fluxjobv1.Flux
 		return fmt.Errorf("patching FluxJob status: %w", err)
 	}
 	statusPatchesTotal.WithLabelValues("success").Inc()
+	r.written.add(base.ResourceVersion, obj, r.now())
 	if st.Phase != oldPhase {
 		phaseTransitionsTotal.WithLabelValues(string(st.Phase)).Inc()
 		r.phaseEvent(ctx, obj, oldPhase)

@@ -136,7 +136,7 @@ func (r *FluxJobReconciler) reattach(ctx context.Context, obj *fluxjobv1.FluxJob
 
 // missingJob is the failure of a FluxJob whose job is not at its ID.
 func (r *FluxJobReconciler) missingJob(ctx context.Context, obj *fluxjobv1.FluxJob, id job.ID, check JobCheck, other string) *failure {
-	recorded, current := obj.Status.InstanceID, r.routeFor(ctx, obj).instanceID()
+	recorded, current := recordedInstanceID(obj), r.routeFor(ctx, obj).instanceID()
 	var f failure
 	switch {
 	case check == JobOther:

@@ -115,8 +115,8 @@ type admission struct {
 // to choose, the reason and message.
 func (r *FluxJobReconciler) instanceName(obj *fluxjobv1.FluxJob) (name, reason, msg string) {
 	switch {
-	case obj.Status.Instance != "":
-		return obj.Status.Instance, "", ""
+	case recordedInstance(obj) != "":
+		return recordedInstance(obj), "", ""
 	case obj.Spec.Instance != "":
 		return obj.Spec.Instance, "", ""
 	}
@@ -161,7 +161,7 @@ func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob) (
 		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonInstanceNotFound,
 			Message: fmt.Sprintf("FluxInstance %q does not exist; the FluxJob waits for it", name)}, nil
 	}
-	if obj.Status.JobID != 0 || obj.Status.SubmitAttemptTime != nil {
+	if obj.Status.JobID != 0 || submitAttempt(obj) != nil {
 		// Admitted when it was submitted; a later selector change does
 		// not take a Flux job away from its FluxJob.
 		return rt, admission{Instance: name, OK: true}, nil
@@ -201,7 +201,7 @@ func (r *FluxJobReconciler) notAdmitted(ctx context.Context, obj *fluxjobv1.Flux
 	r.waiting.add(key(obj))
 	old := meta.FindStatusCondition(obj.Status.Conditions, fluxjobv1.ConditionInstanceAdmitted)
 	in := statusInput{Admission: &adm}
-	if obj.Status.JobID != 0 || obj.Status.SubmitAttemptTime != nil {
+	if obj.Status.JobID != 0 || submitAttempt(obj) != nil {
 		in.Unreachable = adm.Message // submitted to an instance that went away
 	}
 	if err := r.writeStatus(ctx, obj, in); err != nil {

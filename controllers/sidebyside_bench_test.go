@@ -1,11 +1,13 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +30,10 @@ const sideBySideJobs = 1000
 // sideBySideHistory is the second history size: inactive jobs in the
 // instance before the row ($SIDE_BY_SIDE_HISTORY overrides it).
 const sideBySideHistory = 20000
+
+// sideBySideProfile is how many seconds of each row the control plane's
+// CPU profiles cover (with $BENCH_PROFILE_DIR).
+const sideBySideProfile = 20
 
 // BenchmarkControllerSideBySide is issue 15's side-by-side row: on one
 // broker, N FluxJobs created through the API by 8 parallel clients and run
@@ -87,7 +93,12 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	ns := e.namespace(b)
 	pw := e.watchPhases(b, ctx, ns)
 	before := e.sideCPU(b, br, m)
+	mods0 := br.moduleCPU(b, ctx)
 	reqs0 := m.requests(b, ctx)
+	writes0 := m.statusPatches(b, ctx)
+	// The control plane's CPU profiles of the first sideBySideProfile
+	// seconds of the row (with $BENCH_PROFILE_DIR): where its CPU goes.
+	e.profileControlPlaneFor(b, ctx, sideBySideProfile)
 	start := time.Now()
 	err := parallel(n, func(i int) error {
 		obj := &fluxjobv1.FluxJob{
@@ -104,7 +115,12 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	})
 	k8s := time.Since(start)
 	after := e.sideCPU(b, br, m)
+	mods1 := br.moduleCPU(b, ctx)
 	reqs := m.requests(b, ctx) - reqs0
+	writes := m.statusPatches(b, ctx)
+	for k, v := range writes0 {
+		writes[k] -= v
+	}
 	failed := pw.counts()[fluxjobv1.PhaseFailed]
 	pw.stop()
 	if err != nil {
@@ -123,8 +139,10 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	b.ReportMetric(cpu("kube-apiserver")+cpu("etcd"), "apiserver+etcd-cpu-ms/job")
 	b.ReportMetric(cpu("manager"), "manager-cpu-ms/job")
 	b.ReportMetric(reqs/per, "api-requests/job")
-	b.Logf("%d FluxJobs through the manager: %s (%.1f/s); CPU per FluxJob: broker %.2f ms, kube-apiserver %.2f ms, etcd %.2f ms, manager %.2f ms; manager API requests %.2f/job",
-		n, k8s.Round(time.Millisecond), per/k8s.Seconds(), cpu("broker"), cpu("kube-apiserver"), cpu("etcd"), cpu("manager"), reqs/per)
+	b.ReportMetric(writes["success"]/per, "status-writes/job")
+	b.ReportMetric(writes["conflict"]/per, "status-conflicts/job")
+	b.Logf("%d FluxJobs through the manager: %s (%.1f/s); CPU per FluxJob: broker %.2f ms, kube-apiserver %.2f ms, etcd %.2f ms, manager %.2f ms; manager API requests %.2f/job (status writes %.2f/job, conflicts %.2f/job)",
+		n, k8s.Round(time.Millisecond), per/k8s.Seconds(), cpu("broker"), cpu("kube-apiserver"), cpu("etcd"), cpu("manager"), reqs/per, writes["success"]/per, writes["conflict"]/per)
 	if br.kind != kindFluxCore {
 		return
 	}
@@ -136,6 +154,9 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 		b.Fatal(err)
 	}
 	nb1 := e.sideCPU(b, br, m)["broker"]
+	mods2 := br.moduleCPU(b, ctx)
+	b.Logf("broker CPU per job by module, FluxJobs | native (ms; \"broker\" is the rest: the broker's own thread): %s",
+		moduleTable(mods0, mods1, mods2, k8sBroker, float64((nb1-nb0).Microseconds())/1000/per, per))
 	br.jobs += n
 	nativeBroker := float64((nb1 - nb0).Microseconds()) / 1000 / per
 	b.ReportMetric(per/nat.Seconds(), "native-jobs/s")
@@ -227,6 +248,70 @@ func (br *sideBroker) fill(ctx context.Context, n int) error {
 	return nil
 }
 
+// moduleCPU returns the CPU time so far of each flux-core module thread
+// of the broker (flux module stats --rusage=thread); nil for the test
+// broker.
+func (br *sideBroker) moduleCPU(b *testing.B, ctx context.Context) map[string]time.Duration {
+	b.Helper()
+	if br.inst == nil {
+		return nil
+	}
+	list, err := br.inst.Flux(ctx, "module", "list")
+	if err != nil {
+		b.Fatalf("flux module list: %v", err)
+	}
+	out := map[string]time.Duration{}
+	for _, line := range strings.Split(list, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		js, err := br.inst.Flux(ctx, "module", "stats", "--rusage=thread", f[0])
+		if err != nil {
+			b.Fatalf("flux module stats --rusage=thread %s: %v", f[0], err)
+		}
+		var ru struct {
+			Utime float64 `json:"utime"`
+			Stime float64 `json:"stime"`
+		}
+		if err := json.Unmarshal([]byte(js), &ru); err != nil {
+			b.Fatalf("flux module stats --rusage=thread %s: %v", f[0], err)
+		}
+		out[f[0]] = time.Duration((ru.Utime + ru.Stime) * float64(time.Second))
+	}
+	return out
+}
+
+// moduleTable formats the CPU per job of each module in two intervals
+// (a..b: the FluxJobs, b..c: the native jobs), biggest first; the
+// broker's total CPU per job in each (ms) gives the rest, its own thread.
+func moduleTable(a, b, c map[string]time.Duration, k8sTotal, nativeTotal, per float64) string {
+	if a == nil {
+		return "n/a"
+	}
+	type row struct {
+		name        string
+		k8s, native float64
+	}
+	var rows []row
+	restK, restN := k8sTotal, nativeTotal
+	for name := range c {
+		k := float64((b[name] - a[name]).Microseconds()) / 1000 / per
+		n := float64((c[name] - b[name]).Microseconds()) / 1000 / per
+		restK, restN = restK-k, restN-n
+		if k >= 0.05 || n >= 0.05 {
+			rows = append(rows, row{name, k, n})
+		}
+	}
+	rows = append(rows, row{"broker", restK, restN})
+	slices.SortFunc(rows, func(x, y row) int { return cmp.Compare(y.k8s+y.native, x.k8s+x.native) })
+	parts := make([]string, len(rows))
+	for i, r := range rows {
+		parts[i] = fmt.Sprintf("%s %.2f | %.2f", r.name, r.k8s, r.native)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // nativeSubmit runs `flux submit --cc=1-N --wait` of the benchmark's job
 // and returns its wall time and its own CPU time.
 func (br *sideBroker) nativeSubmit(ctx context.Context, n int) (time.Duration, time.Duration, error) {
@@ -303,6 +388,22 @@ func (m *managerProcess) requests(b *testing.B, ctx context.Context) float64 {
 		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
 	}
 	return sumSamples(buf.String(), "rest_client_requests_total")
+}
+
+// statusPatches is the manager's status writes so far by result
+// (fluxjob_status_patches_total: success, conflict, error).
+func (m *managerProcess) statusPatches(b *testing.B, ctx context.Context) map[string]float64 {
+	b.Helper()
+	var buf strings.Builder
+	code, err := httpGet(ctx, m.metricsURL+"/metrics", &buf)
+	if err != nil || code != 200 {
+		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
+	}
+	out := map[string]float64{}
+	for _, r := range []string{"success", "conflict", "error"} {
+		out[r] = sumSamples(buf.String(), `fluxjob_status_patches_total{result="`+r+`"}`)
+	}
+	return out
 }
 
 // sumSamples adds every sample of the metric called name (all label sets)

@@ -74,6 +74,7 @@ type jobState struct {
 // final: it is returned unchanged but for observedGeneration.
 func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjobv1.FluxJobStatus {
 	st := *obj.Status.DeepCopy()
+	applyMarker(&st, obj)
 	gen := obj.Generation
 	nowT := metav1.NewTime(now.Truncate(time.Second))
 	if st.Phase.IsTerminal() {
@@ -332,7 +333,7 @@ func phaseReason(p fluxjobv1.FluxJobPhase) string {
 
 func defaultMessage(obj *fluxjobv1.FluxJob, p fluxjobv1.FluxJobPhase) string {
 	switch {
-	case p == fluxjobv1.PhasePending && obj.Status.SubmitAttemptTime != nil && obj.Status.JobID == 0:
+	case p == fluxjobv1.PhasePending && submitAttempt(obj) != nil && obj.Status.JobID == 0:
 		return "Submitting to Flux"
 	case p == fluxjobv1.PhasePending:
 		return "Waiting to be submitted to Flux"

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
@@ -19,10 +20,10 @@ import (
 // Exactly-once submission
 //
 // A FluxJob's Flux job is named fluxjob-<UID> (attributes.system.job.name).
-// Before the submit RPC the controller writes status.submitAttemptTime
-// (the marker, to the nanosecond) with condition Submitted=Unknown
-// (Submitting), through a merge patch that carries the object's
-// resourceVersion: if the object changed since the controller read it (a
+// Before the submit RPC the controller writes the submission marker (the
+// annotation fluxjob.io/submit-attempt, marker.go: the attempt time to the
+// nanosecond and the instance) and the cancel finalizer, through one merge
+// patch that carries the object's resourceVersion: if the object changed since the controller read it (a
 // stale cache that does not show an earlier controller's marker or job
 // ID), the API server refuses the write with a conflict and nothing is
 // submitted. So a FluxJob without a marker in an object that is current
@@ -124,7 +125,7 @@ func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, 
 	}
 	name := fluxJobName(obj)
 	instance := r.routeFor(ctx, obj).name
-	if at := obj.Status.SubmitAttemptTime; at != nil {
+	if at := submitAttempt(obj); at != nil {
 		d, fail, id, err := r.findEarlier(ctx, obj, ctl, name, at.Time)
 		switch {
 		case err != nil || fail != nil || d > 0:
@@ -141,7 +142,7 @@ func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, 
 	}
 	urgency := submitUrgency(obj)
 	token := r.Tracker.BeginOn(instance, obj.UID, key(obj), true)
-	r.Tracker.SetInstance(obj.UID, token, obj.Status.InstanceID)
+	r.Tracker.SetInstance(obj.UID, token, recordedInstanceID(obj))
 	start := r.now()
 	f, err := exec.Submit(ctx, spec, job.SubmitOptions{Urgency: &urgency, Waitable: obj.Spec.Waitable, Debug: obj.Spec.Debug})
 	if err != nil {
@@ -210,25 +211,30 @@ func first(ids []job.ID) job.ID {
 	return ids[0]
 }
 
-// markSubmitting writes status.submitAttemptTime, the Flux instance's
-// identity, status.instance (from then on the FluxJob belongs to that
-// FluxInstance) and Submitted=Unknown (Submitting) before the submit RPC
-// (see above). The patch is optimistic-locked: a conflict means the object
-// changed since it was read, and nothing may be submitted.
+// markSubmitting writes the submission marker (marker.go: the attempt
+// time, the FluxInstance the FluxJob belongs to from then on, and that
+// instance's identity) and the cancel finalizer, in one object patch,
+// before the submit RPC (see above). The patch is optimistic-locked: a
+// conflict means the object changed since it was read, and nothing may be
+// submitted.
 func (r *FluxJobReconciler) markSubmitting(ctx context.Context, obj *fluxjobv1.FluxJob) error {
-	base := obj.DeepCopy()
-	at := fluxjobv1.NewPreciseTime(r.now())
-	obj.Status.SubmitAttemptTime = &at
 	rt := r.routeFor(ctx, obj)
-	obj.Status.InstanceID = rt.instanceID()
-	st := computeStatus(obj, statusInput{Reachable: true, Admission: &admission{Instance: rt.name, OK: true}}, r.now())
-	obj.Status = st
-	if err := r.Status().Patch(ctx, obj, clientMergeLocked(base)); err != nil {
+	m := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.name, InstanceID: rt.instanceID()}
+	v, err := m.encode()
+	if err != nil {
+		return err
+	}
+	base := obj.DeepCopy()
+	if obj.Annotations == nil {
+		obj.Annotations = map[string]string{}
+	}
+	obj.Annotations[fluxjobv1.SubmitAttemptAnnotation] = v
+	controllerutil.AddFinalizer(obj, fluxjobv1.CancelFinalizer)
+	if err := r.Patch(ctx, obj, clientMergeLocked(base)); err != nil {
 		*obj = *base
-		statusPatchesTotal.WithLabelValues(patchResult(err)).Inc()
 		return fmt.Errorf("recording the submission attempt (nothing submitted): %w", err)
 	}
-	statusPatchesTotal.WithLabelValues("success").Inc()
+	r.written.add(base.ResourceVersion, obj, r.now())
 	return nil
 }
 

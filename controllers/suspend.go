@@ -77,7 +77,7 @@ func applySuspend(js *jobState, obj *fluxjobv1.FluxJob) {
 	switch js.phase {
 	case fluxjobv1.PhasePending, fluxjobv1.PhaseSuspended:
 		js.phase, js.reason = fluxjobv1.PhaseSuspended, fluxjobv1.ReasonSuspended
-		if obj.Status.SubmitAttemptTime == nil {
+		if submitAttempt(obj) == nil {
 			js.message = suspendHold().Message
 		} else {
 			js.message = "Suspended (spec.suspend): the Flux job will be held at urgency 0"

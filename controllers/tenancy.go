@@ -182,7 +182,7 @@ func CacheTransformFor(opts CacheOptions) toolscache.TransformFunc {
 // boundSpec drops what the controller will never read of fj's spec.
 func boundSpec(fj *fluxjobv1.FluxJob, opts CacheOptions) {
 	s := &fj.Spec
-	neverSubmitted := fj.Status.JobID == 0 && fj.Status.SubmitAttemptTime == nil
+	neverSubmitted := fj.Status.JobID == 0 && submitAttempt(fj) == nil
 	if neverSubmitted && len(opts.AllowedNamespaces) > 0 && !slices.Contains(opts.AllowedNamespaces, fj.Namespace) {
 		*s = fluxjobv1.FluxJobSpec{Urgency: s.Urgency}
 		return

@@ -40,6 +40,13 @@ const (
 	// CancelFinalizer is the finalizer through which the controller cancels a FluxJob's Flux job
 	// before the object goes away.
 	CancelFinalizer = "fluxjob.io/cancel"
+	// SubmitAttemptAnnotation is the controller's submission marker: written, with the cancel
+	// finalizer, in one optimistic-locked patch just before the controller submits the FluxJob to
+	// Flux (JSON: the FluxJob's uid, the attempt time to the nanosecond, the instance and its
+	// identity). The status repeats it (status.submitAttemptTime, instance, instanceID) with the
+	// next status write. It is the only annotation the controller writes; a copy on another object
+	// (another uid) is ignored.
+	SubmitAttemptAnnotation = "fluxjob.io/submit-attempt"
 	// FluxJobNamePrefix prefixes the FluxJob UID to make the Flux job name
 	// (attributes.system.job.name), which lets the controller find a job it submitted.
 	FluxJobNamePrefix = "fluxjob-"

@@ -230,7 +230,10 @@ func suites(root string) []suite {
 	switch {
 	case exists(filepath.Join(root, "test", "realflux")):
 		list = append(list, suite{Name: "real broker", About: realAbout,
-			Args: goBench("./test/realflux/", ".", "-benchtime", "1x", "-timeout", "60m"), Skip: noFlux})
+			Args: goBench("./test/realflux/", ".", "-benchtime", "1x", "-timeout", "60m"), Skip: noFlux},
+			suite{Name: "real broker: job-list lookup", About: "What the controller's job-list lookup of a FluxJob with a submit marker costs a real broker with 20,000 inactive jobs: unbounded (what every submission used to ask) and bounded as controllers/submit.go asks it now (issue 15 part 2); the broker's CPU per lookup from /proc",
+				Args: goBench("./test/realflux/", "^BenchmarkRealFluxLookup$", "-benchtime", "200x", "-timeout", "30m"),
+				Env:  []string{"REALFLUX_LOOKUP_HISTORY=20000"}, Skip: noFlux})
 	case exists(filepath.Join(root, "hack", "realfluxbench")):
 		list = append(list, suite{Name: "real broker", About: realAbout,
 			Args: []string{"go", "run", "./hack/realfluxbench"}, Skip: noFlux})
@@ -292,6 +295,11 @@ func (s suite) run(ctx context.Context, root string) result {
 	cmd.Stdout, cmd.Stderr = w, w
 	err := cmd.Run()
 	res.Elapsed = time.Since(start)
+	// The whole output (the benchmarks' logs too) stays beside the profiles.
+	logPath := filepath.Join(root, "bin", "bench", logName(s.Name))
+	if werr := os.WriteFile(logPath, buf.Bytes(), 0o644); werr != nil {
+		fmt.Fprintln(os.Stderr, "bench: keeping the output:", werr)
+	}
 	res.Benches, res.Other = parse(buf.String())
 	switch {
 	case err != nil:
@@ -303,6 +311,17 @@ func (s suite) run(ctx context.Context, root string) result {
 		res.Status = statusOK
 	}
 	return res
+}
+
+// logName is the file name of a suite's output in bin/bench.
+func logName(suite string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '.':
+			return r
+		}
+		return '_'
+	}, suite) + ".log"
 }
 
 func tail(s string, n int) string {

@@ -1,0 +1,123 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+)
+
+// The submission marker (see submit.go for why there is one) lives in
+// the annotation fluxjob.io/submit-attempt, written together with the
+// cancel finalizer in the one optimistic-locked object patch that comes
+// before the submit RPC. Putting it there instead of in a status write of
+// its own saves a FluxJob one status write (each costs the API server
+// several times a small metadata patch: it validates, encodes and watches
+// the whole status). The next status write copies it into the status
+// (submitAttemptTime, instance, instanceID), where users read it.
+//
+// Everything that asks "was a submission attempted, when, and where"
+// reads it through submitAttempt, recordedInstance and
+// recordedInstanceID, which take the newer of the status and the
+// annotation.
+
+// submitMarker is the annotation's value.
+type submitMarker struct {
+	// UID is the FluxJob's: an annotation copied onto another object
+	// (a manifest exported with `kubectl get -o yaml` and applied again)
+	// is not a marker of that object.
+	UID types.UID `json:"uid"`
+	// At is when the attempt began, to the nanosecond.
+	At fluxjobv1.PreciseTime `json:"at"`
+	// Instance is the FluxInstance the FluxJob was submitted to.
+	Instance string `json:"instance,omitempty"`
+	// InstanceID is that instance's identity (identity.go), if known.
+	InstanceID string `json:"instanceID,omitempty"`
+}
+
+// encode returns the annotation value.
+func (m submitMarker) encode() (string, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("encoding the submission marker: %w", err)
+	}
+	return string(b), nil
+}
+
+// parseMarker reads obj's marker annotation. ok is false when there is
+// none or it is another object's; err says why a value is unreadable.
+func parseMarker(obj *fluxjobv1.FluxJob) (m submitMarker, ok bool, err error) {
+	v, found := obj.Annotations[fluxjobv1.SubmitAttemptAnnotation]
+	if !found {
+		return m, false, nil
+	}
+	if err := json.Unmarshal([]byte(v), &m); err != nil {
+		return m, false, fmt.Errorf("annotation %s: %w", fluxjobv1.SubmitAttemptAnnotation, err)
+	}
+	if m.UID != obj.UID || m.At.IsZero() {
+		return m, false, nil
+	}
+	return m, true, nil
+}
+
+// annotationMarker is obj's marker annotation, if it has a readable one
+// of its own.
+func annotationMarker(obj *fluxjobv1.FluxJob) (submitMarker, bool) {
+	m, ok, _ := parseMarker(obj)
+	if !ok {
+		return submitMarker{}, false
+	}
+	return m, true
+}
+
+// submitAttempt returns when obj's latest submission attempt began: the
+// newer of status.submitAttemptTime and the marker annotation; nil if it
+// was never submitted.
+func submitAttempt(obj *fluxjobv1.FluxJob) *fluxjobv1.PreciseTime {
+	at := obj.Status.SubmitAttemptTime
+	if m, ok := annotationMarker(obj); ok && (at == nil || m.At.After(at.Time)) {
+		return &m.At
+	}
+	return at
+}
+
+// recordedInstance is the FluxInstance obj was submitted to or admitted
+// by ("" if neither is recorded).
+func recordedInstance(obj *fluxjobv1.FluxJob) string {
+	if obj.Status.Instance != "" {
+		return obj.Status.Instance
+	}
+	m, _ := annotationMarker(obj)
+	return m.Instance
+}
+
+// recordedInstanceID is the identity of the instance that holds obj's
+// job, as recorded when it was submitted or attached.
+func recordedInstanceID(obj *fluxjobv1.FluxJob) string {
+	if obj.Status.InstanceID != "" {
+		return obj.Status.InstanceID
+	}
+	m, _ := annotationMarker(obj)
+	return m.InstanceID
+}
+
+// applyMarker copies into st what obj's marker annotation records that
+// st does not yet: the status then carries it from the next write on.
+func applyMarker(st *fluxjobv1.FluxJobStatus, obj *fluxjobv1.FluxJob) {
+	m, ok := annotationMarker(obj)
+	if !ok {
+		return
+	}
+	if st.SubmitAttemptTime == nil || m.At.After(st.SubmitAttemptTime.Time) {
+		at := m.At
+		st.SubmitAttemptTime = &at
+	}
+	if st.Instance == "" {
+		st.Instance = m.Instance
+	}
+	if st.InstanceID == "" {
+		st.InstanceID = m.InstanceID
+	}
+}

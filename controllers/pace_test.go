@@ -1,0 +1,45 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+)
+
+func TestPaceStatus(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	written := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{UID: "u", ResourceVersion: "2", Generation: 1}}
+	running := &observation{HasJobID: true, JobID: 1234, Events: []observedEvent{
+		{Name: "submit", Timestamp: 1}, {Name: "alloc", Timestamp: 2}, {Name: "start", Timestamp: 3}}}
+	finished := &observation{HasJobID: true, JobID: 1234, Events: []observedEvent{
+		{Name: "submit", Timestamp: 1}, {Name: "start", Timestamp: 3}, {Name: "finish", Timestamp: 4, Context: map[string]any{"status": float64(0)}},
+		{Name: "clean", Timestamp: 5}}, Outcome: outcome{Kind: outcomeExited}}
+	tests := []struct {
+		name    string
+		wrote   bool
+		elapsed time.Duration
+		in      statusInput
+		want    time.Duration
+	}{
+		{"never written here: at once", false, 0, statusInput{Obs: running}, 0},
+		{"job ID right after the marker: waits", true, 100 * time.Millisecond, statusInput{Obs: running}, 900 * time.Millisecond},
+		{"the end right after the marker: at once", true, 100 * time.Millisecond, statusInput{Obs: finished}, 0},
+		{"a failure the controller decided: at once", true, 0, statusInput{Failure: &failure{Reason: "X", Message: "y"}}, 0},
+		{"after the period: at once", true, statusPace, statusInput{Obs: running}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			now := t0.Add(tc.elapsed)
+			r := &FluxJobReconciler{now: func() time.Time { return now }}
+			if tc.wrote {
+				r.written.add("1", written, t0)
+			}
+			if got := r.paceStatus(written.DeepCopy(), tc.in); got != tc.want {
+				t.Fatalf("paceStatus = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

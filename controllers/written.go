@@ -1,0 +1,124 @@
+package controllers
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+)
+
+// Reading one's own writes
+//
+// The reconciler reads FluxJobs from the informer cache, which shows a
+// write of the controller's own a watch round trip after the API server
+// answered it. A reconcile in between (a Flux callback poked it) reads
+// the object from before that write. Written as it was, its
+// optimistic-locked status patch would fail with a conflict (one wasted
+// request, a requeue with backoff), and a read from before a final status
+// write would look like an unfinished job whose tracker entry is already
+// gone (a job-list lookup and a new eventlog watch per finished FluxJob).
+//
+// writtenSet remembers, per FluxJob, the object as this controller's
+// latest write returned it, and the resourceVersions that write (and the
+// ones before it in a row) replaced. A cached read at one of those
+// versions is a read from before the write: the reconciler uses the
+// written object instead. A read at any other version is the cache
+// having caught up, or someone else's newer write: the cache is used.
+// No resourceVersions are compared for order (they are opaque).
+//
+// It also knows when the controller last wrote each FluxJob, which paces
+// its non-final status writes (see statusBatchPeriod).
+
+// writtenTTL is how long a write is remembered. The cache shows a write
+// within a watch round trip; past the TTL a still-stale read only costs a
+// conflict and a retry.
+const writtenTTL = 30 * time.Second
+
+// maxReplaced bounds the replaced resourceVersions kept per FluxJob.
+const maxReplaced = 8
+
+// writtenSet is safe for concurrent use; the zero value is ready.
+type writtenSet struct {
+	mu        sync.Mutex
+	m         map[types.UID]*writtenEntry
+	lastSweep time.Time
+}
+
+type writtenEntry struct {
+	obj      *fluxjobv1.FluxJob // as the write returned it; nil once the cache showed it
+	replaced []string           // resourceVersions the write replaced
+	at       time.Time          // when the write was answered
+}
+
+// add records a write of obj that replaced resourceVersion before; obj is
+// the object the API server returned (it is copied). Expired entries are
+// swept at most once per writtenTTL.
+func (s *writtenSet) add(before string, obj *fluxjobv1.FluxJob, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[types.UID]*writtenEntry{}
+	}
+	if now.Sub(s.lastSweep) > writtenTTL {
+		for k, e := range s.m {
+			if now.Sub(e.at) > writtenTTL {
+				delete(s.m, k)
+			}
+		}
+		s.lastSweep = now
+	}
+	e := &writtenEntry{obj: obj.DeepCopy(), replaced: []string{before}, at: now}
+	if old, ok := s.m[obj.UID]; ok && old.obj != nil && old.obj.ResourceVersion == before {
+		// A write on top of our own previous write: a read from before
+		// either is stale.
+		e.replaced = append(slices.Clone(old.replaced), before)
+		if len(e.replaced) > maxReplaced {
+			e.replaced = e.replaced[len(e.replaced)-maxReplaced:]
+		}
+	}
+	s.m[obj.UID] = e
+}
+
+// latest returns the object to reconcile for a cached read obj: a copy
+// of this controller's newer write of it when obj is from before that
+// write, else obj itself.
+func (s *writtenSet) latest(obj *fluxjobv1.FluxJob, now time.Time) *fluxjobv1.FluxJob {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[obj.UID]
+	switch {
+	case !ok || e.obj == nil:
+		return obj
+	case now.Sub(e.at) > writtenTTL:
+		delete(s.m, obj.UID)
+		return obj
+	case slices.Contains(e.replaced, obj.ResourceVersion):
+		return e.obj.DeepCopy()
+	}
+	// The cache shows our write or a newer one: the copy is no longer
+	// needed (the time of the write still paces status writes).
+	e.obj, e.replaced = nil, nil
+	return obj
+}
+
+// since returns how long ago this controller last wrote uid, if it did
+// within writtenTTL.
+func (s *writtenSet) since(uid types.UID, now time.Time) (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[uid]
+	if !ok || now.Sub(e.at) > writtenTTL {
+		return 0, false
+	}
+	return now.Sub(e.at), true
+}
+
+// remove forgets uid (it is gone).
+func (s *writtenSet) remove(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, uid)
+}
