@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -130,6 +132,46 @@ func TestEventRecorderDrops(t *testing.T) {
 			}
 			if got := creates.Load(); got != tc.creates {
 				t.Fatalf("%d creates, want %d", got, tc.creates)
+			}
+		})
+	}
+}
+
+// TestPhaseEventsOnePerLifetime: a FluxJob's phase changes make one event
+// for its end (and one if it is suspended), none for Submitted or Running.
+func TestPhaseEventsOnePerLifetime(t *testing.T) {
+	tests := []struct {
+		from, to fluxjobv1.FluxJobPhase
+		want     string // "" : no event
+	}{
+		{"", fluxjobv1.PhasePending, ""},
+		{fluxjobv1.PhasePending, fluxjobv1.PhaseSubmitted, ""},
+		{fluxjobv1.PhaseSubmitted, fluxjobv1.PhaseRunning, ""},
+		{fluxjobv1.PhaseRunning, fluxjobv1.PhaseSucceeded, "Normal Succeeded"},
+		{fluxjobv1.PhasePending, fluxjobv1.PhaseSucceeded, "Normal Succeeded"},
+		{fluxjobv1.PhaseRunning, fluxjobv1.PhaseFailed, "Warning " + fluxjobv1.ReasonNonZeroExit},
+		{fluxjobv1.PhaseRunning, fluxjobv1.PhaseCancelled, "Warning Cancelled"},
+		{fluxjobv1.PhasePending, fluxjobv1.PhaseSuspended, "Normal Suspended"},
+	}
+	for _, tc := range tests {
+		t.Run(string(tc.from)+"->"+string(tc.to), func(t *testing.T) {
+			rec := events.NewFakeRecorder(4)
+			r := &FluxJobReconciler{Recorder: rec}
+			obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Name: "j", Namespace: "ns"}, Status: fluxjobv1.FluxJobStatus{Phase: tc.to}}
+			if tc.to == fluxjobv1.PhaseFailed {
+				obj.Status.Conditions = []metav1.Condition{{Type: fluxjobv1.ConditionFailed, Status: metav1.ConditionTrue, Reason: fluxjobv1.ReasonNonZeroExit}}
+			}
+			r.phaseEvent(context.Background(), obj, tc.from)
+			close(rec.Events)
+			var got []string
+			for e := range rec.Events {
+				got = append(got, e)
+			}
+			switch {
+			case tc.want == "" && len(got) != 0:
+				t.Fatalf("events %q, want none", got)
+			case tc.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], tc.want)):
+				t.Fatalf("events %q, want one %q", got, tc.want)
 			}
 		})
 	}

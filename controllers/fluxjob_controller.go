@@ -127,8 +127,9 @@ type FluxJobReconciler struct {
 }
 
 // Permissions, least privilege: read FluxJobs, write their status and
-// finalizers (patch on the object is for the finalizer only; spec, labels
-// and annotations are never written), and emit events.
+// finalizers (patch on the object is for the finalizer and the submission
+// marker annotation only; spec and labels are never written), and emit
+// events.
 // +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs/finalizers,verbs=update
@@ -406,13 +407,18 @@ func significantChange(old, updated fluxjobv1.FluxJobStatus) bool {
 	return !equality.Semantic.DeepEqual(strip(old), strip(updated))
 }
 
-// phaseEvent emits the Kubernetes event for a phase change just written.
+// phaseEvent emits the Kubernetes event for a phase change just written:
+// one per FluxJob lifetime, for its end (Succeeded, or a Warning with the
+// failure's reason), and one when it is suspended. The phases in between
+// (Submitted, Running) are in the status (conditions, startTime) and the
+// log, not in events: an event is a create in the API server, and one per
+// phase cost a FluxJob that waited in Flux's queue two or three.
 func (r *FluxJobReconciler) phaseEvent(ctx context.Context, obj *fluxjobv1.FluxJob, old fluxjobv1.FluxJobPhase) {
 	st := &obj.Status
 	logf.FromContext(ctx).Info("phase changed", "from", old, "to", st.Phase, "jobid", st.JobIDF58, "message", st.Message)
 	typ, reason := corev1.EventTypeNormal, string(st.Phase)
 	switch st.Phase {
-	case fluxjobv1.PhasePending:
+	case fluxjobv1.PhasePending, fluxjobv1.PhaseSubmitted, fluxjobv1.PhaseRunning:
 		return
 	case fluxjobv1.PhaseFailed, fluxjobv1.PhaseCancelled:
 		typ = corev1.EventTypeWarning

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"slices"
@@ -95,6 +96,7 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	before := e.sideCPU(b, br, m)
 	mods0 := br.moduleCPU(b, ctx)
 	reqs0 := m.requests(b, ctx)
+	methods0 := m.requestsByMethod(b, ctx)
 	writes0 := m.statusPatches(b, ctx)
 	// The control plane's CPU profiles of the first sideBySideProfile
 	// seconds of the row (with $BENCH_PROFILE_DIR): where its CPU goes.
@@ -117,6 +119,10 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	after := e.sideCPU(b, br, m)
 	mods1 := br.moduleCPU(b, ctx)
 	reqs := m.requests(b, ctx) - reqs0
+	methods := m.requestsByMethod(b, ctx)
+	for k, v := range methods0 {
+		methods[k] -= v
+	}
 	writes := m.statusPatches(b, ctx)
 	for k, v := range writes0 {
 		writes[k] -= v
@@ -143,6 +149,7 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	b.ReportMetric(writes["conflict"]/per, "status-conflicts/job")
 	b.Logf("%d FluxJobs through the manager: %s (%.1f/s); CPU per FluxJob: broker %.2f ms, kube-apiserver %.2f ms, etcd %.2f ms, manager %.2f ms; manager API requests %.2f/job (status writes %.2f/job, conflicts %.2f/job)",
 		n, k8s.Round(time.Millisecond), per/k8s.Seconds(), cpu("broker"), cpu("kube-apiserver"), cpu("etcd"), cpu("manager"), reqs/per, writes["success"]/per, writes["conflict"]/per)
+	b.Logf("manager API requests per FluxJob by method: %s", perMethod(methods, per))
 	if br.kind != kindFluxCore {
 		return
 	}
@@ -246,6 +253,18 @@ func (br *sideBroker) fill(ctx context.Context, n int) error {
 		}
 	}
 	return nil
+}
+
+// perMethod formats requests per job by method.
+func perMethod(m map[string]float64, per float64) string {
+	keys := slices.Sorted(maps.Keys(m))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if m[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.3f", k, m[k]/per))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // moduleCPU returns the CPU time so far of each flux-core module thread
@@ -388,6 +407,33 @@ func (m *managerProcess) requests(b *testing.B, ctx context.Context) float64 {
 		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
 	}
 	return sumSamples(buf.String(), "rest_client_requests_total")
+}
+
+// requestsByMethod is the manager's API requests so far by HTTP method.
+func (m *managerProcess) requestsByMethod(b *testing.B, ctx context.Context) map[string]float64 {
+	b.Helper()
+	var buf strings.Builder
+	code, err := httpGet(ctx, m.metricsURL+"/metrics", &buf)
+	if err != nil || code != 200 {
+		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if !strings.HasPrefix(line, "rest_client_requests_total{") {
+			continue
+		}
+		i := strings.Index(line, `method="`)
+		if i < 0 {
+			continue
+		}
+		method := line[i+len(`method="`):]
+		method = method[:strings.IndexByte(method, '"')]
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			out[method] += v
+		}
+	}
+	return out
 }
 
 // statusPatches is the manager's status writes so far by result
