@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -145,7 +146,8 @@ func (w *world) submitted(name string, spec fluxjobv1.FluxJobSpec, instance stri
 func (w *world) createInstance(name string, conn fluxjobv1.FluxInstanceConnection, isDefault bool) {
 	t := w.t
 	t.Helper()
-	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fluxjobv1.FluxInstanceSpec{Connection: conn}}
+	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fluxjobv1.FluxInstanceSpec{Connection: conn,
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": w.ns}}}}
 	if isDefault {
 		fi.Annotations = map[string]string{fluxjobv1.DefaultInstanceAnnotation: "true"}
 	}
@@ -355,5 +357,31 @@ func (w *world) waitAllowed(user, ns, resource string) {
 			t.Fatalf("%s may not get %s in %q: %v", user, resource, ns, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// TestLogsOnManagedPodInstance: the manager runs a FluxJob on a
+// FluxInstance of kind pod (its executor execs into the pod through the
+// API server), and logs -f, given nothing but the FluxJob's name, follows
+// it there: the first line shows while it runs.
+func TestLogsOnManagedPodInstance(t *testing.T) {
+	w := newWorld(t, testbroker.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bp := w.brokerPod(ctx, "broker-0", map[string]string{"app": "flux"})
+	instance := "managed-" + w.ns
+	w.createInstance(instance, fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{
+		Namespace: w.ns, Name: bp.pod.Name, Container: "flux", SocketPath: bp.sock, Command: []string{filepath.Join(bp.shim, "flux"), "relay"},
+	}}, false)
+	w.create("slow", fluxjobv1.FluxJobSpec{Command: slowJob, Instance: instance})
+	w.followSlow(ctx, func(out, errw io.Writer) error {
+		return run(ctx, []string{"logs", "slow", "-f", "--kubeconfig", w.kubeconfig}, env{stdout: out, stderr: errw, dialPod: execDialer})
+	})
+	obj := w.waitPhase("slow", fluxjobv1.PhaseSucceeded)
+	if obj.Status.Instance != instance {
+		t.Fatalf("status.instance %q, want %q", obj.Status.Instance, instance)
+	}
+	if len(w.broker.Jobs()) != 1 {
+		t.Fatalf("the test broker has %d jobs, want 1", len(w.broker.Jobs()))
 	}
 }

@@ -171,8 +171,24 @@ func (w *world) startManager(s *runtime.Scheme, cfg *rest.Config) {
 	if err := mgr.Add(conn); err != nil {
 		t.Fatal(err)
 	}
-	r := &controllers.FluxJobReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Flux: conn}
+	// the test broker is the implicit instance "default"; FluxInstances
+	// are reached as the manager reaches them (pods/exec through the API
+	// server)
+	reg := controllers.NewInstanceRegistry(controllers.FluxConnectorOptions{
+		Backoff:       wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
+		CheckInterval: 50 * time.Millisecond, ShutdownTimeout: 500 * time.Millisecond,
+	})
+	if err := mgr.Add(reg); err != nil {
+		t.Fatal(err)
+	}
+	reg.SetImplicit("default", conn)
+	r := &controllers.FluxJobReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Instances: reg}
 	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ir := &controllers.FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Transports: controllers.DefaultTransports(cfg),
+		StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
+	if err := ir.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
