@@ -320,19 +320,11 @@ func (r *InstanceRegistry) Names() []string {
 func (r *InstanceRegistry) Default() (name string, reason string, candidates []string) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	var marked []string
 	for n, e := range r.entries {
 		if e.cfg.Default {
-			candidates = append(candidates, n)
+			marked = append(marked, n)
 		}
 	}
-	sort.Strings(candidates)
-	switch {
-	case len(candidates) == 1:
-		return candidates[0], "", nil
-	case len(candidates) > 1:
-		return "", fluxjobv1.ReasonAmbiguousDefaultInstance, candidates
-	case r.implicit != "":
-		return r.implicit, "", nil
-	}
-	return "", fluxjobv1.ReasonNoDefaultInstance, nil
+	return fluxjobv1.ChooseDefaultInstance(marked, r.implicit)
 }

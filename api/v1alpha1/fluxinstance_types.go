@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"sort"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -316,6 +318,25 @@ type FluxInstance struct {
 // IsDefault reports whether the FluxInstance carries DefaultInstanceAnnotation "true".
 func (fi *FluxInstance) IsDefault() bool {
 	return fi.Annotations[DefaultInstanceAnnotation] == "true"
+}
+
+// ChooseDefaultInstance picks the instance FluxJobs without spec.instance run on, from the names
+// of the FluxInstances marked default (DefaultInstanceAnnotation) and the manager's implicit
+// instance ("" if none): the one marked, else the implicit one. With none, reason is
+// ReasonNoDefaultInstance; with more than one marked, ReasonAmbiguousDefaultInstance and
+// candidates lists them, sorted. The manager's routing and the kubectl plugin both choose with it.
+func ChooseDefaultInstance(marked []string, implicit string) (name, reason string, candidates []string) {
+	switch {
+	case len(marked) == 1:
+		return marked[0], "", nil
+	case len(marked) > 1:
+		candidates = append([]string(nil), marked...)
+		sort.Strings(candidates)
+		return "", ReasonAmbiguousDefaultInstance, candidates
+	case implicit != "":
+		return implicit, "", nil
+	}
+	return "", ReasonNoDefaultInstance, nil
 }
 
 // FluxInstanceList is a list of FluxInstances.

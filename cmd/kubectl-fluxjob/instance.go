@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -108,17 +107,15 @@ func (a *app) defaultInstance(ctx context.Context, obj *fluxjobv1.FluxJob) (stri
 			marked = append(marked, list.Items[i].Name)
 		}
 	}
-	sort.Strings(marked)
-	switch {
-	case len(marked) == 1:
-		return marked[0], nil
-	case len(marked) > 1:
+	name, reason, candidates := fluxjobv1.ChooseDefaultInstance(marked, a.opts.target.Implicit)
+	switch reason {
+	case "":
+		return name, nil
+	case fluxjobv1.ReasonAmbiguousDefaultInstance:
 		return "", fmt.Errorf("FluxJob %s names no instance and %d FluxInstances are marked default (%s=true): %s",
-			obj.Name, len(marked), fluxjobv1.DefaultInstanceAnnotation, strings.Join(marked, ", "))
-	case a.opts.target.Implicit == "":
-		return "", fmt.Errorf("FluxJob %s names no instance and no FluxInstance is marked default (%s=true)", obj.Name, fluxjobv1.DefaultInstanceAnnotation)
+			obj.Name, len(candidates), fluxjobv1.DefaultInstanceAnnotation, strings.Join(candidates, ", "))
 	}
-	return a.opts.target.Implicit, nil
+	return "", fmt.Errorf("FluxJob %s names no instance and no FluxInstance is marked default (%s=true)", obj.Name, fluxjobv1.DefaultInstanceAnnotation)
 }
 
 // brokerOf returns where fi's connection goes, reading pods with r for a
