@@ -21,8 +21,9 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
-// HeldUrgencyAnnotation keeps a held FluxJob's urgency for release. The
-// controller never writes annotations; this one belongs to the user.
+// HeldUrgencyAnnotation keeps a held FluxJob's urgency for release. It
+// belongs to the user (the controller's only annotation is its submission
+// marker, fluxjob.io/submit-attempt).
 const HeldUrgencyAnnotation = "fluxjob.io/held-urgency"
 
 // events prints the Flux job's eventlog: as it is now (job-info.lookup),
