@@ -1033,12 +1033,18 @@ func (m *managerProcess) statusKiB(b *testing.B, key string) int64 {
 // labels, by name.
 func (m *managerProcess) metrics(b *testing.B, ctx context.Context) map[string]float64 {
 	b.Helper()
+	return parseUnlabelled(m.metricsText(b, ctx))
+}
+
+// metricsText is the manager's metrics endpoint's text now.
+func (m *managerProcess) metricsText(b *testing.B, ctx context.Context) string {
+	b.Helper()
 	var buf strings.Builder
 	code, err := httpGet(ctx, m.metricsURL+"/metrics", &buf)
 	if err != nil || code != http.StatusOK {
 		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
 	}
-	return parseUnlabelled(buf.String())
+	return buf.String()
 }
 
 // heapProfile writes the manager's heap profile to w, after a GC (gc=1).

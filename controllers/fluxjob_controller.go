@@ -155,6 +155,9 @@ func (r *FluxJobReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := indexDependsOn(context.Background(), mgr); err != nil {
 		return fmt.Errorf("indexing spec.dependsOn: %w", err)
 	}
+	if err := r.watchOwnWrites(mgr); err != nil {
+		return err
+	}
 	tr := r.Tracker
 	r.Instances.OnConnect(func(instance string) { tr.PokeUnsettled(instance) })
 	r.Instances.OnChange(func(string) { r.waiting.pokeAll(tr) })

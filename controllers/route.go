@@ -21,8 +21,8 @@ import (
 
 // Routing FluxJobs to Flux instances
 //
-// A FluxJob runs on the instance named by status.instance once that is
-// recorded (with the submission attempt, see markSubmitting), else by
+// A FluxJob runs on the instance recorded with its submission attempt
+// (the submission marker, then status.instance: recordedInstance), else by
 // spec.instance, else on the default instance (InstanceRegistry.Default:
 // the one FluxInstance annotated default, or the manager's implicit
 // --flux-uri instance). spec is never rewritten: the resolved default is

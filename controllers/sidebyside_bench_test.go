@@ -95,9 +95,8 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	pw := e.watchPhases(b, ctx, ns)
 	before := e.sideCPU(b, br, m)
 	mods0 := br.moduleCPU(b, ctx)
-	reqs0 := m.requests(b, ctx)
-	methods0 := m.requestsByMethod(b, ctx)
-	writes0 := m.statusPatches(b, ctx)
+	kv0 := br.kvsStats(b, ctx)
+	metrics0 := m.metricsText(b, ctx)
 	// The control plane's CPU profiles of the first sideBySideProfile
 	// seconds of the row (with $BENCH_PROFILE_DIR): where its CPU goes.
 	e.profileControlPlaneFor(b, ctx, sideBySideProfile)
@@ -118,15 +117,18 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	k8s := time.Since(start)
 	after := e.sideCPU(b, br, m)
 	mods1 := br.moduleCPU(b, ctx)
-	reqs := m.requests(b, ctx) - reqs0
-	methods := m.requestsByMethod(b, ctx)
-	for k, v := range methods0 {
-		methods[k] -= v
+	kv1 := br.kvsStats(b, ctx)
+	metrics1 := m.metricsText(b, ctx)
+	reqs := sumSamples(metrics1, "rest_client_requests_total") - sumSamples(metrics0, "rest_client_requests_total")
+	since := func(name, label string) map[string]float64 {
+		out := sumByLabel(metrics1, name, label)
+		for k, v := range sumByLabel(metrics0, name, label) {
+			out[k] -= v
+		}
+		return out
 	}
-	writes := m.statusPatches(b, ctx)
-	for k, v := range writes0 {
-		writes[k] -= v
-	}
+	methods := since("rest_client_requests_total", "method")
+	writes := since("fluxjob_status_patches_total", "result")
 	failed := pw.counts()[fluxjobv1.PhaseFailed]
 	pw.stop()
 	if err != nil {
@@ -164,6 +166,11 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	mods2 := br.moduleCPU(b, ctx)
 	b.Logf("broker CPU per job by module, FluxJobs | native (ms; \"broker\" is the rest: the broker's own thread): %s",
 		moduleTable(mods0, mods1, mods2, k8sBroker, float64((nb1-nb0).Microseconds())/1000/per, per))
+	if kv0 != nil {
+		kv2 := br.kvsStats(b, ctx)
+		b.Logf("KVS per job, FluxJobs | native: root updates %.2f | %.2f, transactions %.2f | %.2f (flux module stats kvs: store revision, transaction-opcount.commit.count)",
+			(kv1.revision-kv0.revision)/per, (kv2.revision-kv1.revision)/per, (kv1.commits-kv0.commits)/per, (kv2.commits-kv1.commits)/per)
+	}
 	br.jobs += n
 	nativeBroker := float64((nb1 - nb0).Microseconds()) / 1000 / per
 	b.ReportMetric(per/nat.Seconds(), "native-jobs/s")
@@ -301,6 +308,41 @@ func (br *sideBroker) moduleCPU(b *testing.B, ctx context.Context) map[string]ti
 	return out
 }
 
+// kvsCounts are counters of the broker's KVS module.
+type kvsCounts struct {
+	revision float64 // root updates (namespace.primary "store revision")
+	commits  float64 // transactions committed (transaction-opcount.commit.count)
+}
+
+// kvsStats reads the KVS module's counters (flux module stats kvs); nil
+// for the test broker.
+func (br *sideBroker) kvsStats(b *testing.B, ctx context.Context) *kvsCounts {
+	b.Helper()
+	if br.inst == nil {
+		return nil
+	}
+	js, err := br.inst.Flux(ctx, "module", "stats", "kvs")
+	if err != nil {
+		b.Fatalf("flux module stats kvs: %v", err)
+	}
+	var st struct {
+		Namespace struct {
+			Primary struct {
+				Revision float64 `json:"store revision"`
+			} `json:"primary"`
+		} `json:"namespace"`
+		Opcount struct {
+			Commit struct {
+				Count float64 `json:"count"`
+			} `json:"commit"`
+		} `json:"transaction-opcount"`
+	}
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		b.Fatalf("flux module stats kvs: %v", err)
+	}
+	return &kvsCounts{revision: st.Namespace.Primary.Revision, commits: st.Opcount.Commit.Count}
+}
+
 // moduleTable formats the CPU per job of each module in two intervals
 // (a..b: the FluxJobs, b..c: the native jobs), biggest first; the
 // broker's total CPU per job in each (ms) gives the rest, its own thread.
@@ -397,57 +439,24 @@ func (e *benchEnv) sideCPU(b *testing.B, br *sideBroker, m *managerProcess) map[
 	return out
 }
 
-// requests is the number of API requests the manager sent so far: the
-// sum of client-go's rest_client_requests_total on its metrics endpoint.
-func (m *managerProcess) requests(b *testing.B, ctx context.Context) float64 {
-	b.Helper()
-	var buf strings.Builder
-	code, err := httpGet(ctx, m.metricsURL+"/metrics", &buf)
-	if err != nil || code != 200 {
-		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
-	}
-	return sumSamples(buf.String(), "rest_client_requests_total")
-}
-
-// requestsByMethod is the manager's API requests so far by HTTP method.
-func (m *managerProcess) requestsByMethod(b *testing.B, ctx context.Context) map[string]float64 {
-	b.Helper()
-	var buf strings.Builder
-	code, err := httpGet(ctx, m.metricsURL+"/metrics", &buf)
-	if err != nil || code != 200 {
-		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
-	}
+// sumByLabel adds the samples of the metric called name by the value of
+// their label (a sample without it is left out).
+func sumByLabel(text, name, label string) map[string]float64 {
 	out := map[string]float64{}
-	for _, line := range strings.Split(buf.String(), "\n") {
-		if !strings.HasPrefix(line, "rest_client_requests_total{") {
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
 			continue
 		}
-		i := strings.Index(line, `method="`)
+		i := strings.Index(line, label+`="`)
 		if i < 0 {
 			continue
 		}
-		method := line[i+len(`method="`):]
-		method = method[:strings.IndexByte(method, '"')]
+		v := line[i+len(label)+2:]
+		v = v[:strings.IndexByte(v, '"')]
 		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			out[method] += v
+		if n, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			out[v] += n
 		}
-	}
-	return out
-}
-
-// statusPatches is the manager's status writes so far by result
-// (fluxjob_status_patches_total: success, conflict, error).
-func (m *managerProcess) statusPatches(b *testing.B, ctx context.Context) map[string]float64 {
-	b.Helper()
-	var buf strings.Builder
-	code, err := httpGet(ctx, m.metricsURL+"/metrics", &buf)
-	if err != nil || code != 200 {
-		b.Fatalf("scraping the manager's metrics: %d %v", code, err)
-	}
-	out := map[string]float64{}
-	for _, r := range []string{"success", "conflict", "error"} {
-		out[r] = sumSamples(buf.String(), `fluxjob_status_patches_total{result="`+r+`"}`)
 	}
 	return out
 }
@@ -514,5 +523,9 @@ rest_client_requests_total 1
 		if got := sumSamples(text, tc.name); got != tc.want {
 			t.Errorf("sumSamples(%s) = %v; want %v", tc.name, got, tc.want)
 		}
+	}
+	byMethod := sumByLabel(text, "rest_client_requests_total", "method")
+	if len(byMethod) != 2 || byMethod["GET"] != 3 || byMethod["PATCH"] != 2000 {
+		t.Errorf("sumByLabel(method) = %v; want GET 3, PATCH 2000", byMethod)
 	}
 }

@@ -70,6 +70,20 @@ func TestWrittenSet(t *testing.T) {
 			t.Fatalf("since = %v, %v; want 999ms, true", ago, ok)
 		}
 	})
+	t.Run("the cache's own event drops the copy", func(t *testing.T) {
+		s := setup()
+		s.seen(obj("a", "11", fluxjobv1.PhasePending)) // an older event: kept
+		if got := s.latest(obj("a", "10", fluxjobv1.PhasePending), t0); got.ResourceVersion != "12" {
+			t.Fatalf("an event older than the write dropped the copy (latest rv %s)", got.ResourceVersion)
+		}
+		s.seen(obj("a", "12", fluxjobv1.PhaseSucceeded))
+		if s.m["a"].obj != nil {
+			t.Fatal("the copy is kept after the cache showed the write")
+		}
+		if _, ok := s.since("a", t0); !ok {
+			t.Fatal("the time of the write is gone with the copy")
+		}
+	})
 	t.Run("a write on someone else's version starts a new chain", func(t *testing.T) {
 		s := setup()
 		s.add("20", obj("a", "21", fluxjobv1.PhaseSucceeded), t0.Add(time.Second))
