@@ -84,6 +84,21 @@ func TestWrittenSet(t *testing.T) {
 			t.Fatal("the time of the write is gone with the copy")
 		}
 	})
+	t.Run("a write the cache showed before its response keeps no copy", func(t *testing.T) {
+		var s writtenSet
+		s.seen(obj("a", "11", fluxjobv1.PhasePending))
+		s.add("10", obj("a", "11", fluxjobv1.PhasePending), t0)
+		if s.m["a"].obj != nil {
+			t.Fatal("a copy is kept of a write the cache already shows")
+		}
+		if _, ok := s.since("a", t0); !ok {
+			t.Fatal("the time of the write is not kept")
+		}
+		s.remove("a")
+		if _, ok := s.cached["a"]; ok {
+			t.Fatal("remove kept the cached version")
+		}
+	})
 	t.Run("a write on someone else's version starts a new chain", func(t *testing.T) {
 		s := setup()
 		s.add("20", obj("a", "21", fluxjobv1.PhaseSucceeded), t0.Add(time.Second))

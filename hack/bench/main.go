@@ -180,7 +180,8 @@ func goBench(pkg, bench string, extra ...string) []string {
 }
 
 const realAbout = "A real flux-core broker (`flux start --test-size=1`, flux on PATH), jobs in its test execution mode: " +
-	"our executor side by side with flux-core's Python FluxExecutor and `flux submit --cc`, each client in its own process"
+	"our executor (test/realflux/execclient, a program of its own) side by side with flux-core's Python FluxExecutor and `flux submit --cc`, each client in its own process; " +
+	"the CPU profile of our workers=4 row in bin/bench/execclient-executor-workers4.cpu.pprof"
 
 // suites lists what `make bench` runs, in order.
 func suites(root string) []suite {
@@ -230,7 +231,8 @@ func suites(root string) []suite {
 	switch {
 	case exists(filepath.Join(root, "test", "realflux")):
 		list = append(list, suite{Name: "real broker", About: realAbout,
-			Args: goBench("./test/realflux/", ".", "-benchtime", "1x", "-timeout", "60m"), Skip: noFlux},
+			Args: goBench("./test/realflux/", ".", "-benchtime", "1x", "-timeout", "60m"), Skip: noFlux,
+			Env: []string{"BENCH_PROFILE_DIR=" + filepath.Join(root, "bin", "bench")}},
 			suite{Name: "real broker: job-list lookup", About: "What the controller's job-list lookup of a FluxJob with a submit marker costs a real broker with 20,000 inactive jobs: unbounded (what every submission used to ask) and bounded as controllers/submit.go asks it now (issue 15 part 2); the broker's CPU per lookup from /proc",
 				Args: goBench("./test/realflux/", "^BenchmarkRealFluxLookup$", "-benchtime", "200x", "-timeout", "30m"),
 				Env:  []string{"REALFLUX_LOOKUP_HISTORY=20000"}, Skip: noFlux})

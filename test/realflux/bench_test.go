@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge"
-	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
 // BenchmarkRealFlux runs the same number of jobs (2,000; $REALFLUX_JOBS
@@ -58,7 +58,7 @@ func BenchmarkRealFlux(b *testing.B) {
 	}{
 		{"executor/workers=1", ourExecutor(1, fluxbridge.EventSourceEventlog)},
 		{"executor/workers=2", ourExecutor(2, fluxbridge.EventSourceEventlog)},
-		{"executor/workers=4", ourExecutor(4, fluxbridge.EventSourceEventlog)},
+		{"executor/workers=4", ourExecutor(4, fluxbridge.EventSourceEventlog, cpuProfileEnv("executor-workers4")...)},
 		{"executor-journal/workers=4", ourExecutor(4, fluxbridge.EventSourceJournal)},
 		// The same client on one P: at the broker's pace the client is
 		// woken for a message or two at a time, and a second P mostly
@@ -182,6 +182,7 @@ type childResult struct {
 	TotalS  float64 `json:"total_s"`
 }
 
+// resultPrefix starts a client's result line (./execclient's ResultPrefix).
 const resultPrefix = "REALFLUX_RESULT "
 
 // runChild runs a client process against inst and returns its row: its
@@ -228,74 +229,53 @@ func runChild(ctx context.Context, inst *instance, cmd *exec.Cmd, wallIsSubmit b
 	}, nil
 }
 
-// ourExecutor runs TestRealFluxExecutorProcess in a child process.
+// ourExecutor runs the executor client (./execclient) in a child process.
 // env is added to the child's environment.
 func ourExecutor(workers int, src fluxbridge.EventSource, env ...string) func(context.Context, *instance, int) (benchRow, error) {
 	return func(ctx context.Context, inst *instance, n int) (benchRow, error) {
-		exe, err := os.Executable()
+		exe, err := executorClient(ctx)
 		if err != nil {
 			return benchRow{}, err
 		}
-		cmd := exec.CommandContext(ctx, exe, "-test.run=^TestRealFluxExecutorProcess$", "-test.count=1")
-		return runChild(ctx, inst, cmd, false, append([]string{"REALFLUX_CHILD=1", "REALFLUX_JOBS=" + strconv.Itoa(n),
+		return runChild(ctx, inst, exec.CommandContext(ctx, exe), false, append([]string{"REALFLUX_JOBS=" + strconv.Itoa(n),
 			"REALFLUX_WORKERS=" + strconv.Itoa(workers), "REALFLUX_SOURCE=" + strconv.Itoa(int(src))}, env...)...)
 	}
 }
 
-// testRunDuration marks a jobspec for flux-core's test execution mode.
-func testRunDuration(js *job.Jobspec, d string) {
-	if js.Attributes.System.Extra == nil {
-		js.Attributes.System.Extra = map[string]any{}
+// cpuProfileEnv asks the executor client for a CPU profile in
+// $BENCH_PROFILE_DIR (as execclient-<name>.cpu.pprof), if that is set.
+func cpuProfileEnv(name string) []string {
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" {
+		return nil
 	}
-	js.Attributes.System.Extra["exec"] = map[string]any{"test": map[string]any{"run_duration": d}}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil
+	}
+	return []string{"REALFLUX_CPUPROFILE=" + filepath.Join(abs, "execclient-"+name+".cpu.pprof")}
 }
 
-// TestRealFluxExecutorProcess is the child process of the executor rows
-// of BenchmarkRealFlux; it skips unless run as one.
-func TestRealFluxExecutorProcess(t *testing.T) {
-	if os.Getenv("REALFLUX_CHILD") == "" {
-		t.Skip("the client process of BenchmarkRealFlux; runs only as its child")
-	}
-	n, _ := strconv.Atoi(os.Getenv("REALFLUX_JOBS"))
-	workers, _ := strconv.Atoi(os.Getenv("REALFLUX_WORKERS"))
-	src, _ := strconv.Atoi(os.Getenv("REALFLUX_SOURCE"))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	e, err := fluxbridge.NewExecutor(ctx, fluxbridge.ExecutorOptions{Workers: workers, EventSource: fluxbridge.EventSource(src), DialOptions: childDialOptions()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := e.ShutdownContext(ctx, false); err != nil {
-			t.Error(err)
+var (
+	clientOnce sync.Once
+	clientDir  string // removed by TestMain
+	clientPath string
+	clientErr  error
+)
+
+// executorClient builds ./execclient once, into a temporary directory.
+func executorClient(ctx context.Context) (string, error) {
+	clientOnce.Do(func() {
+		if clientDir, clientErr = os.MkdirTemp("", "realflux-execclient-"); clientErr != nil {
+			return
 		}
-	}()
-	js, err := job.FromCommand([]string{"true"}, job.CommandOptions{Cwd: "/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testRunDuration(js, "0.001s")
-	start := time.Now()
-	futures := make([]*fluxbridge.Future, n)
-	for i := range futures {
-		if futures[i], err = e.Submit(ctx, js, job.SubmitOptions{}); err != nil {
-			t.Fatal(err)
+		clientPath = filepath.Join(clientDir, "execclient")
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", clientPath, "./execclient").CombinedOutput()
+		if err != nil {
+			clientErr = fmt.Errorf("go build ./execclient: %w: %s", err, out)
 		}
-	}
-	for _, f := range futures {
-		if _, err := f.JobID(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	submitted := time.Since(start)
-	for _, f := range futures {
-		if r, err := f.Result(ctx); r != 0 || err != nil {
-			t.Fatalf("Result = %d, %v", r, err)
-		}
-	}
-	total := time.Since(start)
-	out, _ := json.Marshal(childResult{SubmitS: submitted.Seconds(), TotalS: total.Seconds()})
-	fmt.Println(resultPrefix + string(out))
+	})
+	return clientPath, clientErr
 }
 
 // pythonScript is the Python side: flux-core's FluxExecutor running the

@@ -43,6 +43,9 @@ var (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	printRows()
+	if clientDir != "" {
+		os.RemoveAll(clientDir)
+	}
 	if shared != nil {
 		if err := shared.Stop(time.Minute); err != nil {
 			fmt.Fprintln(os.Stderr, "realflux:", err)

@@ -114,23 +114,9 @@ func execDialer(u *url.URL) flux.Dialer {
 	}
 }
 
-// envExecURL names the exec URL the executor child of the pod-exec row
-// dials (childDialOptions).
+// envExecURL names the exec URL the executor client of the pod-exec row
+// dials (./execclient).
 const envExecURL = "REALFLUX_POD_EXEC_URL"
-
-// childDialOptions are the dial options of the executor child: through
-// pod exec when the row says so, else none ($FLUX_URI says where).
-func childDialOptions() []flux.Option {
-	s := os.Getenv(envExecURL)
-	if s == "" {
-		return nil
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil
-	}
-	return []flux.Option{flux.WithDialer(execDialer(u))}
-}
 
 // ourExecutorVia is the executor row (4 workers, eventlog) through the
 // real `flux relay`: tr "ssh" (an SSH server in this process; the child
