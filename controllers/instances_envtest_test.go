@@ -234,8 +234,8 @@ func TestEnvtestInstancesRouting(t *testing.T) {
 	h.create("ghost", onInstance(ghost, "true"))
 	obj = h.waitFor("ghost", 30*time.Second, "InstanceAdmitted=False/InstanceNotFound",
 		conditionIs(fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonInstanceNotFound))
-	if obj.Status.Phase != fluxjobv1.PhasePending || obj.Status.SubmitAttemptTime != nil {
-		t.Fatalf("ghost: phase %s, submitAttemptTime %v", obj.Status.Phase, obj.Status.SubmitAttemptTime)
+	if obj.Status.Phase != fluxjobv1.PhasePending || submitAttempt(obj) != nil {
+		t.Fatalf("ghost: phase %s, submission marker %v", obj.Status.Phase, submitAttempt(obj))
 	}
 	h.waitEvent("ghost", fluxjobv1.ReasonInstanceNotFound, 10*time.Second)
 	if na, nb := len(brokerA.Jobs()), len(brokerB.Jobs()); na != 1 || nb != 2 {

@@ -10,9 +10,9 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
@@ -205,28 +205,11 @@ func (c *staleClient) Get(ctx context.Context, key client.ObjectKey, obj client.
 // TestEnvtestStaleCacheCannotSubmit: an earlier controller wrote the
 // marker and submitted; this controller's cache still shows the object
 // from before (no marker). Its marker write must fail on the
-// resourceVersion precondition, and nothing may be submitted.
+// resourceVersion precondition, and nothing may be submitted. The earlier
+// controller's marker is this version's (the annotation, with the
+// finalizer) or an earlier version's (status.submitAttemptTime).
 func TestEnvtestStaleCacheCannotSubmit(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{})
-	obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "stale",
-		Finalizers: []string{fluxjobv1.CancelFinalizer}}, Spec: cmdSpec("sleep", "300")}
-	if err := h.c.Create(context.Background(), obj); err != nil {
-		t.Fatal(err)
-	}
-	stale := obj.DeepCopy()
-	// The earlier controller: marker, then the submission.
-	base := obj.DeepCopy()
-	at := fluxjobv1.NewPreciseTime(time.Now())
-	obj.Status.SubmitAttemptTime = &at
-	if err := h.c.Status().Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
-		t.Fatal(err)
-	}
-	spec, fail := buildJobspec(obj)
-	if fail != nil {
-		t.Fatal(fail.Message)
-	}
-	submitDirect(t, h.broker.URI(), spec)
-
 	conn := NewFluxConnector(FluxConnectorOptions{URI: h.broker.URI(), Workers: 1, CheckInterval: 50 * time.Millisecond})
 	defer runConnector(t, conn)()
 	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
@@ -237,18 +220,43 @@ func TestEnvtestStaleCacheCannotSubmit(t *testing.T) {
 			t.Fatal("the connector never connected")
 		}
 	}
-	r := &FluxJobReconciler{Client: &staleClient{Client: h.c, stale: stale}, Scheme: testScheme(), Flux: conn,
-		Tracker: NewTracker(16), now: time.Now}
-	r.Options.defaults()
-	_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: "stale"}})
-	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "recording the submission attempt") {
-		t.Fatalf("Reconcile with a stale cache: %v, want a conflict on the marker write", err)
-	}
-	if n := len(h.broker.Jobs()); n != 1 {
-		t.Fatalf("the broker has %d jobs, want the earlier controller's only", n)
-	}
-	if _, tracked := r.Tracker.Get(obj.UID); tracked {
-		t.Fatal("a submission was started")
+	for _, tc := range []struct {
+		name string
+		mark func(obj *fluxjobv1.FluxJob)
+	}{
+		{"annotation", func(obj *fluxjobv1.FluxJob) { h.markAt(obj, time.Now()) }},
+		{"status", func(obj *fluxjobv1.FluxJob) { h.markStatusAt(obj, time.Now()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "stale-" + tc.name},
+				Spec: cmdSpec("sleep", "300")}
+			if err := h.c.Create(context.Background(), obj); err != nil {
+				t.Fatal(err)
+			}
+			stale := obj.DeepCopy()
+			// The earlier controller: marker, then the submission.
+			tc.mark(obj)
+			spec, fail := buildJobspec(obj)
+			if fail != nil {
+				t.Fatal(fail.Message)
+			}
+			before := len(h.broker.Jobs())
+			submitDirect(t, h.broker.URI(), spec)
+
+			r := &FluxJobReconciler{Client: &staleClient{Client: h.c, stale: stale}, Scheme: testScheme(), Flux: conn,
+				Tracker: NewTracker(16), now: time.Now}
+			r.Options.defaults()
+			_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key(obj)})
+			if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "recording the submission attempt") {
+				t.Fatalf("Reconcile with a stale cache: %v, want a conflict on the marker write", err)
+			}
+			if n := len(h.broker.Jobs()) - before; n != 1 {
+				t.Fatalf("the broker has %d new jobs, want the earlier controller's only", n)
+			}
+			if _, tracked := r.Tracker.Get(obj.UID); tracked {
+				t.Fatal("a submission was started")
+			}
+		})
 	}
 }
 
@@ -269,8 +277,28 @@ func submitNoWait(t *testing.T, h *harness, obj *fluxjobv1.FluxJob) job.ID {
 	return id
 }
 
-// markAt writes a submission marker at time at.
+// markAt writes a submission marker at time at, as this controller
+// does: the annotation, with the finalizer.
 func (h *harness) markAt(obj *fluxjobv1.FluxJob, at time.Time) {
+	h.t.Helper()
+	v, err := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(at), Instance: "default"}.encode()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	base := obj.DeepCopy()
+	if obj.Annotations == nil {
+		obj.Annotations = map[string]string{}
+	}
+	obj.Annotations[fluxjobv1.SubmitAttemptAnnotation] = v
+	controllerutil.AddFinalizer(obj, fluxjobv1.CancelFinalizer)
+	if err := h.c.Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// markStatusAt writes a submission marker at time at as earlier versions
+// of the controller did: status.submitAttemptTime.
+func (h *harness) markStatusAt(obj *fluxjobv1.FluxJob, at time.Time) {
 	h.t.Helper()
 	base := obj.DeepCopy()
 	pt := fluxjobv1.NewPreciseTime(at)
@@ -328,7 +356,7 @@ func TestEnvtestBoundedLookupAdoptsAfterCrash(t *testing.T) {
 	skew.Store(0)
 	h.markAt(obj, time.Now())
 	id := submitNoWait(t, h, obj)
-	if ids, err := lookupJob(ctx, conn, fluxJobName(obj), obj.Status.SubmitAttemptTime.Time, 5*time.Second); err != nil || len(ids) != 1 || ids[0] != id {
+	if ids, err := lookupJob(ctx, conn, fluxJobName(obj), submitAttempt(obj).Time, 5*time.Second); err != nil || len(ids) != 1 || ids[0] != id {
 		t.Fatalf("bounded lookup: %v %v, want only %s (not the one from two hours ago, %s)", ids, err, id, old)
 	}
 	h.start()

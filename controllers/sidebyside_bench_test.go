@@ -101,10 +101,22 @@ func sideBySideRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess,
 	// seconds of the row (with $BENCH_PROFILE_DIR): where its CPU goes.
 	e.profileControlPlaneFor(b, ctx, sideBySideProfile)
 	start := time.Now()
+	var output *fluxjobv1.FluxJobOutputSpec
+	if v := os.Getenv("SIDE_BY_SIDE_TAIL_BYTES"); v != "" {
+		// An experiment's knob: spec.output.tailBytes of every FluxJob
+		// (0: no output read after the job ends).
+		tb, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatalf("SIDE_BY_SIDE_TAIL_BYTES=%q: %v", v, err)
+		}
+		t32 := int32(tb)
+		output = &fluxjobv1.FluxJobOutputSpec{TailBytes: &t32}
+		b.Logf("spec.output.tailBytes %d", tb)
+	}
 	err := parallel(n, func(i int) error {
 		obj := &fluxjobv1.FluxJob{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "job-" + strconv.Itoa(i)},
-			Spec:       fluxjobv1.FluxJobSpec{Jobspec: spec},
+			Spec:       fluxjobv1.FluxJobSpec{Jobspec: spec, Output: output},
 		}
 		return e.c.Create(ctx, obj)
 	})

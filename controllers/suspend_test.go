@@ -20,8 +20,8 @@ func TestEnvtestSuspendBeforeSubmission(t *testing.T) {
 	obj := h.waitPhase("sus", fluxjobv1.PhaseSuspended, 30*time.Second)
 	requireCondition(t, obj, fluxjobv1.ConditionSuspended, metav1.ConditionTrue, fluxjobv1.ReasonSuspended)
 	requireCondition(t, obj, fluxjobv1.ConditionFinished, metav1.ConditionFalse, fluxjobv1.ReasonInProgress)
-	if obj.Status.SubmitAttemptTime != nil || len(h.broker.Jobs()) != 0 {
-		t.Fatalf("a suspended FluxJob was submitted: marker %v, broker jobs %v", obj.Status.SubmitAttemptTime, h.broker.Jobs())
+	if submitAttempt(obj) != nil || len(h.broker.Jobs()) != 0 {
+		t.Fatalf("a suspended FluxJob was submitted: marker %v, broker jobs %v", submitAttempt(obj), h.broker.Jobs())
 	}
 	h.patchSpec("sus", func(s *fluxjobv1.FluxJobSpec) { s.Suspend = false })
 	obj = h.waitPhase("sus", fluxjobv1.PhaseSucceeded, 30*time.Second)

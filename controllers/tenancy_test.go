@@ -57,8 +57,8 @@ func TestPrivilegedFieldsFakeClient(t *testing.T) {
 				if !strings.Contains(got.Status.Message, "--privileged-namespaces") {
 					t.Errorf("message %q does not name the flag", got.Status.Message)
 				}
-				if ids := w.broker.Jobs(); len(ids) != 0 || got.Status.SubmitAttemptTime != nil || hasFinalizer(got) {
-					t.Fatalf("refused FluxJob reached Flux: broker jobs %v, submitAttemptTime %v, finalizers %v", ids, got.Status.SubmitAttemptTime, got.Finalizers)
+				if ids := w.broker.Jobs(); len(ids) != 0 || submitAttempt(got) != nil || hasFinalizer(got) {
+					t.Fatalf("refused FluxJob reached Flux: broker jobs %v, submission marker %v, finalizers %v", ids, submitAttempt(got), got.Finalizers)
 				}
 				if evs := w.drainEvents(); !containsPrefix(evs, "Warning "+ReasonPrivilegeNotAllowed) {
 					t.Errorf("events %q lack a Warning %s", evs, ReasonPrivilegeNotAllowed)
