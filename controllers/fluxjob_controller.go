@@ -207,7 +207,7 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	log = log.WithValues("uid", obj.UID)
 	if _, _, err := parseMarker(&obj); err != nil {
-		log.Info("ignoring an unreadable submission marker", "error", err.Error())
+		log.Info("unreadable submission marker: counted as an attempt at the FluxJob's creation (looked up before any submission)", "error", err.Error())
 	}
 	if obj.Status.JobIDF58 != "" {
 		log = log.WithValues("jobid", obj.Status.JobIDF58)

@@ -62,11 +62,17 @@ func parseMarker(obj *fluxjobv1.FluxJob) (m submitMarker, ok bool, err error) {
 	return m, true, nil
 }
 
-// annotationMarker is obj's marker annotation, if it has a readable one
-// of its own.
+// annotationMarker is obj's marker annotation, if it has one of its own.
+// An unreadable one (the controller never writes one: someone edited it)
+// counts as an attempt at the FluxJob's creation, the earliest it can have
+// been: the lookup by name before any submission then covers every job
+// the FluxJob may have, so a damaged marker cannot cause a second one.
 func annotationMarker(obj *fluxjobv1.FluxJob) (submitMarker, bool) {
-	m, ok, _ := parseMarker(obj)
-	if !ok {
+	m, ok, err := parseMarker(obj)
+	switch {
+	case err != nil:
+		return submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(obj.CreationTimestamp.Time)}, true
+	case !ok:
 		return submitMarker{}, false
 	}
 	return m, true

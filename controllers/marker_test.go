@@ -18,8 +18,9 @@ func TestSubmitMarker(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, _ := submitMarker{UID: "u0", At: fluxjobv1.NewPreciseTime(t0), Instance: "cluster-b"}.encode()
+	created := t0.Add(-24 * time.Hour).Truncate(time.Second)
 	obj := func(ann string, st fluxjobv1.FluxJobStatus) *fluxjobv1.FluxJob {
-		o := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{UID: "u1"}, Status: st}
+		o := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{UID: "u1", CreationTimestamp: metav1.NewTime(created)}, Status: st}
 		if ann != "" {
 			o.Annotations = map[string]string{fluxjobv1.SubmitAttemptAnnotation: ann}
 		}
@@ -42,7 +43,8 @@ func TestSubmitMarker(t *testing.T) {
 		{name: "a newer status wins the time", obj: obj(own, fluxjobv1.FluxJobStatus{SubmitAttemptTime: &newer}),
 			wantAt: &newer.Time, wantInstance: "cluster-a", wantID: "id-a"},
 		{name: "another object's annotation (a copied manifest) is no marker", obj: obj(other, fluxjobv1.FluxJobStatus{})},
-		{name: "an unreadable annotation is no marker", obj: obj("{not json", fluxjobv1.FluxJobStatus{}), wantErr: "fluxjob.io/submit-attempt"},
+		{name: "an unreadable annotation is an attempt at creation", obj: obj("{not json", fluxjobv1.FluxJobStatus{}), wantErr: "fluxjob.io/submit-attempt",
+			wantAt: &created},
 		{name: "an annotation without a time is no marker", obj: obj(`{"uid":"u1"}`, fluxjobv1.FluxJobStatus{})},
 	}
 	for _, tc := range tests {

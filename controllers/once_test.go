@@ -187,6 +187,53 @@ func TestEnvtestFreshSubmissionAsksNoJobList(t *testing.T) {
 	}
 }
 
+// TestEnvtestMarkerCopiesAndDamage: a FluxJob created with a copy of
+// another FluxJob's marker (a manifest exported with kubectl get -o yaml)
+// is submitted at once, without a lookup; one created with an unreadable
+// marker is looked up by name before it is submitted (the damaged marker
+// counts as an attempt at creation), and both run exactly once.
+func TestEnvtestMarkerCopiesAndDamage(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{AdoptWindow: 200 * time.Millisecond})
+	copied, err := submitMarker{UID: "someone-else", At: fluxjobv1.NewPreciseTime(time.Now().Add(-time.Hour)), Instance: "default"}.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, annotation string }{
+		{"copied", copied},
+		{"damaged", "{not json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: tc.name,
+				Annotations: map[string]string{fluxjobv1.SubmitAttemptAnnotation: tc.annotation}}, Spec: cmdSpec("true")}
+			if err := h.c.Create(context.Background(), obj); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	h.start()
+	h.waitAll([]string{"copied", "damaged"}, 30*time.Second, "Succeeded", func(o *fluxjobv1.FluxJob) bool { return o.Status.Phase == fluxjobv1.PhaseSucceeded })
+	if n := h.broker.RequestCount("job-ingest.submit"); n != 2 {
+		t.Fatalf("%d submissions for 2 FluxJobs", n)
+	}
+	// Only the damaged marker is looked up (job-list by name, then the
+	// catch-up before its submission).
+	if n := h.broker.RequestCount("job-list.list"); n == 0 {
+		t.Error("the FluxJob with a damaged marker was submitted without a lookup")
+	}
+	if n := h.broker.RequestCount("job-manager.getinfo"); n != 1 {
+		t.Errorf("%d catch-ups before submitting, want 1 (the damaged marker's)", n)
+	}
+	for _, name := range []string{"copied", "damaged"} {
+		o, err := h.get(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, ok := annotationMarker(o); !ok || m.UID != o.UID {
+			t.Errorf("%s: the controller's own marker did not replace the annotation: %v", name, o.Annotations)
+		}
+	}
+}
+
 // staleClient serves Get from a snapshot taken earlier, as a lagging
 // informer cache would.
 type staleClient struct {

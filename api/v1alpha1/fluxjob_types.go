@@ -45,7 +45,7 @@ const (
 	// Flux (JSON: the FluxJob's uid, the attempt time to the nanosecond, the instance and its
 	// identity). The status repeats it (status.submitAttemptTime, instance, instanceID) with the
 	// next status write. It is the only annotation the controller writes; a copy on another object
-	// (another uid) is ignored.
+	// (another uid) is ignored, and an unreadable one counts as an attempt at the object's creation.
 	SubmitAttemptAnnotation = "fluxjob.io/submit-attempt"
 	// FluxJobNamePrefix prefixes the FluxJob UID to make the Flux job name
 	// (attributes.system.job.name), which lets the controller find a job it submitted.
