@@ -69,9 +69,13 @@ func CacheTransform() toolscache.TransformFunc {
 // changing anything the controller reads or writes. The controller writes
 // FluxJobs only through merge patches computed between two copies of the
 // cached object, so a field absent from the cache is absent from both
-// copies and never written; two such fields are dropped: the
+// copies and never written; three such fields are dropped: the
 // last-applied-configuration annotation of `kubectl apply` (a copy of the
-// spec nothing here reads), and status.events of a FluxJob in a terminal
+// spec nothing here reads), the submission marker annotation once the
+// status repeats it (markerInStatus: every reader takes the newer of the
+// two, and a new marker is written whole; at 10,000 FluxJobs the
+// one-entry annotation maps cost the cache about 5 MiB), and
+// status.events of a FluxJob in a terminal
 // phase (a terminal status is final: computeStatus only updates its
 // observedGeneration, and nothing else reads the events of a finished
 // job; status.events stays in the API server, for kubectl). And the many
@@ -87,10 +91,15 @@ func CompactFluxJob(obj *fluxjobv1.FluxJob) {
 	in := cacheStrings
 	obj.APIVersion, obj.Kind = in.intern(obj.APIVersion), in.intern(obj.Kind)
 	obj.Namespace = in.intern(obj.Namespace)
-	if _, ok := obj.Annotations[lastAppliedAnnotation]; ok {
-		ann := make(map[string]string, len(obj.Annotations)-1)
+	_, lastApplied := obj.Annotations[lastAppliedAnnotation]
+	_, marker := obj.Annotations[fluxjobv1.SubmitAttemptAnnotation]
+	if marker {
+		marker = markerInStatus(obj)
+	}
+	if lastApplied || marker {
+		ann := make(map[string]string, len(obj.Annotations))
 		for k, v := range obj.Annotations {
-			if k != lastAppliedAnnotation {
+			if k != lastAppliedAnnotation && (k != fluxjobv1.SubmitAttemptAnnotation || !marker) {
 				ann[k] = v
 			}
 		}

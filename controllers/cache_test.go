@@ -168,3 +168,58 @@ func TestInternerBounds(t *testing.T) {
 		t.Fatalf("intern(%q) = %q once the table is full", y, got)
 	}
 }
+
+// TestCompactMarker: the cache drops the submission marker annotation
+// once the status repeats it, and only then; what the controller reads of
+// the marker is the same before and after.
+func TestCompactMarker(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 22, 0, 0, 123456789, time.UTC)
+	at, later := fluxjobv1.NewPreciseTime(t0), fluxjobv1.NewPreciseTime(t0.Add(time.Minute))
+	marker := func(m submitMarker) string {
+		v, err := m.encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	own := submitMarker{UID: "u", At: at, Instance: "a", InstanceID: "id-a"}
+	tests := []struct {
+		name    string
+		ann     map[string]string
+		status  fluxjobv1.FluxJobStatus
+		dropped bool
+	}{
+		{"status repeats it", map[string]string{fluxjobv1.SubmitAttemptAnnotation: marker(own)},
+			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at, Instance: "a", InstanceID: "id-a"}, true},
+		{"status repeats it, a user annotation stays", map[string]string{fluxjobv1.SubmitAttemptAnnotation: marker(own), "team": "x"},
+			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at, Instance: "a", InstanceID: "id-a"}, true},
+		{"no status yet (just submitted)", map[string]string{fluxjobv1.SubmitAttemptAnnotation: marker(own)},
+			fluxjobv1.FluxJobStatus{}, false},
+		{"a newer marker (a resubmission)", map[string]string{fluxjobv1.SubmitAttemptAnnotation: marker(submitMarker{UID: "u", At: later, Instance: "a"})},
+			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at, Instance: "a"}, false},
+		{"another instance in the marker", map[string]string{fluxjobv1.SubmitAttemptAnnotation: marker(submitMarker{UID: "u", At: at, Instance: "b"})},
+			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at, Instance: "a"}, false},
+		{"unreadable", map[string]string{fluxjobv1.SubmitAttemptAnnotation: "{"},
+			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{UID: "u", Annotations: tc.ann}, Status: tc.status}
+			before := obj.DeepCopy()
+			CompactFluxJob(obj)
+			_, kept := obj.Annotations[fluxjobv1.SubmitAttemptAnnotation]
+			if kept == tc.dropped {
+				t.Fatalf("marker kept = %v, want %v", kept, !tc.dropped)
+			}
+			if len(tc.ann) > 1 && obj.Annotations["team"] != "x" {
+				t.Fatalf("the user's annotation was dropped: %v", obj.Annotations)
+			}
+			a, b := submitAttempt(before), submitAttempt(obj)
+			if (a == nil) != (b == nil) || a != nil && !a.Equal(b.Time) ||
+				recordedInstance(before) != recordedInstance(obj) || recordedInstanceID(before) != recordedInstanceID(obj) {
+				t.Fatalf("compaction changed what the marker says: %v/%q/%q -> %v/%q/%q", a, recordedInstance(before),
+					recordedInstanceID(before), b, recordedInstance(obj), recordedInstanceID(obj))
+			}
+		})
+	}
+}

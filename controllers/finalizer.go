@@ -25,7 +25,9 @@ func (r *FluxJobReconciler) ensureFinalizer(ctx context.Context, obj *fluxjobv1.
 	}
 	base := obj.DeepCopy()
 	controllerutil.AddFinalizer(obj, fluxjobv1.CancelFinalizer)
+	r.written.begin(obj.UID)
 	if err := r.Patch(ctx, obj, clientMergeLocked(base)); err != nil {
+		r.written.end(obj.UID)
 		*obj = *base
 		return fmt.Errorf("adding finalizer: %w", err)
 	}

@@ -379,7 +379,9 @@ func (r *FluxJobReconciler) writeStatus(ctx context.Context, obj *fluxjobv1.Flux
 	oldPhase := obj.Status.Phase
 	base := obj.DeepCopy()
 	obj.Status = st
+	r.written.begin(obj.UID)
 	if err := r.Status().Patch(ctx, obj, clientMergeLocked(base)); err != nil {
+		r.written.end(obj.UID)
 		*obj = *base
 		statusPatchesTotal.WithLabelValues(patchResult(err)).Inc()
 		if apierrors.IsNotFound(err) {

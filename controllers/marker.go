@@ -127,3 +127,13 @@ func applyMarker(st *fluxjobv1.FluxJobStatus, obj *fluxjobv1.FluxJob) {
 		st.InstanceID = m.InstanceID
 	}
 }
+
+// markerInStatus reports whether obj's status repeats its marker
+// annotation, so that the annotation tells a reader nothing more (see
+// CompactFluxJob).
+func markerInStatus(obj *fluxjobv1.FluxJob) bool {
+	m, ok, err := parseMarker(obj)
+	st := &obj.Status
+	return ok && err == nil && st.SubmitAttemptTime != nil && st.SubmitAttemptTime.Equal(m.At.Time) &&
+		(m.Instance == "" || st.Instance == m.Instance) && (m.InstanceID == "" || st.InstanceID == m.InstanceID)
+}

@@ -230,7 +230,9 @@ func (r *FluxJobReconciler) markSubmitting(ctx context.Context, obj *fluxjobv1.F
 	}
 	obj.Annotations[fluxjobv1.SubmitAttemptAnnotation] = v
 	controllerutil.AddFinalizer(obj, fluxjobv1.CancelFinalizer)
+	r.written.begin(obj.UID)
 	if err := r.Patch(ctx, obj, clientMergeLocked(base)); err != nil {
+		r.written.end(obj.UID)
 		*obj = *base
 		return fmt.Errorf("recording the submission attempt (nothing submitted): %w", err)
 	}

@@ -48,8 +48,29 @@ const maxReplaced = 8
 type writtenSet struct {
 	mu        sync.Mutex
 	m         map[types.UID]*writtenEntry
-	cached    map[types.UID]string // the resourceVersion the cache shows, per FluxJob (seen)
+	inflight  map[types.UID]string // writes sent, not answered yet: the resourceVersion the cache showed meanwhile
 	lastSweep time.Time
+}
+
+// sweepEvery is how often add looks for entries to forget.
+const sweepEvery = 5 * time.Second
+
+// begin records that a write of uid is about to be sent; add or end
+// closes it.
+func (s *writtenSet) begin(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight == nil {
+		s.inflight = map[types.UID]string{}
+	}
+	s.inflight[uid] = ""
+}
+
+// end closes a write that failed.
+func (s *writtenSet) end(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.inflight, uid)
 }
 
 type writtenEntry struct {
@@ -59,23 +80,26 @@ type writtenEntry struct {
 }
 
 // add records a write of obj that replaced resourceVersion before; obj is
-// the object the API server returned (it is copied). Expired entries are
-// swept at most once per writtenTTL.
+// the object the API server returned (it is copied). Every sweepEvery it
+// forgets the entries nothing needs any more: a copy past writtenTTL, a
+// time past statusPace once its copy is gone.
 func (s *writtenSet) add(before string, obj *fluxjobv1.FluxJob, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		s.m = map[types.UID]*writtenEntry{}
 	}
-	if now.Sub(s.lastSweep) > writtenTTL {
+	if now.Sub(s.lastSweep) > sweepEvery {
 		for k, e := range s.m {
-			if now.Sub(e.at) > writtenTTL {
+			if age := now.Sub(e.at); age > writtenTTL || e.obj == nil && age > statusPace {
 				delete(s.m, k)
 			}
 		}
 		s.lastSweep = now
 	}
-	if s.cached[obj.UID] == obj.ResourceVersion {
+	seenRV, inflight := s.inflight[obj.UID]
+	delete(s.inflight, obj.UID)
+	if inflight && seenRV == obj.ResourceVersion {
 		// The write's watch event reached the cache before its response
 		// reached the writer: no copy is needed.
 		s.m[obj.UID] = &writtenEntry{at: now}
@@ -117,15 +141,14 @@ func (s *writtenSet) latest(obj *fluxjobv1.FluxJob, now time.Time) *fluxjobv1.Fl
 // handler, see SetupWithManager): once the cache shows this controller's
 // latest write of it, or a newer version, the copy is dropped at once
 // rather than kept for writtenTTL (10,000 FluxJobs written within the TTL
-// held 11 MiB of copies); and a write whose watch event came first keeps
-// no copy at all (add).
+// held 11 MiB of copies); and a write whose watch event came while it was
+// in flight (begin) keeps no copy at all (add).
 func (s *writtenSet) seen(obj *fluxjobv1.FluxJob) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cached == nil {
-		s.cached = map[types.UID]string{}
+	if _, ok := s.inflight[obj.UID]; ok {
+		s.inflight[obj.UID] = obj.ResourceVersion
 	}
-	s.cached[obj.UID] = obj.ResourceVersion
 	if e, ok := s.m[obj.UID]; ok && e.obj != nil && !slices.Contains(e.replaced, obj.ResourceVersion) {
 		e.drop()
 	}
@@ -152,7 +175,7 @@ func (s *writtenSet) remove(uid types.UID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.m, uid)
-	delete(s.cached, uid)
+	delete(s.inflight, uid)
 }
 
 // watchOwnWrites tells r.written of every FluxJob the manager's cache

@@ -86,6 +86,8 @@ func TestWrittenSet(t *testing.T) {
 	})
 	t.Run("a write the cache showed before its response keeps no copy", func(t *testing.T) {
 		var s writtenSet
+		s.seen(obj("a", "11", fluxjobv1.PhasePending)) // not in flight: not remembered
+		s.begin("a")
 		s.seen(obj("a", "11", fluxjobv1.PhasePending))
 		s.add("10", obj("a", "11", fluxjobv1.PhasePending), t0)
 		if s.m["a"].obj != nil {
@@ -94,9 +96,14 @@ func TestWrittenSet(t *testing.T) {
 		if _, ok := s.since("a", t0); !ok {
 			t.Fatal("the time of the write is not kept")
 		}
-		s.remove("a")
-		if _, ok := s.cached["a"]; ok {
-			t.Fatal("remove kept the cached version")
+		if len(s.inflight) != 0 {
+			t.Fatalf("in-flight writes left after add: %v", s.inflight)
+		}
+		s.begin("b")
+		s.end("b")
+		s.seen(obj("b", "5", fluxjobv1.PhasePending))
+		if len(s.inflight) != 0 {
+			t.Fatalf("a failed write stays in flight: %v", s.inflight)
 		}
 	})
 	t.Run("a write on someone else's version starts a new chain", func(t *testing.T) {
@@ -117,6 +124,12 @@ func TestWrittenSet(t *testing.T) {
 		s.add("1", obj("new", "2", ""), t0.Add(writtenTTL+time.Second))
 		if len(s.m) != 1 {
 			t.Fatalf("%d entries after the first expired, want 1", len(s.m))
+		}
+		// A copy-less entry goes once statusPace is over.
+		s.seen(obj("new", "2", ""))
+		s.add("1", obj("newer", "2", ""), t0.Add(writtenTTL+sweepEvery+2*time.Second))
+		if _, ok := s.m["new"]; ok || len(s.m) != 1 {
+			t.Fatalf("entries %v: the copy-less one past statusPace should be gone", s.m)
 		}
 	})
 	t.Run("the chain is bounded", func(t *testing.T) {
