@@ -279,10 +279,11 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if hold, after := r.gateOutput(ctx, &obj, &in); hold {
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
-	if wait := r.paceStatus(&obj, in); wait > 0 {
+	st := computeStatus(&obj, in, r.now())
+	if wait := r.paceStatus(&obj, st); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
-	if err := r.writeStatus(ctx, &obj, in); err != nil {
+	if err := r.patchStatus(ctx, &obj, st); err != nil {
 		return ctrl.Result{}, err
 	}
 	if obj.Status.Phase.IsTerminal() {
@@ -372,7 +373,11 @@ func (r *FluxJobReconciler) needsNewFuture(obs observation) bool {
 // overwrites a newer status (a conflict is returned and requeued). It
 // emits an event for a phase change. obj is updated in place.
 func (r *FluxJobReconciler) writeStatus(ctx context.Context, obj *fluxjobv1.FluxJob, in statusInput) error {
-	st := computeStatus(obj, in, r.now())
+	return r.patchStatus(ctx, obj, computeStatus(obj, in, r.now()))
+}
+
+// patchStatus is writeStatus for a status already computed.
+func (r *FluxJobReconciler) patchStatus(ctx context.Context, obj *fluxjobv1.FluxJob, st fluxjobv1.FluxJobStatus) error {
 	if !significantChange(obj.Status, st) {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 )
@@ -44,6 +45,21 @@ func (m submitMarker) encode() (string, error) {
 		return "", fmt.Errorf("encoding the submission marker: %w", err)
 	}
 	return string(b), nil
+}
+
+// setOn writes m as obj's marker annotation and adds the cancel finalizer,
+// the one metadata patch before a submission (markSubmitting).
+func (m submitMarker) setOn(obj *fluxjobv1.FluxJob) error {
+	v, err := m.encode()
+	if err != nil {
+		return err
+	}
+	if obj.Annotations == nil {
+		obj.Annotations = map[string]string{}
+	}
+	obj.Annotations[fluxjobv1.SubmitAttemptAnnotation] = v
+	controllerutil.AddFinalizer(obj, fluxjobv1.CancelFinalizer)
+	return nil
 }
 
 // parseMarker reads obj's marker annotation. ok is false when there is

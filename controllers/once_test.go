@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
@@ -328,16 +327,10 @@ func submitNoWait(t *testing.T, h *harness, obj *fluxjobv1.FluxJob) job.ID {
 // does: the annotation, with the finalizer.
 func (h *harness) markAt(obj *fluxjobv1.FluxJob, at time.Time) {
 	h.t.Helper()
-	v, err := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(at), Instance: "default"}.encode()
-	if err != nil {
+	base := obj.DeepCopy()
+	if err := (submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(at), Instance: "default"}).setOn(obj); err != nil {
 		h.t.Fatal(err)
 	}
-	base := obj.DeepCopy()
-	if obj.Annotations == nil {
-		obj.Annotations = map[string]string{}
-	}
-	obj.Annotations[fluxjobv1.SubmitAttemptAnnotation] = v
-	controllerutil.AddFinalizer(obj, fluxjobv1.CancelFinalizer)
 	if err := h.c.Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
 		h.t.Fatal(err)
 	}

@@ -16,16 +16,14 @@ import (
 // its status the same way (syncJobBatchPeriod, one second).
 const statusPace = time.Second
 
-// paceStatus returns how long obj's status write for in must wait (0:
+// paceStatus returns how long writing st as obj's status must wait (0:
 // write now): the rest of statusPace after this controller's last write of
-// obj when the status it would write is not final.
-func (r *FluxJobReconciler) paceStatus(obj *fluxjobv1.FluxJob, in statusInput) time.Duration {
-	now := r.now()
-	ago, ok := r.written.since(obj.UID, now)
+// obj when st is a change that is not final.
+func (r *FluxJobReconciler) paceStatus(obj *fluxjobv1.FluxJob, st fluxjobv1.FluxJobStatus) time.Duration {
+	ago, ok := r.written.since(obj.UID, r.now())
 	if !ok || ago >= statusPace {
 		return 0
 	}
-	st := computeStatus(obj, in, now)
 	if st.Phase.IsTerminal() || !significantChange(obj.Status, st) {
 		return 0
 	}

@@ -37,7 +37,8 @@ func TestPaceStatus(t *testing.T) {
 			if tc.wrote {
 				r.written.add("1", written, t0)
 			}
-			if got := r.paceStatus(written.DeepCopy(), tc.in); got != tc.want {
+			obj := written.DeepCopy()
+			if got := r.paceStatus(obj, computeStatus(obj, tc.in, now)); got != tc.want {
 				t.Fatalf("paceStatus = %v, want %v", got, tc.want)
 			}
 		})

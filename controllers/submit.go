@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
@@ -220,16 +219,10 @@ func first(ids []job.ID) job.ID {
 func (r *FluxJobReconciler) markSubmitting(ctx context.Context, obj *fluxjobv1.FluxJob) error {
 	rt := r.routeFor(ctx, obj)
 	m := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.name, InstanceID: rt.instanceID()}
-	v, err := m.encode()
-	if err != nil {
+	base := obj.DeepCopy()
+	if err := m.setOn(obj); err != nil {
 		return err
 	}
-	base := obj.DeepCopy()
-	if obj.Annotations == nil {
-		obj.Annotations = map[string]string{}
-	}
-	obj.Annotations[fluxjobv1.SubmitAttemptAnnotation] = v
-	controllerutil.AddFinalizer(obj, fluxjobv1.CancelFinalizer)
 	r.written.begin(obj.UID)
 	if err := r.Patch(ctx, obj, clientMergeLocked(base)); err != nil {
 		r.written.end(obj.UID)
