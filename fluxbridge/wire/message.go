@@ -103,8 +103,24 @@ const (
 	// PrefixSize is the size of the stream prefix (magic + length).
 	PrefixSize = 8
 	// DefaultMaxSize is the largest encoded message a Reader accepts when
-	// it is given no limit.
-	DefaultMaxSize = 64 << 20
+	// it is given no limit: 4 MiB. A broker is untrusted input and the
+	// client runs in a 256 MiB container with a Reader per connection,
+	// several connections per Flux instance. What a client legitimately
+	// receives is far smaller: one eventlog entry per eventlog-watch
+	// response (contexts of a few hundred bytes), job-list answers of a
+	// few jobs, KVS values of a few bytes, a whole main eventlog from
+	// job-info.lookup (tens of KiB for a long-lived job); the largest are
+	// job output entries (guest.output), one per line of output, at most
+	// flux-core's 4 MiB subprocess buffer of a line without a newline
+	// (rare; such an entry ends the Conn that reads it). Requests are
+	// bounded by what the client sends: jobspecs of at most 256 KiB.
+	DefaultMaxSize = 4 << 20
+	// MaxRoutes is the most route frames a decoded message may carry.
+	// flux-core adds one per broker hop (a tree-based overlay a few
+	// levels deep); a client receives responses with none. The bound
+	// keeps a hostile message of empty frames from costing a slice entry
+	// per byte.
+	MaxRoutes = 32
 
 	// UserIDUnknown is FLUX_USERID_UNKNOWN: what a client puts in userid.
 	UserIDUnknown uint32 = 0xffffffff
@@ -131,6 +147,10 @@ var (
 	// ErrNoPayload: DecodeJSON was called on a message without a payload.
 	ErrNoPayload = errors.New("wire: message has no payload")
 )
+
+// maxFrames is the most frames a message can have: MaxRoutes routes, the
+// route delimiter, topic, payload and header.
+const maxFrames = MaxRoutes + 4
 
 // topicCache hands out the same string for the same topic bytes: a
 // connection sees a handful of topics, and a string per message is an
@@ -324,6 +344,9 @@ func (m *Message) check() (int, error) {
 	}
 	size := frameLen(HeaderSize)
 	if m.Flags&FlagRoute != 0 {
+		if len(m.Routes) > MaxRoutes {
+			return 0, fmt.Errorf("%w: %d routes, at most %d", ErrTooLarge, len(m.Routes), MaxRoutes)
+		}
 		size += frameLen(0)
 		for _, r := range m.Routes {
 			if r == "" {
@@ -418,13 +441,18 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 // unmarshal is UnmarshalBinary taking the topic string from topics when it
 // holds it (nil: always allocate).
 func (m *Message) unmarshal(data []byte, topics *topicCache) error {
-	// Split frames. Every frame takes at least one byte, so the number of
-	// frames, and the memory used for them, is bounded by len(data).
+	// Split frames. A message has at most MaxRoutes routes, their
+	// delimiter, a topic, a payload and the header: more frames than that
+	// is refused before they cost anything (every frame takes at least
+	// one byte, so a hostile message could otherwise hold one per byte).
 	var (
 		frames [8][]byte // enough for messages with up to 4 routes
 		fs     = frames[:0]
 	)
 	for p := 0; p < len(data); {
+		if len(fs) == maxFrames {
+			return fmt.Errorf("%w: more than %d frames", ErrBadHeader, maxFrames)
+		}
 		n := int(data[p])
 		p++
 		if n == 0xff {
@@ -469,6 +497,9 @@ func (m *Message) unmarshal(data []byte, topics *topicCache) error {
 	i := 0
 	if out.Flags&FlagRoute != 0 {
 		for ; i < len(fs) && len(fs[i]) > 0; i++ {
+			if len(out.Routes) == MaxRoutes {
+				return fmt.Errorf("%w: more than %d routes", ErrBadHeader, MaxRoutes)
+			}
 			out.Routes = append(out.Routes, string(fs[i]))
 		}
 		if i == len(fs) {

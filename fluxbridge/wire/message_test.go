@@ -341,3 +341,97 @@ func TestStrings(t *testing.T) {
 		t.Errorf("NodeID = %x", r.NodeID())
 	}
 }
+
+// TestHostileFrameCounts: a message made of many empty (or one-byte)
+// frames is refused with ErrBadHeader once it has more frames than a
+// message can have, instead of costing a slice entry (and a route string)
+// per byte; a message with MaxRoutes routes still decodes.
+func TestHostileFrameCounts(t *testing.T) {
+	header := func(flags wire.Flags) []byte {
+		m := &wire.Message{Type: wire.TypeResponse, Flags: flags}
+		b, err := m.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b[len(b)-1-wire.HeaderSize:]
+	}
+	routes := func(n int) []string {
+		r := make([]string, n)
+		for i := range r {
+			r[i] = "r"
+		}
+		return r
+	}
+	tests := []struct {
+		name string
+		data []byte
+		want error // nil: decodes
+	}{
+		{"a million empty frames", append(bytes.Repeat([]byte{0}, 1<<20), header(0)...), wire.ErrBadHeader},
+		{"a million one-byte routes", append(append(bytes.Repeat([]byte{1, 'r'}, 1<<20), 0), header(wire.FlagRoute)...), wire.ErrBadHeader},
+		{"MaxRoutes+1 routes", append(append(bytes.Repeat([]byte{1, 'r'}, wire.MaxRoutes+1), 0), header(wire.FlagRoute)...), wire.ErrBadHeader},
+		{"MaxRoutes routes", append(append(bytes.Repeat([]byte{1, 'r'}, wire.MaxRoutes), 0), header(wire.FlagRoute)...), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			var m wire.Message
+			err := m.UnmarshalBinary(tt.data)
+			runtime.ReadMemStats(&after)
+			if tt.want == nil {
+				if err != nil || len(m.Routes) != wire.MaxRoutes {
+					t.Fatalf("err = %v, %d routes", err, len(m.Routes))
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			// the old decoder kept a 24-byte slice entry per frame
+			// (tens of MiB here) and a string per route
+			if got := after.TotalAlloc - before.TotalAlloc; got > 64<<10 {
+				t.Errorf("decoding allocated %d bytes", got)
+			}
+		})
+	}
+	if _, err := (&wire.Message{Type: wire.TypeRequest, Flags: wire.FlagRoute, Routes: routes(wire.MaxRoutes + 1)}).MarshalBinary(); !errors.Is(err, wire.ErrTooLarge) {
+		t.Errorf("encoding MaxRoutes+1 routes: %v", err)
+	}
+}
+
+// TestDefaultMaxSize: with no limit given, a Reader refuses a length
+// prefix above wire.DefaultMaxSize (4 MiB) before reading or allocating
+// the message, and accepts one of exactly that size.
+func TestDefaultMaxSize(t *testing.T) {
+	if wire.DefaultMaxSize != 4<<20 {
+		t.Fatalf("DefaultMaxSize = %d", wire.DefaultMaxSize)
+	}
+	prefix := func(n uint32) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, wire.StreamMagic)
+		return binary.BigEndian.AppendUint32(b, n)
+	}
+	for _, tt := range []struct {
+		name string
+		n    uint32
+		want error
+	}{
+		{"limit+1", wire.DefaultMaxSize + 1, wire.ErrTooLarge},
+		{"64 MiB (the old limit)", 64 << 20, wire.ErrTooLarge},
+		{"limit, nothing behind", wire.DefaultMaxSize, wire.ErrTruncated},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cr := &countingReader{r: bytes.NewReader(prefix(tt.n))}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := wire.NewReader(cr, 0).ReadMessage()
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if got := after.TotalAlloc - before.TotalAlloc; got > 256<<10 {
+				t.Errorf("allocated %d bytes", got)
+			}
+		})
+	}
+}
