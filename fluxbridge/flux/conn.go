@@ -69,10 +69,27 @@ type options struct {
 // messages are logged at V(1).
 func WithLogger(l logr.Logger) Option { return func(o *options) { o.log = l } }
 
-// WithMaxMessageSize sets the largest message the Conn accepts from the
-// broker (default wire.DefaultMaxSize). A larger one ends the connection
-// with ErrDisconnected wrapping wire.ErrTooLarge.
-func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxSize = n } }
+// DefaultMaxMessageSize is the largest encoded message a Conn accepts from
+// its broker unless WithMaxMessageSize says otherwise: 4 MiB (see
+// wire.DefaultMaxSize for what legitimately comes near it).
+const DefaultMaxMessageSize = wire.DefaultMaxSize
+
+// WithMaxMessageSize sets the largest encoded message the Conn accepts
+// from the broker (n <= 0: DefaultMaxMessageSize). The length prefix of a
+// message is checked before anything is allocated for it; a larger one
+// ends the Conn with ErrDisconnected wrapping a *ProtocolError with
+// ReasonMessageTooLarge (and wire.ErrTooLarge). A Conn holds at most about
+// twice n for the message being read. This is the per-instance seam: an
+// owner that trusts a broker with larger answers (huge job output lines
+// read through this Conn) raises it for that broker only.
+func WithMaxMessageSize(n int) Option {
+	return func(o *options) {
+		if n <= 0 {
+			n = DefaultMaxMessageSize
+		}
+		o.maxSize = n
+	}
+}
 
 // RPCOption configures one RPC, Stream or Send.
 type RPCOption func(*rpcOptions)
@@ -178,7 +195,7 @@ func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
 }
 
 func newOptions(opts []Option) options {
-	o := options{log: logr.Discard(), maxSize: wire.DefaultMaxSize}
+	o := options{log: logr.Discard(), maxSize: DefaultMaxMessageSize}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -370,7 +387,7 @@ func (c *Conn) readLoop(r *wire.Reader) {
 	for {
 		m, err := r.ReadMessage()
 		if err != nil {
-			c.fail(fmt.Errorf("%w: %w", ErrDisconnected, err))
+			c.fail(fmt.Errorf("%w: %w", ErrDisconnected, c.readError(err)))
 			c.tellOrphans()
 			return
 		}
@@ -381,6 +398,20 @@ func (c *Conn) readLoop(r *wire.Reader) {
 			c.flushFromReader()
 		}
 	}
+}
+
+// readError turns what the broker sent that this client refuses (a
+// message over the size limit, bytes that are not flux messages) into a
+// *ProtocolError; other read errors (the stream ended, the socket failed)
+// are returned as they are.
+func (c *Conn) readError(err error) error {
+	switch {
+	case errors.Is(err, wire.ErrTooLarge):
+		return &ProtocolError{URI: c.uri, Reason: ReasonMessageTooLarge, Err: err}
+	case errors.Is(err, wire.ErrBadMagic), errors.Is(err, wire.ErrMalformed):
+		return &ProtocolError{URI: c.uri, Reason: ReasonMalformedMessage, Err: err}
+	}
+	return err
 }
 
 // tellOrphans calls the Handlers that were waiting when the Conn ended

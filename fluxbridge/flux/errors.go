@@ -59,3 +59,64 @@ func (e *ConnectError) Error() string {
 
 // Unwrap returns the errno.
 func (e *ConnectError) Unwrap() error { return e.Errno }
+
+// ErrProtocol is matched (errors.Is) by every *ProtocolError.
+var ErrProtocol = errors.New("flux: broker broke the protocol")
+
+// Reasons a *ProtocolError gives. They are CamelCase so that an owner can
+// use them as they are as the reason of a Kubernetes condition.
+const (
+	// ReasonMessageTooLarge: the broker sent a message larger than the
+	// Conn accepts (WithMaxMessageSize). Its length prefix is checked
+	// before anything is allocated for it.
+	ReasonMessageTooLarge = "MessageTooLarge"
+	// ReasonMalformedMessage: the broker sent bytes that are not a flux
+	// message (a bad stream prefix, frames or header that do not decode):
+	// garbage on the relay's standard output, say.
+	ReasonMalformedMessage = "MalformedMessage"
+	// ReasonBrokerUnresponsive: the broker did not answer the Conn's
+	// keepalive request in time (WithKeepalive): a stopped relay process,
+	// a stalled pipe, a hung broker.
+	ReasonBrokerUnresponsive = "BrokerUnresponsive"
+	// ReasonStreamOverflow: a Stream's responses came faster than its
+	// reader took them and more than its queue holds were waiting (see
+	// WithStreamQueue). Only that Stream ends.
+	ReasonStreamOverflow = "StreamOverflow"
+)
+
+// ProtocolError is why a Conn (or, for ReasonStreamOverflow, one Stream)
+// ended because the broker broke a rule this client enforces to stay
+// within its memory and to notice a broker that stopped: a limit, the
+// framing, or liveness. A Conn that ends with one reports it wrapped in
+// ErrDisconnected (errors.Is(err, ErrDisconnected) still holds), so that
+// errors.As(err, &pe) or ProtocolReason(err) tells it apart from a broker
+// that merely went away; the owner should redial, and may show Reason.
+type ProtocolError struct {
+	// URI names the Conn.
+	URI string
+	// Reason is one of the Reason constants.
+	Reason string
+	// Err is the cause, e.g. an error matching wire.ErrTooLarge.
+	Err error
+}
+
+// Error describes the violation: "flux: URI: MessageTooLarge: CAUSE".
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("flux: %s: %s: %v", e.URI, e.Reason, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrProtocol.
+func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }
+
+// ProtocolReason returns the Reason of the *ProtocolError in err's chain,
+// or "" if there is none.
+func ProtocolReason(err error) string {
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		return pe.Reason
+	}
+	return ""
+}

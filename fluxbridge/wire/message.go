@@ -144,6 +144,11 @@ var (
 	// ErrBadHeader: the header frame is malformed (magic, version, size,
 	// type) or the frames do not agree with the flags.
 	ErrBadHeader = errors.New("wire: bad message header")
+	// ErrMalformed: a Reader read a whole message (as long as its length
+	// prefix said) whose frames or header do not decode; the error also
+	// matches ErrBadHeader or ErrTruncated. Unlike a stream that ended
+	// inside a message, this is the sender's fault.
+	ErrMalformed = errors.New("wire: malformed message")
 	// ErrNoPayload: DecodeJSON was called on a message without a payload.
 	ErrNoPayload = errors.New("wire: message has no payload")
 )

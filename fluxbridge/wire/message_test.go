@@ -288,6 +288,8 @@ func TestReaderErrors(t *testing.T) {
 		{"hostile length default limit", prefix(wire.StreamMagic, 0xffffffff), 0, wire.ErrTooLarge},
 		{"hostile length within limit", prefix(wire.StreamMagic, 1<<30), 1 << 31, wire.ErrTruncated},
 		{"bad body", append(prefix(wire.StreamMagic, 2), 1, 0), 0, wire.ErrBadHeader},
+		{"bad body is malformed", append(prefix(wire.StreamMagic, 2), 1, 0), 0, wire.ErrMalformed},
+		{"frames cut inside a whole message are malformed", append(prefix(wire.StreamMagic, 2), 5, 0), 0, wire.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

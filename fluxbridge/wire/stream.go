@@ -68,8 +68,10 @@ func NewReader(r io.Reader, maxSize int) *Reader {
 
 // ReadMessage reads the next message. It returns io.EOF when the stream ends
 // cleanly between messages, an error wrapping ErrTruncated (and
-// io.ErrUnexpectedEOF) when it ends inside one, ErrBadMagic or ErrTooLarge
-// for a bad prefix, and decoding errors from UnmarshalBinary. After an error
+// io.ErrUnexpectedEOF or the read error) when it ends inside one,
+// ErrBadMagic or ErrTooLarge for a bad prefix (checked before anything is
+// allocated for the message), and decoding errors from UnmarshalBinary
+// wrapped with ErrMalformed. After an error
 // the stream position is undefined: the caller should stop reading.
 func (r *Reader) ReadMessage() (*Message, error) {
 	if _, err := io.ReadFull(r.r, r.prefix[:]); err != nil {
@@ -112,7 +114,7 @@ func (r *Reader) ReadMessage() (*Message, error) {
 	r.keep(buf)
 	m := new(Message)
 	if err := m.unmarshal(buf, &r.topics); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return m, nil
 }
