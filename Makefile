@@ -79,15 +79,31 @@ fmt-check: ## Fail if a Go file is not gofmt-formatted (changes nothing).
 # generated or unformatted file was committed. The manager binary is built
 # first (once main.go exists) so that the local e2e test can start it as a
 # process: it finds it through MANAGER_BIN.
-test: fmt-check vet controller-gen envtest $(if $(wildcard main.go),build-manager) ## Run every test in the repo (unit, envtest, local e2e, fuzz seed corpora, generated-file staleness) with -race.
-	$(GO) test $(GO_TEST_FLAGS) ./...
-	@# again without -race: built with the race detector, fluxbridge/flux does
-	@# its socket I/O through the net package instead of raw system calls
-	$(GO) test -count=1 ./fluxbridge/...
-	@# the client, job and executor tests over the stream transports: an
-	@# in-memory pipe and relay processes (fluxbridge/flux/fluxtest)
-	FLUXBRIDGE_TEST_TRANSPORT=pipe $(GO) test -count=1 ./fluxbridge/flux/ ./fluxbridge/job/ ./fluxbridge/
+#
+# test/realflux runs against a real flux-core: the `flux` on PATH, else the
+# one hack/flux-core.sh builds from the release tarballs (../shared, or
+# FLUX_CORE_TARBALL and FLUX_SECURITY_TARBALL) into a cache outside the
+# checkout; its bin directory is put first on PATH for the whole test run
+# (one shell, hence the continued lines). Under CI=true a flux that is
+# neither on PATH nor buildable fails the run.
+#
+# After the -race run: fluxbridge again without -race (built with the race
+# detector, fluxbridge/flux does its socket I/O through the net package
+# instead of raw system calls), then the client, job and executor tests over
+# the stream transports: an in-memory pipe and relay processes
+# (fluxbridge/flux/fluxtest).
+test: fmt-check vet controller-gen envtest $(if $(wildcard main.go),build-manager) ## Run every test in the repo (unit, envtest, local e2e, real flux-core, fuzz seed corpora, generated-file staleness) with -race.
+	@fluxbin="$$(bash hack/flux-core.sh --for-test)"; \
+	if [[ -n "$$fluxbin" ]]; then export PATH="$$fluxbin:$$PATH"; echo "make test: flux from $$fluxbin"; fi; \
+	set -x; \
+	$(GO) test $(GO_TEST_FLAGS) ./...; \
+	$(GO) test -count=1 ./fluxbridge/...; \
+	FLUXBRIDGE_TEST_TRANSPORT=pipe $(GO) test -count=1 ./fluxbridge/flux/ ./fluxbridge/job/ ./fluxbridge/; \
 	FLUXBRIDGE_TEST_TRANSPORT=process $(GO) test -count=1 ./fluxbridge/flux/ ./fluxbridge/job/ ./fluxbridge/
+
+.PHONY: flux-core
+flux-core: ## Build flux-security and flux-core (--with-flux-security) from the release tarballs into the cache; print the prefix.
+	@bash hack/flux-core.sh
 
 .PHONY: bench
 bench: envtest ## Run every benchmark suite and write docs/benchmarks.md (hack/bench; real-broker rows when flux is on PATH).
