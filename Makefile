@@ -84,7 +84,8 @@ fmt-check: ## Fail if a Go file is not gofmt-formatted (changes nothing).
 # one hack/flux-core.sh builds from the release tarballs (../shared, or
 # FLUX_CORE_TARBALL and FLUX_SECURITY_TARBALL) into a cache outside the
 # checkout; its bin directory is put first on PATH for the whole test run
-# (one shell, hence the continued lines). Under CI=true a flux that is
+# (one shell, hence the continued lines), and the flux-security it was built
+# against is FLUX_SECURITY_PREFIX (unless set already). Under CI=true a flux that is
 # neither on PATH nor buildable fails the run.
 #
 # After the -race run: fluxbridge again without -race (built with the race
@@ -94,7 +95,10 @@ fmt-check: ## Fail if a Go file is not gofmt-formatted (changes nothing).
 # (fluxbridge/flux/fluxtest).
 test: fmt-check vet controller-gen envtest $(if $(wildcard main.go),build-manager) ## Run every test in the repo (unit, envtest, local e2e, real flux-core, fuzz seed corpora, generated-file staleness) with -race.
 	@fluxbin="$$(bash hack/flux-core.sh --for-test)"; \
-	if [[ -n "$$fluxbin" ]]; then export PATH="$$fluxbin:$$PATH"; echo "make test: flux from $$fluxbin"; fi; \
+	if [[ -n "$$fluxbin" ]]; then \
+		export PATH="$$fluxbin:$$PATH"; echo "make test: flux from $$fluxbin"; \
+		: "$${FLUX_SECURITY_PREFIX:=$$(cat "$$fluxbin/../flux-security-prefix")}"; export FLUX_SECURITY_PREFIX; \
+	fi; \
 	set -x; \
 	$(GO) test $(GO_TEST_FLAGS) ./...; \
 	$(GO) test -count=1 ./fluxbridge/...; \

@@ -16,7 +16,11 @@
 #   CACHE = ${FLUX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fluxjob-operator}
 #   CACHE/flux-security-<sver>-<ssha12>/   flux-security (lib, include,
 #                                           libexec/flux/flux-imp, etc/flux,
-#                                           lib/pkgconfig/flux-security.pc)
+#                                           lib/pkgconfig/flux-security.pc);
+#                                           also reachable as .../prefix
+#                                           (a symlink to itself), the
+#                                           CACHE/flux-security-<sver>-*/prefix
+#                                           form tests glob for
 #   CACHE/flux-<cver>-<sha12>/              flux-core (bin/flux, ...), built
 #                                           against the flux-security above;
 #                                           its file flux-security-prefix
@@ -200,6 +204,7 @@ build_security() {
 	./configure --prefix="$prefix"
 	make -j"$JOBS"
 	make install DESTDIR="$stage"
+	ln -s . "$stage$prefix/prefix"
 }
 
 build_core() {
@@ -218,6 +223,9 @@ build_core() {
 }
 
 build "$SEC_NAME" build_security
+# CACHE/flux-security-*/prefix is how tests find a flux-security build
+# (fluxbridge/sign); an entry built before this link existed gets it here.
+[[ -e "$SEC_PREFIX/prefix" ]] || ln -sfn . "$SEC_PREFIX/prefix" 2>/dev/null || true
 build "$CORE_NAME" build_core
 
 case "$mode" in
