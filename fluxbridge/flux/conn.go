@@ -114,8 +114,11 @@ func CancelTopic(topic string) RPCOption { return func(o *rpcOptions) { o.cancel
 type Conn struct {
 	uri string
 	nc  io.ReadWriteCloser // the socket or stream
-	dl  deadliner          // nc's deadlines; nil if it has none
-	log logr.Logger
+	// sameHost: the broker is on this host and the Conn is this process's
+	// user there (a local:// URI dialled by Dial itself).
+	sameHost bool
+	dl       deadliner // nc's deadlines; nil if it has none
+	log      logr.Logger
 
 	wsem chan struct{} // write lock, held while writing one message
 	wbuf []byte        // encoding buffer, guarded by wsem
@@ -191,7 +194,51 @@ func Dial(ctx context.Context, uri string, opts ...Option) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newConn(ctx, uri, rwc, o)
+	c, err := newConn(ctx, uri, rwc, o)
+	if err != nil {
+		return nil, err
+	}
+	c.sameHost = o.dialer == nil && !strings.HasPrefix(uri, "ssh://")
+	return c, nil
+}
+
+// HostSocketDialer is implemented by a stream (given to DialStream, or
+// returned by a Dialer) that can open connections to unix sockets on the
+// host its broker runs on, as the user it reaches the broker as. The
+// ssh:// stream is one.
+type HostSocketDialer interface {
+	DialHostSocket(ctx context.Context, path string) (net.Conn, error)
+}
+
+// ErrNoHostSocket is returned by DialHostSocket for a Conn whose stream
+// cannot reach sockets on the broker's host.
+var ErrNoHostSocket = errors.New("flux: the connection cannot reach sockets on the broker's host")
+
+// DialHostSocket connects to the unix socket at path on the host the
+// broker runs on, as the user the Conn is at the broker: for a local://
+// URI, here; for ssh://, through the Conn's SSH connection as a forwarded
+// unix-socket channel (OpenSSH's direct-streamlocal@openssh.com), so that
+// the socket's server (munged, say) sees the SSH user, and no credential
+// of this process is involved; for another stream, if it implements
+// HostSocketDialer. Otherwise the error wraps ErrNoHostSocket. ctx bounds
+// the connection's opening only.
+func (c *Conn) DialHostSocket(ctx context.Context, path string) (net.Conn, error) {
+	if d, ok := c.nc.(HostSocketDialer); ok {
+		nc, err := d.DialHostSocket(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("flux: %s: dial host socket %s: %w", c.uri, path, err)
+		}
+		return nc, nil
+	}
+	if !c.sameHost {
+		return nil, fmt.Errorf("flux: %s: dial host socket %s: %w", c.uri, path, ErrNoHostSocket)
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("flux: %s: dial host socket: %w", c.uri, err)
+	}
+	return nc, nil
 }
 
 func newOptions(opts []Option) options {

@@ -300,6 +300,19 @@ func (s *sshStream) Close() error {
 	return nil
 }
 
+// DialHostSocket implements HostSocketDialer: a direct-streamlocal
+// channel of the SSH connection to path on the remote host, opened by the
+// SSH server as the logged-in user (OpenSSH needs AllowStreamLocalForwarding,
+// on by default). The connection has no deadlines; closing it closes the
+// channel.
+func (s *sshStream) DialHostSocket(ctx context.Context, path string) (net.Conn, error) {
+	nc, err := s.client.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("ssh: forwarding to %s: %w", path, err)
+	}
+	return nc, nil
+}
+
 // Stderr implements StderrStream.
 func (s *sshStream) Stderr(ctx context.Context) string {
 	select {

@@ -93,11 +93,19 @@ type sshFixture struct {
 
 func newSSHFixture(t *testing.T, exec fluxtest.ExecFunc) *sshFixture {
 	t.Helper()
+	return newSSHFixtureOpts(t, fluxtest.SSHServerOptions{Exec: exec})
+}
+
+// newSSHFixtureOpts is newSSHFixture with the server's options (the
+// fixture's key is added to AuthorizedKeys).
+func newSSHFixtureOpts(t *testing.T, opts fluxtest.SSHServerOptions) *sshFixture {
+	t.Helper()
 	key, keyPEM, err := fluxtest.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sshd, err := fluxtest.StartSSHServer(fluxtest.SSHServerOptions{AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}, Exec: exec})
+	opts.AuthorizedKeys = append(opts.AuthorizedKeys, key.PublicKey())
+	sshd, err := fluxtest.StartSSHServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

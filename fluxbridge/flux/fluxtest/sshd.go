@@ -38,13 +38,15 @@ type SSHServer struct {
 	// KnownHosts is a known_hosts line for Addr and HostKey.
 	KnownHosts []byte
 
-	exec ExecFunc
-	ln   net.Listener
-	keys [][]byte // authorised public keys, wire format
+	exec        ExecFunc
+	streamLocal func(ctx context.Context, user, path string) (net.Conn, error)
+	ln          net.Listener
+	keys        [][]byte // authorised public keys, wire format
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
 	commands []string
+	forwards []string // user:path of each direct-streamlocal channel opened
 	wg       sync.WaitGroup
 }
 
@@ -54,6 +56,19 @@ type SSHServerOptions struct {
 	AuthorizedKeys []ssh.PublicKey
 	// Exec runs commands; nil means InProcessRelay.
 	Exec ExecFunc
+	// StreamLocal, when set, serves direct-streamlocal@openssh.com
+	// channels (a client's connection to a unix socket on the server's
+	// host, as `ssh -L` and flux.Conn.DialHostSocket open them): it
+	// connects to path for the logged-in user, as OpenSSH's sshd does in
+	// the user's session process. Nil refuses them, as sshd with
+	// AllowStreamLocalForwarding no. DialUnix connects as this process.
+	StreamLocal func(ctx context.Context, user, path string) (net.Conn, error)
+}
+
+// DialUnix is a StreamLocal that connects to path as this process.
+func DialUnix(ctx context.Context, _, path string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", path)
 }
 
 // StartSSHServer starts a server; Close stops it.
@@ -67,11 +82,12 @@ func StartSSHServer(opts SSHServerOptions) (*SSHServer, error) {
 		return nil, err
 	}
 	s := &SSHServer{
-		Addr:    ln.Addr().String(),
-		HostKey: hostKey,
-		exec:    opts.Exec,
-		ln:      ln,
-		conns:   map[net.Conn]struct{}{},
+		Addr:        ln.Addr().String(),
+		HostKey:     hostKey,
+		exec:        opts.Exec,
+		streamLocal: opts.StreamLocal,
+		ln:          ln,
+		conns:       map[net.Conn]struct{}{},
 	}
 	if s.exec == nil {
 		s.exec = InProcessRelay
@@ -125,6 +141,14 @@ func (s *SSHServer) Commands() []string {
 	return append([]string(nil), s.commands...)
 }
 
+// Forwards returns the unix-socket forwardings opened so far, as
+// "USER:PATH".
+func (s *SSHServer) Forwards() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.forwards...)
+}
+
 // DropAll closes every client connection's TCP connection, as a host
 // going away would (the sessions' commands end: their stdin closes).
 func (s *SSHServer) DropAll() {
@@ -175,6 +199,7 @@ func (s *SSHServer) serveConn(nc net.Conn, cfg *ssh.ServerConfig) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	var wg sync.WaitGroup
+	connDone := make(chan struct{}) // closed once the SSH connection ended
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -185,6 +210,14 @@ func (s *SSHServer) serveConn(nc net.Conn, cfg *ssh.ServerConfig) {
 		}
 	}()
 	for nch := range chans {
+		if nch.ChannelType() == "direct-streamlocal@openssh.com" {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.serveStreamLocal(sc.User(), nch, connDone)
+			}()
+			continue
+		}
 		if nch.ChannelType() != "session" {
 			_ = nch.Reject(ssh.UnknownChannelType, "only sessions")
 			continue
@@ -200,7 +233,66 @@ func (s *SSHServer) serveConn(nc net.Conn, cfg *ssh.ServerConfig) {
 		}()
 	}
 	_ = sc.Close()
+	close(connDone)
 	wg.Wait()
+}
+
+// serveStreamLocal connects a direct-streamlocal channel to its socket
+// (OpenSSH PROTOCOL 2.4: the payload is the socket path, a reserved
+// string and a reserved uint32) and copies both ways until either side
+// ends.
+func (s *SSHServer) serveStreamLocal(user string, nch ssh.NewChannel, connDone <-chan struct{}) {
+	var p struct {
+		SocketPath string
+		Reserved0  string
+		Reserved1  uint32
+	}
+	if err := ssh.Unmarshal(nch.ExtraData(), &p); err != nil {
+		_ = nch.Reject(ssh.ConnectionFailed, "bad direct-streamlocal request")
+		return
+	}
+	if s.streamLocal == nil {
+		_ = nch.Reject(ssh.Prohibited, "unix-socket forwarding disabled")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sock, err := s.streamLocal(ctx, user, p.SocketPath)
+	cancel()
+	if err != nil {
+		_ = nch.Reject(ssh.ConnectionFailed, err.Error())
+		return
+	}
+	defer sock.Close()
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		return
+	}
+	defer ch.Close()
+	go ssh.DiscardRequests(reqs)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the connection's end ends a socket that keeps quiet
+		select {
+		case <-connDone:
+			_ = sock.Close()
+		case <-stop:
+		}
+	}()
+	s.mu.Lock()
+	s.forwards = append(s.forwards, user+":"+p.SocketPath)
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(sock, ch)
+		if cw, ok := sock.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		close(done)
+	}()
+	_, _ = io.Copy(ch, sock)
+	_ = ch.CloseWrite()
+	_ = ch.Close() // ends the copy above: reads of ch return EOF
+	<-done
 }
 
 // serveSession runs the session's exec request and reports its status.
