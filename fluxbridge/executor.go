@@ -50,6 +50,7 @@ import (
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 )
 
 // EventSource selects how an Executor learns about its jobs' events.
@@ -107,6 +108,13 @@ type ExecutorOptions struct {
 	Logger logr.Logger
 	// EventSource selects how job events are followed; see EventSource.
 	EventSource EventSource
+	// NewSigner, when set, makes the Signer of each worker connection:
+	// submissions whose SubmitOptions have no Signer (and are not
+	// PreSigned) are wrapped by it. A guest of a multi-user instance uses
+	// job.MungeSigner (munge from the broker's host, as the connection's
+	// user); nil keeps the "none" signature, which only the instance
+	// owner may use.
+	NewSigner func(c *flux.Conn) sign.Signer
 }
 
 var executorCount atomic.Int64
@@ -186,6 +194,9 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 			log:    e.log.WithValues("worker", i),
 			notify: make(chan struct{}, 1),
 		}
+		if opts.NewSigner != nil {
+			w.signer = opts.NewSigner(c)
+		}
 		if journal != nil {
 			w.src = journal
 			w.sharedConn = i == 0
@@ -236,7 +247,7 @@ func encodeJobspec(jobspec any) ([]byte, error) {
 // jobspec is a *job.Jobspec or its encoding (string or []byte; the J of a
 // signed request when opts.PreSigned is set). opts carries urgency (0–31,
 // nil meaning the default 16), waitable, debug and pre-signed as in
-// Python's submit. Errors Go can catch at once are returned here: an
+// Python's submit, and the Signer (else the executor's NewSigner's). Errors Go can catch at once are returned here: an
 // unsupported jobspec type or an urgency out of range, ErrShutdown after
 // Shutdown, an error wrapping ErrBroken and its cause once the executor is
 // broken, and ctx's error if ctx is already done. ctx is not kept: the

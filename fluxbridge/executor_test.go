@@ -18,6 +18,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 )
 
@@ -73,7 +74,8 @@ type execConfig struct {
 	src     EventSource
 	log     logr.Logger
 	// dialOpts nil means testDialOptions().
-	dialOpts []flux.Option
+	dialOpts  []flux.Option
+	newSigner func(*flux.Conn) sign.Signer
 }
 
 func newTestExecutor(t testing.TB, srv *testbroker.Server, cfg execConfig) *Executor {
@@ -95,6 +97,7 @@ func newTestExecutorURI(t testing.TB, uri string, cfg execConfig) *Executor {
 		EventSource: cfg.src,
 		Logger:      cfg.log,
 		NamePrefix:  "test",
+		NewSigner:   cfg.newSigner,
 	})
 	if err != nil {
 		t.Fatal(err)

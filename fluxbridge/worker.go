@@ -14,6 +14,7 @@ import (
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 )
 
 // request is a future waiting in a worker's queue, with what it needs to
@@ -82,6 +83,7 @@ type worker struct {
 	log    logr.Logger
 	notify chan struct{} // capacity 1: "look at the queue"
 	load   atomic.Int64  // queued + running futures
+	signer sign.Signer   // ExecutorOptions.NewSigner's for conn; nil: none
 	// paused keeps queued futures from starting; only tests set it, to
 	// hold futures in the cancellable state.
 	paused atomic.Bool
@@ -198,8 +200,13 @@ func (w *worker) start(r *request) {
 		w.follow(f, r.id, true)
 		return
 	}
+	opts := r.opts
+	if opts.Signer == nil && !opts.PreSigned && w.signer != nil {
+		opts.Signer = w.signer
+	}
 	end := w.src.beginSubmit()
-	err := job.StartSubmit(context.Background(), w.conn, r.spec, r.opts, func(id job.ID, err error) {
+	// Background: a Signer's requests (munge) have timeouts of their own.
+	err := job.StartSubmit(context.Background(), w.conn, r.spec, opts, func(id job.ID, err error) {
 		end(id, err == nil)
 		if err != nil {
 			f.setException(w.submitError(err))

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/munge"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 )
 
 // Service topics (flux-core v0.88.0 src/modules/...).
@@ -65,12 +68,33 @@ type SubmitOptions struct {
 	// NoValidate skips the job-ingest validator (instance owner only).
 	NoValidate bool
 	// PreSigned says the spec given to Submit is already a signed J;
-	// otherwise it is a jobspec and is wrapped with SignNone.
+	// otherwise it is a jobspec, wrapped by Signer, else with SignNone.
 	PreSigned bool
-	// UserID is the signer claimed by the "none" signature; nil means the
-	// process's uid. job-ingest refuses a signer other than the
-	// connection's user ("signer=X != requestor=Y").
+	// UserID is the signer claimed by the "none" signature when Signer is
+	// nil; nil means the process's uid. job-ingest refuses a signer other
+	// than the connection's user ("signer=X != requestor=Y").
 	UserID *uint32
+	// Signer, when set, wraps the jobspec into the signed J: a guest of a
+	// multi-user instance needs one whose mechanism the instance accepts
+	// from guests (sign.Munge, made for a Conn by MungeSigner); the owner
+	// may use sign.None. Submit and StartSubmit call it with their ctx;
+	// its failure is the submission's error.
+	Signer sign.Signer
+}
+
+// MungeSigner returns a Signer that signs with munge as the user c is at
+// its broker: the credential comes from the munged of the broker's host,
+// at socket (empty: munge.DefaultSocket), reached through
+// c.DialHostSocket — here for local://, through the SSH connection for
+// ssh://, so that munged vouches for the SSH user. The uid the envelope
+// claims is learned from munged on first use.
+func MungeSigner(c *flux.Conn, socket string) *sign.Munge {
+	if socket == "" {
+		socket = munge.DefaultSocket
+	}
+	return &sign.Munge{Client: &munge.Client{Dial: func(ctx context.Context) (net.Conn, error) {
+		return c.DialHostSocket(ctx, socket)
+	}}}
 }
 
 // Urgency returns a pointer to u, for SubmitOptions.Urgency.
@@ -104,7 +128,7 @@ func SignNone(jobspec []byte, uid uint32) string {
 // (errno EPERM for "Missing key (tasks)" and the like, EINVAL for bad
 // JSON), wrapped.
 func Submit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOptions) (ID, error) {
-	payload, err := submitPayload(spec, opts)
+	payload, err := submitPayload(ctx, spec, opts)
 	if err != nil {
 		return 0, err
 	}
@@ -118,9 +142,10 @@ func Submit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOptions) 
 // StartSubmit is Submit without waiting: once the request is queued
 // (StartSubmit returned nil), h is called exactly once, on c's reader
 // goroutine, with the job's ID or the error Submit would have returned.
-// Like any flux.Handler, h must not block. ctx bounds only the queueing.
+// Like any flux.Handler, h must not block. ctx bounds only the signing
+// (opts.Signer, called before StartSubmit returns) and the queueing.
 func StartSubmit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOptions, h func(ID, error)) error {
-	payload, err := submitPayload(spec, opts)
+	payload, err := submitPayload(ctx, spec, opts)
 	if err != nil {
 		return err
 	}
@@ -138,7 +163,7 @@ func StartSubmit(ctx context.Context, c *flux.Conn, spec []byte, opts SubmitOpti
 }
 
 // submitPayload builds the job-ingest.submit request for spec.
-func submitPayload(spec []byte, opts SubmitOptions) ([]byte, error) {
+func submitPayload(ctx context.Context, spec []byte, opts SubmitOptions) ([]byte, error) {
 	req := submitRequest{Urgency: UrgencyDefault}
 	if opts.Urgency != nil {
 		req.Urgency = *opts.Urgency
@@ -155,9 +180,16 @@ func submitPayload(spec []byte, opts SubmitOptions) ([]byte, error) {
 	if opts.NoValidate {
 		req.Flags |= flagNoValidate
 	}
-	if opts.PreSigned {
+	switch {
+	case opts.PreSigned:
 		req.J = string(spec)
-	} else {
+	case opts.Signer != nil:
+		j, err := opts.Signer.Wrap(ctx, spec)
+		if err != nil {
+			return nil, fmt.Errorf("job: submit: signing the jobspec: %w", err)
+		}
+		req.J = j
+	default:
 		uid := processUID()
 		if opts.UserID != nil {
 			uid = *opts.UserID
