@@ -115,6 +115,11 @@ type Future struct {
 	jobidCBs    []func(*Future)
 	doneCBs     []func(*Future)
 	queue       []invocation
+
+	// ctxCost is the estimated memory of the stored events' contexts;
+	// eventsDropped counts what the bounds dropped (bounds.go).
+	ctxCost       int
+	eventsDropped int
 }
 
 func newFuture(log *logr.Logger) *Future {
@@ -403,9 +408,10 @@ func (f *Future) decideLocked(r int, err error) bool {
 	return true
 }
 
-// handleEvent records an eventlog event, queues the callbacks registered
-// for it and, if it decides the future (finish, or an exception of severity
-// 0), queues the completion after them.
+// handleEvent records an eventlog event (within the bounds of bounds.go),
+// queues the callbacks registered for it and, if it decides the future
+// (finish, or an exception of severity 0), queues the completion after
+// them.
 func (f *Future) handleEvent(ev job.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -415,12 +421,14 @@ func (f *Future) handleEvent(ev job.Event) {
 			// free, clean: one allocation for a job's usual events
 			f.events = make([]job.Event, 0, 10)
 		}
-		f.events = append(f.events, ev)
+		ev = f.boundEventLocked(ev) // bounds.go: the broker is untrusted
+		f.storeEventLocked(ev)
 		for _, cb := range f.eventCBs {
 			if cb.matches(ev.Name) {
 				f.queue = append(f.queue, invocation{eventFn: cb.fn, ev: ev})
 			}
 		}
+		f.trimQueueLocked()
 	}
 	if f.decided {
 		return

@@ -495,7 +495,9 @@ func TestFutureCallbackPanic(t *testing.T) {
 func TestFutureConcurrentCallbacks(t *testing.T) {
 	f := testFuture(t)
 	f.setRunning()
-	const n = 200
+	// as many events as a Future keeps to replay (it drops events
+	// beyond MaxStoredEvents, see TestFutureEventBounds)
+	const n = MaxStoredEvents
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	seen := make([][]float64, 10)

@@ -180,9 +180,15 @@ func (s *journalSource) dispatch(e job.JournalEntry) {
 		return
 	}
 	if o, ok := s.orphans[e.ID]; ok {
-		o.events = append(o.events, e.Events...)
-	} else if len(s.inflight) > 0 && e.Events[0].Name == "submit" {
-		s.orphans[e.ID] = &journalOrphan{firstSeq: seq, events: append([]job.Event(nil), e.Events...)}
+		for _, ev := range e.Events {
+			o.events = appendBounded(o.events, ev, maxHeldEvents)
+		}
+	} else if len(s.inflight) > 0 && e.Events[0].Name == "submit" && len(s.orphans) < maxJournalOrphans {
+		o := &journalOrphan{firstSeq: seq}
+		for _, ev := range e.Events {
+			o.events = appendBounded(o.events, ev, maxHeldEvents)
+		}
+		s.orphans[e.ID] = o
 	}
 }
 
@@ -197,7 +203,7 @@ func (s *journalSource) pushLocked(sub *journalSub, evs []job.Event) {
 			continue
 		}
 		if sub.deliver == nil || sub.replaying {
-			sub.held = append(sub.held, ev)
+			sub.held = appendBounded(sub.held, ev, maxHeldEvents)
 			continue
 		}
 		if !sub.live {

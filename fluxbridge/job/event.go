@@ -32,8 +32,14 @@ func eventErr(format string, args ...any) error {
 // string "name" and a number "timestamp"; "context", if present, must be
 // an object. An empty name or a negative or non-finite timestamp is also
 // refused.
+//
+// A context of more than MaxContextBytes is clipped (see clip.go): its
+// small members are kept, long strings cut, and ClippedKey added.
 func ParseEvent(line []byte) (Event, error) {
 	line = bytes.TrimSuffix(line, []byte("\n"))
+	if len(line) > clipLine {
+		return parseClipped(line)
+	}
 	if ev, ok := scanEvent(line); ok {
 		return ev, nil
 	}

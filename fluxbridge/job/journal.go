@@ -106,11 +106,19 @@ func (w *JournalWatch) Next() (JournalEntry, error) {
 // decodeJournalResponse decodes one journal response: by hand when it
 // has the usual shape, else with encoding/json.
 func decodeJournalResponse(raw []byte) (JournalEntry, error) {
-	if e, ok := scanJournalEntry(raw); ok {
-		return e, nil
+	// the scanner decodes contexts whole: only for responses of the usual
+	// size (a job's backlog is a few KiB); ParseEvent clips large ones
+	if len(raw) <= maxScannedJournal {
+		if e, ok := scanJournalEntry(raw); ok {
+			return e, nil
+		}
 	}
 	return decodeJournalEntry(raw)
 }
+
+// maxScannedJournal is the largest journal response decoded by the
+// scanner.
+const maxScannedJournal = 64 << 10
 
 // decodeJournalEntry decodes a journal response with encoding/json,
 // explaining what is wrong with a bad one.

@@ -368,8 +368,10 @@ func (w *EventWatch) Next() (Event, error) {
 // decodeEventResponse decodes a job-info.eventlog-watch response,
 // {"event":"<one eventlog line>"}.
 func decodeEventResponse(id ID, path string, raw []byte) (Event, error) {
-	if ev, ok := scanEventResponse(raw); ok {
-		return ev, nil
+	if len(raw) <= clipLine {
+		if ev, ok := scanEventResponse(raw); ok {
+			return ev, nil
+		}
 	}
 	var resp struct {
 		Event *string `json:"event"`

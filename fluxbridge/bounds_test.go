@@ -1,0 +1,116 @@
+package fluxbridge
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// TestFutureEventBounds: whatever the broker sends for one job, a Future
+// keeps at most MaxStoredEvents events, their contexts within
+// MaxStoredContextCost (plus essential members), and at most
+// MaxQueuedEvents waiting callback calls; lifecycle events survive and
+// the outcome is still read from them.
+func TestFutureEventBounds(t *testing.T) {
+	bigCtx := func() map[string]any {
+		m := map[string]any{"note": strings.Repeat("n", 3000)}
+		for i := range 200 {
+			m[strings.Repeat("k", 10)+string(rune('a'+i%26))+strings.Repeat("x", i)] = []any{float64(i), "abc"}
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		// flood posts the hostile events; the Future has a slow callback
+		// when slow is set
+		flood func(f *Future)
+		slow  bool
+	}{
+		{"endless priority events", func(f *Future) {
+			for i := range 10000 {
+				f.handleEvent(event("priority", map[string]any{"priority": float64(i)}))
+			}
+		}, false},
+		{"huge contexts", func(f *Future) {
+			for range 1000 {
+				f.handleEvent(event("debug", bigCtx()))
+			}
+		}, false},
+		{"non-fatal exceptions forever", func(f *Future) {
+			for range 5000 {
+				f.handleEvent(event("exception", map[string]any{"type": "x", "severity": float64(1), "note": strings.Repeat("y", 5000)}))
+			}
+		}, false},
+		{"events faster than the callback", func(f *Future) {
+			for i := range 10000 {
+				f.handleEvent(event("urgency", map[string]any{"urgency": float64(i % 32)}))
+			}
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := testFuture(t)
+			if err := f.setJobID(42); err != nil {
+				t.Fatal(err)
+			}
+			var (
+				mu     sync.Mutex
+				seen   []string
+				block  = make(chan struct{})
+				gotFin = make(chan struct{})
+			)
+			f.AddAllEventsCallback(func(_ *Future, ev job.Event) {
+				if tt.slow {
+					<-block
+				}
+				mu.Lock()
+				seen = append(seen, ev.Name)
+				mu.Unlock()
+				if ev.Name == "finish" {
+					close(gotFin)
+				}
+			})
+			f.handleEvent(event("submit", map[string]any{"userid": float64(1), "urgency": float64(16), "flags": float64(0)}))
+			f.handleEvent(event("start", nil))
+			if tt.slow {
+				// the callback goroutine takes the first call and blocks
+				go f.runCallbacks(0)
+			}
+			tt.flood(f)
+			f.handleEvent(event("finish", map[string]any{"status": float64(256), "junk": strings.Repeat("j", 1<<16)}))
+			f.mu.Lock()
+			nev, nq, cost := len(f.events), len(f.queue), 0
+			names := map[string]bool{}
+			for _, ev := range f.events {
+				cost += job.ContextCost(ev.Context)
+				names[ev.Name] = true
+			}
+			f.mu.Unlock()
+			if nev > MaxStoredEvents {
+				t.Errorf("%d events stored, bound %d", nev, MaxStoredEvents)
+			}
+			if nq > MaxQueuedEvents+4 {
+				t.Errorf("%d callback calls queued, bound %d", nq, MaxQueuedEvents)
+			}
+			if cost > MaxStoredContextCost+MaxStoredEvents*(MaxEventContextCost/2) {
+				t.Errorf("stored contexts cost %d bytes", cost)
+			}
+			for _, n := range []string{"submit", "start", "finish"} {
+				if !names[n] {
+					t.Errorf("lifecycle event %q dropped", n)
+				}
+			}
+			if f.EventsDropped() == 0 {
+				t.Error("EventsDropped = 0")
+			}
+			close(block)
+			f.runCallbacks(0)
+			<-gotFin
+			if res, err := f.Result(expired()); err != nil || res != 1 {
+				t.Errorf("Result = %d, %v; want exit code 1", res, err)
+			}
+		})
+	}
+}
