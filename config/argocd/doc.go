@@ -1,4 +1,5 @@
 // Package argocd holds the Argo CD resource health check for FluxJob
 // (health.lua) and the argocd-cm patch that installs it. The Go code here is
-// only its test: it runs health.lua the way Argo CD does.
+// Evaluate, which runs health.lua the way Argo CD does (for its
+// test, and for the e2e tests' check on live objects), and its test.
 package argocd

@@ -1,15 +1,11 @@
 package argocd
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
-	lua "github.com/yuin/gopher-lua"
 	"go.uber.org/goleak"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -41,97 +37,19 @@ func readScript(t *testing.T) string {
 	return string(b)
 }
 
-// toLua converts a decoded Kubernetes object the way Argo CD's
-// util/lua decodeValue does: maps and slices become tables, numbers
-// (int64 from the unstructured decoder, or float64) become numbers.
-func toLua(l *lua.LState, v any) lua.LValue {
-	switch x := v.(type) {
-	case bool:
-		return lua.LBool(x)
-	case float64:
-		return lua.LNumber(x)
-	case int64:
-		return lua.LNumber(x)
-	case int:
-		return lua.LNumber(x)
-	case int32:
-		return lua.LNumber(x)
-	case json.Number:
-		return lua.LString(x)
-	case string:
-		return lua.LString(x)
-	case []any:
-		t := l.CreateTable(len(x), 0)
-		for _, item := range x {
-			t.Append(toLua(l, item))
-		}
-		return t
-	case map[string]any:
-		t := l.CreateTable(0, len(x))
-		for k, item := range x {
-			t.RawSetH(lua.LString(k), toLua(l, item))
-		}
-		return t
-	default:
-		return lua.LNil
-	}
-}
-
-// runHealth runs script on obj as Argo CD runs a custom health check from
-// argocd-cm (useOpenLibs false): a state without the standard libraries,
-// then package, base and table opened, a one second deadline, the object as
-// the global "obj", and the returned table read as {status, message}.
-// Argo CD also opens a restricted os library; health.lua does not use it, so
-// it is left out here and a call to os would fail the test.
+// runHealth runs script on obj with Evaluate, as Argo CD runs a custom
+// health check from argocd-cm, and fails the test on an error or a status
+// Argo CD would turn into Unknown.
 func runHealth(t *testing.T, script string, obj *unstructured.Unstructured) healthStatus {
 	t.Helper()
-	l := lua.NewState(lua.Options{SkipOpenLibs: true})
-	defer l.Close()
-	for _, lib := range []struct {
-		name string
-		fn   lua.LGFunction
-	}{
-		{lua.LoadLibName, lua.OpenPackage},
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-	} {
-		if err := l.CallByParam(lua.P{Fn: l.NewFunction(lib.fn), NRet: 0, Protect: true}, lua.LString(lib.name)); err != nil {
-			t.Fatalf("open Lua library %q: %v", lib.name, err)
-		}
+	hs, err := Evaluate(script, obj.Object)
+	if err != nil {
+		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	l.SetContext(ctx)
-	l.SetGlobal("obj", toLua(l, obj.Object))
-	if err := l.DoString(script); err != nil {
-		t.Fatalf("health.lua failed: %v", err)
-	}
-	ret, ok := l.Get(-1).(*lua.LTable)
-	if !ok {
-		t.Fatalf("health.lua returned %s, want a table", l.Get(-1).Type())
-	}
-	var hs healthStatus
-	ret.ForEach(func(k, v lua.LValue) {
-		s, isString := v.(lua.LString)
-		switch k.String() {
-		case "status":
-			if !isString {
-				t.Errorf("status is a %s, want a string", v.Type())
-			}
-			hs.Status = string(s)
-		case "message":
-			if !isString {
-				t.Errorf("message is a %s, want a string", v.Type())
-			}
-			hs.Message = string(s)
-		default:
-			t.Errorf("unexpected key %q in the returned table", k.String())
-		}
-	})
 	if !validStatuses[hs.Status] {
 		t.Fatalf("health.lua returned status %q, which Argo CD turns into Unknown", hs.Status)
 	}
-	return hs
+	return healthStatus(hs)
 }
 
 // fluxJob builds a FluxJob the way the API server returns it (integers as
@@ -395,12 +313,10 @@ func TestConfigMapPatchMatchesScript(t *testing.T) {
 // Argo CD: a script that calls string.format fails, so health.lua passing
 // above means it does not depend on the string library.
 func TestHealthLuaWithoutStandardLibraries(t *testing.T) {
-	l := lua.NewState(lua.Options{SkipOpenLibs: true})
-	defer l.Close()
-	if err := l.CallByParam(lua.P{Fn: l.NewFunction(lua.OpenBase), NRet: 0, Protect: true}, lua.LString(lua.BaseLibName)); err != nil {
-		t.Fatal(err)
+	if _, err := Evaluate(`return {status = string.format("%s", "Healthy")}`, map[string]any{}); err == nil {
+		t.Fatal("string.format worked without the string library; Evaluate would not catch its use")
 	}
-	if err := l.DoString(`return string.format("%d", 1)`); err == nil {
-		t.Fatal("string.format worked without the string library; the harness would not catch its use")
+	if HealthLua != readScript(t) {
+		t.Error("the embedded HealthLua differs from health.lua")
 	}
 }
