@@ -1,6 +1,7 @@
 package testbroker_test
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -11,9 +12,9 @@ import (
 
 // The owner's credentials pass through (src/common/librouter/auth.c), so
 // an owner connection can act as a guest, as flux-core's own tests do.
-// A guest may not touch or see another user's job.
+// A guest may not touch another user's job, nor, in private mode, see it.
 func TestGuestCannotTouchOthersJobs(t *testing.T) {
-	srv := startServer(t, testbroker.Options{})
+	srv := startServer(t, testbroker.Options{PrivateMode: true})
 	owner := dialRaw(t, srv)
 	id := owner.submit(16, 0, "sleep", "300")
 	waitForEvent(t, owner, id, "start")
@@ -37,6 +38,7 @@ func TestGuestCannotTouchOthersJobs(t *testing.T) {
 		{"job-info.lookup", map[string]any{"id": id, "keys": []string{"eventlog"}, "flags": 0}, 0, syscall.EPERM, ""},
 		{"job-list.list-id", map[string]any{"id": id, "attrs": []string{}}, 0, syscall.ENOENT, ""},
 		{"job-list.list", map[string]any{"max_entries": 0, "attrs": []string{}}, wire.FlagStreaming, syscall.ENODATA, ""},
+		{"job-manager.getinfo", nil, 0, syscall.EPERM, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.topic, func(t *testing.T) {
@@ -49,6 +51,32 @@ func TestGuestCannotTouchOthersJobs(t *testing.T) {
 				t.Errorf("response creds %d/%d", m.UserID, m.Rolemask)
 			}
 		})
+	}
+}
+
+// Outside private mode (flux-core's default) a guest sees every user's
+// jobs in job-list and may ask job-manager.getinfo; it still may not touch
+// another's job.
+func TestGuestSeesOthersJobsOutsidePrivateMode(t *testing.T) {
+	srv := startServer(t, testbroker.Options{})
+	owner := dialRaw(t, srv)
+	id := owner.submit(0, 0, "true") // held: stays active
+	guest := dialRaw(t, srv)
+	guest.rewrite = func(m *wire.Message) {
+		m.UserID = myUID() + 4242
+		m.Rolemask = 2 // USER
+	}
+	if m := guest.rpc("job-list.list-id", map[string]any{"id": id, "attrs": []string{"userid"}}); m.Errnum() != 0 {
+		t.Errorf("list-id of the owner's job: %d %q", m.Errnum(), m.PayloadString())
+	}
+	if ids, errm := guest.list(nil); errm != nil || len(ids) != 1 || ids[0] != id {
+		t.Errorf("list: %v %v, want the owner's job", ids, errm)
+	}
+	if m := guest.rpc("job-manager.getinfo", nil); m.Errnum() != 0 || !strings.Contains(m.PayloadString(), "max_jobid") {
+		t.Errorf("getinfo: %d %q", m.Errnum(), m.PayloadString())
+	}
+	if m := guest.rpc("job-manager.raise", map[string]any{"id": id, "type": "cancel", "severity": 0}); m.Errnum() != uint32(syscall.EPERM) {
+		t.Errorf("raise on the owner's job: %d %q, want EPERM", m.Errnum(), m.PayloadString())
 	}
 }
 

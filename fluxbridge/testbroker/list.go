@@ -166,9 +166,9 @@ func (s *Server) handleList(c *conn, req *wire.Message) {
 		if !j.listed(now) {
 			continue // job-list has not heard of it yet
 		}
-		// Guests see only their own jobs here (job-list private mode is
-		// the common multi-user setting).
-		if req.Rolemask&roleOwner == 0 && j.userid != req.UserID {
+		// In private mode guests see only their own jobs
+		// (src/modules/job-list/auth.c job_auth_constraint).
+		if s.restrictedLocked(req) && j.userid != req.UserID {
 			continue
 		}
 		switch {
@@ -263,7 +263,9 @@ func (s *Server) handleListID(c *conn, req *wire.Message) {
 
 // respondListIDLocked answers a list-id request for j (ok false: unknown).
 func (s *Server) respondListIDLocked(c *conn, req *wire.Message, j *jobRecord, ok bool, attrs []any) {
-	if !ok || (req.Rolemask&roleOwner == 0 && j.userid != req.UserID) {
+	// Another user's job is ENOENT to a guest in private mode, as an
+	// unknown ID is (src/modules/job-list/list.c check_job_visible).
+	if !ok || (s.restrictedLocked(req) && j.userid != req.UserID) {
 		s.respondError(c, req, &rpcError{errno: syscall.ENOENT})
 		return
 	}
@@ -594,4 +596,11 @@ func timestampConstraint(op string, values []any) (matcher, error) {
 		}
 		return v < t
 	}, nil
+}
+
+// restrictedLocked tells whether req comes from a guest that private mode
+// restricts to its own jobs ([access] private-mode; flux-core
+// src/modules/job-list/auth.c job_auth_restricted: the owner is exempt).
+func (s *Server) restrictedLocked(req *wire.Message) bool {
+	return s.opts.PrivateMode && req.Rolemask&roleOwner == 0
 }

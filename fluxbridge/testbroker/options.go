@@ -92,6 +92,13 @@ type Options struct {
 	// USER|LOCAL (6), like [access] allow-guest-user = true. Without it such
 	// a connection gets the accept byte EPERM, as connector-local does.
 	AllowGuests bool
+	// PrivateMode is [access] private-mode = true: a guest sees only its
+	// own jobs in job-list (list skips others' jobs; list-id of one is
+	// ENOENT) and job-manager.getinfo refuses it (EPERM). Without it a
+	// guest lists every user's jobs and may ask getinfo, as in flux-core
+	// 0.88's default (src/modules/job-list/auth.c,
+	// src/modules/job-manager/job-manager.c).
+	PrivateMode bool
 	// GuestSigning accepts mechanism "none" from guests. A real
 	// multi-user instance requires a flux-security signature from guests
 	// ("only instance owner can use sign-type=none", EPERM); this knob

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
@@ -249,10 +250,15 @@ func (s *Server) countRequest(topic string) {
 // job ID job-manager has seen, kept across restarts on the same state
 // (src/modules/job-manager/job-manager.c getinfo_handle_request; restart.c
 // restores it from the checkpoint, and purge keeps it when it purges that
-// job).
+// job). In private mode a guest gets EPERM without a message.
 func (s *Server) handleGetinfo(c *conn, req *wire.Message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.restrictedLocked(req) {
+		// private mode: a guest may not learn of others' jobs
+		s.respondError(c, req, &rpcError{errno: syscall.EPERM})
+		return
+	}
 	s.respond(c, req, obj{{"max_jobid", s.maxJobID}})
 }
 

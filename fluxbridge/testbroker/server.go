@@ -158,6 +158,13 @@ func (s *Server) listenLocked() error {
 		return fmt.Errorf("testbroker: listen: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
+	// connector-local makes its socket 0777 whatever the policy
+	// (src/modules/connector-local/local.c usock_server_create): who may
+	// connect is decided at accept (the accept byte), not by the file mode.
+	if err := os.Chmod(path, 0o777); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("testbroker: chmod socket: %w", err)
+	}
 	s.ln = ln
 	s.connWG.Add(1)
 	go s.acceptLoop(ln)
