@@ -59,10 +59,12 @@ const (
 type Option func(*options)
 
 type options struct {
-	log     logr.Logger
-	maxSize int
-	dialer  Dialer
-	ssh     *SSHConfig
+	log        logr.Logger
+	maxSize    int
+	queueBytes int
+	keepalive  keepaliveOptions
+	dialer     Dialer
+	ssh        *SSHConfig
 }
 
 // WithLogger sets the logger (default: discard). Dropped and unexpected
@@ -88,6 +90,35 @@ func WithMaxMessageSize(n int) Option {
 			n = DefaultMaxMessageSize
 		}
 		o.maxSize = n
+	}
+}
+
+// DefaultStreamQueueBytes is how much a Stream's queue of responses not
+// yet taken by Recv may hold unless WithStreamQueueBytes says otherwise:
+// 16 MiB.
+const DefaultStreamQueueBytes = 16 << 20
+
+// streamQueueOverhead is what a queued response counts for on top of its
+// payload and topic (the Message and its slot in the queue), so that a
+// flood of empty responses is bounded too.
+const streamQueueOverhead = 256
+
+// WithStreamQueueBytes bounds the responses a Stream holds that Recv has
+// not taken yet (n <= 0: DefaultStreamQueueBytes): each counts its payload
+// and topic plus 256 bytes. Responses arrive on the Conn's one reader
+// goroutine, which must not wait for a slow Recv (every other call on the
+// Conn, the keepalive among them, would wait too), so a Stream whose queue
+// would exceed the bound ends instead: what it queued is dropped, Recv
+// returns a *ProtocolError with ReasonStreamOverflow, the stream is
+// cancelled at the service and its further responses are dropped. The
+// Conn and its other calls go on. (StartStream's Handlers have no queue:
+// they run on the reader goroutine.)
+func WithStreamQueueBytes(n int) Option {
+	return func(o *options) {
+		if n <= 0 {
+			n = DefaultStreamQueueBytes
+		}
+		o.queueBytes = n
 	}
 }
 
@@ -139,6 +170,9 @@ type Conn struct {
 	next    uint32           // last matchtag handed out
 	err     error            // why the Conn ended; nil while open
 
+	queueBytes int // bound of a Stream's queue (WithStreamQueueBytes)
+	ka         *keepalive
+
 	done       chan struct{}  // closed when the Conn ends
 	readerDone chan struct{}  // closed when the reader goroutine returns
 	writerDone chan struct{}  // closed when the writer goroutine returns
@@ -161,6 +195,13 @@ type call struct {
 	fn         Handler
 	topic      string
 	cancelSent bool // a handler stream's cancel request was queued
+
+	// A Stream's queue is bounded (WithStreamQueueBytes): queued is what
+	// queue counts against Conn.queueBytes, err the overflow (returned
+	// once set), cancelTopic where the overflow's cancel goes.
+	queued      int
+	err         error
+	cancelTopic string
 }
 
 // Dial connects to the broker named by uri: "" means $FLUX_URI, then
@@ -242,7 +283,7 @@ func (c *Conn) DialHostSocket(ctx context.Context, path string) (net.Conn, error
 }
 
 func newOptions(opts []Option) options {
-	o := options{log: logr.Discard(), maxSize: DefaultMaxMessageSize}
+	o := options{log: logr.Discard(), maxSize: DefaultMaxMessageSize, queueBytes: DefaultStreamQueueBytes}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -282,6 +323,7 @@ func newConn(ctx context.Context, uri string, rwc io.ReadWriteCloser, o options)
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		qready:     make(chan struct{}, 1),
+		queueBytes: o.queueBytes,
 	}
 	// Buffered: a burst of responses (a job's eventlog) costs one read
 	// system call instead of two per message.
@@ -292,6 +334,7 @@ func newConn(ctx context.Context, uri string, rwc io.ReadWriteCloser, o options)
 	if c.rc != nil {
 		rd = &rawReader{rc: c.rc}
 	}
+	c.startKeepalive(o.keepalive)
 	go c.readLoop(wire.NewReader(bufio.NewReaderSize(rd, readBufferSize), o.maxSize))
 	go c.writeLoop()
 	return c, nil
@@ -415,8 +458,12 @@ func (c *Conn) fail(err error) {
 		delete(c.pending, tag)
 	}
 	c.mu.Unlock()
-	_ = c.nc.Close()
+	c.ka.stop()
+	// Done first: closing a stream may take a while (a relay process
+	// that is stopped is waited for), and the owner should not wait to
+	// learn that the Conn ended
 	close(c.done)
+	_ = c.nc.Close()
 	if !errors.Is(err, ErrClosed) {
 		c.log.Error(err, "connection to broker lost")
 	}
@@ -499,18 +546,56 @@ func (c *Conn) dispatch(m *wire.Message) {
 		deliver(cl, m)
 		return
 	}
-	defer c.mu.Unlock()
 	if cl.abandoned {
+		c.mu.Unlock()
 		return
 	}
+	cost := len(m.Payload) + len(m.Topic) + streamQueueOverhead
+	if cl.stream && !cl.final && cl.queued+cost > c.queueBytes {
+		cancel := c.overflowLocked(cl, tag, cost)
+		c.mu.Unlock()
+		if cancel != nil {
+			_ = c.enqueue(cancel) // an error means the Conn ended
+		}
+		return
+	}
+	cl.queued += cost
 	cl.queue = append(cl.queue, m)
 	signal(cl.notify)
+	c.mu.Unlock()
+}
+
+// overflowLocked ends a Stream whose queue would exceed the bound (see
+// WithStreamQueueBytes): its queue is dropped, its waiter gets a
+// *ProtocolError and its further responses are dropped. It returns the
+// cancel request for the service, to be queued once c.mu (held) is
+// released, or nil.
+func (c *Conn) overflowLocked(cl *call, tag uint32, cost int) *wire.Message {
+	cl.err = &ProtocolError{URI: c.uri, Reason: ReasonStreamOverflow,
+		Err: fmt.Errorf("%d responses (%d bytes with this one) not taken by Recv, bound %d", len(cl.queue), cl.queued+cost, c.queueBytes)}
+	cl.queue, cl.queued = nil, 0
+	cl.abandoned = true
+	signal(cl.notify)
+	c.log.Error(cl.err, "stream overflow: ending the stream", "matchtag", tag)
+	if cl.cancelSent || cl.cancelTopic == "" {
+		return nil
+	}
+	cl.cancelSent = true
+	m, _, err := c.newRequest(cl.cancelTopic, map[string]uint32{"matchtag": tag}, wire.MatchtagNone, nil)
+	if err != nil {
+		return nil
+	}
+	m.Flags |= wire.FlagNoResponse
+	return m
 }
 
 // register allocates a matchtag: the next one after the last handed out,
 // skipping 0 and tags still in use, as flux-core's clients count up from 1.
-func (c *Conn) register(stream bool) (*call, uint32, error) {
+func (c *Conn) register(stream bool, cancelTopic ...string) (*call, uint32, error) {
 	cl := &call{stream: stream, notify: make(chan struct{}, 1)}
+	if len(cancelTopic) > 0 {
+		cl.cancelTopic = cancelTopic[0]
+	}
 	tag, err := c.registerCall(cl)
 	return cl, tag, err
 }
@@ -557,7 +642,7 @@ func (c *Conn) abandon(cl *call) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl.abandoned = true
-	cl.queue = nil
+	cl.queue, cl.queued = nil, 0
 	signal(cl.notify)
 }
 
@@ -572,6 +657,11 @@ var errAbandoned = errors.New("flux: call abandoned")
 func (c *Conn) wait(ctx context.Context, cl *call) (*wire.Message, error) {
 	for {
 		c.mu.Lock()
+		if cl.err != nil {
+			err := cl.err
+			c.mu.Unlock()
+			return nil, err
+		}
 		if cl.abandoned {
 			c.mu.Unlock()
 			return nil, errAbandoned
@@ -580,6 +670,7 @@ func (c *Conn) wait(ctx context.Context, cl *call) (*wire.Message, error) {
 			m := cl.queue[0]
 			cl.queue[0] = nil
 			cl.queue = cl.queue[1:]
+			cl.queued -= len(m.Payload) + len(m.Topic) + streamQueueOverhead
 			c.mu.Unlock()
 			return m, nil
 		}
@@ -795,7 +886,7 @@ func (c *Conn) Stream(ctx context.Context, topic string, req any, opts ...RPCOpt
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("flux: %s: %w", topic, err)
 	}
-	cl, tag, err := c.register(true)
+	cl, tag, err := c.register(true, o.cancelTopic)
 	if err != nil {
 		return nil, fmt.Errorf("flux: %s: %w", topic, err)
 	}
@@ -927,7 +1018,7 @@ func (s *Stream) cancel() error {
 	s.cancelSent = true
 	s.mu.Unlock()
 	s.c.mu.Lock()
-	skip := s.cl.final || s.c.err != nil
+	skip := s.cl.final || s.cl.cancelSent || s.c.err != nil
 	s.c.mu.Unlock()
 	if skip {
 		return nil

@@ -53,6 +53,9 @@ type processStream struct {
 func (p *processStream) Read(b []byte) (int, error)  { return p.out.Read(b) }
 func (p *processStream) Write(b []byte) (int, error) { return p.in.Write(b) }
 
+// Pid returns the relay process's id (to stop it with SIGSTOP, say).
+func (p *processStream) Pid() int { return p.cmd.Process.Pid }
+
 // Close closes the child's standard input and output (the relay then
 // exits) and waits for it, killing it if it has not exited after 10s.
 func (p *processStream) Close() error {
