@@ -131,6 +131,17 @@ func (c *conn) writeLoop() {
 		batch := c.out
 		c.out = nil
 		c.mu.Unlock()
+		if c.s.hostileMode() == HostileSlowDrip {
+			for _, b := range batch {
+				if err := c.drip(b); err != nil {
+					c.s.mu.Lock()
+					c.s.dropConnLocked(c)
+					c.s.mu.Unlock()
+					return
+				}
+			}
+			continue
+		}
 		if c.s.getResponseDelay() <= 0 {
 			// one writev for the whole batch
 			bufs := net.Buffers(batch)
@@ -177,6 +188,12 @@ func (c *conn) send(m *wire.Message) {
 		c.s.log.Error(err, "encode response", "topic", m.Topic)
 		return
 	}
+	c.queue(c.hostileFrame(m, b))
+}
+
+// queue queues framed bytes for the writer; a closed connection drops
+// them.
+func (c *conn) queue(b []byte) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

@@ -71,6 +71,10 @@ type Server struct {
 	// maxJobID is job-manager's max_jobid (job-manager.getinfo).
 	maxJobID job.ID
 
+	// hostile is the Hostile mode (hostile.go); not under mu, as
+	// messages are sent with mu held.
+	hostile hostileState
+
 	// countMu guards requests (not s.mu: counted on every message).
 	countMu  sync.Mutex
 	requests map[string]int
