@@ -27,7 +27,7 @@
 #                                           names that directory
 #
 # where <ssha12> is the first 12 hex digits of the sha256 of the line
-# "<flux-security tarball sha256> recipe=<RECIPE>" and <sha12> the first 12 of
+# "<flux-security tarball sha256> recipe=<SEC_RECIPE>" and <sha12> the first 12 of
 # the sha256 of "<flux-core tarball sha256> <flux-security tarball sha256>
 # recipe=<RECIPE>" (RECIPE below: bumped whenever the configure flags change).
 # A directory under that name is complete: each is built in a temporary
@@ -67,7 +67,10 @@ usage() { sed -n '/^# hack\/flux-core.sh/,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; }
 
 # RECIPE names the build recipe below; change it whenever a configure flag or
 # a build step changes, so that cached builds of the old recipe are not reused.
-RECIPE=1
+RECIPE=2
+# SEC_RECIPE is flux-security's part of it (its build did not change in recipe 2,
+# so its cached entry is kept).
+SEC_RECIPE=1
 
 mode=prefix
 for arg in "$@"; do
@@ -139,7 +142,7 @@ CORE_VERSION="$(version "$CORE_TARBALL")"
 SEC_VERSION="$(version "$SEC_TARBALL")"
 CORE_SHA="$(checksum "$CORE_TARBALL")"
 SEC_SHA="$(checksum "$SEC_TARBALL")"
-SEC_KEY="$(echo "$SEC_SHA recipe=$RECIPE" | sha256sum | cut -c1-12)"
+SEC_KEY="$(echo "$SEC_SHA recipe=$SEC_RECIPE" | sha256sum | cut -c1-12)"
 CORE_KEY="$(echo "$CORE_SHA $SEC_SHA recipe=$RECIPE" | sha256sum | cut -c1-12)"
 
 CACHE="${FLUX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fluxjob-operator}"
@@ -196,14 +199,17 @@ build() {
 	exec 9>&-
 }
 
+# The build functions run as the condition of an if, where bash ignores
+# set -e: every step checks its own status (a failed make once left a
+# flux-core without bin/ marked complete).
 build_security() {
 	local src="$1" stage="$2" prefix="$3"
-	mkdir -p "$src" "$stage"
-	tar -xzf "$SEC_TARBALL" -C "$src" --strip-components=1
-	cd "$src"
-	./configure --prefix="$prefix"
-	make -j"$JOBS"
-	make install DESTDIR="$stage"
+	mkdir -p "$src" "$stage" || return
+	tar -xzf "$SEC_TARBALL" -C "$src" --strip-components=1 || return
+	cd "$src" || return
+	./configure --prefix="$prefix" || return
+	make -j"$JOBS" || return
+	make install DESTDIR="$stage" || return
 	ln -s . "$stage$prefix/prefix"
 }
 
@@ -211,14 +217,19 @@ build_core() {
 	local src="$1" stage="$2" prefix="$3"
 	mkdir -p "$src" "$stage"
 	tar -xzf "$CORE_TARBALL" -C "$src" --strip-components=1
-	cd "$src"
+	cd "$src" || return
 	export FLUX_VERSION="$CORE_VERSION"
 	export PKG_CONFIG_PATH="$SEC_PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 	# No .git in a release tarball: the version comes from FLUX_VERSION.
-	./autogen.sh
-	./configure --prefix="$prefix" --with-flux-security --disable-docs PYTHON="$PY"
-	make -j"$JOBS"
-	make install DESTDIR="$stage"
+	./autogen.sh || return
+	# CPPFLAGS: flux-core 0.88.0's job-exec includes <flux/security/version.h>
+	# without flux-security's pkg-config cflags (found only when flux-security
+	# is installed under a default include path).
+	./configure --prefix="$prefix" --with-flux-security --disable-docs PYTHON="$PY" \
+		CPPFLAGS="-I$SEC_PREFIX/include${CPPFLAGS:+ $CPPFLAGS}" || return
+	make -j"$JOBS" || return
+	make install DESTDIR="$stage" || return
+	[[ -x "$stage$prefix/bin/flux" ]] || { echo "no bin/flux installed" >&2; return 1; }
 	echo "$SEC_PREFIX" >"$stage$prefix/flux-security-prefix"
 }
 
