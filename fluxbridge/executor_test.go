@@ -29,6 +29,7 @@ import (
 
 func TestMain(m *testing.M) {
 	fluxtest.RunRelayIfChild()
+	runBenchBrokerIfChild()
 	goleak.VerifyTestMain(m)
 }
 

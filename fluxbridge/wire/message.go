@@ -440,12 +440,13 @@ func (m *Message) MarshalBinary() ([]byte, error) {
 // flags do not account for, so that every accepted message re-encodes to
 // the same bytes when its frame lengths are in canonical form.
 func (m *Message) UnmarshalBinary(data []byte) error {
-	return m.unmarshal(data, nil)
+	return m.unmarshal(data, nil, false)
 }
 
 // unmarshal is UnmarshalBinary taking the topic string from topics when it
-// holds it (nil: always allocate).
-func (m *Message) unmarshal(data []byte, topics *topicCache) error {
+// holds it (nil: always allocate). With own, data belongs to the message
+// from now on and the payload is not copied out of it.
+func (m *Message) unmarshal(data []byte, topics *topicCache, own bool) error {
 	// Split frames. A message has at most MaxRoutes routes, their
 	// delimiter, a topic, a payload and the header: more frames than that
 	// is refused before they cost anything (every frame takes at least
@@ -523,7 +524,11 @@ func (m *Message) unmarshal(data []byte, topics *topicCache) error {
 		if i == len(fs) {
 			return fmt.Errorf("%w: payload frame missing", ErrTruncated)
 		}
-		out.Payload = append(make([]byte, 0, len(fs[i])), fs[i]...)
+		if own {
+			out.Payload = fs[i][:len(fs[i]):len(fs[i])]
+		} else {
+			out.Payload = append(make([]byte, 0, len(fs[i])), fs[i]...)
+		}
 		i++
 	}
 	if i != len(fs) {

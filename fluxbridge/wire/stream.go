@@ -111,19 +111,24 @@ func (r *Reader) ReadMessage() (*Message, error) {
 			return nil, fmt.Errorf("%w: %d of %d message bytes: %w", ErrTruncated, len(buf), n, err)
 		}
 	}
-	r.keep(buf)
+	// A buffer too large to keep for the next message is handed to the
+	// message instead of copying its payload: a large message costs its
+	// size once, not twice.
+	own := !r.keep(buf)
 	m := new(Message)
-	if err := m.unmarshal(buf, &r.topics); err != nil {
+	if err := m.unmarshal(buf, &r.topics, own); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return m, nil
 }
 
-// keep retains buf for the next message unless it is large.
-func (r *Reader) keep(buf []byte) {
+// keep retains buf for the next message unless it is large, and reports
+// whether it did.
+func (r *Reader) keep(buf []byte) bool {
 	if cap(buf) <= 4*readChunk {
 		r.buf = buf[:0]
-	} else {
-		r.buf = nil
+		return true
 	}
+	r.buf = nil
+	return false
 }
