@@ -207,6 +207,8 @@ func suites(root string) []suite {
 			Args: goBench("./fluxbridge", "^BenchmarkExecutor$", "-benchtime", "10000x", "-timeout", "30m")},
 		{Name: "fluxbridge in-flight futures", About: "10,000 in-flight futures (held jobs) per event source: heap and goroutines per future (broker in process)",
 			Args: goBench("./fluxbridge", "^BenchmarkInFlightFuture$", "-benchtime", "10000x", "-timeout", "30m")},
+		{Name: "hostile broker", About: "the client alone (a 4-worker executor with keepalive 1s/10s and the manager's GOGC=50, GOMEMLIMIT=256MiB; the test broker in a child process) holding 1,000 running jobs while the broker turns hostile (issue 19: oversized frame, garbage, slow drip, endless eventlog stream, huge event contexts) and 50 more jobs run: peak heap in use and peak RSS (VmHWM, reset per mode) against the manager's 256 MiB limit, how the executor ended",
+			Args: goBench("./fluxbridge", "^BenchmarkHostileBroker$", "-benchtime", "1x", "-timeout", "30m")},
 		{Name: "transports", About: "the executor (4 workers) through local://, ssh:// (in-process SSH server relaying to the socket) and pod exec (the kubelet exec server, ServeExec over TLS, a relay process per connection) against the test broker; the client in its own process, so cpu-µs/job is the client's alone; 10,000 jobs per row",
 			Args: goBench("./podexec", "^BenchmarkTransport$", "-benchtime", "10000x", "-timeout", "30m")},
 		{Name: "scale: eventlog vs journal", About: "10,000 in-flight jobs with the test broker in its own process behind a counting proxy: client heap, goroutines, and the streams open at the broker",
@@ -444,6 +446,7 @@ var targets = []target{
 	{Name: "executor, test broker, 4 workers: Submit->Result", Bench: regexp.MustCompile(`^fluxbridge executor: Executor/.*workers=4$`), Unit: "jobs/s", Limit: 20000},
 	{Name: "controller end to end, 1,000 FluxJobs (default 4 reconciles)", Bench: regexp.MustCompile(`^controllers: ControllerEndToEnd1000(/reconciles=4)?$`), Unit: "fluxjobs/s", Limit: 200},
 	{Name: "controller status writes per job", Bench: regexp.MustCompile(`^controllers: ControllerEndToEnd1000(/reconciles=4)?$`), Unit: "status-writes/job", Max: true, Limit: 4},
+	{Name: "client peak RSS under a hostile broker, each mode (issue 19)", Bench: regexp.MustCompile(`^hostile broker: HostileBroker/`), Unit: "peak-RSS-MiB", Max: true, Limit: 96},
 	{Name: "controller RSS with 10,000 FluxJobs tracked", Bench: regexp.MustCompile(`^controllers: ControllerMemory10000$`), Unit: "rss-MiB", Max: true, Limit: 150},
 	{Name: "controller RSS, 4 FluxInstances x 2,500 FluxJobs tracked", Bench: regexp.MustCompile(`^controllers: ControllerMemory4x2500$`), Unit: "rss-MiB", Max: true, Limit: 150},
 	// Against a real broker (test execution mode), relative to flux-core's
