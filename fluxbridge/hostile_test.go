@@ -1,6 +1,7 @@
 package fluxbridge
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,13 +44,16 @@ func TestHostileBroker(t *testing.T) {
 			// A dripping broker is noticed after a second; the others
 			// must not be taken for stalled while the client reads
 			// their floods (slowly, under the race detector).
-			timeout := 30 * time.Second
+			timeout := 2 * time.Minute
 			if tt.mode == testbroker.HostileSlowDrip {
 				timeout = time.Second
 			}
 			ex := newTestExecutor(t, srv, execConfig{dialOpts: hostileDialOptions(timeout)})
 			saneEx := newTestExecutor(t, sane, execConfig{dialOpts: hostileDialOptions(timeout)})
-			ctx := testCtx(t)
+			// reading ten ~3 MiB huge-context events takes ~1.7s each
+			// under the race detector, more on a loaded machine
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
 
 			srv.SetHostile(tt.mode)
 			f, err := ex.Submit(ctx, spec(t, tt.cmd...), job.SubmitOptions{})
