@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"path"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/wire"
 )
 
@@ -106,15 +108,18 @@ func (s *Server) checkSubmit(req *wire.Message) (*submission, error) {
 	if !owner && flags&flagWaitable != 0 {
 		return nil, errorf(syscall.EINVAL, "only the instance owner can submit with FLUX_JOB_WAITABLE")
 	}
-	u := s.specs.unwrap(J)
+	u := s.specs.unwrap(J, s.opts.FluxSecurity)
 	if u.unwrapErr {
+		if u.unwrapMsg != "" {
+			return nil, errorf(syscall.EINVAL, "%s", u.unwrapMsg)
+		}
 		return nil, errorf(syscall.EINVAL, "could not unwrap jobspec: %s", strerror(syscall.EINVAL))
 	}
 	signer, jobspec := u.signer, u.jobspec
 	if signer != req.UserID {
 		return nil, errorf(syscall.EPERM, "signer=%d != requestor=%d", signer, req.UserID)
 	}
-	if !owner && !s.opts.GuestSigning {
+	if !owner && u.mech == "none" && !s.opts.GuestSigning {
 		return nil, errorf(syscall.EPERM, "only instance owner can use sign-type=none")
 	}
 	if u.jsonErr != nil {
@@ -140,6 +145,8 @@ const specCacheSize = 256
 // (made on first use).
 type unwrappedSpec struct {
 	unwrapErr bool
+	unwrapMsg string // flux-security's reason, with FluxSecurity
+	mech      string // the signing mechanism
 	signer    uint32
 	jobspec   []byte
 	jsonErr   error
@@ -149,16 +156,30 @@ type unwrappedSpec struct {
 	errs   [2]error
 }
 
-func (c *specCache) unwrap(J string) *unwrappedSpec {
+func (c *specCache) unwrap(J string, security bool) *unwrappedSpec {
+	key := J
+	if security {
+		key = "s" + J // the two decoders do not share entries
+	}
 	c.mu.Lock()
-	u := c.m[J]
+	u := c.m[key]
 	c.mu.Unlock()
 	if u != nil {
 		return u
 	}
-	u = &unwrappedSpec{}
-	signer, jobspec, err := signNoneUnwrap(J)
-	if err != nil {
+	u = &unwrappedSpec{mech: "none"}
+	if security {
+		if e, err := sign.Parse(J); err != nil {
+			u.unwrapErr = true
+			u.unwrapMsg = strings.TrimSuffix(err.Error(), ": "+sign.ErrInvalid.Error())
+		} else if e.UserID < 0 || e.UserID > math.MaxUint32 {
+			u.unwrapErr = true
+			u.unwrapMsg = fmt.Sprintf("signer=%d out of range", e.UserID)
+		} else {
+			u.signer, u.jobspec, u.mech = uint32(e.UserID), e.Payload, e.Mechanism
+			u.jsonErr = checkJSON(u.jobspec)
+		}
+	} else if signer, jobspec, err := signNoneUnwrap(J); err != nil {
 		u.unwrapErr = true
 	} else {
 		u.signer, u.jobspec = signer, jobspec
@@ -168,7 +189,7 @@ func (c *specCache) unwrap(J string) *unwrappedSpec {
 	if c.m == nil || len(c.m) >= specCacheSize {
 		c.m = make(map[string]*unwrappedSpec)
 	}
-	c.m[J] = u
+	c.m[key] = u
 	c.mu.Unlock()
 	return u
 }

@@ -104,6 +104,13 @@ type Options struct {
 	// ("only instance owner can use sign-type=none", EPERM); this knob
 	// stands in for one so guest jobs can be tested.
 	GuestSigning bool
+	// FluxSecurity makes job-ingest behave as in a flux-core built with
+	// flux-security: J is decoded as flux_sign_unwrap_anymech does without
+	// verifying the signature (sign.Parse), so any mechanism flux-security
+	// knows is accepted (munge from guests, none from the owner), and a
+	// J it cannot decode is refused with flux-security's message. Without
+	// it only "none" envelopes decode, as flux-core without flux-security.
+	FluxSecurity bool
 	// Cores is the number of cores of the simulated node; a job waits in
 	// SCHED until its cores are free. Zero means 8.
 	Cores int

@@ -90,8 +90,8 @@ func TestSpecCache(t *testing.T) {
 	var c specCache
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u := c.unwrap(tt.J)
-			if again := c.unwrap(tt.J); again != u {
+			u := c.unwrap(tt.J, false)
+			if again := c.unwrap(tt.J, false); again != u {
 				t.Error("second unwrap decoded again")
 			}
 			if u.unwrapErr != tt.unwrapErr || (u.jsonErr != nil) != tt.jsonErr {
@@ -117,7 +117,7 @@ func TestSpecCache(t *testing.T) {
 		})
 	}
 	for i := range 2 * specCacheSize {
-		c.unwrap(fmt.Sprint(i))
+		c.unwrap(fmt.Sprint(i), false)
 	}
 	if n := len(c.m); n > specCacheSize {
 		t.Errorf("cache holds %d entries, limit %d", n, specCacheSize)

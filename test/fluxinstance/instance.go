@@ -52,6 +52,10 @@ type Options struct {
 	Args []string
 	// Env is added to flux start's environment.
 	Env []string
+	// Prefix, when set, is a command that runs flux start: it is given
+	// "flux" and flux start's arguments as its last arguments (a wrapper
+	// that sets up a namespace and drops privileges, then execs them).
+	Prefix []string
 }
 
 // Attach returns the existing instance at uri; Stop does nothing to it.
@@ -68,6 +72,9 @@ func Start(ctx context.Context, opts Options) (*Instance, error) {
 	args := append([]string{"start", "--test-size=1"}, opts.Args...)
 	args = append(args, "sh", "-c", `printf '%s %s\n' "$$" "$FLUX_URI"; exec sleep inf`)
 	cmd := exec.Command("flux", args...)
+	if len(opts.Prefix) > 0 {
+		cmd = exec.Command(opts.Prefix[0], append(append(opts.Prefix[1:len(opts.Prefix):len(opts.Prefix)], "flux"), args...)...)
+	}
 	cmd.Env = append(os.Environ(), opts.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stderr = lockedWriter{&inst.mu, &inst.stderr}

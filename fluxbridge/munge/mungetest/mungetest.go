@@ -35,6 +35,10 @@ type Options struct {
 	Key []byte
 	// MaxTTL is munged --max-ttl in seconds (0: munged's default, 3600).
 	MaxTTL int
+	// SocketName is the socket's name in Dir; empty means
+	// "munge.socket.2", the name of munged's default socket, so that Dir
+	// can stand in for /run/munge.
+	SocketName string
 }
 
 // Path returns munged's path, or "" if it is not installed.
@@ -74,7 +78,11 @@ func Start(t testing.TB, opts Options) *Daemon {
 	if err := os.WriteFile(filepath.Join(dir, "munge.key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{Socket: filepath.Join(dir, "munge.socket"), Dir: dir, Key: key, log: &bytes.Buffer{}}
+	name := opts.SocketName
+	if name == "" {
+		name = "munge.socket.2"
+	}
+	d := &Daemon{Socket: filepath.Join(dir, name), Dir: dir, Key: key, log: &bytes.Buffer{}}
 	args := []string{"-F", "-f",
 		"--key-file=" + filepath.Join(dir, "munge.key"),
 		"--socket=" + d.Socket,
