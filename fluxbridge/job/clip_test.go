@@ -147,3 +147,38 @@ func TestClipContext(t *testing.T) {
 		t.Error("ClipContext modified its argument")
 	}
 }
+
+// FuzzClipRaw: whatever object clipRaw accepts comes out within its bound
+// (MaxContextBytes for the other members, MaxClippedString per essential
+// string) and keeps an essential scalar member as encoding/json decodes
+// it.
+func FuzzClipRaw(f *testing.F) {
+	f.Add([]byte(`{"status":256,"note":"x","a":[1,2,{"b":null}]}`))
+	f.Add([]byte(`{"type":"exec","severity":0,"note":"` + strings.Repeat("é", 3000) + `"}`))
+	f.Add([]byte(`{"k":1,"k":2,"junk":[[],[],[]]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		out, ok := clipRaw(raw)
+		if !ok {
+			return
+		}
+		var whole map[string]any
+		if err := json.Unmarshal(raw, &whole); err != nil {
+			t.Fatalf("clipRaw accepted %q, encoding/json: %v", raw, err)
+		}
+		b, err := json.Marshal(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bound := MaxContextBytes + len(EssentialKeys)*(2*MaxClippedString+64) + 64; len(b) > bound {
+			t.Fatalf("clipped to %d bytes, bound %d", len(b), bound)
+		}
+		for _, k := range EssentialKeys {
+			switch v := whole[k].(type) {
+			case float64, bool, nil:
+				if _, present := whole[k]; present && out[k] != v {
+					t.Fatalf("%s: %v, want %v", k, out[k], v)
+				}
+			}
+		}
+	})
+}

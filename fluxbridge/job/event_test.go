@@ -265,6 +265,9 @@ func FuzzScanJournalEntry(f *testing.F) {
 	f.Add([]byte(`{"id":5,"events":[{"timestamp":1.5,"name":"alloc","context":{"annotations":{"sched":{"resource_summary":"rank0/core0"}}}}],"R":{"version":1}}`))
 	f.Add([]byte(`{"id":7,"events":[{"timestamp":1,"name":"submit"}],"jobspec":{"a":[1,"x\"y"]}}`))
 	f.Fuzz(func(t *testing.T, p []byte) {
+		if len(p) > clipLine {
+			return // encoding/json's path clips long contexts (clip.go); the scanner is not used for them
+		}
 		got, ok := scanJournalEntry(p)
 		if !ok {
 			return
