@@ -114,3 +114,73 @@ func TestFutureEventBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestJournalSourceBounds: whatever the events journal sends, the journal
+// source keeps at most maxJournalOrphans unclaimed jobs, maxHeldEvents
+// events per orphan and per job it cannot deliver to yet, and clipped
+// contexts.
+func TestJournalSourceBounds(t *testing.T) {
+	newSource := func() *journalSource {
+		s := &journalSource{
+			inflight: map[*submitTicket]struct{}{{}: {}}, // a submission in flight
+			orphans:  map[job.ID]*journalOrphan{},
+			subs:     map[job.ID]*journalSub{},
+			claimed:  map[job.ID]*journalSub{},
+		}
+		return s
+	}
+	huge := map[string]any{"note": strings.Repeat("n", 1<<16)}
+	for i := range 2000 {
+		huge[strings.Repeat("k", 8)+string(rune('a'+i%26))+strings.Repeat("x", i%50)+string(rune('0'+i/50%10))] = []any{float64(i)}
+	}
+	tests := []struct {
+		name  string
+		feed  func(s *journalSource)
+		check func(t *testing.T, s *journalSource)
+	}{
+		{"new jobs without end", func(s *journalSource) {
+			for i := range maxJournalOrphans + 5000 {
+				s.dispatch(job.JournalEntry{ID: job.ID(i + 1), Events: []job.Event{event("submit", nil)}})
+			}
+		}, func(t *testing.T, s *journalSource) {
+			if n := len(s.orphans); n > maxJournalOrphans {
+				t.Errorf("%d orphans, bound %d", n, maxJournalOrphans)
+			}
+		}},
+		{"endless events of one new job", func(s *journalSource) {
+			s.dispatch(job.JournalEntry{ID: 7, Events: []job.Event{event("submit", nil)}})
+			for i := range 10000 {
+				s.dispatch(job.JournalEntry{ID: 7, Events: []job.Event{event("priority", map[string]any{"priority": float64(i)})}})
+			}
+			s.dispatch(job.JournalEntry{ID: 7, Events: []job.Event{event("debug", huge)}})
+		}, func(t *testing.T, s *journalSource) {
+			o := s.orphans[7]
+			if o == nil {
+				t.Fatal("no orphan")
+			}
+			if len(o.events) > maxHeldEvents || o.events[0].Name != "submit" {
+				t.Fatalf("orphan holds %d events (bound %d), the first %q", len(o.events), maxHeldEvents, o.events[0].Name)
+			}
+			if c := job.ContextCost(o.events[len(o.events)-1].Context); c > MaxEventContextCost+2*job.MaxClippedString {
+				t.Errorf("held context costs %d", c)
+			}
+		}},
+		{"events held for a job not followed yet", func(s *journalSource) {
+			s.addLocked(9, &journalSub{id: 9})
+			for i := range 10000 {
+				s.dispatch(job.JournalEntry{ID: 9, Events: []job.Event{event("urgency", map[string]any{"urgency": float64(i % 32)})}})
+			}
+		}, func(t *testing.T, s *journalSource) {
+			if n := len(s.subs[9].held); n > maxHeldEvents {
+				t.Errorf("%d events held, bound %d", n, maxHeldEvents)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSource()
+			tt.feed(s)
+			tt.check(t, s)
+		})
+	}
+}
