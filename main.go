@@ -26,6 +26,8 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/controllers"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/recorder"
 )
 
 // defaultFluxURI is the broker socket of the Flux sidecar in config/manager
@@ -201,12 +203,12 @@ func run(args []string) error {
 	// working unchanged. Connectors stop with the manager, shutting their
 	// executors down (in-flight submissions get a bounded wait; jobs keep
 	// running in Flux).
-	instances := controllers.NewInstanceRegistry(controllers.FluxConnectorOptions{Logger: ctrl.Log.WithName("executor")})
+	instances := broker.NewRegistry(broker.ConnectorOptions{Logger: ctrl.Log.WithName("executor")})
 	if err := mgr.Add(instances); err != nil {
 		return fmt.Errorf("adding the instance registry: %w", err)
 	}
 	if c.defaultInstance != "" {
-		fluxConn := controllers.NewFluxConnector(controllers.FluxConnectorOptions{
+		fluxConn := broker.NewConnector(broker.ConnectorOptions{
 			URI: c.fluxURI, Workers: c.workers, Logger: ctrl.Log.WithName("executor"), Instance: c.defaultInstance,
 		})
 		if err := mgr.Add(fluxConn); err != nil {
@@ -217,16 +219,17 @@ func run(args []string) error {
 	// Events are written by our own recorder rather than the manager's
 	// (client-go's broadcaster keeps a copy of every event for minutes).
 	hostname, _ := os.Hostname()
-	recorder := controllers.NewEventRecorder(mgr.GetClient(), mgr.GetScheme(), controllers.EventRecorderOptions{
+	events := recorder.New(mgr.GetClient(), mgr.GetScheme(), recorder.Options{
 		Controller: "fluxjob-controller", Instance: "fluxjob-controller-" + hostname, Logger: ctrl.Log.WithName("events"),
 	})
-	if err := mgr.Add(recorder); err != nil {
+	recorder.RegisterMetrics()
+	if err := mgr.Add(events); err != nil {
 		return fmt.Errorf("adding the event recorder: %w", err)
 	}
 	r := &controllers.FluxJobReconciler{
 		Client:    mgr.GetClient(),
 		Scheme:    mgr.GetScheme(),
-		Recorder:  recorder,
+		Recorder:  events,
 		Instances: instances,
 		Options: controllers.Options{
 			AllowedNamespaces:       splitList(c.allowedNamespaces),
@@ -241,9 +244,9 @@ func run(args []string) error {
 	ir := &controllers.FluxInstanceReconciler{
 		Client:     mgr.GetClient(),
 		Registry:   instances,
-		Recorder:   recorder,
+		Recorder:   events,
 		Namespace:  managerNamespace(c.managerNamespace),
-		Transports: controllers.DefaultTransports(restCfg),
+		Transports: broker.DefaultTransports(restCfg),
 	}
 	if err := ir.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the FluxInstance controller: %w", err)

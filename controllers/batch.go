@@ -11,6 +11,8 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // The batch options (spec.suspend, spec.dependsOn, spec.beginTime) meet the
@@ -31,48 +33,42 @@ func usesBatchHold(obj *fluxjobv1.FluxJob) bool {
 // to submit, is not held (its submission may have reached Flux), except
 // that its dependencies must still resolve should the submission have to
 // be repeated.
-func (r *FluxJobReconciler) beforeSubmit(ctx context.Context, obj *fluxjobv1.FluxJob) ([]job.Dependency, *hold, *failure, error) {
+func (r *FluxJobReconciler) beforeSubmit(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, rt broker.Route) ([]job.Dependency, *hold, *failure, error) {
 	if !usesBatchHold(obj) || obj.Status.JobID != 0 {
 		return nil, nil, nil, nil
 	}
-	if obs, ok := r.Tracker.Get(obj.UID); ok && (obs.HasJobID || !obs.Outcome.Kind.final() && !obs.SubmittedAt.IsZero()) {
+	if v, ok := r.Tracker.Get(obj.UID); ok && (v.HasJobID || !v.Outcome.Kind.Final() && !v.SubmittedAt.IsZero()) {
 		return nil, nil, nil, nil // submitted by this process
 	}
-	if obj.Spec.Suspend && submitAttempt(obj) == nil {
+	if obj.Spec.Suspend && !m.attempted() {
 		return nil, suspendHold(), nil, nil
 	}
 	if len(obj.Spec.DependsOn) == 0 {
-		return beginTimeDependency(obj), nil, nil, nil
+		return jobspec.BeginTime(obj), nil, nil, nil
 	}
-	return r.resolveDependencies(ctx, obj)
+	return resolveDependencies(ctx, r.Client, obj, rt.Name)
 }
 
 // holdStatus writes the status of a FluxJob that is held (h) or failed
 // before submission (fail), with an event when the hold's reason changes.
-func (r *FluxJobReconciler) holdStatus(ctx context.Context, obj *fluxjobv1.FluxJob, rt route, adm *admission, h *hold, fail *failure) (ctrl.Result, error) {
-	in := statusInput{Hold: h, Failure: fail, Admission: adm}
-	connected, unreachable := rt.state()
-	switch {
-	case unreachable != "":
-		in.Unreachable = unreachable
-	case connected:
-		in.Reachable = true
-	}
+func (r *FluxJobReconciler) holdStatus(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, rt broker.Route, adm *admission, h *hold, fail *failure) (ctrl.Result, error) {
+	in := statusInput{Marker: m, Hold: h, Failure: fail, Admission: adm}
+	in.reachability(rt)
 	if h != nil && h.Reason != fluxjobv1.ReasonSuspended {
 		if c := meta.FindStatusCondition(obj.Status.Conditions, fluxjobv1.ConditionDependenciesReady); c == nil || c.Reason != h.Reason {
 			typ := corev1.EventTypeNormal
 			if h.Reason == fluxjobv1.ReasonDependencyNotFound {
 				typ = corev1.EventTypeWarning
 			}
-			r.event(obj, typ, h.Reason, "Submit", h.Message)
+			r.w.event(obj, typ, h.Reason, "Submit", h.Message)
 		}
 	}
-	if err := r.writeStatus(ctx, obj, in); err != nil {
+	if err := r.w.writeStatus(ctx, obj, computeStatus(obj, in, r.now())); err != nil {
 		return ctrl.Result{}, err
 	}
 	if obj.Status.Phase.IsTerminal() {
 		r.Tracker.Forget(obj.UID)
-		return r.expireFinished(ctx, obj)
+		return expire(ctx, r.w, obj)
 	}
 	// The dependencies' watch wakes a waiting FluxJob, a spec change a
 	// suspended one; the resync is the safety net.
@@ -84,7 +80,7 @@ func (r *FluxJobReconciler) holdStatus(ctx context.Context, obj *fluxjobv1.FluxJ
 func setBatchConditions(st *fluxjobv1.FluxJobStatus, spec *fluxjobv1.FluxJobSpec, js jobState, in statusInput, gen int64, now metav1.Time) {
 	set := func(typ string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type: typ, Status: s, Reason: reason, Message: clip(msg, 32768),
+			Type: typ, Status: s, Reason: reason, Message: fluxjobv1.Clip(msg, 32768),
 			ObservedGeneration: gen, LastTransitionTime: now,
 		})
 	}

@@ -14,6 +14,8 @@ import (
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // TestFinishedCondition: Finished is True with the ending's reason for
@@ -24,7 +26,7 @@ func TestFinishedCondition(t *testing.T) {
 	id := job.ID(1234)
 	tests := []struct {
 		name  string
-		evs   []observedEvent
+		evs   []job.Event
 		phase fluxjobv1.FluxJobPhase
 		want  string
 	}{
@@ -38,7 +40,7 @@ func TestFinishedCondition(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			obs := &observation{HasJobID: true, JobID: uint64(id), Events: tc.evs}
+			obs := &broker.View{HasJobID: true, JobID: uint64(id), Events: tc.evs}
 			st := computeStatus(newObj(), statusInput{Obs: obs}, now)
 			if st.Phase != tc.phase || cond(st, fluxjobv1.ConditionFinished) != tc.want {
 				t.Fatalf("phase %s Finished %s, want %s %s", st.Phase, cond(st, fluxjobv1.ConditionFinished), tc.phase, tc.want)
@@ -66,14 +68,14 @@ func TestSuspendStatus(t *testing.T) {
 	now := floatTime(t0)
 	tests := []struct {
 		name      string
-		obs       *observation
+		obs       *broker.View
 		hold      *hold
 		phase     fluxjobv1.FluxJobPhase
 		suspended string
 	}{
 		{"not submitted", nil, suspendHold(), fluxjobv1.PhaseSuspended, "True/Suspended"},
-		{"held", &observation{HasJobID: true, JobID: 7, Events: lifecycle("priority")}, nil, fluxjobv1.PhaseSuspended, "True/Suspended"},
-		{"started", &observation{HasJobID: true, JobID: 7, Events: lifecycle("start")}, nil, fluxjobv1.PhaseRunning, "False/AlreadyStarted"},
+		{"held", &broker.View{HasJobID: true, JobID: 7, Events: lifecycle("priority")}, nil, fluxjobv1.PhaseSuspended, "True/Suspended"},
+		{"started", &broker.View{HasJobID: true, JobID: 7, Events: lifecycle("start")}, nil, fluxjobv1.PhaseRunning, "False/AlreadyStarted"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,7 +111,7 @@ func TestRejection(t *testing.T) {
 		{"only instance owner can use sign-type=none", fluxjobv1.ReasonSubmitFailed},
 	}
 	for _, tc := range tests {
-		if r, _ := rejection(tc.msg); r != tc.reason {
+		if r, _ := broker.Rejection(tc.msg); r != tc.reason {
 			t.Errorf("%q: reason %s, want %s", tc.msg, r, tc.reason)
 		}
 	}
@@ -137,7 +139,7 @@ func TestBuildJobspecBatch(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := specObj(tc.spec)
-			b, fail := buildJobspec(obj, append(deps, beginTimeDependency(obj)...)...)
+			b, fail := jobspec.Build(obj, append(deps, jobspec.BeginTime(obj)...)...)
 			if fail != nil {
 				t.Fatal(fail.Message)
 			}
@@ -152,7 +154,7 @@ func TestBuildJobspecBatch(t *testing.T) {
 			}
 		})
 	}
-	if fluxScheme("") != "afterok" || fluxScheme(fluxjobv1.DependAfter) != "afterstart" || fluxScheme(fluxjobv1.DependAfterNotOK) != "afternotok" {
+	if jobspec.Scheme("") != "afterok" || jobspec.Scheme(fluxjobv1.DependAfter) != "afterstart" || jobspec.Scheme(fluxjobv1.DependAfterNotOK) != "afternotok" {
 		t.Fatal("fluxScheme")
 	}
 }

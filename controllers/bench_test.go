@@ -42,6 +42,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/recorder"
 )
 
 // The benchmarks in this file run the controller end to end against a
@@ -287,11 +290,11 @@ func (e *benchEnv) startManager(b *testing.B, reconciles int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	conn := NewFluxConnector(FluxConnectorOptions{URI: e.uri, Workers: 2, Logger: ctrl.Log.WithName("executor")})
+	conn := broker.NewConnector(broker.ConnectorOptions{URI: e.uri, Workers: 2, Logger: ctrl.Log.WithName("executor")})
 	if err := mgr.Add(conn); err != nil {
 		b.Fatal(err)
 	}
-	rec := NewEventRecorder(mgr.GetClient(), mgr.GetScheme(), EventRecorderOptions{Controller: "fluxjob-controller"})
+	rec := recorder.New(mgr.GetClient(), mgr.GetScheme(), recorder.Options{Controller: "fluxjob-controller"})
 	if err := mgr.Add(rec); err != nil {
 		b.Fatal(err)
 	}
@@ -1384,24 +1387,24 @@ func benchObject(gvk schema.GroupVersionKind, ns, name string) *unstructured.Uns
 // controller writes it, in unstructured form.
 func benchStatus() map[string]any {
 	return benchStatusOf([]string{"validate", "depend", "priority", "alloc", "start", "finish", "release", "free", "clean"},
-		outcome{Kind: outcomeExited})
+		broker.Outcome{Kind: broker.OutcomeExited})
 }
 
 // benchStatusOf is the status the controller writes for a FluxJob of
 // `true` whose eventlog has reached the events named (after "submit"),
 // with the given outcome.
-func benchStatusOf(names []string, out outcome) map[string]any {
+func benchStatusOf(names []string, out broker.Outcome) map[string]any {
 	obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
 	t := 1700000000.25
-	evs := []observedEvent{{Name: "submit", Timestamp: t, Context: map[string]any{"userid": 1000.0, "urgency": 16.0, "flags": 0.0, "version": 1.0}}}
+	evs := []job.Event{{Name: "submit", Timestamp: t, Context: map[string]any{"userid": 1000.0, "urgency": 16.0, "flags": 0.0, "version": 1.0}}}
 	for i, name := range names {
 		ctx := map[string]any(nil)
 		if name == "finish" {
 			ctx = map[string]any{"status": 0.0}
 		}
-		evs = append(evs, observedEvent{Name: name, Timestamp: t + float64(i+1)*0.001, Context: ctx})
+		evs = append(evs, job.Event{Name: name, Timestamp: t + float64(i+1)*0.001, Context: ctx})
 	}
-	obj.Status = computeStatus(obj, statusInput{Reachable: true, Obs: &observation{JobID: 1234567890123, HasJobID: true, Events: evs,
+	obj.Status = computeStatus(obj, statusInput{Reachable: true, Obs: &broker.View{JobID: 1234567890123, HasJobID: true, Events: evs,
 		Outcome: out}}, time.Unix(1700000001, 0))
 	u, err := k8sruntime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {

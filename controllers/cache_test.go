@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // decodedJob returns a FluxJob as the informer gets it: decoded from JSON,
@@ -27,10 +28,10 @@ func decodedJob(t *testing.T, name string, finished bool, annotations map[string
 	obj.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate}}
 	obj.Spec.Command = []string{"sleep", "inf"}
 	evs := lifecycle("start")
-	in := statusInput{Reachable: true, Obs: &observation{JobID: 1234567890123, HasJobID: true, Events: evs}}
+	in := statusInput{Reachable: true, Obs: &broker.View{JobID: 1234567890123, HasJobID: true, Events: evs}}
 	if finished {
 		in.Obs.Events = withEvents(evs, ev("finish", 3.75, map[string]any{"status": 0.0}), ev("clean", 3.9, nil))
-		in.Obs.Outcome = outcome{Kind: outcomeExited}
+		in.Obs.Outcome = broker.Outcome{Kind: broker.OutcomeExited}
 	}
 	obj.Status = computeStatus(obj, in, time.Unix(1700000100, 0))
 	data, err := json.Marshal(obj)

@@ -11,12 +11,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // Dependencies between FluxJobs
@@ -54,64 +54,38 @@ type hold struct {
 	Message string
 }
 
-// fluxScheme is the Flux dependency scheme for a condition: "after" is
-// submitted as its 0.88 name "afterstart" (flux-core 0.88 raises a
-// severity-3 exception for the deprecated name), an empty condition as the
-// default afterok.
-func fluxScheme(c fluxjobv1.DependencyCondition) string {
-	switch c {
-	case "", fluxjobv1.DependAfterOK:
-		return string(fluxjobv1.DependAfterOK)
-	case fluxjobv1.DependAfter:
-		return string(fluxjobv1.DependAfterStart)
-	}
-	return string(c)
-}
-
-// beginTimeDependency is spec.beginTime as `flux submit --begin-time`
-// writes it: scheme begin-time, the time as a decimal number of seconds in
-// a string (python/flux/cli/base.py BeginTimeAction; the begin-time plugin
-// parses it with strtod).
-func beginTimeDependency(obj *fluxjobv1.FluxJob) []job.Dependency {
-	if obj.Spec.BeginTime == nil {
-		return nil
-	}
-	v := strconv.FormatFloat(float64(obj.Spec.BeginTime.Unix()), 'f', 1, 64)
-	return []job.Dependency{{Scheme: "begin-time", Value: v}}
-}
-
 // resolveDependencies returns obj's dependencies as RFC 26 entries (each
 // named FluxJob's Flux job ID with its condition's scheme, then
 // spec.beginTime), or what obj still waits for, or a failure when a
 // dependency can never be met.
-func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjobv1.FluxJob) ([]job.Dependency, *hold, *failure, error) {
+func resolveDependencies(ctx context.Context, c client.Reader, obj *fluxjobv1.FluxJob, instance string) ([]job.Dependency, *hold, *failure, error) {
 	deps := make([]job.Dependency, 0, len(obj.Spec.DependsOn)+1)
 	var waiting []string
 	var notFound []string
 	var never *failure
 	for _, d := range obj.Spec.DependsOn {
 		var dep fluxjobv1.FluxJob
-		err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: d.Name}, &dep)
+		err := c.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: d.Name}, &dep)
 		switch {
 		case apierrors.IsNotFound(err):
 			notFound = append(notFound, d.Name)
 			continue
 		case err != nil:
 			return nil, nil, nil, fmt.Errorf("reading dependency FluxJob %s: %w", d.Name, err)
-		case dep.Status.JobID != 0 && recordedInstance(&dep) != "" && recordedInstance(&dep) != r.routeFor(ctx, obj).name:
+		case dep.Status.JobID != 0 && readMarker(&dep).Instance != "" && readMarker(&dep).Instance != instance:
 			// Flux job IDs are per instance: Flux cannot see a job of
 			// another one.
 			return nil, nil, &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
 				"dependency on FluxJob %q can never be satisfied: it runs on Flux instance %q, this FluxJob on %q",
-				d.Name, recordedInstance(&dep), r.routeFor(ctx, obj).name)}, nil
+				d.Name, readMarker(&dep).Instance, instance)}, nil
 		case dep.Status.JobID != 0:
-			deps = append(deps, job.Dependency{Scheme: fluxScheme(d.Condition), Value: job.ID(dep.Status.JobID).F58()})
+			deps = append(deps, job.Dependency{Scheme: jobspec.Scheme(d.Condition), Value: job.ID(dep.Status.JobID).F58()})
 			continue
 		case dep.Status.Phase.IsTerminal():
 			if never == nil {
 				never = &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
 					"dependency %s on FluxJob %q can never be satisfied: it ended %s without a Flux job (%s)",
-					fluxScheme(d.Condition), d.Name, dep.Status.Phase, dep.Status.Message)}
+					jobspec.Scheme(d.Condition), d.Name, dep.Status.Phase, dep.Status.Message)}
 			}
 			continue
 		}
@@ -124,7 +98,7 @@ func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjo
 	if len(waiting) > 0 || never != nil {
 		// A cycle is reported as one even when another member of it
 		// already failed (for being in it).
-		cycle, err := r.dependencyCycle(ctx, obj)
+		cycle, err := dependencyCycle(ctx, c, obj)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -143,7 +117,7 @@ func (r *FluxJobReconciler) resolveDependencies(ctx context.Context, obj *fluxjo
 		return nil, &hold{Reason: fluxjobv1.ReasonWaitingForDependency, Message: fmt.Sprintf(
 			"waiting for dependency FluxJob %s to get a Flux job ID", strings.Join(waiting, ", "))}, nil, nil
 	}
-	return append(deps, beginTimeDependency(obj)...), nil, nil, nil
+	return append(deps, jobspec.BeginTime(obj)...), nil, nil, nil
 }
 
 // quoteList quotes names for a message, at most three of them.
@@ -165,7 +139,7 @@ func quoteList(names []string) string {
 // cycle), and returns it, or nil. The walk is bounded
 // (maxDependencyWalk FluxJobs); a graph larger than that is not reported
 // as a cycle.
-func (r *FluxJobReconciler) dependencyCycle(ctx context.Context, obj *fluxjobv1.FluxJob) ([]string, error) {
+func dependencyCycle(ctx context.Context, c client.Reader, obj *fluxjobv1.FluxJob) ([]string, error) {
 	visited := map[string]bool{}
 	var path []string
 	var walk func(name string, deps []fluxjobv1.Dependency) ([]string, error)
@@ -181,7 +155,7 @@ func (r *FluxJobReconciler) dependencyCycle(ctx context.Context, obj *fluxjobv1.
 			}
 			visited[d.Name] = true
 			var dep fluxjobv1.FluxJob
-			err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: d.Name}, &dep)
+			err := c.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: d.Name}, &dep)
 			if apierrors.IsNotFound(err) {
 				continue
 			}
@@ -219,9 +193,9 @@ func indexDependsOn(ctx context.Context, mgr ctrl.Manager) error {
 // dependants maps a FluxJob to the FluxJobs of its namespace that depend
 // on it (through dependsOnIndex), so that they are reconciled when it gets
 // a job ID, ends, appears or goes away.
-func (r *FluxJobReconciler) dependants(ctx context.Context, o client.Object) []reconcile.Request {
+func dependants(ctx context.Context, c client.Reader, o client.Object) []reconcile.Request {
 	var list fluxjobv1.FluxJobList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{dependsOnIndex: o.GetName()}); err != nil {
+	if err := c.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{dependsOnIndex: o.GetName()}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing the dependants of a FluxJob", "fluxjob", key(o))
 		return nil
 	}
@@ -254,42 +228,4 @@ func dependencyChanged() predicate.Funcs {
 		},
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
-}
-
-// dependantsHandler enqueues the dependants of a FluxJob.
-func (r *FluxJobReconciler) dependantsHandler() handler.EventHandler {
-	return handler.EnqueueRequestsFromMapFunc(r.dependants)
-}
-
-// rejection classifies the broker's refusal of a submission: a dependency
-// it cannot accept (flux-core 0.88 dependency-after.c and jobtap.c messages
-// start "dependency" or name the scheme), a queue it does not have
-// (job-manager queues.c "'Q' is not a valid queue", "a named queue is
-// required", queue.c "job submission to Q is disabled", the frobnicator's
-// defaults plugin "Invalid queue 'Q' specified", "no queue specified"), a
-// rule for the instance owner only (job-ingest job.c), or else the jobspec
-// itself.
-func rejection(msg string) (reason, message string) {
-	lower := strings.ToLower(msg)
-	switch {
-	case strings.HasPrefix(lower, "dependency") || strings.Contains(lower, "dependency scheme") ||
-		strings.HasPrefix(lower, "after") || strings.Contains(lower, "begin-time"):
-		return fluxjobv1.ReasonDependencyFailed, "Flux refused the job's dependencies: " + msg
-	case strings.Contains(lower, "queue") || strings.HasPrefix(lower, "job submission") && strings.Contains(lower, "is disabled"):
-		return fluxjobv1.ReasonQueueRejected, "Flux refused the queue: " + msg
-	case strings.Contains(lower, "instance owner"):
-		// job-ingest's owner-only rules (job.c): urgency > 16, the
-		// waitable flag, sign-type=none from a guest.
-		return fluxjobv1.ReasonSubmitFailed, "Flux refused the submission: " + msg
-	}
-	return fluxjobv1.ReasonInvalidJobspec, "Flux rejected the jobspec: " + msg
-}
-
-// exceptionReason is the Failed reason for a fatal exception that is not a
-// cancel: DependencyFailed for Flux's "dependency" exceptions.
-func exceptionReason(typ string) string {
-	if typ == "dependency" {
-		return fluxjobv1.ReasonDependencyFailed
-	}
-	return fluxjobv1.ReasonException
 }

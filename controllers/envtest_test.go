@@ -33,6 +33,9 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
+	"github.com/fluxjob/fluxjob-operator/internal/recorder"
 )
 
 // The tests in this file run the controller for real: a kube-apiserver
@@ -210,7 +213,7 @@ func (h *harness) start() {
 		h.t.Fatal("manager already running")
 	}
 	mgr := h.newManager()
-	conn := NewFluxConnector(testConnectorOptions(h.broker.URI()))
+	conn := broker.NewConnector(testConnectorOptions(h.broker.URI()))
 	if err := mgr.Add(conn); err != nil {
 		h.t.Fatal(err)
 	}
@@ -219,8 +222,8 @@ func (h *harness) start() {
 
 // testConnectorOptions are the connector settings of the envtest tests:
 // fast reconnects and a short shutdown.
-func testConnectorOptions(uri string) FluxConnectorOptions {
-	return FluxConnectorOptions{
+func testConnectorOptions(uri string) broker.ConnectorOptions {
+	return broker.ConnectorOptions{
 		URI: uri, Workers: 2, Logger: ctrl.Log.WithName("flux"),
 		Backoff:         wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
 		CheckInterval:   50 * time.Millisecond,
@@ -250,13 +253,13 @@ func (h *harness) newManager() ctrl.Manager {
 
 // run completes r (client, scheme, recorder), sets it up with mgr and
 // starts mgr; setup, if given, adds more to mgr first.
-func (h *harness) run(mgr ctrl.Manager, r *FluxJobReconciler, setup ...func(ctrl.Manager, *EventRecorder)) {
+func (h *harness) run(mgr ctrl.Manager, r *FluxJobReconciler, setup ...func(ctrl.Manager, *recorder.Recorder)) {
 	h.t.Helper()
 	if h.counts == nil {
 		h.counts = &countingClient{statusWrites: map[string]int{}, objectWrites: map[string]int{}, statusByPhase: map[string][]string{}}
 	}
 	h.counts.Client = mgr.GetClient()
-	rec := NewEventRecorder(mgr.GetClient(), mgr.GetScheme(), EventRecorderOptions{Controller: "fluxjob-controller"})
+	rec := recorder.New(mgr.GetClient(), mgr.GetScheme(), recorder.Options{Controller: "fluxjob-controller"})
 	if err := mgr.Add(rec); err != nil {
 		h.t.Fatal(err)
 	}
@@ -609,7 +612,7 @@ func TestEnvtestUrgencyChange(t *testing.T) {
 	var seen bool
 	for _, ev := range h.brokerEvents(job.ID(obj.Status.JobID)) {
 		if ev.Name == "urgency" {
-			if u, _ := intField(ev.Context, "urgency"); u == 5 {
+			if u, _ := job.ContextInt(ev.Context, "urgency"); u == 5 {
 				seen = true
 			}
 		}
@@ -636,7 +639,7 @@ func TestEnvtestUrgencyRejected(t *testing.T) {
 	}
 	// Flux refuses once resources are allocated (EINVAL): condition + Warning, not Failed.
 	obj = h.waitFor("running", 30*time.Second, "UrgencyApplied=False", func(o *fluxjobv1.FluxJob) bool {
-		c := meta.FindStatusCondition(o.Status.Conditions, ConditionUrgencyApplied)
+		c := meta.FindStatusCondition(o.Status.Conditions, fluxjobv1.ConditionUrgencyApplied)
 		return c != nil && c.Status == metav1.ConditionFalse
 	})
 	if obj.Status.Phase != fluxjobv1.PhaseRunning {
@@ -704,7 +707,7 @@ func TestEnvtestCrashBetweenSubmitAndStatusWrite(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{})
 	obj := h.create("crash", cmdSpec("true"))
 	h.markAt(obj, time.Now())
-	spec, fail := buildJobspec(obj)
+	spec, fail := jobspec.Build(obj)
 	if fail != nil {
 		t.Fatal(fail.Message)
 	}
@@ -803,7 +806,7 @@ func submitDirect(t *testing.T, uri string, spec []byte) job.ID {
 	}
 	// Wait until job-list lists it, as it would long before a restart.
 	for {
-		ids, err := lookupJob(ctx, conn, mustName(spec), time.Time{}, time.Second)
+		ids, err := broker.Lookup(ctx, conn, mustName(spec), time.Time{}, time.Second)
 		if err == nil && len(ids) == 1 {
 			return id
 		}

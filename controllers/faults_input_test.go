@@ -16,6 +16,7 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // validJobspec is a Flux jobspec V1 that runs `true` on one core.
@@ -118,14 +119,14 @@ func TestFaultBadManifests(t *testing.T) {
 			t.Errorf("%s: accepted by the API server, want rejected with %q", tc.name, tc.rejected)
 			accepted = append(accepted, tc)
 		case tc.rejected != "" && !strings.Contains(err.Error(), tc.rejected):
-			t.Errorf("%s: rejected with %q, want a message containing %q", tc.name, clip(err.Error(), 400), tc.rejected)
+			t.Errorf("%s: rejected with %q, want a message containing %q", tc.name, fluxjobv1.Clip(err.Error(), 400), tc.rejected)
 		case tc.rejected != "" && !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) && !apierrors.IsRequestEntityTooLargeError(err):
-			t.Errorf("%s: rejected with %v (%T), want Invalid, BadRequest or RequestEntityTooLarge", tc.name, clip(err.Error(), 200), err)
+			t.Errorf("%s: rejected with %v (%T), want Invalid, BadRequest or RequestEntityTooLarge", tc.name, fluxjobv1.Clip(err.Error(), 200), err)
 		case tc.failReason != "" && err != nil:
-			t.Errorf("%s: rejected by the API server (%v), want accepted and Failed with %s", tc.name, clip(err.Error(), 400), tc.failReason)
+			t.Errorf("%s: rejected by the API server (%v), want accepted and Failed with %s", tc.name, fluxjobv1.Clip(err.Error(), 400), tc.failReason)
 		case tc.failReason != "" || tc.succeeds:
 			if err != nil {
-				t.Errorf("%s: rejected by the API server (%v), want accepted and run", tc.name, clip(err.Error(), 400))
+				t.Errorf("%s: rejected by the API server (%v), want accepted and run", tc.name, fluxjobv1.Clip(err.Error(), 400))
 				continue
 			}
 			accepted = append(accepted, tc)
@@ -137,8 +138,8 @@ func TestFaultBadManifests(t *testing.T) {
 			if obj.Status.Phase != fluxjobv1.PhaseSucceeded {
 				t.Errorf("%s: ended %s (%s), want Succeeded", tc.name, obj.Status.Phase, obj.Status.Message)
 			}
-			if ids := h.brokerJobsByName()[fluxJobName(obj)]; len(ids) != 1 || int64(ids[0]) != obj.Status.JobID {
-				t.Errorf("%s: the broker's jobs named %s are %v, want only %d", tc.name, fluxJobName(obj), ids, obj.Status.JobID)
+			if ids := h.brokerJobsByName()[jobspec.Name(obj)]; len(ids) != 1 || int64(ids[0]) != obj.Status.JobID {
+				t.Errorf("%s: the broker's jobs named %s are %v, want only %d", tc.name, jobspec.Name(obj), ids, obj.Status.JobID)
 			}
 			continue
 		}
@@ -157,7 +158,7 @@ func TestFaultBadManifests(t *testing.T) {
 		if obj.Status.Message == "" {
 			t.Errorf("%s: Failed without a message", tc.name)
 		}
-		t.Logf("%s: Failed/%s: %s", tc.name, tc.failReason, clip(obj.Status.Message, 160))
+		t.Logf("%s: Failed/%s: %s", tc.name, tc.failReason, fluxjobv1.Clip(obj.Status.Message, 160))
 	}
 	// Every accepted object can be deleted: no stuck finalizer.
 	for _, tc := range accepted {
@@ -216,7 +217,7 @@ func TestFaultSpecChangeAfterSubmission(t *testing.T) {
 				t.Fatalf("the API server accepted the edit %s", e.patch)
 			}
 			if !strings.Contains(err.Error(), e.reason) {
-				t.Fatalf("edit refused with %q, want a message containing %q", clip(err.Error(), 400), e.reason)
+				t.Fatalf("edit refused with %q, want a message containing %q", fluxjobv1.Clip(err.Error(), 400), e.reason)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // electedManager is one replica of the manager with leader election on,
@@ -22,7 +23,7 @@ type electedManager struct {
 	id     string
 	cancel context.CancelFunc
 	done   chan error
-	conn   *FluxConnector
+	conn   *broker.Connector
 }
 
 // waitConnected waits until the replica's connector has a broker
@@ -44,7 +45,7 @@ func (h *harness) startElected(id string) *electedManager {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	conn := NewFluxConnector(testConnectorOptions(h.broker.URI()))
+	conn := broker.NewConnector(testConnectorOptions(h.broker.URI()))
 	if err := mgr.Add(conn); err != nil {
 		h.t.Fatal(err)
 	}

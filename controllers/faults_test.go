@@ -23,6 +23,8 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // The tests in this file inject faults (issue 8): the broker connection
@@ -46,12 +48,12 @@ func (h *harness) brokerTruth(id job.ID) faultTruth {
 	for _, ev := range h.brokerEvents(id) {
 		switch ev.Name {
 		case "exception":
-			if sev, ok := intField(ev.Context, "severity"); ok && sev == 0 && fatal == "" {
+			if sev, ok := job.ContextInt(ev.Context, "severity"); ok && sev == 0 && fatal == "" {
 				fatal, _ = ev.Context["type"].(string)
 			}
 		case "finish":
 			tr.ended = true
-			if s, ok := intField(ev.Context, "status"); ok {
+			if s, ok := job.ContextInt(ev.Context, "status"); ok {
 				tr.exit = int32Ptr(job.WaitStatus(s).Result())
 			}
 		case "clean":
@@ -88,9 +90,9 @@ func (h *harness) checkMatchesBroker(names []string) {
 			h.t.Errorf("FluxJob %s: %v", name, err)
 			continue
 		}
-		ids := byName[fluxJobName(obj)]
+		ids := byName[jobspec.Name(obj)]
 		if len(ids) != 1 {
-			h.t.Errorf("FluxJob %s: %d Flux jobs named %s at the broker (%v), want exactly 1", name, len(ids), fluxJobName(obj), ids)
+			h.t.Errorf("FluxJob %s: %d Flux jobs named %s at the broker (%v), want exactly 1", name, len(ids), jobspec.Name(obj), ids)
 			continue
 		}
 		if job.ID(obj.Status.JobID) != ids[0] {
@@ -359,7 +361,7 @@ func TestFaultFutureFailsWithConnectionError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	conn := NewFluxConnector(FluxConnectorOptions{URI: b.URI(), Workers: 2,
+	conn := broker.NewConnector(broker.ConnectorOptions{URI: b.URI(), Workers: 2,
 		Backoff:       wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 500 * time.Millisecond},
 		CheckInterval: 20 * time.Millisecond, ShutdownTimeout: 500 * time.Millisecond})
 	defer runConnector(t, conn)()
@@ -386,11 +388,11 @@ func TestFaultFutureFailsWithConnectionError(t *testing.T) {
 	if ferr == nil {
 		t.Fatal("the future of a running job succeeded after the broker went away")
 	}
-	if !isConnectionError(ferr) {
+	if !broker.IsConnectionError(ferr) {
 		t.Fatalf("future failed with %v (%T), not a connection error", ferr, ferr)
 	}
-	if out := classify(0, ferr); out.Kind != outcomeLost {
-		t.Fatalf("classified as %v, want outcomeLost", out.Kind)
+	if out := broker.Classify(0, ferr); out.Kind != broker.OutcomeLost {
+		t.Fatalf("classified as %v, want broker.OutcomeLost", out.Kind)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for conn.Ready(nil) == nil {
@@ -399,14 +401,14 @@ func TestFaultFutureFailsWithConnectionError(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := conn.Ready(nil); !errors.Is(err, ErrFluxUnreachable) {
-		t.Fatalf("Ready = %v, want ErrFluxUnreachable", err)
+	if err := conn.Ready(nil); !errors.Is(err, broker.ErrUnreachable) {
+		t.Fatalf("Ready = %v, want broker.ErrUnreachable", err)
 	}
 	b.SetConnectError(0)
 	waitConnected(t, conn)
 }
 
-func waitConnected(t *testing.T, conn *FluxConnector) *fluxbridge.Executor {
+func waitConnected(t *testing.T, conn *broker.Connector) *fluxbridge.Executor {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -455,7 +457,7 @@ func TestFaultConnectorBacksOff(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
-	conn := NewFluxConnector(FluxConnectorOptions{URI: "local://" + path, Workers: 1,
+	conn := broker.NewConnector(broker.ConnectorOptions{URI: "local://" + path, Workers: 1,
 		Backoff:     wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 400 * time.Millisecond},
 		DialTimeout: time.Second, ShutdownTimeout: 500 * time.Millisecond})
 	defer runConnector(t, conn)()
@@ -479,8 +481,8 @@ func TestFaultConnectorBacksOff(t *testing.T) {
 	if gap := fifth.Sub(first); gap < 750*time.Millisecond {
 		t.Fatalf("5 connection attempts within %s with a 50ms..400ms backoff, want at least 750ms", gap)
 	}
-	if err := conn.Ready(nil); !errors.Is(err, ErrFluxUnreachable) {
-		t.Fatalf("Ready = %v while refused, want ErrFluxUnreachable", err)
+	if err := conn.Ready(nil); !errors.Is(err, broker.ErrUnreachable) {
+		t.Fatalf("Ready = %v while refused, want broker.ErrUnreachable", err)
 	}
 	_ = ln.Close()
 	<-served
@@ -524,7 +526,7 @@ func dialBroker(ctx context.Context, t *testing.T, uri string) *flux.Conn {
 
 // runConnector starts conn and returns the function that stops it and
 // reports its error.
-func runConnector(t *testing.T, conn *FluxConnector) (stop func()) {
+func runConnector(t *testing.T, conn *broker.Connector) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -28,31 +27,9 @@ import (
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/podexec"
 )
-
-// Transports supplies the connections flux.Dial cannot make from a URI
-// alone. A nil field means this manager cannot use that kind of
-// connection: FluxInstances asking for it are reported with reason
-// InvalidConnection.
-type Transports struct {
-	// SSH returns the dial options for an ssh:// URI, given the private
-	// key and known_hosts read from the FluxInstance's Secret.
-	SSH func(privateKey, knownHosts []byte) ([]flux.Option, error)
-	// Exec returns a URI naming the connection and the dial options that
-	// reach a broker by running the relay in a container through the
-	// pods/exec subresource.
-	Exec func(t ExecTarget) (uri string, opts []flux.Option, err error)
-}
-
-// ExecTarget is a container to run `flux relay` in, through pods/exec.
-type ExecTarget struct {
-	Namespace, Pod, Container string
-	// SocketPath is the broker's local:// socket in the container.
-	SocketPath string
-	// Command is the relay command without the socket path (appended as
-	// its last argument); empty means the transport's default.
-	Command []string
-}
 
 // FluxInstanceReconciler keeps the InstanceRegistry in line with the
 // FluxInstance objects: it resolves each one's spec.connection (reading
@@ -68,14 +45,14 @@ type FluxInstanceReconciler struct {
 	// that the manager keeps no cache (and needs no list/watch) of them.
 	APIReader client.Reader
 	// Registry is shared with the FluxJob reconciler.
-	Registry *InstanceRegistry
+	Registry *broker.Registry
 	// Recorder emits events about FluxInstances (optional).
 	Recorder events.EventRecorder
 	// Namespace is the manager's own namespace, the only one Secrets
 	// are read from.
 	Namespace string
 	// Transports are the ssh and pod-exec transports available.
-	Transports Transports
+	Transports broker.Transports
 	// StatusInterval is how often a FluxInstance's status is refreshed.
 	// Default 30s.
 	StatusInterval time.Duration
@@ -160,7 +137,7 @@ func (r *FluxInstanceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if conn != nil {
 		obs.connected, obs.unreachable = conn.State()
 		if obs.connected {
-			obs.info, obs.infoErr = r.readInfo(ctx, conn)
+			obs.info, obs.infoErr = conn.Info(ctx, r.RPCTimeout)
 		}
 	}
 	if err := r.writeStatus(ctx, &fi, obs); err != nil {
@@ -172,10 +149,10 @@ func (r *FluxInstanceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
 }
 
-// config resolves fi's spec into an InstanceConfig; a connection that
+// config resolves fi's spec into an broker.Config; a connection that
 // cannot be used is returned with Invalid set. endpoint describes where
 // the connection goes, for the status.
-func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxInstance) (cfg InstanceConfig, endpoint string) {
+func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxInstance) (cfg broker.Config, endpoint string) {
 	cfg.Workers = int(fluxjobv1.DefaultInstanceWorkers)
 	if w := fi.Spec.Executor.Workers; w != nil {
 		cfg.Workers = int(*w)
@@ -206,12 +183,11 @@ func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxI
 		endpoint, cfg.URI = c.URI, c.URI
 		ident = []string{"uri", c.URI}
 	case c.MiniCluster != nil || c.Pod != nil:
-		var t ExecTarget
-		var podUID string
-		t, podUID, err = r.execTarget(ctx, c)
+		var t podexec.Target
+		t, err = r.execTarget(ctx, c)
 		if err == nil {
 			endpoint = t.Namespace + "/" + t.Pod + "/" + t.Container + ":" + t.SocketPath
-			ident = append([]string{"exec", t.Namespace, t.Pod, podUID, t.Container, t.SocketPath}, t.Command...)
+			ident = append([]string{"exec", t.Namespace, t.Pod, t.PodUID, t.Container, t.SocketPath}, t.Command...)
 			if r.Transports.Exec == nil {
 				err = fmt.Errorf("this manager was built without the pod-exec transport")
 			} else {
@@ -251,87 +227,13 @@ func (r *FluxInstanceReconciler) sshOptions(ctx context.Context, name string) ([
 	}
 	key, kh := sec.Data[fluxjobv1.SSHPrivateKeyKey], sec.Data[fluxjobv1.SSHKnownHostsKey]
 	if len(key) == 0 || len(kh) == 0 {
-		return nil, "", fmt.Errorf("Secret %s/%s must have non-empty keys %q and %q", r.Namespace, name, fluxjobv1.SSHPrivateKeyKey, fluxjobv1.SSHKnownHostsKey)
+		return nil, "", fmt.Errorf("ssh Secret %s/%s must have non-empty keys %q and %q", r.Namespace, name, fluxjobv1.SSHPrivateKeyKey, fluxjobv1.SSHKnownHostsKey)
 	}
 	opts, err := r.Transports.SSH(key, kh)
 	if err != nil {
-		return nil, "", fmt.Errorf("Secret %s/%s: %w", r.Namespace, name, err)
+		return nil, "", fmt.Errorf("ssh Secret %s/%s: %w", r.Namespace, name, err)
 	}
 	return opts, sec.ResourceVersion, nil
-}
-
-// InstanceInfo is what a broker tells about its instance, for a
-// FluxInstance's status.
-type InstanceInfo struct {
-	// Version is the broker attribute "version" (flux-core's version).
-	Version string
-	// Size is the broker attribute "size" (number of brokers).
-	Size int32
-	// Jobs are job-list's job statistics.
-	Jobs fluxjobv1.FluxInstanceJobCounts
-	// Queues are the named queues job-list reports statistics for.
-	Queues []string
-}
-
-// jobStatsResponse is job-list.job-stats' answer (flux-core v0.88.0
-// src/modules/job-list/stats.c job_stats_encode).
-type jobStatsResponse struct {
-	JobStates struct {
-		Depend, Priority, Sched, Run, Cleanup, Inactive, Total int64
-	} `json:"job_states"`
-	Successful, Failed, Canceled, Timeout int64
-	Queues                                []struct {
-		Name string `json:"name"`
-	} `json:"queues"`
-}
-
-// attrResponse is attr.get's answer (src/broker/attr.c).
-type attrResponse struct {
-	Value string `json:"value"`
-}
-
-// readInfo reads the instance's InstanceInfo through conn's control
-// connection.
-func (r *FluxInstanceReconciler) readInfo(ctx context.Context, conn *FluxConnector) (InstanceInfo, error) {
-	_, ctl, err := conn.Get()
-	if err != nil {
-		return InstanceInfo{}, err
-	}
-	return ReadInstanceInfo(ctx, ctl, r.RPCTimeout)
-}
-
-// ReadInstanceInfo asks the broker c is connected to for its version and
-// size (attr.get) and job statistics (job-list.job-stats), within timeout.
-func ReadInstanceInfo(ctx context.Context, c *flux.Conn, timeout time.Duration) (InstanceInfo, error) {
-	var info InstanceInfo
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var ver, size attrResponse
-	if err := c.RPC(ctx, "attr.get", map[string]string{"name": "version"}, &ver); err != nil {
-		return info, fmt.Errorf("attr.get version: %w", err)
-	}
-	if err := c.RPC(ctx, "attr.get", map[string]string{"name": "size"}, &size); err != nil {
-		return info, fmt.Errorf("attr.get size: %w", err)
-	}
-	info.Version = clip(ver.Value, 64)
-	if n, err := strconv.ParseInt(size.Value, 10, 32); err == nil {
-		info.Size = int32(n)
-	}
-	var st jobStatsResponse
-	if err := c.RPC(ctx, "job-list.job-stats", json.RawMessage("{}"), &st); err != nil {
-		return info, fmt.Errorf("job-list.job-stats: %w", err)
-	}
-	s := st.JobStates
-	info.Jobs = fluxjobv1.FluxInstanceJobCounts{
-		Pending: s.Depend + s.Priority + s.Sched, Running: s.Run + s.Cleanup, Inactive: s.Inactive,
-		Successful: st.Successful, Failed: st.Failed + st.Canceled + st.Timeout, Total: s.Total,
-	}
-	for _, q := range st.Queues {
-		if len(info.Queues) < 64 {
-			info.Queues = append(info.Queues, clip(q.Name, 128))
-		}
-	}
-	return info, nil
 }
 
 // instanceObservation is everything the status is computed from.
@@ -340,7 +242,7 @@ type instanceObservation struct {
 	endpoint    string
 	connected   bool
 	unreachable string
-	info        InstanceInfo
+	info        broker.InstanceInfo
 	infoErr     error
 }
 
@@ -363,7 +265,7 @@ func (r *FluxInstanceReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.
 	default:
 		status, reason, msg = metav1.ConditionUnknown, fluxjobv1.ReasonConnecting, "Connecting to the Flux broker"
 	}
-	msg = clip(msg, 32768)
+	msg = fluxjobv1.Clip(msg, 32768)
 	for _, typ := range []string{fluxjobv1.InstanceConditionConnected, fluxjobv1.InstanceConditionReady} {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg,
 			ObservedGeneration: fi.Generation, LastTransitionTime: now})
@@ -394,7 +296,7 @@ func (r *FluxInstanceReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.
 		if status != metav1.ConditionTrue {
 			typ = corev1.EventTypeWarning
 		}
-		r.Recorder.Eventf(fi, nil, typ, reason, "Connect", "%s", clip(msg, 1024))
+		r.Recorder.Eventf(fi, nil, typ, reason, "Connect", "%s", fluxjobv1.Clip(msg, 1024))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/internal/brokerpod"
+	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
 // Reaching a broker in a pod needs to find the pod and exec into it. These
@@ -15,10 +16,9 @@ import (
 // +kubebuilder:rbac:groups="",resources=pods/exec,verbs=create;get
 
 // execTarget finds the pod and container of a miniCluster or pod
-// connection (package brokerpod, shared with the kubectl plugin). It
-// returns the pod's UID too: a new pod (the MiniCluster was re-created)
-// makes a new connection.
-func (r *FluxInstanceReconciler) execTarget(ctx context.Context, c fluxjobv1.FluxInstanceConnection) (ExecTarget, string, error) {
-	t, err := brokerpod.Find(ctx, r.APIReader, c)
-	return ExecTarget{Namespace: t.Namespace, Pod: t.Pod, Container: t.Container, SocketPath: t.SocketPath, Command: t.Command}, t.PodUID, err
+// connection (package brokerpod, shared with the kubectl plugin). The
+// target carries the pod's UID: a new pod (the MiniCluster was
+// re-created) makes a new connection.
+func (r *FluxInstanceReconciler) execTarget(ctx context.Context, c fluxjobv1.FluxInstanceConnection) (podexec.Target, error) {
+	return brokerpod.Find(ctx, r.APIReader, c)
 }

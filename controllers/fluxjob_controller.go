@@ -1,24 +1,18 @@
-// Package controllers reconciles FluxJobs: it submits each to Flux through
-// the shared fluxbridge.Executor (exactly once), follows its Flux job
-// through the executor's callbacks, and keeps the FluxJob's status true.
-//
-// The executor's callbacks never call the API server: they record into a
-// Tracker and poke the reconciler through a channel source. Reconcile
-// computes the status from the object and the tracker (computeStatus) and
-// patches the status subresource only when it changed, so the workqueue
-// coalesces many callbacks into few writes.
+// Package controllers reconciles FluxJobs and FluxInstances. A FluxJob is
+// submitted to Flux exactly once through the Flux side (internal/broker:
+// instance connections, the Tracker the executor's callbacks record into,
+// the verbs), and its status is a pure function of its spec and the job's
+// broker.View (computeStatus), written through one locked-patch helper
+// (writer.go) only when it changed.
 package controllers
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -31,10 +25,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
-	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/written"
 )
 
 // Options tune a FluxJobReconciler. Zero values mean the defaults.
@@ -52,7 +48,7 @@ type Options struct {
 	// Default 30s.
 	CancelTimeout time.Duration
 	// AdoptWindow is how long after an unfinished submission attempt
-	// (status.submitAttemptTime without a job ID) the controller keeps
+	// (a submission marker without a job ID, marker.go) the controller keeps
 	// looking the job up in job-list before submitting again. Default 10s.
 	AdoptWindow time.Duration
 	// PurgeAge is the Flux instance's job-manager inactive-age-limit (0:
@@ -108,22 +104,23 @@ type FluxJobReconciler struct {
 	// Recorder emits Kubernetes events (events.k8s.io).
 	Recorder events.EventRecorder
 	// Instances holds one executor and control connection per Flux
-	// instance (see route.go). If nil, SetupWithManager makes a registry
-	// whose only instance is Flux, named "default".
-	Instances *InstanceRegistry
+	// instance. If nil, SetupWithManager makes a registry whose only
+	// instance is Flux, named "default".
+	Instances *broker.Registry
 	// Flux, when Instances is nil, is the one broker connection: the
 	// implicit default instance.
-	Flux *FluxConnector
-	// Tracker holds what the executor reported; NewTracker if nil at
-	// SetupWithManager.
-	Tracker *Tracker
+	Flux *broker.Connector
+	// Tracker holds what the executor reported; broker.NewTracker if nil
+	// at SetupWithManager.
+	Tracker *broker.Tracker
 	// Options tune the reconciler.
 	Options Options
 
 	now     func() time.Time
-	waiting waitList   // FluxJobs waiting for an instance (route.go)
-	written writtenSet // this controller's latest writes, for stale cached reads (written.go)
-	regOnce sync.Once
+	waiting waitList // FluxJobs waiting for an instance (route.go)
+	written written.Set
+	w       *writer
+	once    sync.Once
 }
 
 // Permissions, least privilege: read FluxJobs, write their status and
@@ -138,37 +135,52 @@ type FluxJobReconciler struct {
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupWithManager registers the reconciler with mgr: it watches FluxJobs
-// (spec changes, creation, deletion) and the tracker's channel, and adds
-// the Flux connector as a runnable if it is not added yet.
+// (spec changes, creation, deletion), the FluxJobs they depend on, and the
+// tracker's channel.
 func (r *FluxJobReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.Options.defaults()
-	if r.now == nil {
-		r.now = time.Now
-	}
-	if r.Tracker == nil {
-		r.Tracker = NewTracker(1024)
-	}
-	if r.registry() == nil {
+	r.once.Do(r.init)
+	if r.Instances == nil {
 		return errors.New("controllers: FluxJobReconciler.Instances and .Flux are nil")
 	}
 	RegisterMetrics()
 	if err := indexDependsOn(context.Background(), mgr); err != nil {
 		return fmt.Errorf("indexing spec.dependsOn: %w", err)
 	}
-	if err := r.watchOwnWrites(mgr); err != nil {
+	if err := r.written.Watch(mgr); err != nil {
 		return err
 	}
 	tr := r.Tracker
 	r.Instances.OnConnect(func(instance string) { tr.PokeUnsettled(instance) })
 	r.Instances.OnChange(func(string) { r.waiting.pokeAll(tr) })
+	dependants := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		return dependants(ctx, r.Client, o)
+	})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&fluxjobv1.FluxJob{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, deletionPredicate()))).
-		Watches(&fluxjobv1.FluxJob{}, r.dependantsHandler(), builder.WithPredicates(dependencyChanged())).
+		Watches(&fluxjobv1.FluxJob{}, dependants, builder.WithPredicates(dependencyChanged())).
 		WatchesRawSource(source.Channel(tr.Events(), &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
 		Named("fluxjob").
 		Complete(r)
+}
+
+// init fills in the defaults: options, clock, tracker, the registry of a
+// reconciler built the single-instance way (r.Flux as the implicit
+// instance "default", as most tests do), and the writer.
+func (r *FluxJobReconciler) init() {
+	r.Options.defaults()
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.Tracker == nil {
+		r.Tracker = broker.NewTracker(1024)
+	}
+	if r.Instances == nil && r.Flux != nil {
+		r.Instances = broker.NewRegistry(broker.ConnectorOptions{Logger: r.Flux.Logger()})
+		r.Instances.SetImplicit("default", r.Flux)
+	}
+	r.w = &writer{Client: r.Client, recorder: r.Recorder, written: &r.written, now: r.now}
 }
 
 // deletionPredicate passes updates that mark an object for deletion.
@@ -183,13 +195,16 @@ func deletionPredicate() predicate.Funcs {
 	}
 }
 
-// Reconcile brings one FluxJob's status in line with its Flux job:
-// this controller's own latest write if the cache lags it (written.go) ->
-// deletion (finalizer) -> namespace allowed? -> held (suspend,
-// dependencies)? -> submit once (marker and finalizer, submit.go) or
-// attach -> urgency -> status patch (non-final ones paced, pace.go) ->
-// requeue policy (ttlSecondsAfterFinished once finished).
+// Reconcile brings one FluxJob's status in line with its Flux job, in one
+// straight line over one view of the job: the object (this controller's
+// own latest write if the cache lags it) and its marker, read once ->
+// deletion (finalizer.go) -> settled? -> the route and admission, resolved
+// once (route.go) -> held (suspend, dependencies: batch.go)? -> submit once
+// or attach (submit.go) -> the job's view from the tracker -> urgency ->
+// status computed from spec and view (status.go), output gate, paced, one
+// locked write -> requeue policy (ttl.go once finished).
 func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	r.once.Do(r.init)
 	log := logf.FromContext(ctx)
 	var obj fluxjobv1.FluxJob
 	if err := r.Get(ctx, req.NamespacedName, &obj); err != nil {
@@ -201,13 +216,13 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		return ctrl.Result{}, fmt.Errorf("getting FluxJob %s: %w", req.NamespacedName, err)
 	}
-	if w := r.written.latest(&obj, r.now()); w != &obj {
-		// The cache does not show this controller's latest write yet.
-		obj = *w
+	if w := r.written.Latest(&obj, r.now()); w != &obj {
+		obj = *w // the cache does not show this controller's latest write yet
 	}
+	m := readMarker(&obj)
 	log = log.WithValues("uid", obj.UID)
-	if _, _, err := parseMarker(&obj); err != nil {
-		log.Info("unreadable submission marker: counted as an attempt at the FluxJob's creation (looked up before any submission)", "error", err.Error())
+	if m.Err != nil {
+		log.Info("unreadable submission marker: counted as an attempt at the FluxJob's creation (looked up before any submission)", "error", m.Err.Error())
 	}
 	if obj.Status.JobIDF58 != "" {
 		log = log.WithValues("jobid", obj.Status.JobIDF58)
@@ -216,81 +231,60 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	defer func() { trackedJobs.Set(float64(r.Tracker.Len())) }()
 
 	if !obj.DeletionTimestamp.IsZero() {
-		return r.finalize(ctx, &obj)
+		return r.finalize(ctx, &obj, m)
 	}
 	if obj.Status.Phase.IsTerminal() {
 		// Settled for good: only observedGeneration may need a write (an
 		// urgency edit after the end). Nothing is tracked any more.
 		r.Tracker.Forget(obj.UID)
 		r.waiting.remove(req.NamespacedName)
-		if err := r.writeStatus(ctx, &obj, statusInput{}); err != nil {
+		if err := r.w.writeStatus(ctx, &obj, computeStatus(&obj, statusInput{Marker: m}, r.now())); err != nil {
 			return ctrl.Result{}, err
 		}
-		return r.afterFinished(ctx, &obj)
+		return r.afterFinished(ctx, &obj, m)
 	}
-	if !r.namespaceAllowed(obj.Namespace) && obj.Status.JobID == 0 && submitAttempt(&obj) == nil {
-		msg := fmt.Sprintf("namespace %q is not allowed to run jobs on this Flux instance (--allowed-namespaces)", obj.Namespace)
-		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{Failure: &failure{Reason: fluxjobv1.ReasonNamespaceNotAllowed, Message: msg}})
-	}
-	if fail := r.privilegeFailure(&obj); fail != nil && obj.Status.JobID == 0 && submitAttempt(&obj) == nil {
-		return ctrl.Result{}, r.writeStatus(ctx, &obj, statusInput{Failure: fail})
-	}
-	rt, adm, err := r.admit(ctx, &obj)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if !adm.OK {
-		return r.notAdmitted(ctx, &obj, adm)
+	rt, adm, err := r.admit(ctx, &obj, m)
+	if err != nil || adm.Failure != nil || !adm.OK {
+		return r.notAdmitted(ctx, &obj, m, adm, err)
 	}
 	r.waiting.remove(req.NamespacedName)
-	ctx = withRoute(ctx, rt)
-	deps, held, fail, err := r.beforeSubmit(ctx, &obj)
+	deps, held, fail, err := r.beforeSubmit(ctx, &obj, m, rt)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if held != nil || fail != nil {
-		return r.holdStatus(ctx, &obj, rt, &adm, held, fail)
+		return r.holdStatus(ctx, &obj, m, rt, &adm, held, fail)
 	}
-	requeue, fail, err := r.ensureTracked(ctx, &obj, rt, deps)
+	requeue, fail, err := r.track(ctx, &obj, &m, rt, deps)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	obs, tracked := r.Tracker.Get(obj.UID)
+	view, tracked := r.Tracker.Get(obj.UID)
 	if tracked && fail == nil {
-		requeue = minRequeue(requeue, r.syncUrgency(ctx, &obj, obs))
-		obs, _ = r.Tracker.Get(obj.UID)
+		requeue = minRequeue(requeue, r.syncUrgency(ctx, &obj, rt, view))
+		view, _ = r.Tracker.Get(obj.UID)
 	}
-	in := statusInput{Failure: fail, Admission: &adm}
+	in := statusInput{Marker: m, Failure: fail, Admission: &adm}
 	if tracked {
-		in.Obs = &obs
+		in.Obs = &view
+		in.UrgencyRejected = view.UrgencyError
 	}
-	connected, unreachable := rt.state()
-	switch {
-	case unreachable != "":
-		in.Unreachable = unreachable
-	case tracked && obs.Outcome.Kind == outcomeLost:
-		in.Unreachable = obs.Outcome.Message
-	case connected:
-		in.Reachable = true
-	}
-	if tracked && obs.UrgencyError != "" {
-		in.UrgencyRejected = obs.UrgencyError
-	}
-	if hold, after := r.gateOutput(ctx, &obj, &in); hold {
+	in.reachability(rt)
+	if hold, after := r.gateOutput(ctx, &obj, rt, &in); hold {
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
 	st := computeStatus(&obj, in, r.now())
-	if wait := r.paceStatus(&obj, st); wait > 0 {
+	if wait := r.w.pace(&obj, st); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
-	if err := r.patchStatus(ctx, &obj, st); err != nil {
+	if err := r.w.writeStatus(ctx, &obj, st); err != nil {
 		return ctrl.Result{}, err
 	}
 	if obj.Status.Phase.IsTerminal() {
 		// The status is final; later callbacks (release, free, clean)
 		// find no entry and are dropped.
 		r.Tracker.Forget(obj.UID)
-		return r.afterFinished(ctx, &obj)
+		return r.afterFinished(ctx, &obj, m)
 	}
 	if in.Unreachable != "" {
 		requeue = minRequeue(requeue, r.Options.UnreachableRetry)
@@ -309,168 +303,7 @@ func minRequeue(a, b time.Duration) time.Duration {
 	return b
 }
 
-func (r *FluxJobReconciler) namespaceAllowed(ns string) bool {
-	return len(r.Options.AllowedNamespaces) == 0 || slices.Contains(r.Options.AllowedNamespaces, ns)
-}
-
-// ensureTracked makes sure a future follows the FluxJob's Flux job:
-// nothing to do while one does (or its outcome is final); otherwise attach
-// to a known job ID, or submit (exactly once, see submit) with the RFC 26
-// dependencies deps (see beforeSubmit). It returns a
-// requeue delay when it has to wait (broker unreachable, job-list catching
-// up), or a failure the controller decided itself.
-func (r *FluxJobReconciler) ensureTracked(ctx context.Context, obj *fluxjobv1.FluxJob, rt route, deps []job.Dependency) (time.Duration, *failure, error) {
-	obs, ok := r.Tracker.Get(obj.UID)
-	if ok && !r.needsNewFuture(obs) {
-		return 0, nil, nil
-	}
-	exec, ctl, err := rt.get()
-	if err != nil {
-		if _, unreachable := rt.state(); unreachable == "" {
-			return 200 * time.Millisecond, nil, nil // still connecting
-		}
-		return r.Options.UnreachableRetry, nil, nil
-	}
-	var id uint64
-	switch {
-	case obj.Status.JobID != 0:
-		id = uint64(obj.Status.JobID)
-	case ok && obs.HasJobID:
-		id = obs.JobID
-	}
-	if id != 0 {
-		if err := r.ensureFinalizer(ctx, obj); err != nil {
-			return 0, nil, err
-		}
-		// Never trust a bare job ID: it may be another instance's (see
-		// identity.go).
-		return r.reattach(ctx, obj, exec, ctl, job.ID(id))
-	}
-	return r.submit(ctx, obj, exec, ctl, deps)
-}
-
-// needsNewFuture reports whether the tracked future can no longer tell us
-// anything: it lost its connection, was aborted, or ended on a fatal
-// exception but has been silent too long without the job's clean event
-// (its eventlog watch may have died with a connection).
-func (r *FluxJobReconciler) needsNewFuture(obs observation) bool {
-	switch obs.Outcome.Kind {
-	case outcomeLost, outcomeAborted:
-		return true
-	case outcomeException:
-		for _, ev := range obs.Events {
-			if ev.Name == "clean" || ev.Name == "finish" {
-				return false
-			}
-		}
-		return r.now().Sub(obs.LastSeen) > r.Options.Resync
-	}
-	return false
-}
-
-// writeStatus computes the status and patches the status subresource if
-// it changed, with an optimistic lock so that a stale cache never
-// overwrites a newer status (a conflict is returned and requeued). It
-// emits an event for a phase change. obj is updated in place.
-func (r *FluxJobReconciler) writeStatus(ctx context.Context, obj *fluxjobv1.FluxJob, in statusInput) error {
-	return r.patchStatus(ctx, obj, computeStatus(obj, in, r.now()))
-}
-
-// patchStatus is writeStatus for a status already computed.
-func (r *FluxJobReconciler) patchStatus(ctx context.Context, obj *fluxjobv1.FluxJob, st fluxjobv1.FluxJobStatus) error {
-	if !significantChange(obj.Status, st) {
-		return nil
-	}
-	oldPhase := obj.Status.Phase
-	base := obj.DeepCopy()
-	obj.Status = st
-	r.written.begin(obj.UID)
-	if err := r.Status().Patch(ctx, obj, clientMergeLocked(base)); err != nil {
-		r.written.end(obj.UID)
-		*obj = *base
-		statusPatchesTotal.WithLabelValues(patchResult(err)).Inc()
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("patching FluxJob status: %w", err)
-	}
-	statusPatchesTotal.WithLabelValues("success").Inc()
-	r.written.add(base.ResourceVersion, obj, r.now())
-	if st.Phase != oldPhase {
-		phaseTransitionsTotal.WithLabelValues(string(st.Phase)).Inc()
-		r.phaseEvent(ctx, obj, oldPhase)
-	}
-	return nil
-}
-
-// significantChange reports whether the new status is worth a write:
-// anything but the event list and the event times changed. Eventlog
-// events that do not change the phase (validate, depend, priority, alloc,
-// non-fatal exceptions...) ride along with the next write that matters
-// (the phase change to Running, or to the final phase), which keeps a job
-// to about four status writes.
-func significantChange(old, updated fluxjobv1.FluxJobStatus) bool {
-	strip := func(s fluxjobv1.FluxJobStatus) fluxjobv1.FluxJobStatus {
-		s.Events, s.SubmitTime, s.StartTime, s.CompletionTime, s.Duration = nil, nil, nil, nil, nil
-		return s
-	}
-	return !equality.Semantic.DeepEqual(strip(old), strip(updated))
-}
-
-// phaseEvent emits the Kubernetes event for a phase change just written:
-// one per FluxJob lifetime, for its end (Succeeded, or a Warning with the
-// failure's reason), and one when it is suspended. The phases in between
-// (Submitted, Running) are in the status (conditions, startTime) and the
-// log, not in events: an event is a create in the API server, and one per
-// phase cost a FluxJob that waited in Flux's queue two or three.
-func (r *FluxJobReconciler) phaseEvent(ctx context.Context, obj *fluxjobv1.FluxJob, old fluxjobv1.FluxJobPhase) {
-	st := &obj.Status
-	logf.FromContext(ctx).Info("phase changed", "from", old, "to", st.Phase, "jobid", st.JobIDF58, "message", st.Message)
-	typ, reason := corev1.EventTypeNormal, string(st.Phase)
-	switch st.Phase {
-	case fluxjobv1.PhasePending, fluxjobv1.PhaseSubmitted, fluxjobv1.PhaseRunning:
-		return
-	case fluxjobv1.PhaseFailed, fluxjobv1.PhaseCancelled:
-		typ = corev1.EventTypeWarning
-		if c := failedCondition(st); c != "" {
-			reason = c
-		}
-	}
-	r.event(obj, typ, reason, "Reconcile", st.Message)
-}
-
-func failedCondition(st *fluxjobv1.FluxJobStatus) string {
-	for _, c := range st.Conditions {
-		if c.Type == fluxjobv1.ConditionFailed {
-			return c.Reason
-		}
-	}
-	return ""
-}
-
-// event emits a Kubernetes event if a recorder is set.
-func (r *FluxJobReconciler) event(obj *fluxjobv1.FluxJob, typ, reason, action, note string) {
-	if r.Recorder == nil {
-		return
-	}
-	r.Recorder.Eventf(obj, nil, typ, reason, action, "%s", clip(note, 1024))
-}
-
 // key returns obj's namespaced name.
 func key(obj client.Object) types.NamespacedName {
 	return types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}
-}
-
-// clientMergeLocked is a merge patch from base that fails with a conflict
-// if the object changed since base was read.
-func clientMergeLocked(base client.Object) client.Patch {
-	return client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
-}
-
-// patchResult is the metrics label for a failed patch.
-func patchResult(err error) string {
-	if apierrors.IsConflict(err) {
-		return "conflict"
-	}
-	return "error"
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	corev1 "k8s.io/api/core/v1"
@@ -23,10 +22,13 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/recorder"
+	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
 // These tests run the manager as main.go does with FluxInstance objects:
-// the InstanceRegistry, the FluxInstance reconciler and the FluxJob
+// the broker.Registry, the FluxInstance reconciler and the FluxJob
 // reconciler routing by instance, against two test brokers, each with its
 // own unix socket (local:// instances). FluxInstances are cluster-scoped:
 // their names carry the test's namespace so that tests do not meet.
@@ -40,11 +42,11 @@ func (h *harness) startWithInstances(tune ...func(*FluxInstanceReconciler)) {
 		h.t.Fatal("manager already running")
 	}
 	mgr := h.newManager()
-	reg := NewInstanceRegistry(testConnectorOptions(""))
+	reg := broker.NewRegistry(testConnectorOptions(""))
 	if err := mgr.Add(reg); err != nil {
 		h.t.Fatal(err)
 	}
-	h.run(mgr, &FluxJobReconciler{Instances: reg, Options: h.opts}, func(mgr ctrl.Manager, rec *EventRecorder) {
+	h.run(mgr, &FluxJobReconciler{Instances: reg, Options: h.opts}, func(mgr ctrl.Manager, rec *recorder.Recorder) {
 		ir := &FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Recorder: rec,
 			StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
 		for _, fn := range tune {
@@ -182,9 +184,8 @@ func TestEnvtestInstancesRouting(t *testing.T) {
 		if s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected); s != metav1.ConditionTrue || r != fluxjobv1.ReasonConnected {
 			t.Fatalf("FluxInstance %s Connected = %s/%s", name, s, r)
 		}
-		var m dto.Metric
-		if err := executorConnected.WithLabelValues(name).Write(&m); err != nil || m.GetGauge().GetValue() != 1 {
-			t.Fatalf("fluxjob_executor_connected{instance=%q} = %v (%v), want 1", name, m.GetGauge().GetValue(), err)
+		if v, err := gaugeValue("fluxjob_executor_connected", "instance", name); err != nil || v != 1 {
+			t.Fatalf("fluxjob_executor_connected{instance=%q} = %v (%v), want 1", name, v, err)
 		}
 	}
 
@@ -425,11 +426,11 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 		}
 	}
 	var mu sync.Mutex
-	var targets []ExecTarget
+	var targets []podexec.Target
 	h.startWithInstances(func(ir *FluxInstanceReconciler) {
 		ir.Namespace = h.ns // the manager's namespace: Secrets are read there only
-		ir.Transports = DefaultTransports(h.cfg)
-		ir.Transports.Exec = func(tg ExecTarget) (string, []flux.Option, error) {
+		ir.Transports = broker.DefaultTransports(h.cfg)
+		ir.Transports.Exec = func(tg podexec.Target) (string, []flux.Option, error) {
 			mu.Lock()
 			targets = append(targets, tg)
 			mu.Unlock()
@@ -485,11 +486,11 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	if err := h.c.Status().Update(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
-	fi = h.waitInstance(mc, 30*time.Second, "Ready through the lead broker pod", instanceReady)
+	h.waitInstance(mc, 30*time.Second, "Ready through the lead broker pod", instanceReady)
 	mu.Lock()
 	got := targets[len(targets)-1]
 	mu.Unlock()
-	want := ExecTarget{Namespace: h.ns, Pod: pod.Name, Container: "flux-sample", SocketPath: fluxjobv1.DefaultMiniClusterSocket}
+	want := podexec.Target{Namespace: h.ns, Pod: pod.Name, Container: "flux-sample", SocketPath: fluxjobv1.DefaultMiniClusterSocket}
 	if got.Namespace != want.Namespace || got.Pod != want.Pod || got.Container != want.Container || got.SocketPath != want.SocketPath || len(got.Command) != 0 {
 		t.Fatalf("exec target %+v, want %+v", got, want)
 	}

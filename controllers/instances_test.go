@@ -17,6 +17,7 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 func startTestBroker(t *testing.T) *testbroker.Server {
@@ -31,7 +32,7 @@ func startTestBroker(t *testing.T) *testbroker.Server {
 
 // runRegistry starts reg and stops it (waiting for its connectors) when
 // the test ends.
-func runRegistry(t *testing.T, reg *InstanceRegistry) {
+func runRegistry(t *testing.T, reg *broker.Registry) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -44,8 +45,8 @@ func runRegistry(t *testing.T, reg *InstanceRegistry) {
 	})
 }
 
-func fastConnectorOptions() FluxConnectorOptions {
-	return FluxConnectorOptions{
+func fastConnectorOptions() broker.ConnectorOptions {
+	return broker.ConnectorOptions{
 		Backoff:       wait.Backoff{Duration: 20 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 200 * time.Millisecond},
 		CheckInterval: 20 * time.Millisecond, ShutdownTimeout: 200 * time.Millisecond,
 	}
@@ -81,13 +82,13 @@ func (c *changeLog) count(name string) int {
 // stopped and reports why); Remove stops it; each change is announced.
 func TestInstanceRegistryLifecycle(t *testing.T) {
 	brokerA, brokerB := startTestBroker(t), startTestBroker(t)
-	reg := NewInstanceRegistry(fastConnectorOptions())
+	reg := broker.NewRegistry(fastConnectorOptions())
 	var changes changeLog
 	reg.OnChange(changes.add)
 	var connects changeLog
 	reg.OnConnect(connects.add)
 
-	if !reg.Set("x", InstanceConfig{URI: brokerA.URI(), Workers: 1, Selector: labels.Everything()}) {
+	if !reg.Set("x", broker.Config{URI: brokerA.URI(), Workers: 1, Selector: labels.Everything()}) {
 		t.Fatal("Set of a new instance did not start a connector")
 	}
 	connA, _, ok := reg.Lookup("x")
@@ -99,32 +100,32 @@ func TestInstanceRegistryLifecycle(t *testing.T) {
 	waitUntil(t, "OnConnect(x)", func() bool { return connects.count("x") == 1 })
 
 	before := changes.count("x")
-	if reg.Set("x", InstanceConfig{URI: brokerA.URI(), Workers: 1, Selector: labels.Everything()}) {
+	if reg.Set("x", broker.Config{URI: brokerA.URI(), Workers: 1, Selector: labels.Everything()}) {
 		t.Fatal("Set with the same settings replaced the connector")
 	}
 	if c, _, _ := reg.Lookup("x"); c != connA || changes.count("x") != before {
 		t.Fatalf("same settings: connector replaced %v, %d change notifications (want none)", c != connA, changes.count("x")-before)
 	}
 	// Only the selector changes: same connector, one notification.
-	reg.Set("x", InstanceConfig{URI: brokerA.URI(), Workers: 1})
+	reg.Set("x", broker.Config{URI: brokerA.URI(), Workers: 1})
 	if c, cfg, _ := reg.Lookup("x"); c != connA || cfg.Selector != nil || changes.count("x") != before+1 {
 		t.Fatalf("selector change: connector replaced %v, selector %v, %d notifications", c != connA, cfg.Selector, changes.count("x")-before)
 	}
 
-	if !reg.Set("x", InstanceConfig{URI: brokerB.URI(), Workers: 1}) {
+	if !reg.Set("x", broker.Config{URI: brokerB.URI(), Workers: 1}) {
 		t.Fatal("new settings did not start a new connector")
 	}
 	connB, _, _ := reg.Lookup("x")
 	if connB == connA {
 		t.Fatal("connector not replaced")
 	}
-	if _, _, err := connA.Get(); !errors.Is(err, ErrFluxUnreachable) {
+	if _, _, err := connA.Get(); !errors.Is(err, broker.ErrUnreachable) {
 		t.Fatalf("the replaced connector still answers: %v", err)
 	}
 	waitUntil(t, "x connected to B", func() bool { _, ctl, err := connB.Get(); return err == nil && ctl.URI() == brokerB.URI() })
 
 	// Invalid settings: registered, no connector.
-	reg.Set("bad", InstanceConfig{URI: "local:///nonexistent", Invalid: "Secret k missing"})
+	reg.Set("bad", broker.Config{URI: "local:///nonexistent", Invalid: "Secret k missing"})
 	if c, cfg, ok := reg.Lookup("bad"); !ok || c != nil || cfg.Invalid == "" {
 		t.Fatalf("invalid instance: ok %v conn %v invalid %q", ok, c, cfg.Invalid)
 	}
@@ -133,7 +134,7 @@ func TestInstanceRegistryLifecycle(t *testing.T) {
 	if _, _, ok := reg.Lookup("x"); ok {
 		t.Fatal("x still registered after Remove")
 	}
-	if _, _, err := connB.Get(); !errors.Is(err, ErrFluxUnreachable) {
+	if _, _, err := connB.Get(); !errors.Is(err, broker.ErrUnreachable) {
 		t.Fatalf("removed connector still answers: %v", err)
 	}
 	if got := reg.Names(); !slices.Equal(got, []string{"bad"}) {
@@ -145,7 +146,7 @@ func TestInstanceRegistryLifecycle(t *testing.T) {
 }
 
 func TestInstanceRegistryDefault(t *testing.T) {
-	implicit := NewFluxConnector(FluxConnectorOptions{URI: "local:///nonexistent"})
+	implicit := broker.NewConnector(broker.ConnectorOptions{URI: "local:///nonexistent"})
 	tests := []struct {
 		name       string
 		implicit   bool
@@ -162,15 +163,15 @@ func TestInstanceRegistryDefault(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			reg := NewInstanceRegistry(FluxConnectorOptions{})
+			reg := broker.NewRegistry(broker.ConnectorOptions{})
 			if tc.implicit {
 				reg.SetImplicit("sidecar", implicit)
 			}
 			for _, n := range tc.defaults {
-				reg.Set(n, InstanceConfig{Default: true, Invalid: "not dialled in this test"})
+				reg.Set(n, broker.Config{Default: true, Invalid: "not dialled in this test"})
 			}
 			for _, n := range tc.others {
-				reg.Set(n, InstanceConfig{Invalid: "not dialled in this test"})
+				reg.Set(n, broker.Config{Invalid: "not dialled in this test"})
 			}
 			name, reason, candidates := reg.Default()
 			if name != tc.want || reason != tc.wantReason {
@@ -199,11 +200,11 @@ func TestAdmit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := NewInstanceRegistry(FluxConnectorOptions{})
+	reg := broker.NewRegistry(broker.ConnectorOptions{})
 	const off = "not dialled in this test"
-	reg.Set("open", InstanceConfig{Selector: labels.Everything(), Default: true, Invalid: off})
-	reg.Set("hpc", InstanceConfig{Selector: hpc, Invalid: off})
-	reg.Set("closed", InstanceConfig{Invalid: off}) // no namespaceSelector: admits nobody
+	reg.Set("open", broker.Config{Selector: labels.Everything(), Default: true, Invalid: off})
+	reg.Set("hpc", broker.Config{Selector: hpc, Invalid: off})
+	reg.Set("closed", broker.Config{Invalid: off}) // no namespaceSelector: admits nobody
 	r := &FluxJobReconciler{Client: c, Instances: reg}
 
 	at := fluxjobv1.NewPreciseTime(time.Now())
@@ -233,25 +234,25 @@ func TestAdmit(t *testing.T) {
 			if tc.submitted {
 				obj.Status.SubmitAttemptTime = &at
 			}
-			rt, adm, err := r.admit(context.Background(), obj)
+			rt, adm, err := r.admit(context.Background(), obj, readMarker(obj))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if adm.Instance != tc.want || adm.OK != tc.wantOK || adm.Reason != tc.wantReason || rt.name != tc.want {
-				t.Fatalf("admit = %+v (route %q), want instance %q ok %v reason %q", adm, rt.name, tc.want, tc.wantOK, tc.wantReason)
+			if adm.Instance != tc.want || adm.OK != tc.wantOK || adm.Reason != tc.wantReason || rt.Name != tc.want {
+				t.Fatalf("admit = %+v (route %q), want instance %q ok %v reason %q", adm, rt.Name, tc.want, tc.wantOK, tc.wantReason)
 			}
 			if !adm.OK && adm.Message == "" {
 				t.Fatal("a refusal without a message")
 			}
-			if _, _, err := rt.get(); !errors.Is(err, ErrFluxUnreachable) {
+			if _, _, err := rt.Get(); !errors.Is(err, broker.ErrUnreachable) {
 				t.Fatalf("route to an instance without a connector: get() = %v", err)
 			}
 		})
 	}
 
 	// No default at all.
-	r.Instances = NewInstanceRegistry(FluxConnectorOptions{})
-	_, adm, _ := r.admit(context.Background(), &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "j"}})
+	r.Instances = broker.NewRegistry(broker.ConnectorOptions{})
+	_, adm, _ := r.admit(context.Background(), &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "j"}}, marker{})
 	if adm.OK || adm.Reason != fluxjobv1.ReasonNoDefaultInstance {
 		t.Fatalf("no instance at all: %+v", adm)
 	}

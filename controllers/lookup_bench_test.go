@@ -10,6 +10,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // BenchmarkLookupJob measures the job-list lookup the controller makes
@@ -68,7 +69,7 @@ func BenchmarkLookupJob(b *testing.B) {
 	}{{"unbounded", time.Time{}}, {"bounded", marker}} {
 		b.Run(fmt.Sprintf("%s/history=%d", tc.name, history), func(b *testing.B) {
 			for b.Loop() {
-				ids, err := lookupJob(ctx, c, "fluxjob-not-there", tc.since, time.Minute)
+				ids, err := broker.Lookup(ctx, c, "fluxjob-not-there", tc.since, time.Minute)
 				if err != nil || len(ids) != 0 {
 					b.Fatal(ids, err)
 				}

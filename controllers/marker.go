@@ -20,9 +20,8 @@ import (
 // (submitAttemptTime, instance, instanceID), where users read it.
 //
 // Everything that asks "was a submission attempted, when, and where"
-// reads it through submitAttempt, recordedInstance and
-// recordedInstanceID, which take the newer of the status and the
-// annotation.
+// reads it once per reconcile through readMarker, which takes the newer of
+// the status and the annotation.
 
 // submitMarker is the annotation's value.
 type submitMarker struct {
@@ -85,55 +84,71 @@ func parseMarker(obj *fluxjobv1.FluxJob) (m submitMarker, ok bool, err error) {
 // the FluxJob may have, so a damaged marker cannot cause a second one.
 func annotationMarker(obj *fluxjobv1.FluxJob) (submitMarker, bool) {
 	m, ok, err := parseMarker(obj)
-	switch {
-	case err != nil:
-		return submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(obj.CreationTimestamp.Time)}, true
-	case !ok:
-		return submitMarker{}, false
+	if err != nil {
+		return creationMarker(obj), true
 	}
-	return m, true
+	return m, ok
 }
 
-// submitAttempt returns when obj's latest submission attempt began: the
-// newer of status.submitAttemptTime and the marker annotation; nil if it
-// was never submitted.
-func submitAttempt(obj *fluxjobv1.FluxJob) *fluxjobv1.PreciseTime {
-	at := obj.Status.SubmitAttemptTime
-	if m, ok := annotationMarker(obj); ok && (at == nil || m.At.After(at.Time)) {
-		return &m.At
-	}
-	return at
+// creationMarker is the marker an unreadable annotation counts as.
+func creationMarker(obj *fluxjobv1.FluxJob) submitMarker {
+	return submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(obj.CreationTimestamp.Time)}
 }
 
-// recordedInstance is the FluxInstance obj was submitted to or admitted
-// by ("" if neither is recorded).
-func recordedInstance(obj *fluxjobv1.FluxJob) string {
-	if obj.Status.Instance != "" {
-		return obj.Status.Instance
-	}
-	m, _ := annotationMarker(obj)
-	return m.Instance
+// marker is what a FluxJob records about its latest submission attempt,
+// read once per reconcile (readMarker): the newer of the status
+// (submitAttemptTime, instance, instanceID) and the marker annotation.
+type marker struct {
+	// At is when the attempt began; nil if none was made.
+	At *fluxjobv1.PreciseTime
+	// Instance is the FluxInstance the FluxJob was submitted to or
+	// admitted by ("" if neither is recorded).
+	Instance string
+	// InstanceID is the identity of the instance that holds the job.
+	InstanceID string
+	// Err says why the annotation is unreadable (it then counts as an
+	// attempt at the FluxJob's creation, see annotationMarker).
+	Err error
 }
 
-// recordedInstanceID is the identity of the instance that holds obj's
-// job, as recorded when it was submitted or attached.
-func recordedInstanceID(obj *fluxjobv1.FluxJob) string {
-	if obj.Status.InstanceID != "" {
-		return obj.Status.InstanceID
+// readMarker reads obj's marker, decoding the annotation once.
+func readMarker(obj *fluxjobv1.FluxJob) marker {
+	st := &obj.Status
+	m := marker{At: st.SubmitAttemptTime, Instance: st.Instance, InstanceID: st.InstanceID}
+	a, ok, err := parseMarker(obj)
+	if err != nil {
+		m.Err = err
+		a, ok = creationMarker(obj), true
 	}
-	m, _ := annotationMarker(obj)
-	return m.InstanceID
+	if ok {
+		m.merge(a)
+	}
+	return m
 }
 
-// applyMarker copies into st what obj's marker annotation records that
-// st does not yet: the status then carries it from the next write on.
-func applyMarker(st *fluxjobv1.FluxJobStatus, obj *fluxjobv1.FluxJob) {
-	m, ok := annotationMarker(obj)
-	if !ok {
-		return
+// merge adds the marker annotation a: its time if newer, and what m does
+// not record yet.
+func (m *marker) merge(a submitMarker) {
+	if m.At == nil || a.At.After(m.At.Time) {
+		at := a.At
+		m.At = &at
 	}
-	if st.SubmitAttemptTime == nil || m.At.After(st.SubmitAttemptTime.Time) {
-		at := m.At
+	if m.Instance == "" {
+		m.Instance = a.Instance
+	}
+	if m.InstanceID == "" {
+		m.InstanceID = a.InstanceID
+	}
+}
+
+// attempted reports whether a submission was attempted.
+func (m marker) attempted() bool { return m.At != nil }
+
+// applyTo copies into st what the marker records that st does not yet:
+// the status then carries it from the next write on.
+func (m marker) applyTo(st *fluxjobv1.FluxJobStatus) {
+	if m.At != nil && (st.SubmitAttemptTime == nil || m.At.After(st.SubmitAttemptTime.Time)) {
+		at := *m.At
 		st.SubmitAttemptTime = &at
 	}
 	if st.Instance == "" {

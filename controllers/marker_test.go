@@ -68,7 +68,7 @@ func TestSubmitMarker(t *testing.T) {
 			}
 			// The next status write carries what the marker records.
 			st := tc.obj.Status
-			applyMarker(&st, tc.obj)
+			readMarker(tc.obj).applyTo(&st)
 			if got := st.SubmitAttemptTime; tc.wantAt != nil && (got == nil || !got.Equal(*tc.wantAt)) {
 				t.Errorf("status.submitAttemptTime after applyMarker = %v, want %v", got, tc.wantAt)
 			}

@@ -17,6 +17,8 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // Tests of instance identity (identity.go), the O(1) and bounded
@@ -256,7 +258,7 @@ func (c *staleClient) Get(ctx context.Context, key client.ObjectKey, obj client.
 // finalizer) or an earlier version's (status.submitAttemptTime).
 func TestEnvtestStaleCacheCannotSubmit(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{})
-	conn := NewFluxConnector(FluxConnectorOptions{URI: h.broker.URI(), Workers: 1, CheckInterval: 50 * time.Millisecond})
+	conn := broker.NewConnector(broker.ConnectorOptions{URI: h.broker.URI(), Workers: 1, CheckInterval: 50 * time.Millisecond})
 	defer runConnector(t, conn)()
 	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
 		if connected, _ := conn.State(); connected {
@@ -282,7 +284,7 @@ func TestEnvtestStaleCacheCannotSubmit(t *testing.T) {
 			stale := obj.DeepCopy()
 			// The earlier controller: marker, then the submission.
 			tc.mark(obj)
-			spec, fail := buildJobspec(obj)
+			spec, fail := jobspec.Build(obj)
 			if fail != nil {
 				t.Fatal(fail.Message)
 			}
@@ -290,7 +292,7 @@ func TestEnvtestStaleCacheCannotSubmit(t *testing.T) {
 			submitDirect(t, h.broker.URI(), spec)
 
 			r := &FluxJobReconciler{Client: &staleClient{Client: h.c, stale: stale}, Scheme: testScheme(), Flux: conn,
-				Tracker: NewTracker(16), now: time.Now}
+				Tracker: broker.NewTracker(16), now: time.Now}
 			r.Options.defaults()
 			_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key(obj)})
 			if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "recording the submission attempt") {
@@ -311,7 +313,7 @@ func TestEnvtestStaleCacheCannotSubmit(t *testing.T) {
 // job-list.
 func submitNoWait(t *testing.T, h *harness, obj *fluxjobv1.FluxJob) job.ID {
 	t.Helper()
-	spec, fail := buildJobspec(obj)
+	spec, fail := jobspec.Build(obj)
 	if fail != nil {
 		t.Fatal(fail.Message)
 	}
@@ -382,7 +384,7 @@ func TestEnvtestBoundedLookupAdoptsAfterCrash(t *testing.T) {
 	h := newHarness(t, testbroker.Options{Now: func() time.Time { return time.Now().Add(-time.Duration(skew.Load())) }}, Options{})
 	obj := h.create("crashed", cmdSpec("true"))
 	conn, ctx := brokerClient(t, h)
-	spec, _ := buildJobspec(obj)
+	spec, _ := jobspec.Build(obj)
 	old, err := job.Submit(ctx, conn, spec, job.SubmitOptions{}) // two hours ago
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +398,7 @@ func TestEnvtestBoundedLookupAdoptsAfterCrash(t *testing.T) {
 	skew.Store(0)
 	h.markAt(obj, time.Now())
 	id := submitNoWait(t, h, obj)
-	if ids, err := lookupJob(ctx, conn, fluxJobName(obj), submitAttempt(obj).Time, 5*time.Second); err != nil || len(ids) != 1 || ids[0] != id {
+	if ids, err := broker.Lookup(ctx, conn, jobspec.Name(obj), submitAttempt(obj).Time, 5*time.Second); err != nil || len(ids) != 1 || ids[0] != id {
 		t.Fatalf("bounded lookup: %v %v, want only %s (not the one from two hours ago, %s)", ids, err, id, old)
 	}
 	h.start()

@@ -24,6 +24,8 @@ import (
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/recorder"
 )
 
 // forbiddenLog records every request the API server refused with 403.
@@ -130,11 +132,11 @@ func TestRBACLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := NewFluxConnector(testConnectorOptions(h.broker.URI()))
+	conn := broker.NewConnector(testConnectorOptions(h.broker.URI()))
 	if err := mgr.Add(conn); err != nil {
 		t.Fatal(err)
 	}
-	rec := NewEventRecorder(mgr.GetClient(), mgr.GetScheme(), EventRecorderOptions{Controller: "fluxjob-controller"})
+	rec := recorder.New(mgr.GetClient(), mgr.GetScheme(), recorder.Options{Controller: "fluxjob-controller"})
 	if err := mgr.Add(rec); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // These tests drive Reconcile directly with controller-runtime's fake
@@ -38,7 +40,7 @@ func newFakeWorld(t *testing.T, opts Options, objs ...client.Object) *fakeWorld 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	conn := NewFluxConnector(FluxConnectorOptions{
+	conn := broker.NewConnector(broker.ConnectorOptions{
 		URI: b.URI(), Workers: 1,
 		Backoff:       wait.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 100 * time.Millisecond},
 		CheckInterval: 10 * time.Millisecond, ShutdownTimeout: 200 * time.Millisecond,
@@ -52,7 +54,7 @@ func newFakeWorld(t *testing.T, opts Options, objs ...client.Object) *fakeWorld 
 	c := fake.NewClientBuilder().WithScheme(testScheme()).WithStatusSubresource(&fluxjobv1.FluxJob{}).WithObjects(objs...).Build()
 	rec := events.NewFakeRecorder(100)
 	opts.defaults()
-	r := &FluxJobReconciler{Client: c, Scheme: c.Scheme(), Recorder: rec, Flux: conn, Tracker: NewTracker(1024), Options: opts, now: time.Now}
+	r := &FluxJobReconciler{Client: c, Scheme: c.Scheme(), Recorder: rec, Flux: conn, Tracker: broker.NewTracker(1024), Options: opts, now: time.Now}
 	return &fakeWorld{t: t, c: c, r: r, broker: b, rec: rec}
 }
 
@@ -147,7 +149,7 @@ func TestReconcileAdoptsEarlierSubmissionFakeClient(t *testing.T) {
 	at := fluxjobv1.NewPreciseTime(time.Now())
 	obj.Status.SubmitAttemptTime = &at
 	w := newFakeWorld(t, Options{}, obj)
-	spec, fail := buildJobspec(obj)
+	spec, fail := jobspec.Build(obj)
 	if fail != nil {
 		t.Fatal(fail.Message)
 	}

@@ -12,18 +12,18 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
-	"github.com/fluxjob/fluxjob-operator/fluxbridge"
-	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // Routing FluxJobs to Flux instances
 //
 // A FluxJob runs on the instance recorded with its submission attempt
-// (the submission marker, then status.instance: recordedInstance), else by
-// spec.instance, else on the default instance (InstanceRegistry.Default:
+// (the submission marker, then status.instance: marker.Instance), else by
+// spec.instance, else on the default instance (broker.Registry.Default:
 // the one FluxInstance annotated default, or the manager's implicit
 // --flux-uri instance). spec is never rewritten: the resolved default is
 // recorded in status, so a later change of the default does not move a
@@ -33,74 +33,6 @@ import (
 // a Warning event) and nothing reaches Flux. It is looked at again when
 // any instance changes and at every resync.
 
-// registry returns r.Instances; if that is nil, it is made on first use
-// with r.Flux as its only instance, the implicit one named "default" (a
-// reconciler built the single-instance way, as most tests do).
-func (r *FluxJobReconciler) registry() *InstanceRegistry {
-	r.regOnce.Do(func() {
-		if r.Instances == nil && r.Flux != nil {
-			r.Instances = NewInstanceRegistry(FluxConnectorOptions{Logger: r.Flux.opts.Logger})
-			r.Instances.SetImplicit("default", r.Flux)
-		}
-	})
-	return r.Instances
-}
-
-// route is the instance a FluxJob runs on.
-type route struct {
-	name string
-	// conn is the instance's connector; nil if the instance is unknown
-	// or its connection settings are invalid (why says which).
-	conn *FluxConnector
-	why  string
-}
-
-// get returns the instance's executor and control connection, or an
-// error wrapping ErrFluxUnreachable.
-func (rt route) get() (*fluxbridge.Executor, *flux.Conn, error) {
-	if rt.conn == nil {
-		return nil, nil, fmt.Errorf("%w: %s", ErrFluxUnreachable, rt.why)
-	}
-	return rt.conn.Get()
-}
-
-// state is FluxConnector.State for the instance; an unusable instance is
-// unreachable.
-func (rt route) state() (connected bool, unreachable string) {
-	if rt.conn == nil {
-		return false, rt.why
-	}
-	return rt.conn.State()
-}
-
-// instanceID is the identity of the instance's Flux instance (see
-// InstanceIdentity), "" if not connected or unknown.
-func (rt route) instanceID() string {
-	if rt.conn == nil {
-		return ""
-	}
-	return rt.conn.InstanceID()
-}
-
-// routeKey is the context key of the route a Reconcile decided on.
-type routeKey struct{}
-
-// withRoute records rt in ctx for the rest of one Reconcile, so that
-// submission, attach and identity checks all use the instance the
-// FluxJob was admitted to, even if the default instance changes
-// meanwhile.
-func withRoute(ctx context.Context, rt route) context.Context {
-	return context.WithValue(ctx, routeKey{}, rt)
-}
-
-// routeFor returns the route recorded in ctx, else obj's route.
-func (r *FluxJobReconciler) routeFor(ctx context.Context, obj *fluxjobv1.FluxJob) route {
-	if rt, ok := ctx.Value(routeKey{}).(route); ok {
-		return rt
-	}
-	return r.routeOf(obj)
-}
-
 // admission is the outcome of routing a FluxJob, for its status.
 type admission struct {
 	// Instance is the instance the FluxJob is routed to ("" if none).
@@ -109,18 +41,57 @@ type admission struct {
 	OK bool
 	// Reason and Message explain a refusal (ConditionInstanceAdmitted).
 	Reason, Message string
+	// Failure, if set, is a refusal for good: the FluxJob asks for what
+	// its namespace may not have (tenancy.go).
+	Failure *failure
+}
+
+// admit resolves obj's route once and decides whether obj may run there:
+// the manager's namespace gates (tenancy.go), then the instance's
+// existence and namespaceSelector. A FluxJob that Flux may already have
+// (a job ID, or a submission marker) was admitted when it was submitted:
+// a later change of policy does not take a Flux job away from it.
+func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob, m marker) (broker.Route, admission, error) {
+	submitted := obj.Status.JobID != 0 || m.attempted()
+	if !submitted {
+		if fail := tenancyOf(r.Options).failure(obj); fail != nil {
+			return broker.Route{}, admission{Failure: fail}, nil
+		}
+	}
+	name, reason, msg := instanceName(r.Instances, obj, m)
+	if name == "" {
+		return broker.Unroutable("", msg), admission{Reason: reason, Message: msg}, nil
+	}
+	rt := r.Instances.Route(name)
+	_, cfg, ok := r.Instances.Lookup(name)
+	switch {
+	case !ok:
+		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonInstanceNotFound,
+			Message: fmt.Sprintf("FluxInstance %q does not exist; the FluxJob waits for it", name)}, nil
+	case submitted:
+		return rt, admission{Instance: name, OK: true}, nil
+	}
+	admitted, err := selects(ctx, r.Client, cfg.Selector, obj.Namespace)
+	if err != nil {
+		return rt, admission{}, err
+	}
+	if !admitted {
+		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonNamespaceNotAdmitted,
+			Message: fmt.Sprintf("FluxInstance %q does not admit namespace %q (spec.namespaceSelector); the FluxJob waits", name, obj.Namespace)}, nil
+	}
+	return rt, admission{Instance: name, OK: true}, nil
 }
 
 // instanceName returns the instance obj runs on and, if there is none
 // to choose, the reason and message.
-func (r *FluxJobReconciler) instanceName(obj *fluxjobv1.FluxJob) (name, reason, msg string) {
+func instanceName(reg *broker.Registry, obj *fluxjobv1.FluxJob, m marker) (name, reason, msg string) {
 	switch {
-	case recordedInstance(obj) != "":
-		return recordedInstance(obj), "", ""
+	case m.Instance != "":
+		return m.Instance, "", ""
 	case obj.Spec.Instance != "":
 		return obj.Spec.Instance, "", ""
 	}
-	name, reason, candidates := r.registry().Default()
+	name, reason, candidates := reg.Default()
 	switch reason {
 	case "":
 		return name, "", ""
@@ -133,53 +104,17 @@ func (r *FluxJobReconciler) instanceName(obj *fluxjobv1.FluxJob) (name, reason, 
 
 // routeOf returns obj's route without the admission check (for a FluxJob
 // already submitted, or being deleted).
-func (r *FluxJobReconciler) routeOf(obj *fluxjobv1.FluxJob) route {
-	name, _, msg := r.instanceName(obj)
+func routeOf(reg *broker.Registry, obj *fluxjobv1.FluxJob, m marker) broker.Route {
+	name, _, msg := instanceName(reg, obj, m)
 	if name == "" {
-		return route{why: msg}
+		return broker.Unroutable("", msg)
 	}
-	conn, cfg, ok := r.registry().Lookup(name)
-	switch {
-	case !ok:
-		return route{name: name, why: fmt.Sprintf("FluxInstance %q does not exist", name)}
-	case conn == nil:
-		return route{name: name, why: fmt.Sprintf("FluxInstance %q cannot be used: %s", name, cfg.Invalid)}
-	}
-	return route{name: name, conn: conn}
-}
-
-// admit routes obj and, if it has not been submitted yet, checks that
-// its instance exists and admits its namespace.
-func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob) (route, admission, error) {
-	name, reason, msg := r.instanceName(obj)
-	if name == "" {
-		return route{why: msg}, admission{Reason: reason, Message: msg}, nil
-	}
-	rt := r.routeOf(obj)
-	_, cfg, ok := r.registry().Lookup(name)
-	if !ok {
-		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonInstanceNotFound,
-			Message: fmt.Sprintf("FluxInstance %q does not exist; the FluxJob waits for it", name)}, nil
-	}
-	if obj.Status.JobID != 0 || submitAttempt(obj) != nil {
-		// Admitted when it was submitted; a later selector change does
-		// not take a Flux job away from its FluxJob.
-		return rt, admission{Instance: name, OK: true}, nil
-	}
-	admitted, err := r.selects(ctx, cfg.Selector, obj.Namespace)
-	if err != nil {
-		return rt, admission{}, err
-	}
-	if !admitted {
-		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonNamespaceNotAdmitted,
-			Message: fmt.Sprintf("FluxInstance %q does not admit namespace %q (spec.namespaceSelector); the FluxJob waits", name, obj.Namespace)}, nil
-	}
-	return rt, admission{Instance: name, OK: true}, nil
+	return reg.Route(name)
 }
 
 // selects reports whether sel selects namespace ns (read from the cache
 // only when the selector looks at labels).
-func (r *FluxJobReconciler) selects(ctx context.Context, sel labels.Selector, ns string) (bool, error) {
+func selects(ctx context.Context, c client.Reader, sel labels.Selector, ns string) (bool, error) {
 	switch {
 	case sel == nil:
 		return false, nil
@@ -187,29 +122,37 @@ func (r *FluxJobReconciler) selects(ctx context.Context, sel labels.Selector, ns
 		return true, nil
 	}
 	var nsObj corev1.Namespace
-	if err := r.Get(ctx, types.NamespacedName{Name: ns}, &nsObj); err != nil {
+	if err := c.Get(ctx, types.NamespacedName{Name: ns}, &nsObj); err != nil {
 		return false, fmt.Errorf("reading namespace %s for the instance's namespaceSelector: %w", ns, err)
 	}
 	return sel.Matches(labels.Set(nsObj.Labels)), nil
 }
 
-// notAdmitted writes the status of a FluxJob that may not run (yet):
-// InstanceAdmitted=False with the reason, phase unchanged, a Warning
-// event when the reason is new. The FluxJob is put on the wait list, so
-// that a change of any instance reconciles it again.
-func (r *FluxJobReconciler) notAdmitted(ctx context.Context, obj *fluxjobv1.FluxJob, adm admission) (ctrl.Result, error) {
+// notAdmitted ends a reconcile whose FluxJob may not run: an error is
+// returned (requeued); a refusal for good is written as the failure; a
+// FluxJob waiting for an instance gets InstanceAdmitted=False with the
+// reason, phase unchanged, a Warning event when the reason is new, and is
+// put on the wait list, so that a change of any instance reconciles it
+// again.
+func (r *FluxJobReconciler) notAdmitted(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, adm admission, err error) (ctrl.Result, error) {
+	switch {
+	case err != nil:
+		return ctrl.Result{}, err
+	case adm.Failure != nil:
+		return ctrl.Result{}, r.w.writeStatus(ctx, obj, computeStatus(obj, statusInput{Marker: m, Failure: adm.Failure}, r.now()))
+	}
 	r.waiting.add(key(obj))
 	old := meta.FindStatusCondition(obj.Status.Conditions, fluxjobv1.ConditionInstanceAdmitted)
-	in := statusInput{Admission: &adm}
-	if obj.Status.JobID != 0 || submitAttempt(obj) != nil {
+	in := statusInput{Marker: m, Admission: &adm}
+	if obj.Status.JobID != 0 || m.attempted() {
 		in.Unreachable = adm.Message // submitted to an instance that went away
 	}
-	if err := r.writeStatus(ctx, obj, in); err != nil {
+	if err := r.w.writeStatus(ctx, obj, computeStatus(obj, in, r.now())); err != nil {
 		return ctrl.Result{}, err
 	}
 	if old == nil || old.Status != metav1.ConditionFalse || old.Reason != adm.Reason {
 		logf.FromContext(ctx).Info("FluxJob not admitted to a Flux instance; waiting", "instance", adm.Instance, "reason", adm.Reason, "message", adm.Message)
-		r.event(obj, corev1.EventTypeWarning, adm.Reason, "Route", adm.Message)
+		r.w.event(obj, corev1.EventTypeWarning, adm.Reason, "Route", adm.Message)
 	}
 	return ctrl.Result{RequeueAfter: r.Options.Resync}, nil
 }
@@ -237,7 +180,7 @@ func (w *waitList) remove(k types.NamespacedName) {
 }
 
 // pokeAll notifies the reconciler about every waiting FluxJob.
-func (w *waitList) pokeAll(t *Tracker) {
+func (w *waitList) pokeAll(t *broker.Tracker) {
 	w.mu.Lock()
 	keys := make([]types.NamespacedName, 0, len(w.keys))
 	for k := range w.keys {
@@ -245,6 +188,6 @@ func (w *waitList) pokeAll(t *Tracker) {
 	}
 	w.mu.Unlock()
 	for _, k := range keys {
-		t.poke(k)
+		t.Poke(k)
 	}
 }

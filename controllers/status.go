@@ -3,15 +3,14 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // failure is a reason the controller itself decided a FluxJob fails,
@@ -24,9 +23,11 @@ type failure struct {
 
 // statusInput is everything computeStatus looks at besides the object.
 type statusInput struct {
-	// Obs is what the tracker knows; nil if the FluxJob is not tracked
-	// (yet, or any more after a restart).
-	Obs *observation
+	// Marker is the FluxJob's submission marker (readMarker).
+	Marker marker
+	// Obs is the Flux job's view (what the tracker knows); nil if the
+	// FluxJob is not tracked (yet, or any more after a restart).
+	Obs *broker.View
 	// Unreachable is non-empty while the broker cannot be reached: the
 	// reason, shown in the FluxReachable condition.
 	Unreachable string
@@ -49,10 +50,19 @@ type statusInput struct {
 	Hold *hold
 }
 
-// ConditionUrgencyApplied is False (reason UrgencyRejected, the broker's
-// message quoted) while Flux refuses the urgency in spec.urgency; it is
-// absent otherwise. The job keeps running at its previous urgency.
-const ConditionUrgencyApplied = "UrgencyApplied"
+// reachability sets Unreachable or Reachable from the route's connection
+// state and the view's outcome.
+func (in *statusInput) reachability(rt broker.Route) {
+	connected, unreachable := rt.State()
+	switch {
+	case unreachable != "":
+		in.Unreachable = unreachable
+	case in.Obs != nil && in.Obs.Outcome.Kind == broker.OutcomeLost:
+		in.Unreachable = in.Obs.Outcome.Message
+	case connected:
+		in.Reachable = true
+	}
+}
 
 // jobState is the Flux job's state read from its eventlog and future.
 type jobState struct {
@@ -74,7 +84,7 @@ type jobState struct {
 // final: it is returned unchanged but for observedGeneration.
 func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjobv1.FluxJobStatus {
 	st := *obj.Status.DeepCopy()
-	applyMarker(&st, obj)
+	in.Marker.applyTo(&st)
 	gen := obj.Generation
 	nowT := metav1.NewTime(now.Truncate(time.Second))
 	if st.Phase.IsTerminal() {
@@ -86,7 +96,7 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 		return st
 	}
 	js := deriveJobState(obj, in)
-	applySuspend(&js, obj)
+	applySuspend(&js, obj, in.Marker)
 	if in.Hold != nil && js.phase == fluxjobv1.PhasePending {
 		js.message = in.Hold.Message
 	}
@@ -105,7 +115,7 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 		st.Events = statusEvents(in.Obs.Events)
 	}
 	st.Phase = js.phase
-	st.Message = clip(js.message, fluxjobv1.MaxMessageLength)
+	st.Message = fluxjobv1.Clip(js.message, fluxjobv1.MaxMessageLength)
 	if js.exitStatus != nil {
 		st.ExitStatus = js.exitStatus
 	}
@@ -126,7 +136,7 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 	}
 	st.Duration = nil
 	if st.StartTime != nil && st.CompletionTime != nil && js.phase.IsTerminal() {
-		st.Duration = &metav1.Duration{Duration: jobDuration(in.Obs)}
+		st.Duration = &metav1.Duration{Duration: jobDuration(in.Obs.Summary())}
 	}
 	if js.phase.IsTerminal() && in.Output != nil {
 		st.Output = in.Output
@@ -151,9 +161,9 @@ func setAdmission(st *fluxjobv1.FluxJobStatus, adm *admission, gen int64, now me
 		}
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, fluxjobv1.ReasonAdmitted, "Runs on FluxInstance "+adm.Instance
 	} else {
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, adm.Reason, clip(adm.Message, 32768)
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, adm.Reason, fluxjobv1.Clip(adm.Message, 32768)
 		if st.Phase == fluxjobv1.PhasePending {
-			st.Message = clip(adm.Message, fluxjobv1.MaxMessageLength)
+			st.Message = fluxjobv1.Clip(adm.Message, fluxjobv1.MaxMessageLength)
 		}
 	}
 	meta.SetStatusCondition(&st.Conditions, c)
@@ -173,7 +183,7 @@ func deriveJobState(obj *fluxjobv1.FluxJob, in statusInput) jobState {
 		js.reason = phaseReason(js.phase)
 		js.message = obj.Status.Message
 		if js.message == "" {
-			js.message = defaultMessage(obj, js.phase)
+			js.message = defaultMessage(obj, in.Marker, js.phase)
 		}
 	}
 	return js
@@ -205,48 +215,31 @@ func deriveFromObservation(obj *fluxjobv1.FluxJob, in statusInput) jobState {
 		}
 		js.reason, js.message = phaseReason(js.phase), obj.Status.Message
 		if js.message == "" {
-			js.message = defaultMessage(obj, js.phase)
+			js.message = defaultMessage(obj, in.Marker, js.phase)
 		}
 		return js
 	}
-	var fatal *observedEvent
-	var finish, clean, start *observedEvent
-	for i := range obs.Events {
-		ev := &obs.Events[i]
-		switch ev.Name {
-		case "submit":
-			js.submitted = eventTime(ev)
-			if u, ok := intField(ev.Context, "urgency"); ok {
-				js.urgency = int32Ptr(u)
-			}
-		case "urgency":
-			if u, ok := intField(ev.Context, "urgency"); ok {
-				js.urgency = int32Ptr(u)
-			}
-		case "start":
-			start = ev
-			js.started = eventTime(ev)
-		case "exception":
-			if sev, ok := intField(ev.Context, "severity"); ok && sev == 0 && fatal == nil {
-				fatal = ev
-			}
-		case "finish":
-			finish = ev
-		case "clean":
-			clean = ev
-		}
+	sum := obs.Summary()
+	if sum.SubmitTime != 0 {
+		js.submitted = eventTime(sum.SubmitTime)
+	}
+	if sum.Urgency >= 0 {
+		js.urgency = int32Ptr(sum.Urgency)
+	}
+	if sum.Started() {
+		js.started = eventTime(sum.StartTime)
 	}
 	id := job.ID(obs.JobID)
 	switch {
-	case finish != nil || clean != nil:
-		terminalFromEvents(&js, id, fatal, finish, clean)
+	case sum.Ended():
+		terminalFromEvents(&js, id, sum)
 		return js
-	case obs.Outcome.Kind.final() && obs.Outcome.Kind != outcomeExited && obs.Outcome.Kind != outcomeException:
+	case obs.Outcome.Kind.Final() && obs.Outcome.Kind != broker.OutcomeExited && obs.Outcome.Kind != broker.OutcomeException:
 		js.phase = fluxjobv1.PhaseFailed
 		switch obs.Outcome.Kind {
-		case outcomeInvalidJobspec:
-			js.reason, js.message = rejection(obs.Outcome.Message)
-		case outcomeNoSuchJob:
+		case broker.OutcomeInvalidJobspec:
+			js.reason, js.message = broker.Rejection(obs.Outcome.Message)
+		case broker.OutcomeNoSuchJob:
 			js.reason = fluxjobv1.ReasonJobNotFound
 			js.message = fmt.Sprintf("Flux job %s not found (was the Flux instance restarted?): %s", id, obs.Outcome.Message)
 		default:
@@ -254,7 +247,7 @@ func deriveFromObservation(obj *fluxjobv1.FluxJob, in statusInput) jobState {
 			js.message = "Flux job failed: " + obs.Outcome.Message
 		}
 		return js
-	case start != nil:
+	case sum.Started():
 		js.phase, js.reason, js.message = fluxjobv1.PhaseRunning, fluxjobv1.ReasonStarted, fmt.Sprintf("Flux job %s is running", id)
 	case obs.HasJobID:
 		js.phase, js.reason, js.message = fluxjobv1.PhaseSubmitted, fluxjobv1.ReasonSubmitted, fmt.Sprintf("Flux job %s submitted", id)
@@ -263,43 +256,40 @@ func deriveFromObservation(obj *fluxjobv1.FluxJob, in statusInput) jobState {
 		if js.phase == "" {
 			js.phase = fluxjobv1.PhasePending
 		}
-		js.reason, js.message = phaseReason(js.phase), defaultMessage(obj, js.phase)
+		js.reason, js.message = phaseReason(js.phase), defaultMessage(obj, in.Marker, js.phase)
 	}
-	if fatal != nil {
+	if sum.Fatal != nil {
 		// A fatal exception was raised; the job ends once finish or clean
 		// is posted. Say so meanwhile.
-		typ, _ := fatal.Context["type"].(string)
-		js.message = fmt.Sprintf("Flux job %s: exception %s raised, ending", id, typ)
+		js.message = fmt.Sprintf("Flux job %s: exception %s raised, ending", id, sum.Fatal.Type)
 	}
 	return js
 }
 
 // terminalFromEvents fills js for a job whose eventlog has a finish or
 // clean event.
-func terminalFromEvents(js *jobState, id job.ID, fatal, finish, clean *observedEvent) {
-	if finish != nil {
-		js.completed = eventTime(finish)
-		if s, ok := intField(finish.Context, "status"); ok {
-			ws := job.WaitStatus(s)
-			js.exitStatus = int32Ptr(ws.Result())
+func terminalFromEvents(js *jobState, id job.ID, sum job.Summary) {
+	switch {
+	case sum.FinishTime != 0:
+		js.completed = eventTime(sum.FinishTime)
+		if sum.HasStatus {
+			js.exitStatus = int32Ptr(sum.Status.Result())
 		}
-	} else if fatal != nil {
-		js.completed = eventTime(fatal)
-	} else {
-		js.completed = eventTime(clean)
+	case sum.Fatal != nil:
+		js.completed = eventTime(sum.FatalTime)
+	default:
+		js.completed = eventTime(sum.CleanTime)
 	}
-	if fatal != nil {
-		typ, _ := fatal.Context["type"].(string)
-		note, _ := fatal.Context["note"].(string)
-		js.exception = &fluxjobv1.FluxJobException{Type: clip(typ, 64), Severity: 0, Note: clip(note, fluxjobv1.MaxExceptionNoteLength)}
-		msg := fmt.Sprintf("Flux job %s: exception %s", id, typ)
-		if note != "" {
-			msg += ": " + note
+	if exc := sum.Fatal; exc != nil {
+		js.exception = &fluxjobv1.FluxJobException{Type: fluxjobv1.Clip(exc.Type, 64), Severity: 0, Note: fluxjobv1.Clip(exc.Note, fluxjobv1.MaxExceptionNoteLength)}
+		msg := fmt.Sprintf("Flux job %s: exception %s", id, exc.Type)
+		if exc.Note != "" {
+			msg += ": " + exc.Note
 		}
-		if typ == "cancel" {
+		if exc.Type == "cancel" {
 			js.phase, js.reason, js.message = fluxjobv1.PhaseCancelled, fluxjobv1.ReasonCancelled, msg
 		} else {
-			js.phase, js.reason, js.message = fluxjobv1.PhaseFailed, exceptionReason(typ), msg
+			js.phase, js.reason, js.message = fluxjobv1.PhaseFailed, broker.ExceptionReason(exc.Type), msg
 		}
 		return
 	}
@@ -331,9 +321,9 @@ func phaseReason(p fluxjobv1.FluxJobPhase) string {
 	return fluxjobv1.ReasonPending
 }
 
-func defaultMessage(obj *fluxjobv1.FluxJob, p fluxjobv1.FluxJobPhase) string {
+func defaultMessage(obj *fluxjobv1.FluxJob, m marker, p fluxjobv1.FluxJobPhase) string {
 	switch {
-	case p == fluxjobv1.PhasePending && submitAttempt(obj) != nil && obj.Status.JobID == 0:
+	case p == fluxjobv1.PhasePending && m.attempted() && obj.Status.JobID == 0:
 		return "Submitting to Flux"
 	case p == fluxjobv1.PhasePending:
 		return "Waiting to be submitted to Flux"
@@ -348,7 +338,7 @@ func defaultMessage(obj *fluxjobv1.FluxJob, p fluxjobv1.FluxJobPhase) string {
 func setConditions(st *fluxjobv1.FluxJobStatus, obj *fluxjobv1.FluxJob, js jobState, in statusInput, gen int64, now metav1.Time) {
 	set := func(typ string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type: typ, Status: s, Reason: reason, Message: clip(msg, 32768),
+			Type: typ, Status: s, Reason: reason, Message: fluxjobv1.Clip(msg, 32768),
 			ObservedGeneration: gen, LastTransitionTime: now,
 		})
 	}
@@ -403,9 +393,9 @@ func setConditions(st *fluxjobv1.FluxJobStatus, obj *fluxjobv1.FluxJob, js jobSt
 	}
 
 	if in.UrgencyRejected != "" && !terminal {
-		set(ConditionUrgencyApplied, metav1.ConditionFalse, fluxjobv1.ReasonUrgencyRejected, "Flux refused the urgency: "+in.UrgencyRejected)
+		set(fluxjobv1.ConditionUrgencyApplied, metav1.ConditionFalse, fluxjobv1.ReasonUrgencyRejected, "Flux refused the urgency: "+in.UrgencyRejected)
 	} else {
-		meta.RemoveStatusCondition(&st.Conditions, ConditionUrgencyApplied)
+		meta.RemoveStatusCondition(&st.Conditions, fluxjobv1.ConditionUrgencyApplied)
 	}
 
 	switch {
@@ -419,7 +409,7 @@ func setConditions(st *fluxjobv1.FluxJobStatus, obj *fluxjobv1.FluxJob, js jobSt
 }
 
 // statusEvents converts the latest MaxStatusEvents events for the status.
-func statusEvents(evs []observedEvent) []fluxjobv1.FluxJobEvent {
+func statusEvents(evs []job.Event) []fluxjobv1.FluxJobEvent {
 	if len(evs) > fluxjobv1.MaxStatusEvents {
 		evs = evs[len(evs)-fluxjobv1.MaxStatusEvents:]
 	}
@@ -430,11 +420,11 @@ func statusEvents(evs []observedEvent) []fluxjobv1.FluxJobEvent {
 		if len(ev.Context) > 0 {
 			b, err := json.Marshal(ev.Context)
 			if err == nil {
-				ctx = clip(string(b), fluxjobv1.MaxEventContextLength)
+				ctx = fluxjobv1.Clip(string(b), fluxjobv1.MaxEventContextLength)
 			}
 		}
 		out = append(out, fluxjobv1.FluxJobEvent{
-			Name:    clip(ev.Name, fluxjobv1.MaxEventNameLength),
+			Name:    fluxjobv1.Clip(ev.Name, fluxjobv1.MaxEventNameLength),
 			Time:    metav1.NewMicroTime(floatTime(ev.Timestamp).Truncate(time.Microsecond)),
 			Context: ctx,
 		})
@@ -442,18 +432,10 @@ func statusEvents(evs []observedEvent) []fluxjobv1.FluxJobEvent {
 	return out
 }
 
-// jobDuration is finish (or completion) minus start, rounded to the
-// millisecond, from the raw event timestamps.
-func jobDuration(obs *observation) time.Duration {
-	var start, end float64
-	for _, ev := range obs.Events {
-		switch ev.Name {
-		case "start":
-			start = ev.Timestamp
-		case "finish":
-			end = ev.Timestamp
-		}
-	}
+// jobDuration is finish minus start, rounded to the millisecond, from the
+// raw event timestamps.
+func jobDuration(sum job.Summary) time.Duration {
+	start, end := sum.StartTime, sum.FinishTime
 	if start == 0 || end < start {
 		return 0
 	}
@@ -467,50 +449,14 @@ func floatTime(ts float64) time.Time {
 	return time.Unix(sec, nsec).UTC()
 }
 
-// eventTime is the event's time at the second precision metav1.Time keeps
-// over the wire (so that recomputing the status is stable).
-func eventTime(ev *observedEvent) *metav1.Time {
-	t := metav1.NewTime(floatTime(ev.Timestamp).Truncate(time.Second))
+// eventTime is an eventlog time at the second precision metav1.Time
+// keeps over the wire (so that recomputing the status is stable).
+func eventTime(ts float64) *metav1.Time {
+	t := metav1.NewTime(floatTime(ts).Truncate(time.Second))
 	return &t
 }
 
 func int32Ptr(v int) *int32 {
 	x := int32(v)
 	return &x
-}
-
-// intField reads an integer from a decoded JSON context.
-func intField(m map[string]any, key string) (int, bool) {
-	switch v := m[key].(type) {
-	case float64:
-		return int(v), true
-	case int:
-		return v, true
-	case int64:
-		return int(v), true
-	case json.Number:
-		n, err := v.Int64()
-		return int(n), err == nil
-	case string:
-		n, err := strconv.Atoi(v)
-		return n, err == nil
-	}
-	return 0, false
-}
-
-// clip cuts s to at most max bytes without splitting a UTF-8 sequence,
-// marking the cut with "...".
-func clip(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	const mark = "..."
-	cut := max - len(mark)
-	if cut < 0 {
-		cut = 0
-	}
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
 }

@@ -13,17 +13,18 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 const t0 = 1700000000.25 // an eventlog timestamp
 
-func ev(name string, dt float64, ctx map[string]any) observedEvent {
-	return observedEvent{Name: name, Timestamp: t0 + dt, Context: ctx}
+func ev(name string, dt float64, ctx map[string]any) job.Event {
+	return job.Event{Name: name, Timestamp: t0 + dt, Context: ctx}
 }
 
 // lifecycle returns the events of a job up to and including the named one.
-func lifecycle(upto string) []observedEvent {
-	all := []observedEvent{
+func lifecycle(upto string) []job.Event {
+	all := []job.Event{
 		ev("submit", 0, map[string]any{"userid": 1000.0, "urgency": 16.0, "flags": 0.0, "version": 1.0}),
 		ev("validate", 0.01, nil),
 		ev("depend", 0.02, nil),
@@ -31,7 +32,7 @@ func lifecycle(upto string) []observedEvent {
 		ev("alloc", 0.03, nil),
 		ev("start", 1.5, nil),
 	}
-	var out []observedEvent
+	var out []job.Event
 	for _, e := range all {
 		out = append(out, e)
 		if e.Name == upto {
@@ -41,8 +42,8 @@ func lifecycle(upto string) []observedEvent {
 	return out
 }
 
-func withEvents(evs []observedEvent, more ...observedEvent) []observedEvent {
-	return append(append([]observedEvent(nil), evs...), more...)
+func withEvents(evs []job.Event, more ...job.Event) []job.Event {
+	return append(append([]job.Event(nil), evs...), more...)
 }
 
 func newObj() *fluxjobv1.FluxJob {
@@ -60,10 +61,10 @@ func cond(st fluxjobv1.FluxJobStatus, typ string) string {
 func TestComputeStatus(t *testing.T) {
 	const id = 1234567890
 	f58 := job.ID(id).F58()
-	finished := func(status float64, extra ...observedEvent) *observation {
+	finished := func(status float64, extra ...job.Event) *broker.View {
 		evs := withEvents(lifecycle("start"), extra...)
 		evs = append(evs, ev("finish", 3.75, map[string]any{"status": status}), ev("release", 3.8, nil), ev("clean", 3.9, nil))
-		return &observation{JobID: id, HasJobID: true, Events: evs, Outcome: outcome{Kind: outcomeExited}}
+		return &broker.View{JobID: id, HasJobID: true, Events: evs, Outcome: broker.Outcome{Kind: broker.OutcomeExited}}
 	}
 	cancelExc := ev("exception", 2, map[string]any{"type": "cancel", "severity": 0.0, "note": "deleted", "userid": 1000.0})
 	tests := []struct {
@@ -90,7 +91,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name:  "job ID known",
-			in:    statusInput{Obs: &observation{JobID: id, HasJobID: true, Events: lifecycle("priority")}},
+			in:    statusInput{Obs: &broker.View{JobID: id, HasJobID: true, Events: lifecycle("priority")}},
 			phase: fluxjobv1.PhaseSubmitted,
 			conds: map[string]string{"Submitted": "True/Submitted", "Running": "False/Submitted", "Reconciling": "True/InProgress"},
 			check: func(t *testing.T, st fluxjobv1.FluxJobStatus) {
@@ -110,7 +111,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name:  "running",
-			in:    statusInput{Obs: &observation{JobID: id, HasJobID: true, Events: lifecycle("start")}},
+			in:    statusInput{Obs: &broker.View{JobID: id, HasJobID: true, Events: lifecycle("start")}},
 			phase: fluxjobv1.PhaseRunning,
 			conds: map[string]string{"Running": "True/Started", "Succeeded": "False/InProgress"},
 		},
@@ -160,13 +161,13 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name:        "fatal exception, finish not yet posted",
-			in:          statusInput{Obs: &observation{JobID: id, HasJobID: true, Events: withEvents(lifecycle("start"), cancelExc), Outcome: outcome{Kind: outcomeException}}},
+			in:          statusInput{Obs: &broker.View{JobID: id, HasJobID: true, Events: withEvents(lifecycle("start"), cancelExc), Outcome: broker.Outcome{Kind: broker.OutcomeException}}},
 			phase:       fluxjobv1.PhaseRunning,
 			msgContains: "exception cancel raised",
 		},
 		{
 			name:  "cancelled while pending",
-			in:    statusInput{Obs: &observation{JobID: id, HasJobID: true, Events: withEvents(lifecycle("priority"), cancelExc, ev("clean", 2.1, nil))}},
+			in:    statusInput{Obs: &broker.View{JobID: id, HasJobID: true, Events: withEvents(lifecycle("priority"), cancelExc, ev("clean", 2.1, nil))}},
 			phase: fluxjobv1.PhaseCancelled,
 			conds: map[string]string{"Failed": "True/Cancelled", "Running": "False/Cancelled"},
 			check: func(t *testing.T, st fluxjobv1.FluxJobStatus) {
@@ -194,21 +195,21 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name:        "broker rejected the jobspec",
-			in:          statusInput{Obs: &observation{Outcome: outcome{Kind: outcomeInvalidJobspec, Message: "Missing key (tasks)"}}},
+			in:          statusInput{Obs: &broker.View{Outcome: broker.Outcome{Kind: broker.OutcomeInvalidJobspec, Message: "Missing key (tasks)"}}},
 			phase:       fluxjobv1.PhaseFailed,
 			conds:       map[string]string{"Submitted": "False/InvalidJobspec", "Failed": "True/InvalidJobspec", "Stalled": "True/InvalidJobspec", "Reconciling": "absent"},
 			msgContains: "Flux rejected the jobspec: Missing key (tasks)",
 		},
 		{
 			name:        "job not found",
-			in:          statusInput{Obs: &observation{JobID: id, HasJobID: true, Outcome: outcome{Kind: outcomeNoSuchJob, Message: "job ID does not match any job"}}},
+			in:          statusInput{Obs: &broker.View{JobID: id, HasJobID: true, Outcome: broker.Outcome{Kind: broker.OutcomeNoSuchJob, Message: "job ID does not match any job"}}},
 			phase:       fluxjobv1.PhaseFailed,
 			conds:       map[string]string{"Submitted": "True/Submitted", "Failed": "True/JobNotFound"},
 			msgContains: "not found",
 		},
 		{
 			name:        "connection lost is not a failure",
-			in:          statusInput{Obs: &observation{JobID: id, HasJobID: true, Events: lifecycle("start"), Outcome: outcome{Kind: outcomeLost, Message: "EOF"}}, Unreachable: "connection lost"},
+			in:          statusInput{Obs: &broker.View{JobID: id, HasJobID: true, Events: lifecycle("start"), Outcome: broker.Outcome{Kind: broker.OutcomeLost, Message: "EOF"}}, Unreachable: "connection lost"},
 			phase:       fluxjobv1.PhaseRunning,
 			conds:       map[string]string{"FluxReachable": "False/FluxUnreachable", "Failed": "False/InProgress", "Stalled": "absent"},
 			msgContains: "running",
@@ -270,11 +271,11 @@ func ptrStr(p *int32) string {
 // through the API server (JSON, second-precision times) gives an equal
 // status, so the reconciler does not patch in a loop.
 func TestComputeStatusStable(t *testing.T) {
-	obs := &observation{JobID: 99, HasJobID: true, Events: withEvents(lifecycle("start"),
+	obs := &broker.View{JobID: 99, HasJobID: true, Events: withEvents(lifecycle("start"),
 		ev("finish", 3.123456789, map[string]any{"status": 0.0}))}
 	for _, in := range []statusInput{
 		{},
-		{Reachable: true, Obs: &observation{JobID: 99, HasJobID: true, Events: lifecycle("start")}},
+		{Reachable: true, Obs: &broker.View{JobID: 99, HasJobID: true, Events: lifecycle("start")}},
 		{Reachable: true, Obs: obs},
 	} {
 		obj := newObj()
@@ -298,14 +299,14 @@ func TestComputeStatusStable(t *testing.T) {
 
 func TestComputeStatusTerminalIsFinal(t *testing.T) {
 	obj := newObj()
-	obj.Status = computeStatus(obj, statusInput{Obs: &observation{JobID: 5, HasJobID: true,
+	obj.Status = computeStatus(obj, statusInput{Obs: &broker.View{JobID: 5, HasJobID: true,
 		Events: withEvents(lifecycle("start"), ev("finish", 2, map[string]any{"status": 0.0}))}}, time.Unix(1700000100, 0))
 	if obj.Status.Phase != fluxjobv1.PhaseSucceeded {
 		t.Fatalf("phase %s", obj.Status.Phase)
 	}
 	before := obj.Status.DeepCopy()
 	obj.Generation = 2
-	st := computeStatus(obj, statusInput{Unreachable: "gone", Obs: &observation{Outcome: outcome{Kind: outcomeNoSuchJob}}}, time.Unix(1700000200, 0))
+	st := computeStatus(obj, statusInput{Unreachable: "gone", Obs: &broker.View{Outcome: broker.Outcome{Kind: broker.OutcomeNoSuchJob}}}, time.Unix(1700000200, 0))
 	if st.Phase != fluxjobv1.PhaseSucceeded || st.ObservedGeneration != 2 || cond(st, "FluxReachable") != "absent" {
 		t.Fatalf("terminal status changed: %+v", st)
 	}
@@ -319,7 +320,7 @@ func TestComputeStatusTerminalIsFinal(t *testing.T) {
 }
 
 func TestStatusEventsBounded(t *testing.T) {
-	var evs []observedEvent
+	var evs []job.Event
 	for i := 0; i < 40; i++ {
 		evs = append(evs, ev("urgency", float64(i), map[string]any{"note": strings.Repeat("é", 300)}))
 	}
@@ -349,21 +350,21 @@ func TestClip(t *testing.T) {
 		{"abc", 2, "..."},
 	}
 	for _, tc := range tests {
-		if got := clip(tc.in, tc.max); got != tc.want {
-			t.Errorf("clip(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		if got := fluxjobv1.Clip(tc.in, tc.max); got != tc.want {
+			t.Errorf("fluxjobv1.Clip(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
 		}
 	}
 }
 
 func TestSignificantChange(t *testing.T) {
 	obj := newObj()
-	obs := &observation{JobID: 7, HasJobID: true, Events: lifecycle("submit")}
+	obs := &broker.View{JobID: 7, HasJobID: true, Events: lifecycle("submit")}
 	obj.Status = computeStatus(obj, statusInput{Reachable: true, Obs: obs}, time.Unix(1700000100, 0))
-	more := &observation{JobID: 7, HasJobID: true, Events: lifecycle("alloc")}
+	more := &broker.View{JobID: 7, HasJobID: true, Events: lifecycle("alloc")}
 	if st := computeStatus(obj, statusInput{Reachable: true, Obs: more}, time.Unix(1700000101, 0)); significantChange(obj.Status, st) {
 		t.Fatal("events that keep the phase count as a significant change")
 	}
-	running := &observation{JobID: 7, HasJobID: true, Events: lifecycle("start")}
+	running := &broker.View{JobID: 7, HasJobID: true, Events: lifecycle("start")}
 	if st := computeStatus(obj, statusInput{Reachable: true, Obs: running}, time.Unix(1700000101, 0)); !significantChange(obj.Status, st) {
 		t.Fatal("the start of the job is not a significant change")
 	}
@@ -378,16 +379,16 @@ func TestSignificantChange(t *testing.T) {
 func TestComputeStatusReplayDoesNotRegress(t *testing.T) {
 	obj := newObj()
 	now := time.Unix(1700000100, 0)
-	obj.Status = computeStatus(obj, statusInput{Reachable: true, Obs: &observation{JobID: 7, HasJobID: true, Events: lifecycle("start")}}, now)
+	obj.Status = computeStatus(obj, statusInput{Reachable: true, Obs: &broker.View{JobID: 7, HasJobID: true, Events: lifecycle("start")}}, now)
 	if obj.Status.Phase != fluxjobv1.PhaseRunning {
 		t.Fatalf("phase %s", obj.Status.Phase)
 	}
 	for _, upto := range []string{"", "submit", "alloc"} {
-		var evs []observedEvent
+		var evs []job.Event
 		if upto != "" {
 			evs = lifecycle(upto)
 		}
-		st := computeStatus(obj, statusInput{Reachable: true, Obs: &observation{JobID: 7, HasJobID: true, Events: evs}}, now)
+		st := computeStatus(obj, statusInput{Reachable: true, Obs: &broker.View{JobID: 7, HasJobID: true, Events: evs}}, now)
 		if st.Phase != fluxjobv1.PhaseRunning || len(st.Events) != 6 || significantChange(obj.Status, st) {
 			t.Fatalf("replay up to %q: phase %s, %d events, significant=%v", upto, st.Phase, len(st.Events), significantChange(obj.Status, st))
 		}

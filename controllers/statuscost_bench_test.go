@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // BenchmarkControllerStatusLevers takes apart what a FluxJob status write
@@ -131,7 +132,7 @@ func BenchmarkControllerStatusLevers(b *testing.B) {
 // benchRunningStatus is the status the controller writes for a FluxJob of
 // `true` once Flux reported "start" (its first status write).
 func benchRunningStatus() map[string]any {
-	return benchStatusOf([]string{"validate", "depend", "priority", "alloc", "start"}, outcome{})
+	return benchStatusOf([]string{"validate", "depend", "priority", "alloc", "start"}, broker.Outcome{})
 }
 
 // looseStatus replaces the status schema of a CRD by a free-form object.

@@ -2,18 +2,16 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
-	"github.com/fluxjob/fluxjob-operator/fluxbridge"
-	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // Exactly-once submission
@@ -32,13 +30,8 @@ import (
 //
 // With a marker and no job ID, an earlier controller may have submitted
 // and died before it recorded the ID. The controller then asks job-list
-// for the job by name (job-list.list with the RFC 31 constraint {"name":
-// [...]}, which flux-core v0.88.0 src/modules/job-list/match.c compares
-// exactly with attributes.system.job.name), bounded: "since" the marker
-// less lookupMargin (job-list then stops its scan of the inactive jobs at
-// the first one that ended before that, src/modules/job-list/list.c
-// get_jobs_from_list; pending and running jobs are always scanned) and at
-// most lookupLimit results. A job found is adopted, never submitted again.
+// for the job by name, bounded by the marker's time (broker.Lookup). A job
+// found is adopted, never submitted again.
 //
 // job-list learns of jobs asynchronously (from the job-manager's journal),
 // so a job submitted a moment ago may not be listed yet. Until AdoptWindow
@@ -57,126 +50,108 @@ import (
 // submitted again: the job may have run and been purged. The FluxJob ends
 // Failed with reason SubmissionUnknown.
 
-const (
-	// lookupMargin is subtracted from the marker for job-list's "since":
-	// it covers clock skew between the manager and the broker.
-	lookupMargin = time.Minute
-	// lookupLimit bounds the jobs a lookup returns (one is expected).
-	lookupLimit = 8
-)
-
-// lookupJob returns the IDs of the jobs named name that were active, or
-// ended after since (zero: any time), newest first.
-func lookupJob(ctx context.Context, c *flux.Conn, name string, since time.Time, timeout time.Duration) ([]job.ID, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	opts := job.ListOptions{Attrs: []string{"name"}, Constraint: job.Name(name), MaxEntries: lookupLimit}
-	if !since.IsZero() {
-		opts.Since = max(float64(since.Add(-lookupMargin).UnixNano())/1e9, 0)
+// track makes sure a future follows the FluxJob's Flux job: nothing to do
+// while one does (or its outcome is final); otherwise attach to a known
+// job ID (after proving it is this FluxJob's), or submit exactly once with
+// the RFC 26 dependencies deps. It returns a requeue delay when it has to
+// wait (broker unreachable, job-list catching up), or a failure the
+// controller decided itself. A submission updates *m.
+func (r *FluxJobReconciler) track(ctx context.Context, obj *fluxjobv1.FluxJob, m *marker, rt broker.Route, deps []job.Dependency) (time.Duration, *failure, error) {
+	view, ok := r.Tracker.Get(obj.UID)
+	if ok && !needsNewFuture(view, r.now(), r.Options.Resync) {
+		return 0, nil, nil
 	}
-	jobs, err := job.List(ctx, c, opts)
-	if err != nil {
-		return nil, fmt.Errorf("looking up Flux job %q in job-list: %w", name, err)
-	}
-	ids := make([]job.ID, 0, len(jobs))
-	for _, j := range jobs {
-		if j.Name == name || j.Name == "" { // the constraint already matched the name
-			ids = append(ids, j.ID)
+	if _, _, err := rt.Get(); err != nil {
+		if _, unreachable := rt.State(); unreachable == "" {
+			return 200 * time.Millisecond, nil, nil // still connecting
 		}
+		return r.Options.UnreachableRetry, nil, nil
 	}
-	return ids, nil
-}
-
-// catchUp waits until job-list has listed every job job-manager has
-// accepted so far (see above).
-func catchUp(ctx context.Context, c *flux.Conn, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var info struct {
-		MaxJobID job.ID `json:"max_jobid"`
+	var id job.ID
+	switch {
+	case obj.Status.JobID != 0:
+		id = job.ID(obj.Status.JobID)
+	case ok && view.HasJobID:
+		id = job.ID(view.JobID)
 	}
-	if err := c.RPC(ctx, "job-manager.getinfo", nil, &info); err != nil {
-		if errors.Is(err, syscall.EPERM) {
-			// A guest of a private-mode instance may not ask
-			// (src/modules/job-manager/job-manager.c): the adopt window
-			// alone has to do.
-			return nil
+	if id != 0 {
+		if err := ensureFinalizer(ctx, r.w, obj); err != nil {
+			return 0, nil, err
 		}
-		return fmt.Errorf("asking job-manager for its newest job: %w", err)
+		return r.reattach(ctx, obj, *m, rt, id)
 	}
-	if info.MaxJobID == 0 {
-		return nil // no job yet
-	}
-	if _, err := job.ListID(ctx, c, info.MaxJobID, "state"); err != nil && !errors.Is(err, syscall.ENOENT) {
-		// ENOENT: that job was purged; job-list had listed it before.
-		return fmt.Errorf("waiting for job-list to list job %s: %w", info.MaxJobID.F58(), err)
-	}
-	return nil
-}
-
-// submit runs the exactly-once procedure above for obj.
-func (r *FluxJobReconciler) submit(ctx context.Context, obj *fluxjobv1.FluxJob, exec *fluxbridge.Executor, ctl *flux.Conn, deps []job.Dependency) (time.Duration, *failure, error) {
 	log := logf.FromContext(ctx)
-	spec, fail := buildJobspec(obj, deps...)
-	if fail != nil {
-		log.Info("jobspec refused before submission", "reason", fail.Reason, "message", fail.Message)
-		return 0, fail, nil
+	spec, jerr := jobspec.Build(obj, deps...)
+	if jerr != nil {
+		log.Info("jobspec refused before submission", "reason", jerr.Reason, "message", jerr.Message)
+		return 0, &failure{Reason: jerr.Reason, Message: jerr.Message}, nil
 	}
-	name := fluxJobName(obj)
-	instance := r.routeFor(ctx, obj).name
-	if at := submitAttempt(obj); at != nil {
-		d, fail, id, err := r.findEarlier(ctx, obj, ctl, name, at.Time)
+	name := jobspec.Name(obj)
+	if m.attempted() {
+		d, fail, id, err := findEarlier(ctx, r.w, r.Options, obj, rt, name, m.At.Time)
 		switch {
 		case err != nil || fail != nil || d > 0:
 			return d, fail, err
 		case id != 0:
-			submissionsTotal.WithLabelValues(instance, "adopted").Inc()
 			log.Info("found the Flux job of an earlier submission; attaching", "jobid", id.F58())
-			return r.attach(ctx, obj, exec, id)
+			return attach(ctx, r.Tracker, r.w, r.Options, obj, rt, id, true)
 		}
 		log.Info("an earlier submission attempt left no Flux job; submitting again")
 	}
-	if err := r.markSubmitting(ctx, obj); err != nil {
+	// The marker and the finalizer, in one locked patch, before the
+	// submit RPC: a conflict means the object changed since it was read,
+	// and nothing may be submitted.
+	sm := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.Name, InstanceID: rt.InstanceID()}
+	base := obj.DeepCopy()
+	if err := sm.setOn(obj); err != nil {
 		return 0, nil, err
 	}
+	if err := r.w.patch(ctx, obj, base, false); err != nil {
+		return 0, nil, fmt.Errorf("recording the submission attempt (nothing submitted): %w", err)
+	}
+	m.merge(sm)
 	urgency := submitUrgency(obj)
-	token := r.Tracker.BeginOn(instance, obj.UID, key(obj), true)
-	r.Tracker.SetInstance(obj.UID, token, recordedInstanceID(obj))
-	start := r.now()
-	f, err := exec.Submit(ctx, spec, job.SubmitOptions{Urgency: &urgency, Waitable: obj.Spec.Waitable, Debug: obj.Spec.Debug})
-	if err != nil {
-		out := classify(0, err)
-		if out.Kind == outcomeError {
-			// Refused before reaching Flux (bad urgency, say): final.
-			submissionsTotal.WithLabelValues(instance, "error").Inc()
-		} else {
-			out.Kind = outcomeLost // executor broken or shut down: retry after reconnect
-		}
-		r.Tracker.Finish(obj.UID, token, out)
+	opts := job.SubmitOptions{Urgency: &urgency, Waitable: obj.Spec.Waitable, Debug: obj.Spec.Debug}
+	if err := r.Tracker.Submit(ctx, rt, obj.UID, key(obj), spec, opts, m.InstanceID); err != nil {
+		log.Info("the executor did not take the job; retrying", "error", err.Error())
 		return r.Options.UnreachableRetry, nil, nil
 	}
 	// Names only: environment values may hold secrets and are never logged.
-	log.Info("submitted to Flux", "name", name, "urgency", urgency, "env", envNames(obj))
-	bindFuture(r.Tracker, instance, obj.UID, token, f, start)
+	log.Info("submitted to Flux", "name", name, "urgency", urgency, "env", jobspec.EnvNames(obj))
 	return 0, nil, nil
+}
+
+// needsNewFuture reports whether the tracked future can no longer tell us
+// anything: it lost its connection, was aborted, or ended on a fatal
+// exception but has been silent longer than resync without the job's
+// clean or finish event (its eventlog watch may have died with a
+// connection).
+func needsNewFuture(v broker.View, now time.Time, resync time.Duration) bool {
+	switch v.Outcome.Kind {
+	case broker.OutcomeLost, broker.OutcomeAborted:
+		return true
+	case broker.OutcomeException:
+		return !v.Summary().Ended() && now.Sub(v.LastSeen) > resync
+	}
+	return false
 }
 
 // findEarlier looks for the job of an earlier submission attempt marked
 // at (see above): its ID, or a requeue delay while job-list may still be
 // catching up, or a failure when the marker is too old to tell; zero
 // everything means there is none and the caller submits.
-func (r *FluxJobReconciler) findEarlier(ctx context.Context, obj *fluxjobv1.FluxJob, ctl *flux.Conn, name string, at time.Time) (time.Duration, *failure, job.ID, error) {
+func findEarlier(ctx context.Context, w *writer, o Options, obj *fluxjobv1.FluxJob, rt broker.Route, name string, at time.Time) (time.Duration, *failure, job.ID, error) {
 	log := logf.FromContext(ctx)
 	lookup := func() ([]job.ID, time.Duration, error) {
-		ids, err := lookupJob(ctx, ctl, name, at, r.Options.RPCTimeout)
+		ids, err := broker.LookupOn(ctx, rt, name, at, o.RPCTimeout)
 		switch {
 		case err == nil:
 			if len(ids) > 1 {
 				log.Error(nil, "more than one Flux job carries this FluxJob's name; following the newest", "name", name, "jobids", ids)
 			}
 			return ids, 0, nil
-		case isConnectionError(err):
-			return nil, r.Options.UnreachableRetry, nil
+		case broker.IsConnectionError(err):
+			return nil, o.UnreachableRetry, nil
 		}
 		return nil, 0, err
 	}
@@ -184,20 +159,20 @@ func (r *FluxJobReconciler) findEarlier(ctx context.Context, obj *fluxjobv1.Flux
 	if err != nil || d > 0 || len(ids) > 0 {
 		return d, nil, first(ids), err
 	}
-	age := r.now().Sub(at)
-	if r.Options.PurgeAge > 0 && age > r.Options.PurgeAge {
+	age := w.now().Sub(at)
+	if o.PurgeAge > 0 && age > o.PurgeAge {
 		msg := fmt.Sprintf("a submission was attempted %s ago, longer than the Flux instance keeps finished jobs (%s), and no Flux job named %s is left: it may have run and been purged, so it is not submitted again",
-			age.Round(time.Second), r.Options.PurgeAge, name)
-		r.event(obj, corev1.EventTypeWarning, fluxjobv1.ReasonSubmissionUnknown, "Submit", msg)
+			age.Round(time.Second), o.PurgeAge, name)
+		w.event(obj, corev1.EventTypeWarning, fluxjobv1.ReasonSubmissionUnknown, "Submit", msg)
 		return 0, &failure{Reason: fluxjobv1.ReasonSubmissionUnknown, Message: msg}, 0, nil
 	}
-	if wait := r.Options.AdoptWindow - age; wait > 0 {
+	if wait := o.AdoptWindow - age; wait > 0 {
 		log.Info("an earlier submission may not be listed by job-list yet; looking again before submitting", "retryIn", wait)
 		return wait, nil, 0, nil
 	}
-	if err := catchUp(ctx, ctl, r.Options.RPCTimeout); err != nil {
+	if err := broker.CatchUpOn(ctx, rt, o.RPCTimeout); err != nil {
 		log.Info("job-list has not caught up with job-manager yet; looking again before submitting", "error", err.Error())
-		return r.Options.UnreachableRetry, nil, 0, nil
+		return o.UnreachableRetry, nil, 0, nil
 	}
 	ids, d, err = lookup()
 	return d, nil, first(ids), err
@@ -210,46 +185,54 @@ func first(ids []job.ID) job.ID {
 	return ids[0]
 }
 
-// markSubmitting writes the submission marker (marker.go: the attempt
-// time, the FluxInstance the FluxJob belongs to from then on, and that
-// instance's identity) and the cancel finalizer, in one object patch,
-// before the submit RPC (see above). The patch is optimistic-locked: a
-// conflict means the object changed since it was read, and nothing may be
-// submitted.
-func (r *FluxJobReconciler) markSubmitting(ctx context.Context, obj *fluxjobv1.FluxJob) error {
-	rt := r.routeFor(ctx, obj)
-	m := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.name, InstanceID: rt.instanceID()}
-	base := obj.DeepCopy()
-	if err := m.setOn(obj); err != nil {
-		return err
-	}
-	r.written.begin(obj.UID)
-	if err := r.Patch(ctx, obj, clientMergeLocked(base)); err != nil {
-		r.written.end(obj.UID)
-		*obj = *base
-		return fmt.Errorf("recording the submission attempt (nothing submitted): %w", err)
-	}
-	r.written.add(base.ResourceVersion, obj, r.now())
-	return nil
-}
-
 // attach starts following an existing Flux job, which the caller proved
-// is obj's (by name) in the instance the executor is connected to.
-func (r *FluxJobReconciler) attach(ctx context.Context, obj *fluxjobv1.FluxJob, exec *fluxbridge.Executor, id job.ID) (time.Duration, *failure, error) {
-	rt := r.routeFor(ctx, obj)
-	token := r.Tracker.BeginOn(rt.name, obj.UID, key(obj), false)
-	f, err := exec.Attach(ctx, id)
-	if err != nil {
-		r.Tracker.Finish(obj.UID, token, outcome{Kind: outcomeLost, Message: err.Error()})
-		return r.Options.UnreachableRetry, nil, nil
+// is obj's (by name) in rt's instance. adopted: found by name after an
+// earlier submission attempt.
+func attach(ctx context.Context, t *broker.Tracker, w *writer, o Options, obj *fluxjobv1.FluxJob, rt broker.Route, id job.ID, adopted bool) (time.Duration, *failure, error) {
+	if err := t.Attach(ctx, rt, obj.UID, key(obj), id, adopted); err != nil {
+		return o.UnreachableRetry, nil, nil
 	}
-	// The job ID is known: record it at once (the callback does too).
-	r.Tracker.SetJobID(obj.UID, token, uint64(id))
-	r.Tracker.SetInstance(obj.UID, token, rt.instanceID())
-	bindFuture(r.Tracker, rt.name, obj.UID, token, f, time.Time{})
 	logf.FromContext(ctx).V(1).Info("attached to Flux job", "jobid", id.F58())
 	if obj.Status.JobID == 0 {
-		r.event(obj, corev1.EventTypeNormal, "Adopted", "Attach", "found Flux job "+id.F58()+" of an earlier submission")
+		w.event(obj, corev1.EventTypeNormal, "Adopted", "Attach", "found Flux job "+id.F58()+" of an earlier submission")
 	}
 	return 0, nil, nil
+}
+
+// reattach follows the job at id after proving it is obj's
+// (broker.VerifyJob: a job ID is trusted only with its name); if it is
+// not, the FluxJob fails with the reason missingJob gives and nothing is
+// attached.
+func (r *FluxJobReconciler) reattach(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, rt broker.Route, id job.ID) (time.Duration, *failure, error) {
+	check, other, err := broker.Verify(ctx, rt, id, jobspec.Name(obj), r.Options.RPCTimeout)
+	if err != nil {
+		logf.FromContext(ctx).Info("cannot check the Flux job before re-attaching; retrying", "jobid", id.F58(), "error", err.Error())
+		return r.Options.UnreachableRetry, nil, nil
+	}
+	if check == broker.JobOurs {
+		return attach(ctx, r.Tracker, r.w, r.Options, obj, rt, id, false)
+	}
+	f := missingJob(id, check, m.InstanceID, rt.InstanceID())
+	logf.FromContext(ctx).Info("the FluxJob's Flux job is not at its job ID", "jobid", id.F58(), "reason", f.Reason,
+		"otherName", other, "recordedInstance", m.InstanceID, "currentInstance", rt.InstanceID())
+	r.w.event(obj, corev1.EventTypeWarning, f.Reason, "Attach", f.Message)
+	return 0, f, nil
+}
+
+// missingJob is the failure of a FluxJob whose job is not at its ID, given
+// the instance identities recorded and current.
+func missingJob(id job.ID, check broker.JobCheck, recorded, current string) *failure {
+	switch {
+	case check == broker.JobOther:
+		// The other job's name stays in the log: it is not this
+		// FluxJob's data.
+		return &failure{Reason: fluxjobv1.ReasonInstanceReplaced, Message: fmt.Sprintf(
+			"Flux job %s of this FluxJob is gone: the Flux instance was replaced and the new one gave that ID to another job, which is neither followed nor cancelled",
+			id)}
+	case recorded != "" && current != "" && recorded != current:
+		return &failure{Reason: fluxjobv1.ReasonInstanceReplaced, Message: fmt.Sprintf(
+			"Flux job %s is gone: it ran in Flux instance %s, which was replaced by instance %s", id, recorded, current)}
+	}
+	return &failure{Reason: fluxjobv1.ReasonJobNotFound, Message: fmt.Sprintf(
+		"Flux job %s not found in the Flux instance (purged after it ended, or lost: was the Flux instance restarted?)", id)}
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
 // Suspend
@@ -33,21 +34,10 @@ func submitUrgency(obj *fluxjobv1.FluxJob) int {
 	return specUrgency(obj)
 }
 
-// started reports whether the observed Flux job has started (or ended).
-func started(obs observation) bool {
-	for _, ev := range obs.Events {
-		switch ev.Name {
-		case "alloc", "start", "finish", "clean":
-			return true
-		}
-	}
-	return false
-}
-
 // desiredUrgency is the urgency the Flux job should have: 0 while
 // suspended and not started, spec.urgency otherwise.
-func desiredUrgency(obj *fluxjobv1.FluxJob, obs observation) int {
-	if obj.Spec.Suspend && !started(obs) {
+func desiredUrgency(obj *fluxjobv1.FluxJob, sum job.Summary) int {
+	if obj.Spec.Suspend && !sum.Allocated() {
 		return int(fluxjobv1.MinUrgency)
 	}
 	return specUrgency(obj)
@@ -63,13 +53,13 @@ func suspendHold() *hold {
 // that is suspended and has not started is in phase Suspended; one whose
 // status still says Suspended after suspend was turned off goes back to
 // Pending or Submitted.
-func applySuspend(js *jobState, obj *fluxjobv1.FluxJob) {
+func applySuspend(js *jobState, obj *fluxjobv1.FluxJob, m marker) {
 	if js.phase == fluxjobv1.PhaseSuspended && !obj.Spec.Suspend {
 		js.phase = fluxjobv1.PhasePending
 		if obj.Status.JobID != 0 {
 			js.phase = fluxjobv1.PhaseSubmitted
 		}
-		js.reason, js.message = phaseReason(js.phase), defaultMessage(obj, js.phase)
+		js.reason, js.message = phaseReason(js.phase), defaultMessage(obj, m, js.phase)
 	}
 	if !obj.Spec.Suspend {
 		return
@@ -77,7 +67,7 @@ func applySuspend(js *jobState, obj *fluxjobv1.FluxJob) {
 	switch js.phase {
 	case fluxjobv1.PhasePending, fluxjobv1.PhaseSuspended:
 		js.phase, js.reason = fluxjobv1.PhaseSuspended, fluxjobv1.ReasonSuspended
-		if submitAttempt(obj) == nil {
+		if !m.attempted() {
 			js.message = suspendHold().Message
 		} else {
 			js.message = "Suspended (spec.suspend): the Flux job will be held at urgency 0"

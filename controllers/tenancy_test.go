@@ -17,6 +17,7 @@ import (
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // drainEvents returns the events the fake recorder holds.
@@ -53,15 +54,15 @@ func TestPrivilegedFieldsFakeClient(t *testing.T) {
 			w := newFakeWorld(t, Options{PrivilegedNamespaces: tc.privileged}, obj)
 			if tc.refused {
 				got := w.drive("j", phaseIs(fluxjobv1.PhaseFailed))
-				requireCondition(t, got, fluxjobv1.ConditionFailed, metav1.ConditionTrue, ReasonPrivilegeNotAllowed)
+				requireCondition(t, got, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonPrivilegeNotAllowed)
 				if !strings.Contains(got.Status.Message, "--privileged-namespaces") {
 					t.Errorf("message %q does not name the flag", got.Status.Message)
 				}
 				if ids := w.broker.Jobs(); len(ids) != 0 || submitAttempt(got) != nil || hasFinalizer(got) {
 					t.Fatalf("refused FluxJob reached Flux: broker jobs %v, submission marker %v, finalizers %v", ids, submitAttempt(got), got.Finalizers)
 				}
-				if evs := w.drainEvents(); !containsPrefix(evs, "Warning "+ReasonPrivilegeNotAllowed) {
-					t.Errorf("events %q lack a Warning %s", evs, ReasonPrivilegeNotAllowed)
+				if evs := w.drainEvents(); !containsPrefix(evs, "Warning "+fluxjobv1.ReasonPrivilegeNotAllowed) {
+					t.Errorf("events %q lack a Warning %s", evs, fluxjobv1.ReasonPrivilegeNotAllowed)
 				}
 				return
 			}
@@ -101,9 +102,9 @@ func TestUrgencyRaiseNotPrivilegedFakeClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	obj = w.drive("u", func(o *fluxjobv1.FluxJob, err error) bool {
-		return err == nil && meta.IsStatusConditionFalse(o.Status.Conditions, ConditionUrgencyApplied)
+		return err == nil && meta.IsStatusConditionFalse(o.Status.Conditions, fluxjobv1.ConditionUrgencyApplied)
 	})
-	c := meta.FindStatusCondition(obj.Status.Conditions, ConditionUrgencyApplied)
+	c := meta.FindStatusCondition(obj.Status.Conditions, fluxjobv1.ConditionUrgencyApplied)
 	if !strings.Contains(c.Message, "--privileged-namespaces") || *obj.Status.Urgency != 16 {
 		t.Fatalf("UrgencyApplied %q, status urgency %d", c.Message, *obj.Status.Urgency)
 	}
@@ -128,12 +129,12 @@ func TestWaitableReapedFakeClient(t *testing.T) {
 			obj.Spec.Waitable = true
 			w := newFakeWorld(t, Options{PrivilegedNamespaces: []string{"ns"}}, obj)
 			got := w.drive("w", func(o *fluxjobv1.FluxJob, err error) bool {
-				return err == nil && meta.IsStatusConditionTrue(o.Status.Conditions, ConditionReaped)
+				return err == nil && meta.IsStatusConditionTrue(o.Status.Conditions, fluxjobv1.ConditionReaped)
 			})
 			if !got.Status.Phase.IsTerminal() {
 				t.Fatalf("reaped before the result was recorded: phase %s", got.Status.Phase)
 			}
-			requireCondition(t, got, ConditionReaped, metav1.ConditionTrue, "Waited")
+			requireCondition(t, got, fluxjobv1.ConditionReaped, metav1.ConditionTrue, "Waited")
 
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -146,7 +147,7 @@ func TestWaitableReapedFakeClient(t *testing.T) {
 				t.Fatalf("wait on the reaped job: %v, want ECHILD (nothing left to wait for)", err)
 			}
 			// The control: a waitable job nobody reaps is still there.
-			spec, _ := buildJobspec(fakeJob("control", "true"))
+			spec, _ := jobspec.Build(fakeJob("control", "true"))
 			id, err := job.Submit(ctx, conn, spec, job.SubmitOptions{Waitable: true})
 			if err != nil {
 				t.Fatal(err)
@@ -196,22 +197,28 @@ func TestCacheTransformBoundsSpec(t *testing.T) {
 			got := out.(*fluxjobv1.FluxJob)
 			switch {
 			case tc.unchanged:
-				if specInputBytes(&got.Spec) != specInputBytes(&orig.Spec) || droppedSpecFailure(got) != nil {
-					t.Fatalf("spec changed: %d -> %d bytes", specInputBytes(&orig.Spec), specInputBytes(&got.Spec))
+				if jobspec.InputBytes(&got.Spec) != jobspec.InputBytes(&orig.Spec) || func() bool {
+					if got.Spec.Jobspec == nil {
+						return false
+					}
+					_, dropped := got.Spec.Jobspec.Object.(*jobspec.Dropped)
+					return dropped
+				}() {
+					t.Fatalf("spec changed: %d -> %d bytes", jobspec.InputBytes(&orig.Spec), jobspec.InputBytes(&got.Spec))
 				}
 			case tc.dropAll:
 				want := fluxjobv1.FluxJobSpec{Urgency: orig.Spec.Urgency}
-				if specInputBytes(&got.Spec) != 0 || got.Spec.Command != nil || (want.Urgency != nil && *got.Spec.Urgency != *want.Urgency) {
+				if jobspec.InputBytes(&got.Spec) != 0 || got.Spec.Command != nil || (want.Urgency != nil && *got.Spec.Urgency != *want.Urgency) {
 					t.Fatalf("spec kept: %+v", got.Spec)
 				}
 			case tc.tooLarge:
 				cp := got.DeepCopy() // the cache hands out deep copies
-				_, fail := buildJobspec(cp)
-				if fail == nil || fail.Reason != fluxjobv1.ReasonJobspecTooLarge || !strings.Contains(fail.Message, itoa(specInputBytes(&orig.Spec))) {
+				_, fail := jobspec.Build(cp)
+				if fail == nil || fail.Reason != fluxjobv1.ReasonJobspecTooLarge || !strings.Contains(fail.Message, itoa(jobspec.InputBytes(&orig.Spec))) {
 					t.Fatalf("buildJobspec of the cached copy: %+v, want JobspecTooLarge with the size", fail)
 				}
-				if specInputBytes(&got.Spec) != 0 {
-					t.Fatalf("the cache kept %d bytes of the spec", specInputBytes(&got.Spec))
+				if jobspec.InputBytes(&got.Spec) != 0 {
+					t.Fatalf("the cache kept %d bytes of the spec", jobspec.InputBytes(&got.Spec))
 				}
 				// The controller's patches are computed between two copies
 				// of the cached object: the placeholder never reaches the

@@ -46,20 +46,20 @@ func finishedAt(obj *fluxjobv1.FluxJob) time.Time {
 
 // afterFinished is the reconcile of a FluxJob whose status is final:
 // reap its waitable Flux job, then apply ttlSecondsAfterFinished.
-func (r *FluxJobReconciler) afterFinished(ctx context.Context, obj *fluxjobv1.FluxJob) (ctrl.Result, error) {
-	requeue, err := r.reapWaitable(ctx, obj)
+func (r *FluxJobReconciler) afterFinished(ctx context.Context, obj *fluxjobv1.FluxJob, m marker) (ctrl.Result, error) {
+	requeue, err := reap(ctx, r.w, routeOf(r.Instances, obj, m), obj, r.Options.RPCTimeout, r.Options.UnreachableRetry)
 	if err != nil {
 		return ctrl.Result{RequeueAfter: requeue}, err
 	}
-	res, err := r.expireFinished(ctx, obj)
+	res, err := expire(ctx, r.w, obj)
 	res.RequeueAfter = minRequeue(res.RequeueAfter, requeue)
 	return res, err
 }
 
-// expireFinished deletes a finished obj whose spec.ttlSecondsAfterFinished
+// expire deletes a finished obj whose spec.ttlSecondsAfterFinished
 // has passed, or returns a requeue at the deadline. Without a TTL it does
 // nothing.
-func (r *FluxJobReconciler) expireFinished(ctx context.Context, obj *fluxjobv1.FluxJob) (ctrl.Result, error) {
+func expire(ctx context.Context, w *writer, obj *fluxjobv1.FluxJob) (ctrl.Result, error) {
 	ttl := obj.Spec.TTLSecondsAfterFinished
 	if ttl == nil || !obj.Status.Phase.IsTerminal() || !obj.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
@@ -69,22 +69,22 @@ func (r *FluxJobReconciler) expireFinished(ctx context.Context, obj *fluxjobv1.F
 		end = obj.CreationTimestamp.Time
 	}
 	expiry := end.Add(time.Duration(*ttl) * time.Second)
-	if left := expiry.Sub(r.now()); left > 0 {
+	if left := expiry.Sub(w.now()); left > 0 {
 		return ctrl.Result{RequeueAfter: left}, nil
 	}
 	uid, rv := obj.UID, obj.ResourceVersion
-	err := r.Delete(ctx, obj, client.Preconditions{UID: &uid, ResourceVersion: &rv}, client.PropagationPolicy(metav1.DeletePropagationBackground))
+	err := w.Delete(ctx, obj, client.Preconditions{UID: &uid, ResourceVersion: &rv}, client.PropagationPolicy(metav1.DeletePropagationBackground))
 	switch {
 	case apierrors.IsNotFound(err):
 		return ctrl.Result{}, nil
 	case apierrors.IsConflict(err):
-		// Changed since the cache read: look again.
-		return ctrl.Result{Requeue: true}, nil
+		// Changed since the cache read: look again soon.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	case err != nil:
 		return ctrl.Result{}, fmt.Errorf("deleting FluxJob after ttlSecondsAfterFinished: %w", err)
 	}
 	logf.FromContext(ctx).Info("deleted: ttlSecondsAfterFinished passed", "ttlSeconds", *ttl, "finished", end)
-	r.event(obj, corev1.EventTypeNormal, "Expired", "Delete",
+	w.event(obj, corev1.EventTypeNormal, "Expired", "Delete",
 		fmt.Sprintf("deleted %ds after it finished (spec.ttlSecondsAfterFinished)", *ttl))
 	return ctrl.Result{}, nil
 }

@@ -51,7 +51,8 @@ func TestExpireFinished(t *testing.T) {
 			if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), &cur); err != nil {
 				t.Fatal(err)
 			}
-			res, err := r.expireFinished(context.Background(), &cur)
+			r.once.Do(r.init)
+			res, err := expire(context.Background(), r.w, &cur)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -43,7 +43,7 @@ func protectedEvent(ev job.Event) bool {
 	case "submit", "alloc", "start", "finish", "release", "clean":
 		return true
 	case "exception":
-		sev, ok := intField(ev.Context, "severity")
+		sev, ok := job.ContextInt(ev.Context, "severity")
 		return ok && sev == 0 // fatal; others can repeat
 	}
 	return false

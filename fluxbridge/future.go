@@ -17,9 +17,10 @@ import (
 // for with Future.AddEventCallback: the main job eventlog events that
 // flux-core's Python executor exposes (its EVENTS attribute). Do not modify.
 var Events = map[string]struct{}{
-	"submit": {}, "depend": {}, "priority": {}, "urgency": {}, "alloc": {},
-	"start": {}, "exception": {}, "finish": {}, "release": {}, "free": {},
-	"clean": {}, "debug": {}, "flux-restart": {},
+	job.EventSubmit: {}, job.EventDepend: {}, job.EventPriority: {}, job.EventUrgency: {},
+	job.EventAlloc: {}, job.EventStart: {}, job.EventException: {}, job.EventFinish: {},
+	job.EventRelease: {}, job.EventFree: {}, job.EventClean: {}, job.EventDebug: {},
+	job.EventFluxRestart: {},
 }
 
 // IsEvent reports whether name is in Events.
@@ -434,42 +435,22 @@ func (f *Future) handleEvent(ev job.Event) {
 		return
 	}
 	switch ev.Name {
-	case "finish":
-		status, ok := intField(ev.Context, "status")
+	case job.EventFinish:
+		ws, ok := job.FinishStatus(ev)
 		if !ok {
 			f.decideLocked(0, fmt.Errorf("fluxbridge: finish event without a wait status: %v", ev.Context))
 			return
 		}
-		ws := job.WaitStatus(status)
 		if !ws.Exited() && !ws.Signaled() {
-			f.decideLocked(0, fmt.Errorf("fluxbridge: wait status %#x is neither exited nor signaled", status))
+			f.decideLocked(0, fmt.Errorf("fluxbridge: wait status %#x is neither exited nor signaled", int(ws)))
 			return
 		}
 		f.decideLocked(ws.Result(), nil)
-	case "exception":
-		sev, ok := intField(ev.Context, "severity")
-		if !ok || sev != 0 {
-			return
+	case job.EventException:
+		if exc, ok := job.FatalException(ev); ok {
+			f.decideLocked(0, &JobException{ID: f.id, Type: exc.Type, Severity: exc.Severity, Note: exc.Note, Event: ev})
 		}
-		typ, _ := ev.Context["type"].(string)
-		note, _ := ev.Context["note"].(string)
-		f.decideLocked(0, &JobException{ID: f.id, Type: typ, Severity: sev, Note: note, Event: ev})
 	}
-}
-
-func intField(m map[string]any, key string) (int, bool) {
-	switch v := m[key].(type) {
-	case float64:
-		return int(v), true
-	case int:
-		return v, true
-	case int64:
-		return int(v), true
-	case interface{ Int64() (int64, error) }: // json.Number
-		n, err := v.Int64()
-		return int(n), err == nil
-	}
-	return 0, false
 }
 
 // runCallbacks runs the queued callbacks unless another goroutine is

@@ -183,7 +183,7 @@ func (s *journalSource) dispatch(e job.JournalEntry) {
 		for _, ev := range e.Events {
 			o.events = appendBounded(o.events, ev, maxHeldEvents)
 		}
-	} else if len(s.inflight) > 0 && e.Events[0].Name == "submit" && len(s.orphans) < maxJournalOrphans {
+	} else if len(s.inflight) > 0 && e.Events[0].Name == job.EventSubmit && len(s.orphans) < maxJournalOrphans {
 		o := &journalOrphan{firstSeq: seq}
 		for _, ev := range e.Events {
 			o.events = appendBounded(o.events, ev, maxHeldEvents)
@@ -214,7 +214,7 @@ func (s *journalSource) pushLocked(sub *journalSub, evs []job.Event) {
 			sub.live = true
 		}
 		sub.deliver(ev)
-		if ev.Name == "clean" {
+		if ev.Name == job.EventClean {
 			s.finishLocked(sub, nil)
 		}
 	}
@@ -389,7 +389,7 @@ func (s *journalSource) follow(id job.ID, attach bool, deliver func(job.Event), 
 			}
 			sub.known = append(sub.known, ev)
 			deliver(ev)
-			if ev.Name == "clean" {
+			if ev.Name == job.EventClean {
 				s.finishLocked(sub, nil)
 				return
 			}

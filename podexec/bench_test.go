@@ -110,7 +110,7 @@ func benchChildEnv(b *testing.B, tr, uri, sock string) []string {
 			b.Fatal(err)
 		}
 		b.Cleanup(k.Close)
-		u := k.ExecURL("n", "p", "flux", Options{Namespace: "n", Pod: "p", SocketPath: sock}.argv())
+		u := k.ExecURL("n", "p", "flux", Target{Namespace: "n", Pod: "p", SocketPath: sock}.argv())
 		return []string{benchEnvURI + "=pod://n/p/flux", benchEnvExecURL + "=" + u.String()}
 	}
 	return []string{benchEnvURI + "=" + uri}

@@ -99,7 +99,7 @@ func TestExecThroughAPIServer(t *testing.T) {
 	manager, nobody, getter := userCfg("fluxjob-manager"), userCfg("nobody"), userCfg("getter")
 
 	t.Run("executor through the API server", func(t *testing.T) {
-		o := Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample", SocketPath: e.sock}
+		o := Target{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample", SocketPath: e.sock}
 		var (
 			mu   sync.Mutex
 			sent []string
@@ -160,14 +160,14 @@ func TestExecThroughAPIServer(t *testing.T) {
 	tests := []struct {
 		name string
 		cfg  *rest.Config
-		o    Options
+		o    Target
 		want string
 	}{
-		{"no RBAC for pods/exec", nobody, Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample"}, "forbidden"},
-		{"pods/exec get without create", getter, Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample"}, "forbidden"},
-		{"no such pod", manager, Options{Namespace: "hpc", Pod: "flux-sample-9", Container: "flux-sample"}, "not found"},
-		{"no such container", manager, Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "nope"}, "not valid for pod"},
-		{"pod not scheduled", manager, Options{Namespace: "hpc", Pod: "unscheduled", Container: "flux-sample"}, "does not have a host assigned"},
+		{"no RBAC for pods/exec", nobody, Target{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample"}, "forbidden"},
+		{"pods/exec get without create", getter, Target{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample"}, "forbidden"},
+		{"no such pod", manager, Target{Namespace: "hpc", Pod: "flux-sample-9", Container: "flux-sample"}, "not found"},
+		{"no such container", manager, Target{Namespace: "hpc", Pod: "flux-sample-0", Container: "nope"}, "not valid for pod"},
+		{"pod not scheduled", manager, Target{Namespace: "hpc", Pod: "unscheduled", Container: "flux-sample"}, "does not have a host assigned"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

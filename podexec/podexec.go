@@ -52,10 +52,14 @@ const (
 // MiniCluster and in any container with flux on PATH.
 var DefaultCommand = []string{"/bin/sh", "-c", `if [ -f ` + FluxViewScript + ` ]; then . ` + FluxViewScript + ` >/dev/null; fi; exec flux relay "$0"`}
 
-// Options select the pod, container and command.
-type Options struct {
+// Target is the container a broker is reached in: the pod, the container and
+// the relay command. The manager, brokerpod and the kubectl plugin share it.
+type Target struct {
 	// Namespace and Pod name the pod; both are required.
 	Namespace, Pod string
+	// PodUID is the pod's UID when known: a new pod (a re-created
+	// MiniCluster) is a new target. Dialling does not use it.
+	PodUID string
 	// Container is the container to exec in; empty means the pod's only
 	// (or default) container, as the API server chooses.
 	Container string
@@ -68,7 +72,7 @@ type Options struct {
 }
 
 // Validate reports missing or malformed options.
-func (o Options) Validate() error {
+func (o Target) Validate() error {
 	var errs []error
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("no namespace"))
@@ -89,7 +93,7 @@ func (o Options) Validate() error {
 }
 
 // argv returns the command run in the container.
-func (o Options) argv() []string {
+func (o Target) argv() []string {
 	cmd := o.Command
 	if len(cmd) == 0 {
 		cmd = DefaultCommand
@@ -104,7 +108,7 @@ func (o Options) argv() []string {
 // URI names the connection: pod://NAMESPACE/POD[/CONTAINER]. It is not
 // dialled (flux.Dial with WithDialer only passes it on), it only names
 // the Conn in errors and logs.
-func (o Options) URI() string {
+func (o Target) URI() string {
 	u := "pod://" + o.Namespace + "/" + o.Pod
 	if o.Container != "" {
 		u += "/" + o.Container
@@ -114,7 +118,7 @@ func (o Options) URI() string {
 
 // ExecURL returns the URL of the pod's exec subresource for the options,
 // on the API server of cfg.
-func ExecURL(cfg *rest.Config, o Options) (*url.URL, error) {
+func ExecURL(cfg *rest.Config, o Target) (*url.URL, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
@@ -144,7 +148,7 @@ func ExecURL(cfg *rest.Config, o Options) (*url.URL, error) {
 
 // Dialer returns a flux.Dialer that execs the relay in the pod; every
 // call is a new exec (a new relay process). Use it with flux.WithDialer
-// and Options.URI:
+// and Target.URI:
 //
 //	d, err := podexec.Dialer(cfg, opts)
 //	c, err := flux.Dial(ctx, opts.URI(), flux.WithDialer(d))
@@ -153,7 +157,7 @@ func ExecURL(cfg *rest.Config, o Options) (*url.URL, error) {
 // get too for older API servers: a WebSocket exec is a GET and an SPDY
 // one a POST, and Kubernetes 1.37 authorises both as create (checked in
 // TestExecThroughAPIServer: get alone is refused).
-func Dialer(cfg *rest.Config, o Options) (flux.Dialer, error) {
+func Dialer(cfg *rest.Config, o Target) (flux.Dialer, error) {
 	u, err := ExecURL(cfg, o)
 	if err != nil {
 		return nil, err

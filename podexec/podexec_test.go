@@ -40,22 +40,22 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-func TestOptions(t *testing.T) {
+func TestTarget(t *testing.T) {
 	tests := []struct {
 		name string
-		o    Options
+		o    Target
 		err  string
 		argv []string
 		uri  string
 	}{
-		{name: "MiniCluster defaults", o: Options{Namespace: "hpc", Pod: "flux-sample-0-abcde"},
+		{name: "MiniCluster defaults", o: Target{Namespace: "hpc", Pod: "flux-sample-0-abcde"},
 			argv: append(append([]string(nil), DefaultCommand...), DefaultSocketPath), uri: "pod://hpc/flux-sample-0-abcde"},
-		{name: "own command and socket", o: Options{Namespace: "hpc", Pod: "p", Container: "flux", SocketPath: "/run/flux/local", Command: []string{"/usr/bin/flux", "relay"}},
+		{name: "own command and socket", o: Target{Namespace: "hpc", Pod: "p", Container: "flux", SocketPath: "/run/flux/local", Command: []string{"/usr/bin/flux", "relay"}},
 			argv: []string{"/usr/bin/flux", "relay", "/run/flux/local"}, uri: "pod://hpc/p/flux"},
-		{name: "no namespace", o: Options{Pod: "p"}, err: "no namespace"},
-		{name: "no pod", o: Options{Namespace: "n"}, err: "no pod name"},
-		{name: "relative socket", o: Options{Namespace: "n", Pod: "p", SocketPath: "run/flux/local"}, err: "not absolute"},
-		{name: "empty program", o: Options{Namespace: "n", Pod: "p", Command: []string{""}}, err: "empty program name"},
+		{name: "no namespace", o: Target{Pod: "p"}, err: "no namespace"},
+		{name: "no pod", o: Target{Namespace: "n"}, err: "no pod name"},
+		{name: "relative socket", o: Target{Namespace: "n", Pod: "p", SocketPath: "run/flux/local"}, err: "not absolute"},
+		{name: "empty program", o: Target{Namespace: "n", Pod: "p", Command: []string{""}}, err: "empty program name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +106,7 @@ func TestDefaultCommand(t *testing.T) {
 	if err := os.WriteFile(dir+"/flux", []byte("#!/bin/sh\necho \"flux $*\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	argv := Options{Namespace: "n", Pod: "p", SocketPath: "/tmp/it's/local"}.argv()
+	argv := Target{Namespace: "n", Pod: "p", SocketPath: "/tmp/it's/local"}.argv()
 	var out, errb strings.Builder
 	rt := &podexectest.Runtime{Env: []string{podexectest.PathWith(dir)}}
 	if err := rt.Exec(testCtx(t), "c", argv, strings.NewReader(""), nopCloser{&out}, nopCloser{&errb}, false, nil); err != nil {
@@ -150,7 +150,7 @@ func newEnv(t *testing.T) *env {
 // for a fresh exec URL (as kubelet asks the runtime) and execs there with
 // client-go's SPDY executor (the API server and kubelet speak SPDY to the
 // runtime).
-func criDialer(t *testing.T, cri *podexectest.CRIServer, o Options) flux.Dialer {
+func criDialer(t *testing.T, cri *podexectest.CRIServer, o Target) flux.Dialer {
 	return func(ctx context.Context, _ string) (io.ReadWriteCloser, error) {
 		u, err := cri.ExecURL("flux", o.argv())
 		if err != nil {
@@ -166,7 +166,7 @@ func criDialer(t *testing.T, cri *podexectest.CRIServer, o Options) flux.Dialer 
 
 // kubeletDialer dials the kubelet-like endpoint the way Dialer dials the
 // API server: the fallback executor, WebSocket first.
-func kubeletDialer(t *testing.T, k *podexectest.Kubelet, o Options) flux.Dialer {
+func kubeletDialer(t *testing.T, k *podexectest.Kubelet, o Target) flux.Dialer {
 	u, cfg := k.ExecURL(o.Namespace, o.Pod, o.Container, o.argv()), k.ClientConfig()
 	return func(ctx context.Context, _ string) (io.ReadWriteCloser, error) {
 		return Open(ctx, cfg, u)
@@ -178,7 +178,7 @@ var servers = []string{"CRI streaming server", "kubelet endpoint (ServeExec)"}
 
 // startServer starts one and returns a Dialer through it and a function
 // that stops it (cutting every exec connection).
-func startServer(t *testing.T, name string, e *env, o Options) (flux.Dialer, func()) {
+func startServer(t *testing.T, name string, e *env, o Target) (flux.Dialer, func()) {
 	t.Helper()
 	switch name {
 	case "CRI streaming server":
@@ -216,7 +216,7 @@ func TestExecutorThroughExec(t *testing.T) {
 	for _, s := range servers {
 		t.Run(s, func(t *testing.T) {
 			e := newEnv(t)
-			o := Options{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample", SocketPath: e.sock}
+			o := Target{Namespace: "hpc", Pod: "flux-sample-0", Container: "flux-sample", SocketPath: e.sock}
 			d, _ := startServer(t, s, e, o)
 			ctx := testCtx(t)
 			ex, err := fluxbridge.NewExecutor(ctx, fluxbridge.ExecutorOptions{Workers: 2, URI: o.URI(), DialOptions: []flux.Option{flux.WithDialer(d)}})
@@ -266,7 +266,7 @@ func TestExecFailures(t *testing.T) {
 		t.Run(s, func(t *testing.T) {
 			t.Run("no broker at the socket", func(t *testing.T) {
 				e := newEnv(t)
-				o := Options{Namespace: "n", Pod: "p", Container: "c", SocketPath: "/nonexistent/flux/local"}
+				o := Target{Namespace: "n", Pod: "p", Container: "c", SocketPath: "/nonexistent/flux/local"}
 				d, _ := startServer(t, s, e, o)
 				_, err := flux.Dial(testCtx(t), o.URI(), flux.WithDialer(d))
 				var re *flux.RelayError
@@ -277,7 +277,7 @@ func TestExecFailures(t *testing.T) {
 			t.Run("no flux in the container", func(t *testing.T) {
 				e := newEnv(t)
 				e.rt.Env = []string{"PATH=/nonexistent"}
-				o := Options{Namespace: "n", Pod: "p", Container: "c", SocketPath: e.sock}
+				o := Target{Namespace: "n", Pod: "p", Container: "c", SocketPath: e.sock}
 				d, _ := startServer(t, s, e, o)
 				_, err := flux.Dial(testCtx(t), o.URI(), flux.WithDialer(d))
 				var re *flux.RelayError
@@ -288,7 +288,7 @@ func TestExecFailures(t *testing.T) {
 			for _, cut := range []string{"broker drops the relay", "exec server goes away"} {
 				t.Run(cut, func(t *testing.T) {
 					e := newEnv(t)
-					o := Options{Namespace: "n", Pod: "p", Container: "c", SocketPath: e.sock}
+					o := Target{Namespace: "n", Pod: "p", Container: "c", SocketPath: e.sock}
 					d, stop := startServer(t, s, e, o)
 					ctx := testCtx(t)
 					ex, err := fluxbridge.NewExecutor(ctx, fluxbridge.ExecutorOptions{URI: o.URI(), DialOptions: []flux.Option{flux.WithDialer(d)}})

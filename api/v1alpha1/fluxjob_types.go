@@ -108,6 +108,14 @@ const (
 	// ConditionFluxReachable is False while the controller cannot reach the Flux broker. It does
 	// not make the FluxJob fail: the controller re-attaches once the broker is back.
 	ConditionFluxReachable = "FluxReachable"
+	// ConditionUrgencyApplied is False (reason UrgencyRejected, the broker's message quoted) while
+	// Flux refuses the urgency in spec.urgency; absent otherwise. The job keeps running at its
+	// previous urgency.
+	ConditionUrgencyApplied = "UrgencyApplied"
+	// ConditionReaped is True once the controller collected the FluxJob's waitable Flux job with
+	// job-manager.wait (reason Waited), or found there was nothing to collect (reason
+	// NothingToWait). Only waitable jobs get it.
+	ConditionReaped = "Reaped"
 )
 
 // Condition reasons (CamelCase, as metav1.Condition requires).
@@ -152,6 +160,9 @@ const (
 	ReasonUrgencyRejected = "UrgencyRejected"
 	// ReasonNamespaceNotAllowed: the FluxJob's namespace may not run jobs on this Flux instance.
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
+	// ReasonPrivilegeNotAllowed: the FluxJob asks for an instance-owner power (urgency above 16,
+	// waitable) that its namespace is not granted (--privileged-namespaces).
+	ReasonPrivilegeNotAllowed = "PrivilegeNotAllowed"
 	// ReasonFluxReachable: the controller is connected to the broker.
 	ReasonFluxReachable = "FluxReachable"
 	// ReasonFluxUnreachable: the controller lost, or has not got, a broker connection.

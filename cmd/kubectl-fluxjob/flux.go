@@ -16,6 +16,7 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
 // Where the operator's default deployment (config/default) runs Flux: the
@@ -77,15 +78,9 @@ func (t *brokerTarget) check() error {
 	return nil
 }
 
-// podTarget is one container to exec the relay in.
-type podTarget struct {
-	Namespace, Pod, Container, Socket string
-	Command                           []string
-}
-
 // podDialer connects to the broker by running the relay in a container
 // through pods/exec.
-type podDialer func(ctx context.Context, cfg *rest.Config, t podTarget) (*flux.Conn, error)
+type podDialer func(ctx context.Context, cfg *rest.Config, t podexec.Target) (*flux.Conn, error)
 
 // execDialer is the pods/exec transport built into the plugin (see
 // podexec.go); nil when this build has none.
@@ -117,7 +112,7 @@ func (a *app) dialFlux(ctx context.Context, obj *fluxjobv1.FluxJob) (*flux.Conn,
 			cmd = []string{"<the default relay command>"}
 		}
 		return nil, fmt.Errorf("connecting to Flux in pod %s/%s container %s%s (pods/exec %s): %w",
-			pt.Namespace, pt.Pod, pt.Container, b.via, strings.Join(append(append([]string(nil), cmd...), pt.Socket), " "), err)
+			pt.Namespace, pt.Pod, pt.Container, b.via, strings.Join(append(append([]string(nil), cmd...), pt.SocketPath), " "), err)
 	}
 	return c, nil
 }
@@ -129,7 +124,7 @@ func (a *app) flagBroker(ctx context.Context) (broker, error) {
 	if t.URI != "" {
 		return broker{uri: t.URI}, nil
 	}
-	pt := podTarget{Namespace: t.Namespace, Pod: t.Pod, Container: t.Container, Socket: t.Socket, Command: strings.Fields(t.Command)}
+	pt := podexec.Target{Namespace: t.Namespace, Pod: t.Pod, Container: t.Container, SocketPath: t.Socket, Command: strings.Fields(t.Command)}
 	if pt.Pod == "" {
 		pod, err := a.findPod(ctx, t.Namespace, t.Selector)
 		if err != nil {

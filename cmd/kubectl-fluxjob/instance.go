@@ -11,6 +11,7 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/internal/brokerpod"
+	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
 // Following a FluxJob to its Flux instance
@@ -33,7 +34,7 @@ import (
 // to exec the relay in.
 type broker struct {
 	uri string
-	pod podTarget // when uri is ""
+	pod podexec.Target // when uri is ""
 	// via says how the broker was found, for errors (" (FluxInstance x)").
 	via string
 }
@@ -130,5 +131,5 @@ func brokerOf(ctx context.Context, r client.Reader, fi *fluxjobv1.FluxInstance) 
 	if err != nil {
 		return broker{}, err
 	}
-	return broker{pod: podTarget{Namespace: t.Namespace, Pod: t.Pod, Container: t.Container, Socket: t.SocketPath, Command: t.Command}, via: via}, nil
+	return broker{pod: t, via: via}, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
 func TestInstanceOf(t *testing.T) {
@@ -78,12 +79,12 @@ func TestBrokerOf(t *testing.T) {
 		{"ssh uri: the Secret is not read", fluxjobv1.FluxInstanceConnection{URI: "ssh://flux@host/run/flux/local", SecretRef: &fluxjobv1.SecretReference{Name: "manager-key"}},
 			broker{uri: "ssh://flux@host/run/flux/local", via: " (FluxInstance fi)"}, ""},
 		{"minicluster lead broker", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "mc"}},
-			broker{pod: podTarget{Namespace: "hpc", Pod: "mc-0-abc", Container: "mc", Socket: fluxjobv1.DefaultMiniClusterSocket}, via: " (FluxInstance fi)"}, ""},
+			broker{pod: podexec.Target{Namespace: "hpc", Pod: "mc-0-abc", Container: "mc", SocketPath: fluxjobv1.DefaultMiniClusterSocket}, via: " (FluxInstance fi)"}, ""},
 		{"pod by selector: the running one", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc",
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}}, Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}},
-			broker{pod: podTarget{Namespace: "hpc", Pod: "b-running", Container: "flux", Socket: "/s", Command: []string{"flux", "relay"}}, via: " (FluxInstance fi)"}, ""},
+			broker{pod: podexec.Target{Namespace: "hpc", Pod: "b-running", Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}, via: " (FluxInstance fi)"}, ""},
 		{"pod by name, first container", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", SocketPath: "/s"}},
-			broker{pod: podTarget{Namespace: "hpc", Pod: "lone", Container: "main", Socket: "/s"}, via: " (FluxInstance fi)"}, ""},
+			broker{pod: podexec.Target{Namespace: "hpc", Pod: "lone", Container: "main", SocketPath: "/s"}, via: " (FluxInstance fi)"}, ""},
 		{"pod not running", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "b-pending", SocketPath: "/s"}},
 			broker{}, "pod hpc/b-pending is Pending, not Running"},
 		{"no such pod", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "gone", SocketPath: "/s"}},

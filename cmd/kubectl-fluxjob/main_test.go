@@ -32,6 +32,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/controllers"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	fluxbroker "github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // The plugin's tests run it end to end: a real kube-apiserver (envtest,
@@ -162,7 +163,7 @@ func (w *world) startManager(s *runtime.Scheme, cfg *rest.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := controllers.NewFluxConnector(controllers.FluxConnectorOptions{
+	conn := fluxbroker.NewConnector(fluxbroker.ConnectorOptions{
 		URI: w.broker.URI(), Workers: 1,
 		Backoff:         wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
 		CheckInterval:   50 * time.Millisecond,
@@ -174,7 +175,7 @@ func (w *world) startManager(s *runtime.Scheme, cfg *rest.Config) {
 	// the test broker is the implicit instance "default"; FluxInstances
 	// are reached as the manager reaches them (pods/exec through the API
 	// server)
-	reg := controllers.NewInstanceRegistry(controllers.FluxConnectorOptions{
+	reg := fluxbroker.NewRegistry(fluxbroker.ConnectorOptions{
 		Backoff:       wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: time.Second},
 		CheckInterval: 50 * time.Millisecond, ShutdownTimeout: 500 * time.Millisecond,
 	})
@@ -186,7 +187,7 @@ func (w *world) startManager(s *runtime.Scheme, cfg *rest.Config) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	ir := &controllers.FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Transports: controllers.DefaultTransports(cfg),
+	ir := &controllers.FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Transports: fluxbroker.DefaultTransports(cfg),
 		StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
 	if err := ir.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)

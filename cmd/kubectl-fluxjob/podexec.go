@@ -13,8 +13,8 @@ func init() { execDialer = dialPodExec }
 
 // dialPodExec runs the relay in the container through pods/exec with the
 // user's own credentials (package podexec: WebSocket, then SPDY; no TTY).
-func dialPodExec(ctx context.Context, cfg *rest.Config, t podTarget) (*flux.Conn, error) {
-	o := podexec.Options{Namespace: t.Namespace, Pod: t.Pod, Container: t.Container, SocketPath: t.Socket, Command: t.Command}
+func dialPodExec(ctx context.Context, cfg *rest.Config, t podexec.Target) (*flux.Conn, error) {
+	o := t
 	d, err := podexec.Dialer(cfg, o)
 	if err != nil {
 		return nil, err

@@ -84,11 +84,10 @@ func TestRemoteCommand(t *testing.T) {
 // sshFixture is an in-process SSH server whose exec runs the relay
 // in-process, a client key it accepts, and a broker double to relay to.
 type sshFixture struct {
-	sshd    *fluxtest.SSHServer
-	keyPEM  []byte
-	key     ssh.Signer
-	srv     *fakeServer
-	execErr chan error
+	sshd   *fluxtest.SSHServer
+	keyPEM []byte
+	key    ssh.Signer
+	srv    *fakeServer
 }
 
 func newSSHFixture(t *testing.T, exec fluxtest.ExecFunc) *sshFixture {

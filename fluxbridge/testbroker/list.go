@@ -560,6 +560,7 @@ func timestampConstraint(op string, values []any) (matcher, error) {
 	}
 	var t float64
 	if _, err := fmt.Sscanf(s, "%g", &t); err != nil {
+		//lint:ignore ST1005 flux-core job-list's own message, imitated word for word
 		return nil, fmt.Errorf("Invalid timestamp value specified")
 	}
 	if t < 0 {

@@ -446,13 +446,3 @@ func decodeOrderedValue(dec *json.Decoder) (any, error) {
 	}
 	return nil, fmt.Errorf("testbroker: unexpected %v", d)
 }
-
-// get returns the value of key k, and whether it is present.
-func (o obj) get(k string) (any, bool) {
-	for _, e := range o {
-		if e.k == k {
-			return e.v, true
-		}
-	}
-	return nil, false
-}

@@ -185,11 +185,9 @@ func (h *replayHarness) replayConn(conn *wiretest.Conn, during func(*replayHarne
 	if len(conn.Accept) != 1 || c.accept != conn.Accept[0] {
 		t.Fatalf("accept byte = %d, captured %v", c.accept, conn.Accept)
 	}
-	var captured []*wire.Message
 	want := map[uint32][]*wire.Message{}
 	for _, b := range conn.Broker {
 		m := decodeFramed(t, b)
-		captured = append(captured, m)
 		want[m.Matchtag()] = append(want[m.Matchtag()], m)
 	}
 	// Pair each request with its captured responses: matchtags can be

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
 // Labels flux-operator puts on a MiniCluster's pods: the MiniCluster is an
@@ -31,32 +32,17 @@ const (
 	MiniClusterJobIndexLabel = "job-index"
 )
 
-// Target is a container to run `flux relay SOCKET` in through pods/exec.
-type Target struct {
-	Namespace, Pod string
-	// PodUID is the pod's UID: a new pod (a re-created MiniCluster) is a
-	// new target.
-	PodUID string
-	// Container is the container to exec in.
-	Container string
-	// SocketPath is the broker's local:// socket in the container.
-	SocketPath string
-	// Command is the relay command without the socket path (appended as
-	// its last argument); empty means the transport's default.
-	Command []string
-}
-
 // Find resolves a miniCluster or pod connection with r (it reads pods:
 // get for a named pod, list for a selector or a MiniCluster). The pod must
 // be Running and have the container.
-func Find(ctx context.Context, r client.Reader, c fluxjobv1.FluxInstanceConnection) (Target, error) {
-	var t Target
+func Find(ctx context.Context, r client.Reader, c fluxjobv1.FluxInstanceConnection) (podexec.Target, error) {
+	var t podexec.Target
 	var pod *corev1.Pod
 	var err error
 	switch {
 	case c.MiniCluster != nil:
 		mc := c.MiniCluster
-		t = Target{Namespace: mc.Namespace, Container: mc.Container, SocketPath: mc.SocketPath, Command: mc.Command}
+		t = podexec.Target{Namespace: mc.Namespace, Container: mc.Container, SocketPath: mc.SocketPath, Command: mc.Command}
 		if t.Container == "" {
 			t.Container = mc.Name // flux-operator names the flux container after the MiniCluster
 		}
@@ -67,7 +53,7 @@ func Find(ctx context.Context, r client.Reader, c fluxjobv1.FluxInstanceConnecti
 		pod, err = runningPod(ctx, r, mc.Namespace, sel, fmt.Sprintf("the lead broker pod of MiniCluster %s/%s (labels %s)", mc.Namespace, mc.Name, sel))
 	case c.Pod != nil:
 		p := c.Pod
-		t = Target{Namespace: p.Namespace, Container: p.Container, SocketPath: p.SocketPath, Command: p.Command}
+		t = podexec.Target{Namespace: p.Namespace, Container: p.Container, SocketPath: p.SocketPath, Command: p.Command}
 		if p.Name != "" {
 			pod = &corev1.Pod{}
 			if err = r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, pod); err != nil {

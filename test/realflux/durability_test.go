@@ -7,13 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxjob/fluxjob-operator/controllers"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // TestInstanceIdentityAndJobChecks runs what the controller asks before it
-// trusts a job ID (controllers/identity.go) and before it resubmits
+// trusts a job ID (internal/broker/identity.go) and before it resubmits
 // (job-manager.getinfo, controllers/submit.go catchUp) against both
 // brokers: the identity kept in the KVS reads back the same, max_jobid
 // covers a job just submitted, and VerifyJob tells our job, another's and
@@ -23,11 +23,11 @@ func TestInstanceIdentityAndJobChecks(t *testing.T) {
 		t.Run(tg.name, func(t *testing.T) {
 			ctx := ctxT(t)
 			c := dial(t, tg.uri)
-			id1, err := controllers.InstanceIdentity(ctx, c)
+			id1, err := broker.InstanceIdentity(ctx, c)
 			if err != nil || id1 == "" {
 				t.Fatalf("InstanceIdentity: %q %v", id1, err)
 			}
-			if id2, err := controllers.InstanceIdentity(ctx, c); err != nil || id2 != id1 {
+			if id2, err := broker.InstanceIdentity(ctx, c); err != nil || id2 != id1 {
 				t.Fatalf("second InstanceIdentity: %q %v, want %q", id2, err, id1)
 			}
 			js := fromCommand(t, "true")
@@ -42,14 +42,14 @@ func TestInstanceIdentityAndJobChecks(t *testing.T) {
 			for _, tc := range []struct {
 				id    job.ID
 				name  string
-				want  controllers.JobCheck
+				want  broker.JobCheck
 				other string
 			}{
-				{id, "fluxjob-identity-check", controllers.JobOurs, ""},
-				{id, "fluxjob-someone-else", controllers.JobOther, "fluxjob-identity-check"},
-				{id + 1<<40, "fluxjob-identity-check", controllers.JobGone, ""},
+				{id, "fluxjob-identity-check", broker.JobOurs, ""},
+				{id, "fluxjob-someone-else", broker.JobOther, "fluxjob-identity-check"},
+				{id + 1<<40, "fluxjob-identity-check", broker.JobGone, ""},
 			} {
-				got, other, err := controllers.VerifyJob(ctx, c, tc.id, tc.name, 10*time.Second)
+				got, other, err := broker.VerifyJob(ctx, c, tc.id, tc.name, 10*time.Second)
 				if err != nil || got != tc.want || other != tc.other {
 					t.Errorf("VerifyJob(%s, %s) = %v %q %v, want %v %q", tc.id, tc.name, got, other, err, tc.want, tc.other)
 				}
@@ -83,7 +83,7 @@ func TestRestartOnStatedirKeepsPendingJobs(t *testing.T) {
 		return inst, c
 	}
 	inst, c := startOn(dir)
-	identity, err := controllers.InstanceIdentity(ctx, c)
+	identity, err := broker.InstanceIdentity(ctx, c)
 	if err != nil || identity == "" {
 		t.Fatal(identity, err)
 	}
@@ -99,7 +99,7 @@ func TestRestartOnStatedirKeepsPendingJobs(t *testing.T) {
 
 	inst, c = startOn(dir)
 	defer func() { _ = c.Close(); _ = inst.Stop(time.Minute) }()
-	if got, err := controllers.InstanceIdentity(ctx, c); err != nil || got != identity {
+	if got, err := broker.InstanceIdentity(ctx, c); err != nil || got != identity {
 		t.Errorf("identity after a restart on the same statedir: %q %v, want %q", got, err, identity)
 	}
 	st, err := job.ListID(ctx, c, pending, "state")
@@ -119,7 +119,7 @@ func TestRestartOnStatedirKeepsPendingJobs(t *testing.T) {
 
 	fresh, fc := startOn(t.TempDir())
 	defer func() { _ = fc.Close(); _ = fresh.Stop(time.Minute) }()
-	if got, err := controllers.InstanceIdentity(ctx, fc); err != nil || got == identity || got == "" {
+	if got, err := broker.InstanceIdentity(ctx, fc); err != nil || got == identity || got == "" {
 		t.Errorf("a fresh instance's identity %q %v, want a new one (not %q)", got, err, identity)
 	}
 	if _, err := job.ListID(ctx, fc, pending, "state"); !errors.Is(err, syscall.ENOENT) {

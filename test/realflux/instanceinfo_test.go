@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxjob/fluxjob-operator/controllers"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
 // TestInstanceInfo reads what a FluxInstance's status shows (attr.get
@@ -16,7 +16,7 @@ func TestInstanceInfo(t *testing.T) {
 	for _, tg := range targets(t) {
 		t.Run(tg.name, func(t *testing.T) {
 			c := dial(t, tg.uri)
-			before, err := controllers.ReadInstanceInfo(ctxT(t), c, 10*time.Second)
+			before, err := broker.ReadInstanceInfo(ctxT(t), c, 10*time.Second)
 			if err != nil {
 				t.Fatalf("ReadInstanceInfo: %v", err)
 			}
@@ -27,10 +27,10 @@ func TestInstanceInfo(t *testing.T) {
 			if _, err := job.Wait(ctxT(t), c, id); err != nil {
 				t.Fatal(err)
 			}
-			var after controllers.InstanceInfo
+			var after broker.InstanceInfo
 			deadline := time.Now().Add(30 * time.Second)
 			for {
-				if after, err = controllers.ReadInstanceInfo(ctxT(t), c, 10*time.Second); err != nil {
+				if after, err = broker.ReadInstanceInfo(ctxT(t), c, 10*time.Second); err != nil {
 					t.Fatal(err)
 				}
 				// job-stats follows job-list, which learns of the job's end

@@ -10,7 +10,6 @@ import (
 // bytes on demand: a stalled pipe, as a relay whose process is stopped or
 // a network path that drops everything looks to the client.
 type Staller struct {
-	mu      sync.Mutex
 	stalled chan struct{} // closed by Stall
 	once    sync.Once
 }

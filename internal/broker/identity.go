@@ -1,4 +1,4 @@
-package controllers
+package broker
 
 import (
 	"context"
@@ -9,11 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-
-	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
-	"github.com/fluxjob/fluxjob-operator/fluxbridge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/kvs"
@@ -117,43 +112,4 @@ func VerifyJob(ctx context.Context, c *flux.Conn, id job.ID, name string, timeou
 		return JobOther, info.Name, nil
 	}
 	return JobOurs, "", nil
-}
-
-// reattach follows the job at id after proving it is obj's (VerifyJob);
-// if it is not, the FluxJob fails with the reason missingJob gives and
-// nothing is attached.
-func (r *FluxJobReconciler) reattach(ctx context.Context, obj *fluxjobv1.FluxJob, exec *fluxbridge.Executor, ctl *flux.Conn, id job.ID) (time.Duration, *failure, error) {
-	check, other, err := VerifyJob(ctx, ctl, id, fluxJobName(obj), r.Options.RPCTimeout)
-	if err != nil {
-		logf.FromContext(ctx).Info("cannot check the Flux job before re-attaching; retrying", "jobid", id.F58(), "error", err.Error())
-		return r.Options.UnreachableRetry, nil, nil
-	}
-	if check == JobOurs {
-		return r.attach(ctx, obj, exec, id)
-	}
-	return 0, r.missingJob(ctx, obj, id, check, other), nil
-}
-
-// missingJob is the failure of a FluxJob whose job is not at its ID.
-func (r *FluxJobReconciler) missingJob(ctx context.Context, obj *fluxjobv1.FluxJob, id job.ID, check JobCheck, other string) *failure {
-	recorded, current := recordedInstanceID(obj), r.routeFor(ctx, obj).instanceID()
-	var f failure
-	switch {
-	case check == JobOther:
-		// The other job's name stays in the log: it is not this
-		// FluxJob's data.
-		f = failure{Reason: fluxjobv1.ReasonInstanceReplaced, Message: fmt.Sprintf(
-			"Flux job %s of this FluxJob is gone: the Flux instance was replaced and the new one gave that ID to another job, which is neither followed nor cancelled",
-			id)}
-	case recorded != "" && current != "" && recorded != current:
-		f = failure{Reason: fluxjobv1.ReasonInstanceReplaced, Message: fmt.Sprintf(
-			"Flux job %s is gone: it ran in Flux instance %s, which was replaced by instance %s", id, recorded, current)}
-	default:
-		f = failure{Reason: fluxjobv1.ReasonJobNotFound, Message: fmt.Sprintf(
-			"Flux job %s not found in the Flux instance (purged after it ended, or lost: was the Flux instance restarted?)", id)}
-	}
-	logf.FromContext(ctx).Info("the FluxJob's Flux job is not at its job ID", "jobid", id.F58(), "reason", f.Reason,
-		"otherName", other, "recordedInstance", recorded, "currentInstance", current)
-	r.event(obj, corev1.EventTypeWarning, f.Reason, "Attach", f.Message)
-	return &f
 }

@@ -1,4 +1,4 @@
-package controllers
+package broker
 
 import (
 	"context"
@@ -15,12 +15,12 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 )
 
-// ErrFluxUnreachable is returned (wrapped with the last connection error)
-// by FluxConnector.Get while there is no usable broker connection.
-var ErrFluxUnreachable = errors.New("flux broker unreachable")
+// ErrUnreachable is returned (wrapped with the last connection error)
+// by Connector.Get while there is no usable broker connection.
+var ErrUnreachable = errors.New("flux broker unreachable")
 
-// FluxConnectorOptions configure a FluxConnector.
-type FluxConnectorOptions struct {
+// ConnectorOptions configure a Connector.
+type ConnectorOptions struct {
 	// URI of the broker; empty means $FLUX_URI, then the local default
 	// (see flux.Dial).
 	URI string
@@ -50,14 +50,14 @@ type FluxConnectorOptions struct {
 	Instance string
 }
 
-// FluxConnector owns the shared fluxbridge.Executor and a control
+// Connector owns the shared fluxbridge.Executor and a control
 // connection for the job RPCs the executor does not offer (cancel,
 // urgency, list). It is a manager.Runnable: Start connects with backoff,
 // watches the connection, and reconnects (a new executor) when the broker
 // goes away; it shuts the executor down when the manager stops. It also
 // serves as the readiness check (healthz.Checker) via Ready.
-type FluxConnector struct {
-	opts FluxConnectorOptions
+type Connector struct {
+	opts ConnectorOptions
 	log  logr.Logger
 
 	mu          sync.RWMutex
@@ -67,14 +67,14 @@ type FluxConnector struct {
 	instanceID  string // InstanceIdentity of the connected instance
 	generation  uint64 // counts successful connects
 	onReconnect []func()
-	// onStateChange, if set (by the InstanceRegistry, through
+	// onStateChange, if set (by the Registry, through
 	// setStateHook), runs after every connect and disconnect; it must not
 	// block.
 	onStateChange func()
 }
 
-// NewFluxConnector returns a connector; nothing is dialled until Start.
-func NewFluxConnector(opts FluxConnectorOptions) *FluxConnector {
+// NewConnector returns a connector; nothing is dialled until Start.
+func NewConnector(opts ConnectorOptions) *Connector {
 	if opts.Backoff.Duration == 0 {
 		opts.Backoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 1 << 30, Cap: 30 * time.Second}
 	}
@@ -90,7 +90,7 @@ func NewFluxConnector(opts FluxConnectorOptions) *FluxConnector {
 	if opts.Instance == "" {
 		opts.Instance = "default"
 	}
-	return &FluxConnector{opts: opts, log: opts.Logger.WithName("flux")}
+	return &Connector{opts: opts, log: opts.Logger.WithName("flux")}
 }
 
 // errNotConnectedYet is what Get reports before the first connection
@@ -99,22 +99,22 @@ var errNotConnectedYet = errors.New("not connected yet")
 
 // OnConnect registers fn to run (on the connector's goroutine) after each
 // successful connection, the first included. Register before Start.
-func (c *FluxConnector) OnConnect(fn func()) {
+func (c *Connector) OnConnect(fn func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.onReconnect = append(c.onReconnect, fn)
 }
 
 // setStateHook sets the function run after every connect and disconnect.
-func (c *FluxConnector) setStateHook(fn func()) {
+func (c *Connector) setStateHook(fn func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.onStateChange = fn
 }
 
 // Get returns the current executor and control connection, or an error
-// wrapping ErrFluxUnreachable and the last connection error.
-func (c *FluxConnector) Get() (*fluxbridge.Executor, *flux.Conn, error) {
+// wrapping ErrUnreachable and the last connection error.
+func (c *Connector) Get() (*fluxbridge.Executor, *flux.Conn, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.exec == nil {
@@ -122,14 +122,14 @@ func (c *FluxConnector) Get() (*fluxbridge.Executor, *flux.Conn, error) {
 		if cause == nil {
 			cause = errNotConnectedYet
 		}
-		return nil, nil, fmt.Errorf("%w: %w", ErrFluxUnreachable, cause)
+		return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, cause)
 	}
 	return c.exec, c.ctl, nil
 }
 
 // InstanceID returns the identity of the Flux instance of the current
 // connection (InstanceIdentity; "" when unknown or not connected).
-func (c *FluxConnector) InstanceID() string {
+func (c *Connector) InstanceID() string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.instanceID
@@ -139,7 +139,7 @@ func (c *FluxConnector) InstanceID() string {
 // attempt failed or the connection was lost, why it is not. Before the
 // first attempt has finished it reports (false, ""): not known to be
 // unreachable, so FluxJobs are not flagged during a normal start.
-func (c *FluxConnector) State() (connected bool, unreachable string) {
+func (c *Connector) State() (connected bool, unreachable string) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.exec != nil {
@@ -152,7 +152,7 @@ func (c *FluxConnector) State() (connected bool, unreachable string) {
 }
 
 // Ready is a healthz.Checker: nil while the executor is connected.
-func (c *FluxConnector) Ready(_ *http.Request) error {
+func (c *Connector) Ready(_ *http.Request) error {
 	_, _, err := c.Get()
 	return err
 }
@@ -160,11 +160,11 @@ func (c *FluxConnector) Ready(_ *http.Request) error {
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every
 // replica connects, so that readiness reflects the broker on all of them
 // and a new leader can work at once.
-func (c *FluxConnector) NeedLeaderElection() bool { return false }
+func (c *Connector) NeedLeaderElection() bool { return false }
 
 // Start implements manager.Runnable. It returns nil when ctx ends, after
 // the executor is shut down.
-func (c *FluxConnector) Start(ctx context.Context) error {
+func (c *Connector) Start(ctx context.Context) error {
 	backoff := c.opts.Backoff
 	for {
 		exec, ctl, err := c.connect(ctx)
@@ -198,7 +198,7 @@ func (c *FluxConnector) Start(ctx context.Context) error {
 	}
 }
 
-func (c *FluxConnector) connect(ctx context.Context) (*fluxbridge.Executor, *flux.Conn, error) {
+func (c *Connector) connect(ctx context.Context) (*fluxbridge.Executor, *flux.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
 	ctl, err := flux.Dial(dctx, c.opts.URI, c.opts.DialOptions...)
@@ -218,7 +218,7 @@ func (c *FluxConnector) connect(ctx context.Context) (*fluxbridge.Executor, *flu
 
 // watch blocks until ctx ends (it returns nil) or the connection breaks
 // (it returns the cause).
-func (c *FluxConnector) watch(ctx context.Context, exec *fluxbridge.Executor, ctl *flux.Conn) error {
+func (c *Connector) watch(ctx context.Context, exec *fluxbridge.Executor, ctl *flux.Conn) error {
 	tick := time.NewTicker(c.opts.CheckInterval)
 	defer tick.Stop()
 	for {
@@ -238,7 +238,7 @@ func (c *FluxConnector) watch(ctx context.Context, exec *fluxbridge.Executor, ct
 	}
 }
 
-func (c *FluxConnector) shutdown(exec *fluxbridge.Executor, ctl *flux.Conn) {
+func (c *Connector) shutdown(exec *fluxbridge.Executor, ctl *flux.Conn) {
 	c.setDisconnected(errors.New("shutting down"))
 	sctx, cancel := context.WithTimeout(context.Background(), c.opts.ShutdownTimeout)
 	defer cancel()
@@ -251,7 +251,7 @@ func (c *FluxConnector) shutdown(exec *fluxbridge.Executor, ctl *flux.Conn) {
 
 // identify reads the instance's identity (see InstanceIdentity); a
 // failure is logged and leaves it unknown.
-func (c *FluxConnector) identify(ctx context.Context, ctl *flux.Conn) string {
+func (c *Connector) identify(ctx context.Context, ctl *flux.Conn) string {
 	ictx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
 	id, err := InstanceIdentity(ictx, ctl)
@@ -261,7 +261,7 @@ func (c *FluxConnector) identify(ctx context.Context, ctl *flux.Conn) string {
 	return id
 }
 
-func (c *FluxConnector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, instanceID string) {
+func (c *Connector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, instanceID string) {
 	c.mu.Lock()
 	c.exec, c.ctl, c.lastErr, c.instanceID = exec, ctl, nil, instanceID
 	c.generation++
@@ -278,7 +278,7 @@ func (c *FluxConnector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, 
 	}
 }
 
-func (c *FluxConnector) setDisconnected(err error) {
+func (c *Connector) setDisconnected(err error) {
 	c.mu.Lock()
 	c.exec, c.ctl, c.lastErr, c.instanceID = nil, nil, err, ""
 	changed := c.onStateChange
@@ -288,3 +288,6 @@ func (c *FluxConnector) setDisconnected(err error) {
 		changed()
 	}
 }
+
+// Logger is the logger the connector was configured with.
+func (c *Connector) Logger() logr.Logger { return c.opts.Logger }

@@ -1,4 +1,4 @@
-package controllers
+package broker
 
 import (
 	"slices"
@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
 // maxTrackedEvents bounds the eventlog events kept per job in memory. A
@@ -18,66 +20,58 @@ import (
 // reached the oldest repeatable events are dropped first.
 const maxTrackedEvents = 128
 
-// observedEvent is one eventlog event of a Flux job, as the tracker keeps
-// it: the eventlog's own fields, free of fluxbridge types.
-type observedEvent struct {
-	Name      string
-	Timestamp float64
-	Context   map[string]any
-}
-
-// outcomeKind says how a Flux job's future ended.
-type outcomeKind int
+// OutcomeKind says how a Flux job's future ended.
+type OutcomeKind int
 
 const (
-	// outcomeNone: the future has not completed.
-	outcomeNone outcomeKind = iota
-	// outcomeExited: the job finished; exitCode is its result (>= 0, or
+	// OutcomeNone: the future has not completed.
+	OutcomeNone OutcomeKind = iota
+	// OutcomeExited: the job finished; exitCode is its result (>= 0, or
 	// -signum).
-	outcomeExited
-	// outcomeException: the job ended on a fatal exception (cancel, exec
+	OutcomeExited
+	// OutcomeException: the job ended on a fatal exception (cancel, exec
 	// failure, timeout...).
-	outcomeException
-	// outcomeInvalidJobspec: the broker rejected the jobspec at submit.
-	outcomeInvalidJobspec
-	// outcomeNoSuchJob: the job ID matches no job at the broker.
-	outcomeNoSuchJob
-	// outcomeLost: the connection to the broker was lost. The job's state
+	OutcomeException
+	// OutcomeInvalidJobspec: the broker rejected the jobspec at submit.
+	OutcomeInvalidJobspec
+	// OutcomeNoSuchJob: the job ID matches no job at the broker.
+	OutcomeNoSuchJob
+	// OutcomeLost: the connection to the broker was lost. The job's state
 	// is unknown, not final: the FluxJob is re-attached after reconnecting.
-	outcomeLost
-	// outcomeAborted: the future was cancelled before it ran (executor
+	OutcomeLost
+	// OutcomeAborted: the future was cancelled before it ran (executor
 	// shut down). Not final either.
-	outcomeAborted
-	// outcomeError: any other error; final, reported with its message.
-	outcomeError
+	OutcomeAborted
+	// OutcomeError: any other error; final, reported with its message.
+	OutcomeError
 )
 
-// final reports whether the outcome settles the FluxJob for good.
-func (k outcomeKind) final() bool {
+// Final reports whether the outcome settles the FluxJob for good.
+func (k OutcomeKind) Final() bool {
 	switch k {
-	case outcomeNone, outcomeLost, outcomeAborted:
+	case OutcomeNone, OutcomeLost, OutcomeAborted:
 		return false
 	}
 	return true
 }
 
-// outcome is how a future completed, classified by the code that binds
-// futures to the tracker (see bindFuture).
-type outcome struct {
-	Kind     outcomeKind
+// Outcome is how a future completed, classified by the code that binds
+// futures to the tracker (see Bind).
+type Outcome struct {
+	Kind     OutcomeKind
 	ExitCode int
-	// Exception fields, for outcomeException.
+	// Exception fields, for OutcomeException.
 	ExcType     string
 	ExcSeverity int
 	ExcNote     string
-	// Message is the error text (the broker's, for outcomeInvalidJobspec).
+	// Message is the error text (the broker's, for OutcomeInvalidJobspec).
 	Message string
 }
 
-// observation is a snapshot of what the tracker knows about one FluxJob's
+// View is a snapshot of what the tracker knows about one FluxJob's
 // Flux job.
-type observation struct {
-	// Token identifies the future that produced this observation; a new
+type View struct {
+	// Token identifies the future that produced this View; a new
 	// attach after a lost connection gets a new token.
 	Token uint64
 	// JobID is valid when HasJobID.
@@ -87,9 +81,9 @@ type observation struct {
 	// (InstanceIdentity; "" if unknown).
 	Instance string
 	// Events seen so far, oldest first (bounded, see maxTrackedEvents).
-	Events []observedEvent
+	Events []job.Event
 	// Outcome is set once the future completed.
-	Outcome outcome
+	Outcome Outcome
 	// SubmittedAt is when the controller handed the job to the executor
 	// (zero for attached jobs).
 	SubmittedAt time.Time
@@ -106,12 +100,16 @@ type observation struct {
 }
 
 // Done reports whether the future completed (for any reason).
-func (o observation) Done() bool { return o.Outcome.Kind != outcomeNone }
+func (o View) Done() bool { return o.Outcome.Kind != OutcomeNone }
+
+// Summary interprets the events seen so far (job.Summary: the one reading
+// of a job's eventlog, shared with fluxbridge.Future).
+func (o View) Summary() job.Summary { return job.NewSummary(o.Events) }
 
 type tracked struct {
 	key      types.NamespacedName
 	instance string // the FluxInstance (name) the future runs on
-	obs      observation
+	obs      View
 	// out reads the job's output once it ended (see output.go).
 	out *outputCollector
 }
@@ -159,19 +157,19 @@ func (t *Tracker) Len() int {
 	return len(t.jobs)
 }
 
-// Get returns a copy of the observation for uid.
-func (t *Tracker) Get(uid types.UID) (observation, bool) {
+// Get returns a copy of the View for uid.
+func (t *Tracker) Get(uid types.UID) (View, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tr, ok := t.jobs[uid]
 	if !ok {
-		return observation{}, false
+		return View{}, false
 	}
 	return copyObservation(tr.obs), true
 }
 
-func copyObservation(o observation) observation {
-	o.Events = append([]observedEvent(nil), o.Events...)
+func copyObservation(o View) View {
+	o.Events = append([]job.Event(nil), o.Events...)
 	return o
 }
 
@@ -189,7 +187,7 @@ func (t *Tracker) BeginOn(instance string, uid types.UID, key types.NamespacedNa
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.nextToken++
-	obs := observation{Token: t.nextToken, UrgencyRequested: -1, UrgencyRejected: -1, LastSeen: t.now()}
+	obs := View{Token: t.nextToken, UrgencyRequested: -1, UrgencyRejected: -1, LastSeen: t.now()}
 	if old, ok := t.jobs[uid]; ok {
 		old.dropOutput()
 		obs.CancelRequested = old.obs.CancelRequested
@@ -203,9 +201,9 @@ func (t *Tracker) BeginOn(instance string, uid types.UID, key types.NamespacedNa
 	return obs.Token
 }
 
-// update runs fn on uid's observation if token is still current, then
+// update runs fn on uid's View if token is still current, then
 // notifies the reconciler.
-func (t *Tracker) update(uid types.UID, token uint64, fn func(*observation)) {
+func (t *Tracker) update(uid types.UID, token uint64, fn func(*View)) {
 	t.mu.Lock()
 	tr, ok := t.jobs[uid]
 	if !ok || tr.obs.Token != token {
@@ -216,11 +214,11 @@ func (t *Tracker) update(uid types.UID, token uint64, fn func(*observation)) {
 	tr.obs.LastSeen = t.now()
 	key := tr.key
 	t.mu.Unlock()
-	t.poke(key)
+	t.Poke(key)
 }
 
-// poke sends a notification for key without blocking.
-func (t *Tracker) poke(key types.NamespacedName) {
+// Poke sends a notification for key without blocking.
+func (t *Tracker) Poke(key types.NamespacedName) {
 	obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
 	select {
 	case t.notify <- event.TypedGenericEvent[client.Object]{Object: obj}:
@@ -233,23 +231,23 @@ func (t *Tracker) poke(key types.NamespacedName) {
 
 // SetJobID records the job ID reported by the future with token.
 func (t *Tracker) SetJobID(uid types.UID, token uint64, id uint64) {
-	t.update(uid, token, func(o *observation) { o.JobID, o.HasJobID = id, true })
+	t.update(uid, token, func(o *View) { o.JobID, o.HasJobID = id, true })
 }
 
 // SetInstance records the identity of the Flux instance the future with
 // token talks to.
 func (t *Tracker) SetInstance(uid types.UID, token uint64, instance string) {
-	t.update(uid, token, func(o *observation) { o.Instance = instance })
+	t.update(uid, token, func(o *View) { o.Instance = instance })
 }
 
 // AddEvent records an eventlog event reported by the future with token.
-func (t *Tracker) AddEvent(uid types.UID, token uint64, ev observedEvent) {
-	t.update(uid, token, func(o *observation) { o.Events = appendBounded(o.Events, ev, maxTrackedEvents) })
+func (t *Tracker) AddEvent(uid types.UID, token uint64, ev job.Event) {
+	t.update(uid, token, func(o *View) { o.Events = appendBounded(o.Events, ev, maxTrackedEvents) })
 }
 
 // Finish records how the future with token completed.
-func (t *Tracker) Finish(uid types.UID, token uint64, out outcome) {
-	t.update(uid, token, func(o *observation) { o.Outcome = out })
+func (t *Tracker) Finish(uid types.UID, token uint64, out Outcome) {
+	t.update(uid, token, func(o *View) { o.Outcome = out })
 }
 
 // MarkCancelRequested records that the job's cancellation was requested,
@@ -259,7 +257,7 @@ func (t *Tracker) MarkCancelRequested(uid types.UID, key types.NamespacedName) t
 	defer t.mu.Unlock()
 	tr, ok := t.jobs[uid]
 	if !ok {
-		tr = &tracked{key: key, obs: observation{UrgencyRequested: -1, UrgencyRejected: -1}}
+		tr = &tracked{key: key, obs: View{UrgencyRequested: -1, UrgencyRejected: -1}}
 		t.jobs[uid] = tr
 	}
 	if tr.obs.CancelRequested.IsZero() {
@@ -319,23 +317,23 @@ func (t *Tracker) PokeUnsettled(instances ...string) []types.NamespacedName {
 		if len(instances) > 0 && !slices.Contains(instances, tr.instance) {
 			continue
 		}
-		if !tr.obs.Outcome.Kind.final() {
+		if !tr.obs.Outcome.Kind.Final() {
 			keys = append(keys, tr.key)
 		}
 	}
 	t.mu.Unlock()
 	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 	for _, k := range keys {
-		t.poke(k)
+		t.Poke(k)
 	}
 	return keys
 }
 
 // keepEvent reports whether an event must survive trimming: the ones the
 // status is computed from.
-func keepEvent(ev observedEvent) bool {
+func keepEvent(ev job.Event) bool {
 	switch ev.Name {
-	case "submit", "alloc", "start", "finish", "clean", "exception":
+	case job.EventSubmit, job.EventAlloc, job.EventStart, job.EventFinish, job.EventClean, job.EventException:
 		return true
 	}
 	return false
@@ -346,12 +344,12 @@ func keepEvent(ev observedEvent) bool {
 // name by name, so arrival order is not always eventlog order), then,
 // while there are more than max events, drops the oldest event that
 // keepEvent does not protect (or the oldest event if all are protected).
-func appendBounded(evs []observedEvent, ev observedEvent, max int) []observedEvent {
+func appendBounded(evs []job.Event, ev job.Event, max int) []job.Event {
 	i := len(evs)
 	for i > 0 && evs[i-1].Timestamp > ev.Timestamp {
 		i--
 	}
-	evs = append(evs, observedEvent{})
+	evs = append(evs, job.Event{})
 	copy(evs[i+1:], evs[i:])
 	evs[i] = ev
 	for len(evs) > max {

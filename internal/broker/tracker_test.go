@@ -1,4 +1,4 @@
-package controllers
+package broker
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
 func TestTrackerTokenGuardsStaleFutures(t *testing.T) {
@@ -14,23 +16,23 @@ func TestTrackerTokenGuardsStaleFutures(t *testing.T) {
 	old := tr.Begin(uid, key, true)
 	tr.SetJobID(uid, old, 42)
 	cur := tr.Begin(uid, key, false) // re-attach after a lost connection
-	tr.Finish(uid, old, outcome{Kind: outcomeLost})
-	tr.AddEvent(uid, old, observedEvent{Name: "start"})
+	tr.Finish(uid, old, Outcome{Kind: OutcomeLost})
+	tr.AddEvent(uid, old, job.Event{Name: "start"})
 	obs, ok := tr.Get(uid)
 	if !ok {
 		t.Fatal("uid not tracked")
 	}
 	if obs.Token != cur || obs.HasJobID || obs.Done() || len(obs.Events) != 0 {
-		t.Fatalf("stale future changed the new observation: %+v", obs)
+		t.Fatalf("stale future changed the new View: %+v", obs)
 	}
 	if !obs.SubmittedAt.IsZero() {
 		t.Fatalf("attach recorded a submit time: %v", obs.SubmittedAt)
 	}
 	tr.SetJobID(uid, cur, 7)
-	tr.Finish(uid, cur, outcome{Kind: outcomeExited, ExitCode: 3})
+	tr.Finish(uid, cur, Outcome{Kind: OutcomeExited, ExitCode: 3})
 	obs, _ = tr.Get(uid)
-	if !obs.HasJobID || obs.JobID != 7 || obs.Outcome.Kind != outcomeExited || obs.Outcome.ExitCode != 3 {
-		t.Fatalf("observation = %+v", obs)
+	if !obs.HasJobID || obs.JobID != 7 || obs.Outcome.Kind != OutcomeExited || obs.Outcome.ExitCode != 3 {
+		t.Fatalf("View = %+v", obs)
 	}
 }
 
@@ -39,7 +41,7 @@ func TestTrackerNotifiesWithoutBlocking(t *testing.T) {
 	uid, key := types.UID("u1"), types.NamespacedName{Namespace: "ns", Name: "a"}
 	tok := tr.Begin(uid, key, true)
 	for i := 0; i < 5; i++ { // more than the buffer: must not block
-		tr.AddEvent(uid, tok, observedEvent{Name: "debug"})
+		tr.AddEvent(uid, tok, job.Event{Name: "debug"})
 	}
 	if got := tr.Dropped(); got != 3 {
 		t.Fatalf("Dropped() = %d, want 3", got)
@@ -58,7 +60,7 @@ func TestTrackerGetReturnsCopy(t *testing.T) {
 	tr := NewTracker(8)
 	uid := types.UID("u")
 	tok := tr.Begin(uid, types.NamespacedName{Name: "a"}, true)
-	tr.AddEvent(uid, tok, observedEvent{Name: "submit"})
+	tr.AddEvent(uid, tok, job.Event{Name: "submit"})
 	obs, _ := tr.Get(uid)
 	obs.Events[0].Name = "changed"
 	again, _ := tr.Get(uid)
@@ -74,8 +76,8 @@ func TestTrackerForgetAndUnsettled(t *testing.T) {
 	ta := tr.Begin(a, ka, true)
 	tb := tr.Begin(b, kb, true)
 	tr.Begin(c, kc, true)
-	tr.Finish(a, ta, outcome{Kind: outcomeExited})
-	tr.Finish(b, tb, outcome{Kind: outcomeLost})
+	tr.Finish(a, ta, Outcome{Kind: OutcomeExited})
+	tr.Finish(b, tb, Outcome{Kind: OutcomeLost})
 	for len(tr.Events()) > 0 {
 		<-tr.Events()
 	}
@@ -127,9 +129,9 @@ func TestAppendBounded(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var evs []observedEvent
+			var evs []job.Event
 			for i, n := range tc.in {
-				evs = appendBounded(evs, observedEvent{Name: n, Timestamp: float64(i)}, tc.max)
+				evs = appendBounded(evs, job.Event{Name: n, Timestamp: float64(i)}, tc.max)
 			}
 			var names []string
 			for _, e := range evs {
@@ -152,10 +154,10 @@ func TestTrackerConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < 50; j++ {
-				tr.AddEvent(uid, tok, observedEvent{Name: "debug"})
+				tr.AddEvent(uid, tok, job.Event{Name: "debug"})
 				tr.Get(uid)
 			}
-			tr.Finish(uid, tok, outcome{Kind: outcomeExited})
+			tr.Finish(uid, tok, Outcome{Kind: OutcomeExited})
 		}()
 	}
 	wg.Wait()
@@ -165,8 +167,8 @@ func TestTrackerConcurrent(t *testing.T) {
 }
 
 func TestAppendBoundedOrdersByTimestamp(t *testing.T) {
-	var evs []observedEvent
-	for _, e := range []observedEvent{{Name: "start", Timestamp: 3}, {Name: "submit", Timestamp: 1}, {Name: "alloc", Timestamp: 2}, {Name: "finish", Timestamp: 4}, {Name: "release", Timestamp: 4}} {
+	var evs []job.Event
+	for _, e := range []job.Event{{Name: "start", Timestamp: 3}, {Name: "submit", Timestamp: 1}, {Name: "alloc", Timestamp: 2}, {Name: "finish", Timestamp: 4}, {Name: "release", Timestamp: 4}} {
 		evs = appendBounded(evs, e, 10)
 	}
 	var names []string

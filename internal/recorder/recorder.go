@@ -1,4 +1,7 @@
-package controllers
+// Package recorder writes Kubernetes events (events.k8s.io) without ever
+// blocking a reconcile: a bounded queue, one writer goroutine, drops
+// counted (fluxjob_events_dropped_total).
+package recorder
 
 import (
 	"context"
@@ -8,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,11 +19,12 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/tools/reference"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// EventRecorderOptions configure an EventRecorder. Zero values mean the
+// Options configure a Recorder. Zero values mean the
 // defaults.
-type EventRecorderOptions struct {
+type Options struct {
 	// Controller is the events' reportingController (required), for
 	// example "fluxjob-controller".
 	Controller string
@@ -39,7 +44,7 @@ type EventRecorderOptions struct {
 	Logger logr.Logger
 }
 
-// EventRecorder is an events.EventRecorder that writes each Event
+// Recorder is an events.EventRecorder that writes each Event
 // (events.k8s.io/v1) with one create from a bounded queue, and keeps
 // nothing once it is written.
 //
@@ -55,10 +60,10 @@ type EventRecorderOptions struct {
 //
 // Add it to the manager (it is a Runnable); events recorded before it
 // starts wait in the queue.
-type EventRecorder struct {
+type Recorder struct {
 	c      client.Client
 	scheme *runtime.Scheme
-	opts   EventRecorderOptions
+	opts   Options
 	queue  chan *eventsv1.Event
 	now    func() time.Time
 
@@ -66,9 +71,9 @@ type EventRecorder struct {
 	dropped uint64
 }
 
-// NewEventRecorder returns a recorder that writes through c; scheme must
+// New returns a recorder that writes through c; scheme must
 // know the types of the objects events are recorded for.
-func NewEventRecorder(c client.Client, scheme *runtime.Scheme, opts EventRecorderOptions) *EventRecorder {
+func New(c client.Client, scheme *runtime.Scheme, opts Options) *Recorder {
 	if opts.Instance == "" {
 		opts.Instance = opts.Controller
 	}
@@ -87,14 +92,14 @@ func NewEventRecorder(c client.Client, scheme *runtime.Scheme, opts EventRecorde
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = logr.Discard()
 	}
-	return &EventRecorder{c: c, scheme: scheme, opts: opts, queue: make(chan *eventsv1.Event, opts.QueueSize), now: time.Now}
+	return &Recorder{c: c, scheme: scheme, opts: opts, queue: make(chan *eventsv1.Event, opts.QueueSize), now: time.Now}
 }
 
-var _ events.EventRecorder = (*EventRecorder)(nil)
+var _ events.EventRecorder = (*Recorder)(nil)
 
 // Eventf queues an event about regarding (and related, if not nil), as
 // events.EventRecorder does; it never blocks.
-func (r *EventRecorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
+func (r *Recorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
 	ref, err := reference.GetReference(r.scheme, regarding)
 	if err != nil {
 		r.opts.Logger.Error(err, "not recording an event about an object without a reference", "reason", reason)
@@ -133,22 +138,22 @@ func (r *EventRecorder) Eventf(regarding, related runtime.Object, eventtype, rea
 
 // Dropped returns how many events were not written (queue full, or the
 // API server refused or could not be reached).
-func (r *EventRecorder) Dropped() uint64 {
+func (r *Recorder) Dropped() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.dropped
 }
 
-func (r *EventRecorder) drop() {
+func (r *Recorder) drop() {
 	r.mu.Lock()
 	r.dropped++
 	r.mu.Unlock()
-	eventsDroppedTotal.Inc()
+	droppedTotal.Inc()
 }
 
 // Start writes queued events with Workers goroutines until ctx ends;
 // events still queued then are dropped. It implements manager.Runnable.
-func (r *EventRecorder) Start(ctx context.Context) error {
+func (r *Recorder) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range r.opts.Workers {
 		wg.Go(func() {
@@ -168,11 +173,11 @@ func (r *EventRecorder) Start(ctx context.Context) error {
 
 // NeedLeaderElection is false: a replica that is not the leader records
 // no events, and the leader's must be written as soon as it leads.
-func (r *EventRecorder) NeedLeaderElection() bool { return false }
+func (r *Recorder) NeedLeaderElection() bool { return false }
 
 // write creates ev, trying again (after 1s, 2s...) while the API server
 // cannot be reached or asks to retry.
-func (r *EventRecorder) write(ctx context.Context, ev *eventsv1.Event) {
+func (r *Recorder) write(ctx context.Context, ev *eventsv1.Event) {
 	var err error
 	for attempt := range r.opts.Attempts {
 		if attempt > 0 {
@@ -209,4 +214,19 @@ func retriable(err error) bool {
 	}
 	return apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
 		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err)
+}
+
+// droppedTotal counts Kubernetes events a Recorder did not write (queue
+// full, API server refusing or unreachable).
+var droppedTotal = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "fluxjob_events_dropped_total",
+	Help: "Kubernetes events about FluxJobs that were not written (queue full, or the API server refused or could not be reached).",
+})
+
+var registerOnce sync.Once
+
+// RegisterMetrics registers the recorder's collectors into
+// controller-runtime's metrics.Registry. It is idempotent.
+func RegisterMetrics() {
+	registerOnce.Do(func() { metrics.Registry.MustRegister(droppedTotal) })
 }

@@ -1,4 +1,4 @@
-package controllers
+package broker
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func TestFluxConnectorReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	c := NewFluxConnector(FluxConnectorOptions{
+	c := NewConnector(ConnectorOptions{
 		URI: b.URI(), Workers: 2,
 		Backoff:       wait.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 100 * time.Millisecond},
 		CheckInterval: 10 * time.Millisecond, ShutdownTimeout: time.Second,
@@ -62,7 +62,7 @@ func TestFluxConnectorReconnects(t *testing.T) {
 	if res, err := f.Result(ctx); err != nil || res != 0 {
 		t.Fatalf("result %d, %v", res, err)
 	}
-	if ids, err := lookupJob(ctx, ctl, "true", time.Time{}, time.Second); err != nil || len(ids) != 1 {
+	if ids, err := Lookup(ctx, ctl, "true", time.Time{}, time.Second); err != nil || len(ids) != 1 {
 		t.Fatalf("lookup by name: %v, %v", ids, err)
 	}
 
@@ -97,4 +97,18 @@ func TestFluxConnectorReconnects(t *testing.T) {
 func mustJobspec(t *testing.T, cmd ...string) []byte {
 	t.Helper()
 	return namedJobspec(t, cmd, "")
+}
+
+// namedJobspec is a jobspec running cmd, with job name name.
+func namedJobspec(t *testing.T, cmd []string, name string) []byte {
+	t.Helper()
+	js, err := job.FromCommand(cmd, job.CommandOptions{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := js.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

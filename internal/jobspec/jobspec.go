@@ -1,20 +1,28 @@
-package controllers
+// Package jobspec translates a FluxJob's spec into the Flux jobspec it is
+// submitted with: spec.jobspec or spec.command with its options, the job
+// name that makes submission exactly-once (Name), the owner attribute, and
+// the RFC 26 dependencies.
+package jobspec
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
-// fluxJobName is the Flux job name (attributes.system.job.name) the
+// Name is the Flux job name (attributes.system.job.name) the
 // controller gives a FluxJob's job: the prefix and the FluxJob's UID,
 // unique per object for ever. job-list can find a job by it (see
 // lookupJob), which is what makes submission exactly-once.
-func fluxJobName(obj *fluxjobv1.FluxJob) string {
+func Name(obj *fluxjobv1.FluxJob) string {
 	return fluxjobv1.FluxJobNamePrefix + string(obj.UID)
 }
 
@@ -24,7 +32,7 @@ func ownerAttribute(obj *fluxjobv1.FluxJob) map[string]any {
 	return map[string]any{"namespace": obj.Namespace, "name": obj.Name, "uid": string(obj.UID)}
 }
 
-// buildJobspec returns the JSON jobspec to submit for obj, with the job
+// Build returns the JSON jobspec to submit for obj, with the job
 // name and owner attribute set, or a failure for a spec the controller
 // can tell is unusable without asking the broker (too large, not an
 // object, one the broker would accept but no job can run from: see
@@ -36,9 +44,9 @@ func ownerAttribute(obj *fluxjobv1.FluxJob) map[string]any {
 //
 // deps are RFC 26 dependencies (see beforeSubmit), added to
 // attributes.system.dependencies after any the jobspec has.
-func buildJobspec(obj *fluxjobv1.FluxJob, deps ...job.Dependency) ([]byte, *failure) {
-	if fail := droppedSpecFailure(obj); fail != nil {
-		return nil, fail // the cache kept only its size (tenancy.go)
+func Build(obj *fluxjobv1.FluxJob, deps ...job.Dependency) ([]byte, *Error) {
+	if fail := droppedError(obj); fail != nil {
+		return nil, fail // the cache kept only its size (Dropped)
 	}
 	if obj.Spec.Jobspec != nil {
 		return buildFromJobspec(obj, deps)
@@ -46,14 +54,22 @@ func buildJobspec(obj *fluxjobv1.FluxJob, deps ...job.Dependency) ([]byte, *fail
 	return buildFromCommand(obj, deps)
 }
 
-func invalid(format string, args ...any) *failure {
-	return &failure{Reason: fluxjobv1.ReasonInvalidJobspec, Message: fmt.Sprintf(format, args...)}
+// Error is why a FluxJob's spec cannot be submitted, as a condition
+// reason (InvalidJobspec, JobspecTooLarge) and message.
+type Error struct {
+	Reason, Message string
 }
 
-func buildFromJobspec(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *failure) {
+func (e *Error) Error() string { return e.Reason + ": " + e.Message }
+
+func invalid(format string, args ...any) *Error {
+	return &Error{Reason: fluxjobv1.ReasonInvalidJobspec, Message: fmt.Sprintf(format, args...)}
+}
+
+func buildFromJobspec(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *Error) {
 	raw := obj.Spec.Jobspec.Raw
 	if len(raw) > fluxjobv1.MaxJobspecBytes {
-		return nil, &failure{Reason: fluxjobv1.ReasonJobspecTooLarge,
+		return nil, &Error{Reason: fluxjobv1.ReasonJobspecTooLarge,
 			Message: fmt.Sprintf("spec.jobspec is %d bytes, more than the %d allowed", len(raw), fluxjobv1.MaxJobspecBytes)}
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -83,7 +99,7 @@ func buildFromJobspec(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *f
 			return nil, invalid("spec.jobspec cannot run: %v", err)
 		}
 	}
-	jobAttr["name"] = fluxJobName(obj)
+	jobAttr["name"] = Name(obj)
 	user, ok := objectAt(attrs, "user")
 	if !ok {
 		return nil, invalid("spec.jobspec.attributes.user must be an object")
@@ -116,7 +132,7 @@ func objectAt(m map[string]any, key string) (map[string]any, bool) {
 	return o, ok
 }
 
-func buildFromCommand(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *failure) {
+func buildFromCommand(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *Error) {
 	s := &obj.Spec
 	opts := job.CommandOptions{
 		NumTasks:     int(deref(s.Tasks)),
@@ -125,7 +141,7 @@ func buildFromCommand(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *f
 		NumNodes:     int(deref(s.Nodes)),
 		Exclusive:    s.Exclusive,
 		Cwd:          s.WorkingDir,
-		Name:         fluxJobName(obj),
+		Name:         Name(obj),
 		Queue:        s.Queue,
 		Environment:  map[string]string{},
 	}
@@ -161,7 +177,7 @@ func buildFromCommand(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *f
 		return nil, invalid("encoding the jobspec: %v", err)
 	}
 	if len(b) > fluxjobv1.MaxJobspecBytes {
-		return nil, &failure{Reason: fluxjobv1.ReasonJobspecTooLarge,
+		return nil, &Error{Reason: fluxjobv1.ReasonJobspecTooLarge,
 			Message: fmt.Sprintf("the jobspec built from spec.command is %d bytes, more than the %d allowed", len(b), fluxjobv1.MaxJobspecBytes)}
 	}
 	return b, nil
@@ -174,13 +190,90 @@ func deref(p *int32) int32 {
 	return *p
 }
 
-// envNames lists the names (never the values) of spec.env, sorted, for
+// EnvNames lists the names (never the values) of spec.env, sorted, for
 // logs.
-func envNames(obj *fluxjobv1.FluxJob) []string {
+func EnvNames(obj *fluxjobv1.FluxJob) []string {
 	names := make([]string, 0, len(obj.Spec.Env))
 	for _, e := range obj.Spec.Env {
 		names = append(names, e.Name)
 	}
 	sort.Strings(names)
 	return names
+}
+
+// Scheme is the Flux dependency scheme for a condition: "after" is
+// submitted as its 0.88 name "afterstart" (flux-core 0.88 raises a
+// severity-3 exception for the deprecated name), an empty condition as the
+// default afterok.
+func Scheme(c fluxjobv1.DependencyCondition) string {
+	switch c {
+	case "", fluxjobv1.DependAfterOK:
+		return string(fluxjobv1.DependAfterOK)
+	case fluxjobv1.DependAfter:
+		return string(fluxjobv1.DependAfterStart)
+	}
+	return string(c)
+}
+
+// BeginTime is spec.beginTime as `flux submit --begin-time`
+// writes it: scheme begin-time, the time as a decimal number of seconds in
+// a string (python/flux/cli/base.py BeginTimeAction; the begin-time plugin
+// parses it with strtod).
+func BeginTime(obj *fluxjobv1.FluxJob) []job.Dependency {
+	if obj.Spec.BeginTime == nil {
+		return nil
+	}
+	v := strconv.FormatFloat(float64(obj.Spec.BeginTime.Unix()), 'f', 1, 64)
+	return []job.Dependency{{Scheme: "begin-time", Value: v}}
+}
+
+// InputBytes is the size of what a jobspec is built from: the raw
+// spec.jobspec, or the command words, environment and user attributes of
+// a command. The jobspec built from them is at least as large, so more
+// than MaxJobspecBytes here is more than MaxJobspecBytes there.
+func InputBytes(s *fluxjobv1.FluxJobSpec) int {
+	n := 0
+	if s.Jobspec != nil {
+		n += len(s.Jobspec.Raw)
+	}
+	if s.Attributes != nil {
+		n += len(s.Attributes.Raw)
+	}
+	for _, c := range s.Command {
+		n += len(c)
+	}
+	for _, e := range s.Env {
+		n += len(e.Name) + len(e.Value)
+	}
+	return n
+}
+
+// Dropped stands, in the cache, for a spec too large to keep: only its
+// size is left. It is a runtime.Object so that it can sit in
+// spec.jobspec's RawExtension and survive the cache's deep copies; an API
+// object can never carry one.
+type Dropped struct {
+	// Bytes is the size of the spec's jobspec inputs (InputBytes).
+	Bytes int `json:"droppedBytes"`
+}
+
+// GetObjectKind implements runtime.Object.
+func (d *Dropped) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+// DeepCopyObject implements runtime.Object.
+func (d *Dropped) DeepCopyObject() runtime.Object { c := *d; return &c }
+
+// droppedError is the failure of a FluxJob whose spec the cache
+// dropped as too large, or nil.
+func droppedError(obj *fluxjobv1.FluxJob) *Error {
+	if obj.Spec.Jobspec == nil {
+		return nil
+	}
+	d, ok := obj.Spec.Jobspec.Object.(*Dropped)
+	if !ok {
+		return nil
+	}
+	return &Error{Reason: fluxjobv1.ReasonJobspecTooLarge, Message: fmt.Sprintf(
+		"the jobspec inputs (spec.jobspec, or spec.command, spec.env and spec.attributes) are %d bytes, more than the %d allowed",
+		d.Bytes, fluxjobv1.MaxJobspecBytes)}
 }

@@ -1,4 +1,4 @@
-package controllers
+package broker
 
 import (
 	"context"
@@ -16,9 +16,9 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 )
 
-// InstanceConfig is what the registry needs to run one Flux instance's
+// Config is what the registry needs to run one Flux instance's
 // executor: where to dial, how, and which namespaces it admits.
-type InstanceConfig struct {
+type Config struct {
 	// URI names the broker (and is dialled by its scheme unless
 	// DialOptions supply a dialer).
 	URI string
@@ -46,7 +46,7 @@ type InstanceConfig struct {
 	Invalid string
 }
 
-func (c InstanceConfig) key() string {
+func (c Config) key() string {
 	if c.Key != "" {
 		return c.Key
 	}
@@ -56,8 +56,8 @@ func (c InstanceConfig) key() string {
 // instanceEntry is one instance in the registry.
 type instanceEntry struct {
 	name string
-	cfg  InstanceConfig
-	conn *FluxConnector // nil while cfg.Invalid is set
+	cfg  Config
+	conn *Connector // nil while cfg.Invalid is set
 	// owned entries were started by the registry and are stopped by it;
 	// the implicit instance's connector belongs to the manager.
 	owned  bool
@@ -65,14 +65,14 @@ type instanceEntry struct {
 	done   chan struct{}
 }
 
-// InstanceRegistry holds one FluxConnector (an executor and a control
+// Registry holds one Connector (an executor and a control
 // connection) per Flux instance, keyed by instance name. FluxInstance
 // objects come and go through Set and Remove (the FluxInstance
 // reconciler); the manager's implicit instance (its --flux-uri sidecar)
 // is registered with SetImplicit. It is a manager.Runnable: connectors it
 // starts run until Remove, a replacing Set, or the end of Start's context.
-type InstanceRegistry struct {
-	opts FluxConnectorOptions // template for the connectors it starts
+type Registry struct {
+	opts ConnectorOptions // template for the connectors it starts
 	log  logr.Logger
 
 	mu        sync.RWMutex
@@ -84,16 +84,16 @@ type InstanceRegistry struct {
 	onChange  []func(instance string)
 }
 
-// NewInstanceRegistry returns an empty registry; opts (backoff, timeouts,
+// NewRegistry returns an empty registry; opts (backoff, timeouts,
 // logger) are the template of every connector it starts (URI and Workers
 // come from each instance's config).
-func NewInstanceRegistry(opts FluxConnectorOptions) *InstanceRegistry {
-	return &InstanceRegistry{opts: opts, log: opts.Logger.WithName("instances"), entries: map[string]*instanceEntry{}}
+func NewRegistry(opts ConnectorOptions) *Registry {
+	return &Registry{opts: opts, log: opts.Logger.WithName("instances"), entries: map[string]*instanceEntry{}}
 }
 
 // OnConnect registers fn to run after each successful connection of any
 // instance, with the instance's name. Register before Start.
-func (r *InstanceRegistry) OnConnect(fn func(instance string)) {
+func (r *Registry) OnConnect(fn func(instance string)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.onConnect = append(r.onConnect, fn)
@@ -101,7 +101,7 @@ func (r *InstanceRegistry) OnConnect(fn func(instance string)) {
 
 // OnChange registers fn to run whenever an instance connects or loses
 // its connection, or is added or removed. It must not block.
-func (r *InstanceRegistry) OnChange(fn func(instance string)) {
+func (r *Registry) OnChange(fn func(instance string)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.onChange = append(r.onChange, fn)
@@ -111,8 +111,8 @@ func (r *InstanceRegistry) OnChange(fn func(instance string)) {
 // manager runnable), as the implicit instance name: the default when no
 // FluxInstance is marked default, admitting every namespace. A
 // FluxInstance of the same name is refused (see Implicit).
-func (r *InstanceRegistry) SetImplicit(name string, conn *FluxConnector) {
-	e := &instanceEntry{name: name, conn: conn, cfg: InstanceConfig{URI: conn.opts.URI, Selector: labels.Everything()}}
+func (r *Registry) SetImplicit(name string, conn *Connector) {
+	e := &instanceEntry{name: name, conn: conn, cfg: Config{URI: conn.opts.URI, Selector: labels.Everything()}}
 	r.mu.Lock()
 	r.entries[name], r.implicit = e, name
 	r.mu.Unlock()
@@ -120,14 +120,14 @@ func (r *InstanceRegistry) SetImplicit(name string, conn *FluxConnector) {
 }
 
 // Implicit returns the implicit instance's name ("" if there is none).
-func (r *InstanceRegistry) Implicit() string {
+func (r *Registry) Implicit() string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.implicit
 }
 
 // hook makes conn report its connects and state changes as instance name.
-func (r *InstanceRegistry) hook(name string, conn *FluxConnector) {
+func (r *Registry) hook(name string, conn *Connector) {
 	conn.OnConnect(func() {
 		r.mu.RLock()
 		fns := slices.Clone(r.onConnect)
@@ -139,7 +139,7 @@ func (r *InstanceRegistry) hook(name string, conn *FluxConnector) {
 	conn.setStateHook(func() { r.changed(name) })
 }
 
-func (r *InstanceRegistry) changed(name string) {
+func (r *Registry) changed(name string) {
 	r.mu.RLock()
 	fns := slices.Clone(r.onChange)
 	r.mu.RUnlock()
@@ -152,7 +152,7 @@ func (r *InstanceRegistry) changed(name string) {
 // connection settings (Key) replaces the connector; otherwise only the
 // selector and default mark change. It returns whether a new connector
 // was started.
-func (r *InstanceRegistry) Set(name string, cfg InstanceConfig) bool {
+func (r *Registry) Set(name string, cfg Config) bool {
 	r.mu.Lock()
 	old := r.entries[name]
 	if old != nil && old.cfg.key() == cfg.key() && old.cfg.Invalid == cfg.Invalid && (old.conn != nil) == (cfg.Invalid == "") {
@@ -170,7 +170,7 @@ func (r *InstanceRegistry) Set(name string, cfg InstanceConfig) bool {
 		opts.URI, opts.Workers, opts.DialOptions, opts.EventSource = cfg.URI, max(cfg.Workers, 1), cfg.DialOptions, cfg.EventSource
 		opts.Logger = r.opts.Logger.WithValues("instance", name)
 		opts.Instance = name
-		e.conn = NewFluxConnector(opts)
+		e.conn = NewConnector(opts)
 		r.hook(name, e.conn)
 	}
 	r.entries[name] = e
@@ -202,7 +202,7 @@ func selectorString(s labels.Selector) string {
 // Remove unregisters the instance name and stops its connector (the
 // implicit instance cannot be removed). Jobs keep running in Flux; their
 // FluxJobs re-attach if the instance comes back.
-func (r *InstanceRegistry) Remove(name string) {
+func (r *Registry) Remove(name string) {
 	r.mu.Lock()
 	e := r.entries[name]
 	if e == nil || !e.owned {
@@ -218,7 +218,7 @@ func (r *InstanceRegistry) Remove(name string) {
 }
 
 // run starts e's connector under the registry's context.
-func (r *InstanceRegistry) run(e *instanceEntry) {
+func (r *Registry) run(e *instanceEntry) {
 	ctx, cancel := context.WithCancel(r.ctx)
 	e.cancel, e.done = cancel, make(chan struct{})
 	go func() {
@@ -239,11 +239,11 @@ func (e *instanceEntry) stop() {
 }
 
 // errInstanceRemoved is the state of a connector whose instance is gone.
-var errInstanceRemoved = fmt.Errorf("%w: the instance was removed or its settings changed", ErrFluxUnreachable)
+var errInstanceRemoved = fmt.Errorf("%w: the instance was removed or its settings changed", ErrUnreachable)
 
 // Start implements manager.Runnable: it starts the connectors registered
 // so far and those registered later, and stops them all when ctx ends.
-func (r *InstanceRegistry) Start(ctx context.Context) error {
+func (r *Registry) Start(ctx context.Context) error {
 	r.mu.Lock()
 	r.ctx = ctx
 	pending := r.pending
@@ -272,14 +272,14 @@ func (r *InstanceRegistry) Start(ctx context.Context) error {
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every
-// replica connects (as FluxConnector does).
-func (r *InstanceRegistry) NeedLeaderElection() bool { return false }
+// replica connects (as Connector does).
+func (r *Registry) NeedLeaderElection() bool { return false }
 
 // Ready is a healthz.Checker: with an implicit instance, nil while it is
 // connected (the sidecar deployment's readiness as before); without one,
 // always nil (a remote instance being down must not take the manager out
 // of service for the others).
-func (r *InstanceRegistry) Ready(req *http.Request) error {
+func (r *Registry) Ready(req *http.Request) error {
 	r.mu.RLock()
 	e := r.entries[r.implicit]
 	r.mu.RUnlock()
@@ -291,18 +291,18 @@ func (r *InstanceRegistry) Ready(req *http.Request) error {
 
 // Lookup returns the connector and config of the instance name; conn is
 // nil if the instance's settings are invalid (cfg.Invalid says why).
-func (r *InstanceRegistry) Lookup(name string) (conn *FluxConnector, cfg InstanceConfig, ok bool) {
+func (r *Registry) Lookup(name string) (conn *Connector, cfg Config, ok bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	e := r.entries[name]
 	if e == nil {
-		return nil, InstanceConfig{}, false
+		return nil, Config{}, false
 	}
 	return e.conn, e.cfg, true
 }
 
 // Names returns the registered instances, sorted.
-func (r *InstanceRegistry) Names() []string {
+func (r *Registry) Names() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	names := make([]string, 0, len(r.entries))
@@ -317,7 +317,7 @@ func (r *InstanceRegistry) Names() []string {
 // default, else the implicit instance. reason is set (and name empty)
 // when there is none (ReasonNoDefaultInstance) or more than one marked
 // (ReasonAmbiguousDefaultInstance); names lists the candidates then.
-func (r *InstanceRegistry) Default() (name string, reason string, candidates []string) {
+func (r *Registry) Default() (name string, reason string, candidates []string) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var marked []string

@@ -7,16 +7,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/written"
 )
 
 func TestPaceStatus(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	written := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{UID: "u", ResourceVersion: "2", Generation: 1}}
-	running := &observation{HasJobID: true, JobID: 1234, Events: []observedEvent{
+	wrote := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{UID: "u", ResourceVersion: "2", Generation: 1}}
+	running := &broker.View{HasJobID: true, JobID: 1234, Events: []job.Event{
 		{Name: "submit", Timestamp: 1}, {Name: "alloc", Timestamp: 2}, {Name: "start", Timestamp: 3}}}
-	finished := &observation{HasJobID: true, JobID: 1234, Events: []observedEvent{
+	finished := &broker.View{HasJobID: true, JobID: 1234, Events: []job.Event{
 		{Name: "submit", Timestamp: 1}, {Name: "start", Timestamp: 3}, {Name: "finish", Timestamp: 4, Context: map[string]any{"status": float64(0)}},
-		{Name: "clean", Timestamp: 5}}, Outcome: outcome{Kind: outcomeExited}}
+		{Name: "clean", Timestamp: 5}}, Outcome: broker.Outcome{Kind: broker.OutcomeExited}}
 	tests := []struct {
 		name    string
 		wrote   bool
@@ -33,12 +36,12 @@ func TestPaceStatus(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			now := t0.Add(tc.elapsed)
-			r := &FluxJobReconciler{now: func() time.Time { return now }}
+			w := &writer{written: &written.Set{}, now: func() time.Time { return now }}
 			if tc.wrote {
-				r.written.add("1", written, t0)
+				w.written.Add("1", wrote, t0)
 			}
-			obj := written.DeepCopy()
-			if got := r.paceStatus(obj, computeStatus(obj, tc.in, now)); got != tc.want {
+			obj := wrote.DeepCopy()
+			if got := w.pace(obj, computeStatus(obj, tc.in, now)); got != tc.want {
 				t.Fatalf("paceStatus = %v, want %v", got, tc.want)
 			}
 		})

@@ -1,4 +1,4 @@
-package controllers
+package broker
 
 import (
 	"context"
@@ -12,12 +12,12 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
-// bindFuture registers callbacks on f that record its job ID, every
+// Bind registers callbacks on f that record its job ID, every
 // eventlog event and its outcome in the tracker under (uid, token), and
 // the submission metrics under instance. The
 // callbacks never block: they only take the tracker's lock and poke the
 // reconciler without waiting.
-func bindFuture(t *Tracker, instance string, uid types.UID, token uint64, f *fluxbridge.Future, submittedAt time.Time) {
+func Bind(t *Tracker, instance string, uid types.UID, token uint64, f *fluxbridge.Future, submittedAt time.Time) {
 	f.AddJobIDCallback(func(f *fluxbridge.Future) {
 		// The ID is set when this runs, so JobID does not wait.
 		id, err := f.JobID(context.Background())
@@ -39,39 +39,39 @@ func bindFuture(t *Tracker, instance string, uid types.UID, token uint64, f *flu
 	// One registration for every event name (a registration per name
 	// cost each in-flight future 13 entries for the same function).
 	f.AddAllEventsCallback(func(_ *fluxbridge.Future, ev job.Event) {
-		t.AddEvent(uid, token, observedEvent{Name: ev.Name, Timestamp: ev.Timestamp, Context: ev.Context})
+		t.AddEvent(uid, token, job.Event{Name: ev.Name, Timestamp: ev.Timestamp, Context: ev.Context})
 	})
 	f.AddDoneCallback(func(f *fluxbridge.Future) {
 		res, err := f.Result(context.Background())
-		t.Finish(uid, token, classify(res, err))
+		t.Finish(uid, token, Classify(res, err))
 	})
 }
 
-// classify turns a future's result into an outcome.
-func classify(res int, err error) outcome {
+// Classify turns a future's result into an outcome.
+func Classify(res int, err error) Outcome {
 	if err == nil {
-		return outcome{Kind: outcomeExited, ExitCode: res}
+		return Outcome{Kind: OutcomeExited, ExitCode: res}
 	}
 	var exc *fluxbridge.JobException
 	var inv *fluxbridge.InvalidJobspecError
 	switch {
 	case errors.As(err, &exc):
-		return outcome{Kind: outcomeException, ExcType: exc.Type, ExcSeverity: exc.Severity, ExcNote: exc.Note, Message: err.Error()}
+		return Outcome{Kind: OutcomeException, ExcType: exc.Type, ExcSeverity: exc.Severity, ExcNote: exc.Note, Message: err.Error()}
 	case errors.As(err, &inv):
-		return outcome{Kind: outcomeInvalidJobspec, Message: inv.Message}
+		return Outcome{Kind: OutcomeInvalidJobspec, Message: inv.Message}
 	case errors.Is(err, fluxbridge.ErrNoSuchJob):
-		return outcome{Kind: outcomeNoSuchJob, Message: err.Error()}
+		return Outcome{Kind: OutcomeNoSuchJob, Message: err.Error()}
 	case errors.Is(err, fluxbridge.ErrCancelled), errors.Is(err, fluxbridge.ErrShutdown):
-		return outcome{Kind: outcomeAborted, Message: err.Error()}
-	case isConnectionError(err):
-		return outcome{Kind: outcomeLost, Message: err.Error()}
+		return Outcome{Kind: OutcomeAborted, Message: err.Error()}
+	case IsConnectionError(err):
+		return Outcome{Kind: OutcomeLost, Message: err.Error()}
 	}
-	return outcome{Kind: outcomeError, Message: err.Error()}
+	return Outcome{Kind: OutcomeError, Message: err.Error()}
 }
 
-// isConnectionError reports whether err means the broker connection (not
+// IsConnectionError reports whether err means the broker connection (not
 // the job) failed.
-func isConnectionError(err error) bool {
+func IsConnectionError(err error) bool {
 	return errors.Is(err, flux.ErrDisconnected) || errors.Is(err, flux.ErrClosed) || errors.Is(err, fluxbridge.ErrBroken) ||
-		errors.Is(err, ErrFluxUnreachable)
+		errors.Is(err, ErrUnreachable)
 }

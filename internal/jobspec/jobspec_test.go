@@ -1,4 +1,4 @@
-package controllers
+package jobspec
 
 import (
 	"encoding/json"
@@ -27,7 +27,7 @@ func TestBuildJobspecFromCommand(t *testing.T) {
 		Env:          []fluxjobv1.EnvVar{{Name: "A", Value: "1"}},
 		Attributes:   &runtime.RawExtension{Raw: []byte(`{"team":"x","n":3}`)},
 	})
-	b, fail := buildJobspec(obj)
+	b, fail := Build(obj)
 	if fail != nil {
 		t.Fatalf("failure %+v", fail)
 	}
@@ -52,7 +52,7 @@ func TestBuildJobspecFromFullJobspec(t *testing.T) {
 	raw := `{"version":1,"resources":[{"type":"slot","count":1,"label":"task","with":[{"type":"core","count":1}]}],
 	"tasks":[{"command":["true"],"slot":"task","count":{"per_slot":1}}],
 	"attributes":{"system":{"duration":0,"job":{"name":"mine"},"x-custom":{"keep":true}},"user":{"u":1}}}`
-	b, fail := buildJobspec(specObj(fluxjobv1.FluxJobSpec{Jobspec: &runtime.RawExtension{Raw: []byte(raw)}}))
+	b, fail := Build(specObj(fluxjobv1.FluxJobSpec{Jobspec: &runtime.RawExtension{Raw: []byte(raw)}}))
 	if fail != nil {
 		t.Fatalf("failure %+v", fail)
 	}
@@ -89,7 +89,7 @@ func TestBuildJobspecFailures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, fail := buildJobspec(specObj(tc.spec))
+			_, fail := Build(specObj(tc.spec))
 			if fail == nil || fail.Reason != tc.reason {
 				t.Fatalf("failure = %+v, want reason %s", fail, tc.reason)
 			}
@@ -99,3 +99,5 @@ func TestBuildJobspecFailures(t *testing.T) {
 		})
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }
