@@ -66,7 +66,8 @@ func kubeConfig(t *testing.T) *rest.Config {
 	envOnce.Do(func() {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(testLogWriter{})))
 		testEnv = &envtest.Environment{
-			CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+			// testdata/crd: a stand-in for flux-operator's MiniCluster CRD.
+			CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("testdata", "crd")},
 			ErrorIfCRDPathMissing: true,
 		}
 		envCfg, envErr = testEnv.Start()

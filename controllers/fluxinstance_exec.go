@@ -14,6 +14,11 @@ import (
 // drop them from config/rbac/role.yaml.
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
 // +kubebuilder:rbac:groups="",resources=pods/exec,verbs=create;get
+// The broker pod's owners, read by name to check the pod's ownerReference
+// UIDs (brokerpod.Find: labels alone are not trusted).
+// +kubebuilder:rbac:groups=apps,resources=daemonsets;replicasets;statefulsets,verbs=get
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get
+// +kubebuilder:rbac:groups=flux-framework.org,resources=miniclusters,verbs=get
 
 // execTarget finds the pod and container of a miniCluster or pod
 // connection (package brokerpod, shared with the kubectl plugin). The

@@ -9,11 +9,15 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -471,21 +475,35 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	h.create("on-wrong-host", onInstance(wrongHost, "true"))
 	h.waitFor("on-wrong-host", 30*time.Second, "FluxReachable=False", conditionIs(fluxjobv1.ConditionFluxReachable, metav1.ConditionFalse, fluxjobv1.ReasonFluxUnreachable))
 
-	// MiniCluster: no lead broker pod yet, then one.
+	// MiniCluster: no lead broker pod yet; then a decoy with the lead
+	// broker's labels and no owner (it sorts first: a lookup by labels
+	// took it), which is refused; then the MiniCluster, its Job and the
+	// Job's pod.
 	h.waitInstance(mc, 30*time.Second, "InvalidConnection (no pod)", func(fi *fluxjobv1.FluxInstance) bool {
 		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
 		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonInvalidConnection
 	})
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "flux-sample-0-abcde",
+	decoy := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "flux-sample-0-aaaaa",
 		Labels: map[string]string{"job-name": "flux-sample", "job-index": "0"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "flux-sample", Image: "ghcr.io/example/flux:latest"}}}}
-	if err := h.c.Create(context.Background(), pod); err != nil {
-		t.Fatal(err)
+	h.createRunningPod(decoy)
+	h.waitInstance(mc, 30*time.Second, "InvalidConnection naming the decoy as not owned", func(fi *fluxjobv1.FluxInstance) bool {
+		c := meta.FindStatusCondition(fi.Status.Conditions, fluxjobv1.InstanceConditionReady)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == fluxjobv1.ReasonInvalidConnection &&
+			strings.Contains(c.Message, "pod "+decoy.Name+": it has no controller ownerReference")
+	})
+	mu.Lock()
+	for _, tg := range targets {
+		if tg.Pod == decoy.Name {
+			t.Fatalf("the manager execs into the decoy pod %s", decoy.Name)
+		}
 	}
-	pod.Status.Phase = corev1.PodRunning
-	if err := h.c.Status().Update(context.Background(), pod); err != nil {
-		t.Fatal(err)
-	}
+	mu.Unlock()
+	jobUID := h.createMiniCluster(h.ns, "flux-sample")
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "flux-sample-0-abcde",
+		Labels: map[string]string{"job-name": "flux-sample", "job-index": "0"}, OwnerReferences: controllerRef("batch/v1", "Job", "flux-sample", jobUID)},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "flux-sample", Image: "ghcr.io/example/flux:latest"}}}}
+	h.createRunningPod(pod)
 	h.waitInstance(mc, 30*time.Second, "Ready through the lead broker pod", instanceReady)
 	mu.Lock()
 	got := targets[len(targets)-1]
@@ -502,4 +520,55 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	if n := len(brokerSSH.Jobs()); n != 1 {
 		t.Fatalf("the ssh broker has %d jobs, want 1 (the FluxJob on the unreachable instance must not be submitted)", n)
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, tg := range targets {
+		if tg.Pod == decoy.Name {
+			t.Fatalf("the manager exec'd into the decoy pod %s", decoy.Name)
+		}
+	}
+}
+
+// controllerRef is a controller ownerReference.
+func controllerRef(apiVersion, kind, name string, uid types.UID) []metav1.OwnerReference {
+	return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: name, UID: uid, Controller: ptr.To(true)}}
+}
+
+// createRunningPod creates pod and sets its phase to Running (envtest runs
+// no kubelet).
+func (h *harness) createRunningPod(pod *corev1.Pod) {
+	h.t.Helper()
+	ctx := context.Background()
+	if err := h.c.Create(ctx, pod); err != nil {
+		h.t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodRunning
+	if err := h.c.Status().Update(ctx, pod); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// createMiniCluster creates what flux-operator makes of a MiniCluster
+// name in ns, without its pods: the MiniCluster (the stand-in CRD of
+// testdata/crd) and its indexed Job, controlled by it. It returns the
+// Job's UID, for the pods' ownerReferences.
+func (h *harness) createMiniCluster(ns, name string) types.UID {
+	h.t.Helper()
+	ctx := context.Background()
+	mc := &unstructured.Unstructured{}
+	mc.SetAPIVersion("flux-framework.org/v1alpha2")
+	mc.SetKind("MiniCluster")
+	mc.SetNamespace(ns)
+	mc.SetName(name)
+	if err := h.c.Create(ctx, mc); err != nil {
+		h.t.Fatalf("creating MiniCluster %s/%s: %v", ns, name, err)
+	}
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, OwnerReferences: controllerRef("flux-framework.org/v1alpha2", "MiniCluster", name, mc.GetUID())},
+		Spec: batchv1.JobSpec{CompletionMode: ptr.To(batchv1.IndexedCompletion), Completions: ptr.To(int32(1)), Parallelism: ptr.To(int32(1)),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{Name: name, Image: "ghcr.io/example/flux:latest"}}}}}}
+	if err := h.c.Create(ctx, job); err != nil {
+		h.t.Fatalf("creating Job %s/%s: %v", ns, name, err)
+	}
+	return job.UID
 }

@@ -89,8 +89,11 @@ type SecretReference struct {
 
 // MiniClusterConnection reaches the lead broker of a flux-operator MiniCluster through the
 // Kubernetes pods/exec subresource, running `flux relay SOCKET` in its flux container. The lead
-// broker pod is found by the labels flux-operator's indexed Job sets (job-name=<name>,
-// job-index=0); flux-operator's Go module is not needed.
+// broker pod is the Running pod with the labels flux-operator's indexed Job sets
+// (job-name=<name>, job-index=0) that is also owned, by ownerReference UIDs, by the MiniCluster's
+// Job, itself controlled by the MiniCluster of that name (a pod with the labels and no such
+// owner is never used; more than one such pod is refused as ambiguous). flux-operator's Go
+// module is not needed.
 type MiniClusterConnection struct {
 	// Namespace of the MiniCluster.
 	// +required
@@ -127,9 +130,27 @@ type MiniClusterConnection struct {
 	Command []string `json:"command,omitempty"`
 }
 
+// PodOwner names the controller a broker pod must belong to: the pod's controller
+// ownerReference must name this object and carry its current UID.
+type PodOwner struct {
+	// Kind of the controller: StatefulSet, ReplicaSet, DaemonSet (apps/v1) or Job (batch/v1).
+	// +required
+	// +kubebuilder:validation:Enum=StatefulSet;ReplicaSet;DaemonSet;Job
+	Kind string `json:"kind"`
+	// Name of the controller, in the pod's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
 // PodConnection reaches a broker in any pod through the pods/exec subresource, running `flux
-// relay SOCKET` in one of its containers. Give exactly one of name and selector; with a
-// selector, the first running pod (by name) that matches is used.
+// relay SOCKET` in one of its containers. Give exactly one of name and selector; a selector
+// needs owner, and the first Running pod (by name) that matches it and is controlled by that
+// owner is used: labels alone are not trusted, since whoever may create a pod in the namespace
+// can copy them.
+// +kubebuilder:validation:XValidation:rule="!has(self.selector) || has(self.owner)",message="connection.pod.selector needs connection.pod.owner (the controller the broker pod must belong to)"
 type PodConnection struct {
 	// Namespace of the pod.
 	// +required
@@ -142,9 +163,13 @@ type PodConnection struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name,omitempty"`
-	// Selector picks the pod by labels.
+	// Selector picks the pod by labels, among the pods controlled by owner.
 	// +optional
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+	// Owner is the controller the pod must belong to (its controller ownerReference, UID
+	// included). Required with selector; with name, checked when given.
+	// +optional
+	Owner *PodOwner `json:"owner,omitempty"`
 	// Container to exec in. Default: the pod's first container.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,10 +13,16 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -26,6 +33,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/brokerpod"
 	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
@@ -49,25 +57,74 @@ func TestInstanceOf(t *testing.T) {
 
 // TestBrokerOf resolves each kind of connection against pods in a fake
 // client (the pod lookup is package brokerpod's, shared with the manager).
+// Decoys — pods with the broker's labels (or selector) that sort first and
+// are Running, but have no owner, another owner, or an ownerReference with
+// the right name and a made-up UID — are never chosen: before ownership
+// was checked, "mc-0-aaa-decoy" was the MiniCluster's lead broker and
+// "a-decoy" the selector's pod.
 func TestBrokerOf(t *testing.T) {
 	s, err := scheme()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod := func(name string, labels map[string]string, phase corev1.PodPhase, containers ...string) *corev1.Pod {
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: name, Labels: labels}, Status: corev1.PodStatus{Phase: phase}}
+	ctrlRef := func(apiVersion, kind, name, uid string) []metav1.OwnerReference {
+		yes := true
+		return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: name, UID: types.UID(uid), Controller: &yes}}
+	}
+	pod := func(name string, labels map[string]string, owners []metav1.OwnerReference, phase corev1.PodPhase, containers ...string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: name, Labels: labels, OwnerReferences: owners}, Status: corev1.PodStatus{Phase: phase}}
 		for _, c := range containers {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: c})
 		}
 		return p
 	}
-	c := fake.NewClientBuilder().WithScheme(s).WithObjects(
-		pod("mc-0-abc", map[string]string{"job-name": "mc", "job-index": "0"}, corev1.PodRunning, "mc"),
-		pod("mc-1-abc", map[string]string{"job-name": "mc", "job-index": "1"}, corev1.PodRunning, "mc"),
-		pod("b-pending", map[string]string{"app": "flux"}, corev1.PodPending, "flux"),
-		pod("b-running", map[string]string{"app": "flux"}, corev1.PodRunning, "side", "flux"),
-		pod("lone", nil, corev1.PodRunning, "main"),
+	mcLabels := func(index string) map[string]string { return map[string]string{"job-name": "mc", "job-index": index} }
+	miniCluster := &unstructured.Unstructured{}
+	miniCluster.SetAPIVersion("flux-framework.org/v1alpha2")
+	miniCluster.SetKind("MiniCluster")
+	miniCluster.SetNamespace("hpc")
+	miniCluster.SetName("mc")
+	miniCluster.SetUID("mc-uid")
+	mcJob := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: "mc", UID: "job-uid",
+		OwnerReferences: ctrlRef("flux-framework.org/v1alpha2", "MiniCluster", "mc", "mc-uid")}}
+	// A Job named like the MiniCluster's that the MiniCluster does not control.
+	fakeJob := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: "mc2", UID: "fake-job-uid"}}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: "flux", UID: "sts-uid"}}
+	mapper := meta.NewDefaultRESTMapper(nil)
+	for _, gvk := range []schema.GroupVersionKind{miniCluster.GroupVersionKind(), batchv1.SchemeGroupVersion.WithKind("Job"),
+		appsv1.SchemeGroupVersion.WithKind("StatefulSet"), corev1.SchemeGroupVersion.WithKind("Pod"), fluxjobv1.GroupVersion.WithKind("FluxInstance")} {
+		scope := meta.RESTScopeNamespace
+		if gvk.Kind == "FluxInstance" {
+			scope = meta.RESTScopeRoot
+		}
+		mapper.Add(gvk, scope)
+	}
+	c := fake.NewClientBuilder().WithScheme(s).WithRESTMapper(mapper).WithObjects(
+		miniCluster, mcJob, fakeJob, sts,
+		pod("mc-0-aaa-decoy", mcLabels("0"), nil, corev1.PodRunning, "mc"),
+		pod("mc-0-aab-decoy", mcLabels("0"), ctrlRef("batch/v1", "Job", "mc", "made-up"), corev1.PodRunning, "mc"),
+		pod("mc-0-aac-decoy", mcLabels("0"), ctrlRef("batch/v1", "Job", "mc2", "fake-job-uid"), corev1.PodRunning, "mc"),
+		pod("mc-0-abc", mcLabels("0"), ctrlRef("batch/v1", "Job", "mc", "job-uid"), corev1.PodRunning, "mc"),
+		pod("mc-1-abc", mcLabels("1"), ctrlRef("batch/v1", "Job", "mc", "job-uid"), corev1.PodRunning, "mc"),
+		pod("a-decoy", map[string]string{"app": "flux"}, nil, corev1.PodRunning, "side", "flux"),
+		pod("a-decoy2", map[string]string{"app": "flux"}, ctrlRef("apps/v1", "StatefulSet", "flux", "made-up"), corev1.PodRunning, "side", "flux"),
+		pod("b-pending", map[string]string{"app": "flux"}, ctrlRef("apps/v1", "StatefulSet", "flux", "sts-uid"), corev1.PodPending, "flux"),
+		pod("b-running", map[string]string{"app": "flux"}, ctrlRef("apps/v1", "StatefulSet", "flux", "sts-uid"), corev1.PodRunning, "side", "flux"),
+		pod("lone", nil, nil, corev1.PodRunning, "main"),
 	).Build()
+	// Only decoys for MiniCluster "decoyed": none is owned.
+	c2 := fake.NewClientBuilder().WithScheme(s).WithRESTMapper(mapper).WithObjects(
+		pod("decoyed-0-abc", map[string]string{"job-name": "decoyed", "job-index": "0"}, nil, corev1.PodRunning, "decoyed"),
+	).Build()
+	fluxSel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}}
+	stsOwner := &fluxjobv1.PodOwner{Kind: "StatefulSet", Name: "flux"}
+	if fi := (&fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: "fi"}, Spec: fluxjobv1.FluxInstanceSpec{Connection: fluxjobv1.FluxInstanceConnection{
+		MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "decoyed"}}}}); true {
+		_, err := brokerOf(context.Background(), c2, fi)
+		if err == nil || !errors.Is(err, brokerpod.ErrNotOwned) || !strings.Contains(err.Error(), "decoyed-0-abc") {
+			t.Fatalf("a MiniCluster with only a decoy pod: %v, want ErrNotOwned naming the decoy", err)
+		}
+	}
 	tests := []struct {
 		name string
 		conn fluxjobv1.FluxInstanceConnection
@@ -80,8 +137,8 @@ func TestBrokerOf(t *testing.T) {
 			broker{uri: "ssh://flux@host/run/flux/local", via: " (FluxInstance fi)"}, ""},
 		{"minicluster lead broker", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "mc"}},
 			broker{pod: podexec.Target{Namespace: "hpc", Pod: "mc-0-abc", Container: "mc", SocketPath: fluxjobv1.DefaultMiniClusterSocket}, via: " (FluxInstance fi)"}, ""},
-		{"pod by selector: the running one", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc",
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}}, Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}},
+		{"pod by selector: the running one of the owner", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc",
+			Selector: fluxSel, Owner: stsOwner, Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}},
 			broker{pod: podexec.Target{Namespace: "hpc", Pod: "b-running", Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}, via: " (FluxInstance fi)"}, ""},
 		{"pod by name, first container", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", SocketPath: "/s"}},
 			broker{pod: podexec.Target{Namespace: "hpc", Pod: "lone", Container: "main", SocketPath: "/s"}, via: " (FluxInstance fi)"}, ""},
@@ -91,6 +148,13 @@ func TestBrokerOf(t *testing.T) {
 			broker{}, "reading pod hpc/gone"},
 		{"no such container", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", Container: "flux", SocketPath: "/s"}},
 			broker{}, `pod hpc/lone has no container "flux"`},
+		{"pod by selector without owner", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Selector: fluxSel, SocketPath: "/s"}},
+			broker{}, "needs spec.connection.pod.owner"},
+		{"pod by selector, another owner", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Selector: fluxSel,
+			Owner: &fluxjobv1.PodOwner{Kind: "StatefulSet", Name: "other"}, SocketPath: "/s"}},
+			broker{}, "its controller is StatefulSet flux"},
+		{"pod by name, owner checked", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "a-decoy2", Owner: stsOwner, SocketPath: "/s"}},
+			broker{}, "UID made-up"},
 		{"minicluster without pods", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "other"}},
 			broker{}, "no Running pod found: the lead broker pod of MiniCluster hpc/other"},
 	}
