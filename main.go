@@ -82,6 +82,8 @@ type config struct {
 	watchNamespaces         string
 	allowedNamespaces       string
 	privilegedNamespaces    string
+	execNamespaces          string
+	allowExecCommand        bool
 	maxConcurrentReconciles int
 	fluxInactiveAgeLimit    time.Duration
 	kubeconfig              string
@@ -109,6 +111,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (and cache); empty: all namespaces.")
 	fs.StringVar(&c.allowedNamespaces, "allowed-namespaces", "", "Comma-separated namespaces whose FluxJobs may run on this Flux instance; others end Failed (NamespaceNotAllowed). Empty: all.")
 	fs.StringVar(&c.privilegedNamespaces, "privileged-namespaces", "", "Comma-separated namespaces whose FluxJobs may use the Flux instance owner's powers: spec.urgency above 16 and spec.waitable. Others end Failed (PrivilegeNotAllowed) and are never submitted. Empty: none.")
+	fs.StringVar(&c.execNamespaces, "exec-namespaces", "", "Comma-separated namespaces FluxInstance miniCluster and pod connections may name (the manager reads pods and execs `flux relay` there; config/components/pod-exec grants it that in the same list). Others are refused (ExecNamespaceNotAllowed). Empty (the default): none.")
+	fs.BoolVar(&c.allowExecCommand, "allow-exec-command", false, "Run the command a FluxInstance's miniCluster or pod connection sets instead of the relay (as the container's user, in any pod of --exec-namespaces). Off: such FluxInstances are refused (ExecCommandNotAllowed).")
 	fs.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Maximum number of FluxJobs reconciled at once.")
 	fs.DurationVar(&c.fluxInactiveAgeLimit, "flux-inactive-age-limit", 0, "The Flux instance's [job-manager] inactive-age-limit (how long it keeps finished jobs); 0: none. A submission attempt older than this whose job is not found is not submitted again (SubmissionUnknown).")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty: $KUBECONFIG, else the in-cluster config, else ~/.kube/config.")
@@ -247,6 +251,9 @@ func run(args []string) error {
 		Recorder:   events,
 		Namespace:  managerNamespace(c.managerNamespace),
 		Transports: broker.DefaultTransports(restCfg),
+
+		ExecNamespaces:   splitList(c.execNamespaces),
+		AllowExecCommand: c.allowExecCommand,
 	}
 	if err := ir.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the FluxInstance controller: %w", err)
@@ -259,7 +266,7 @@ func run(args []string) error {
 	}
 	log.Info("starting the manager", "fluxURI", c.fluxURI, "defaultInstance", c.defaultInstance, "workers", c.workers,
 		"watchNamespaces", c.watchNamespaces, "allowedNamespaces", c.allowedNamespaces,
-		"privilegedNamespaces", c.privilegedNamespaces, "metricsSecure", c.metricsSecure, "leaderElection", c.leaderElect)
+		"privilegedNamespaces", c.privilegedNamespaces, "execNamespaces", c.execNamespaces, "allowExecCommand", c.allowExecCommand, "metricsSecure", c.metricsSecure, "leaderElection", c.leaderElect)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}

@@ -19,6 +19,9 @@ func TestParseFlags(t *testing.T) {
 	if got := splitList(c.watchNamespaces); !reflect.DeepEqual(got, []string{"a", "b"}) {
 		t.Fatalf("watch namespaces %v", got)
 	}
+	if c.execNamespaces != "" || c.allowExecCommand {
+		t.Fatalf("exec is on by default: --exec-namespaces=%q --allow-exec-command=%v", c.execNamespaces, c.allowExecCommand)
+	}
 	if c.pprofAddr != "0" {
 		t.Fatalf("pprof is on by default: --pprof-bind-address=%q", c.pprofAddr)
 	}

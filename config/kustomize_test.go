@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -21,6 +22,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/fluxjob/fluxjob-operator/internal/brokerpod"
 )
 
 func TestMain(m *testing.M) {
@@ -567,5 +570,88 @@ func TestDefaultServesOneNamespace(t *testing.T) {
 	}
 	if fluxArgs := strings.Join(all[sidecarName].c.Args, " "); strings.Contains(fluxArgs, "namespaces") {
 		t.Errorf("the patch reached the flux sidecar: %q", fluxArgs)
+	}
+}
+
+// TestDefaultHasNoPodAccess: the default install grants the manager no
+// access to pods at all (no pods, no pods/exec, no owners of broker pods):
+// miniCluster and pod FluxInstances are opt-in (config/pod-exec).
+func TestDefaultHasNoPodAccess(t *testing.T) {
+	for _, o := range render(t, filepath.Join("config", "default")) {
+		if o.Kind != "ClusterRole" && o.Kind != "Role" {
+			continue
+		}
+		if o.Name == "fluxjob-fluxjob-viewer-role" || o.Name == "fluxjob-fluxjob-editor-role" || o.Name == "fluxjob-fluxinstance-viewer-role" {
+			continue
+		}
+		for _, r := range decode[rbacv1.ClusterRole](t, o).Rules {
+			for _, res := range r.Resources {
+				if res == "pods" || strings.HasPrefix(res, "pods/") || res == "miniclusters" || res == "jobs" || res == "statefulsets" {
+					t.Errorf("config/default: %s %s grants %v on %s; pod access belongs in config/components/pod-exec", o.Kind, o.Name, r.Verbs, res)
+				}
+			}
+		}
+	}
+}
+
+// TestPodExecComponent: config/pod-exec (config/default with
+// config/components/pod-exec) grants the manager's ServiceAccount exactly
+// internal/brokerpod.Rules, through RoleBindings in the namespaces of
+// --exec-namespaces and nowhere else (no ClusterRoleBinding to the role),
+// and the flag reaches the manager container only.
+func TestPodExecComponent(t *testing.T) {
+	objs := render(t, filepath.Join("config", "pod-exec"))
+	dep := decode[appsv1.Deployment](t, find(t, objs, "Deployment", wantDeployment))
+	all := containers(t, &dep.Spec.Template.Spec)
+	var execNS []string
+	for _, a := range all[managerName].c.Args {
+		if v, ok := strings.CutPrefix(a, "--exec-namespaces="); ok {
+			execNS = strings.Split(v, ",")
+		}
+	}
+	if len(execNS) == 0 {
+		t.Fatalf("manager args %q lack --exec-namespaces", all[managerName].c.Args)
+	}
+	if strings.Contains(strings.Join(all[sidecarName].c.Args, " "), "exec-namespaces") {
+		t.Errorf("--exec-namespaces reached the flux sidecar")
+	}
+	role := decode[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "fluxjob-pod-exec"))
+	if !reflect.DeepEqual(role.Rules, brokerpod.Rules) {
+		t.Errorf("ClusterRole fluxjob-pod-exec rules\n%+v\nwant internal/brokerpod.Rules\n%+v", role.Rules, brokerpod.Rules)
+	}
+	sa := dep.Spec.Template.Spec.ServiceAccountName
+	var bound []string
+	for _, o := range objs {
+		if o.Kind != "RoleBinding" && o.Kind != "ClusterRoleBinding" {
+			continue
+		}
+		rb := decode[rbacv1.RoleBinding](t, o)
+		if rb.RoleRef.Name != role.Name {
+			continue
+		}
+		if o.Kind == "ClusterRoleBinding" {
+			t.Errorf("ClusterRoleBinding %s binds %s cluster-wide", o.Name, role.Name)
+			continue
+		}
+		if len(rb.Subjects) != 1 || rb.Subjects[0].Kind != "ServiceAccount" || rb.Subjects[0].Name != sa || rb.Subjects[0].Namespace != wantNamespace {
+			t.Errorf("RoleBinding %s/%s subjects %+v, want the ServiceAccount %s/%s", o.Namespace, o.Name, rb.Subjects, wantNamespace, sa)
+		}
+		bound = append(bound, o.Namespace)
+	}
+	slices.Sort(bound)
+	want := slices.Clone(execNS)
+	slices.Sort(want)
+	if !slices.Equal(bound, want) {
+		t.Errorf("the pod-exec role is bound in namespaces %q but --exec-namespaces lists %q: edit rolebindings.yaml and exec_namespaces_patch.yaml together", bound, want)
+	}
+	// Nothing else of the manager gains pod access.
+	for _, o := range objs {
+		if (o.Kind == "ClusterRole" || o.Kind == "Role") && o.Name != role.Name {
+			for _, r := range decode[rbacv1.ClusterRole](t, o).Rules {
+				if slices.Contains(r.Resources, "pods/exec") {
+					t.Errorf("%s %s grants pods/exec too", o.Kind, o.Name)
+				}
+			}
+		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -61,6 +63,18 @@ type FluxInstanceReconciler struct {
 	RetryInterval time.Duration
 	// RPCTimeout bounds each status RPC. Default 10s.
 	RPCTimeout time.Duration
+	// ExecNamespaces are the namespaces miniCluster and pod connections
+	// may name (--exec-namespaces): the ones config/components/pod-exec
+	// grants the manager pods and pods/exec in. Empty (the default
+	// install): none; such FluxInstances are refused with reason
+	// ExecNamespaceNotAllowed, before any pod is read.
+	ExecNamespaces []string
+	// AllowExecCommand lets miniCluster and pod connections replace the
+	// relay command (spec.connection.*.command; --allow-exec-command).
+	// Off by default: the command would run as the container's user in
+	// any pod of the exec namespaces, so such FluxInstances are refused
+	// with reason ExecCommandNotAllowed.
+	AllowExecCommand bool
 
 	changes chan event.TypedGenericEvent[client.Object]
 	now     func() time.Time
@@ -127,13 +141,13 @@ func (r *FluxInstanceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		msg := fmt.Sprintf("the name %q is the manager's implicit instance (--flux-uri, named by --default-instance); rename this FluxInstance or start the manager with --default-instance=\"\"", fi.Name)
 		return ctrl.Result{}, r.writeStatus(ctx, &fi, instanceObservation{invalid: msg})
 	}
-	cfg, endpoint := r.config(ctx, &fi)
+	cfg, endpoint, refusal := r.config(ctx, &fi)
 	if cfg.Invalid != "" {
-		log.Info("FluxInstance connection cannot be used", "reason", cfg.Invalid)
+		log.Info("FluxInstance connection cannot be used", "reason", cfg.Invalid, "refusal", refusal)
 	}
 	r.Registry.Set(fi.Name, cfg)
 	conn, _, _ := r.Registry.Lookup(fi.Name)
-	obs := instanceObservation{invalid: cfg.Invalid, endpoint: endpoint}
+	obs := instanceObservation{invalid: cfg.Invalid, refusal: refusal, endpoint: endpoint}
 	if conn != nil {
 		obs.connected, obs.unreachable = conn.State()
 		if obs.connected {
@@ -150,9 +164,10 @@ func (r *FluxInstanceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 }
 
 // config resolves fi's spec into an broker.Config; a connection that
-// cannot be used is returned with Invalid set. endpoint describes where
-// the connection goes, for the status.
-func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxInstance) (cfg broker.Config, endpoint string) {
+// cannot be used is returned with Invalid set, and with a condition
+// reason when it is refused by policy rather than invalid (else "").
+// endpoint describes where the connection goes, for the status.
+func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxInstance) (cfg broker.Config, endpoint, reason string) {
 	cfg.Workers = int(fluxjobv1.DefaultInstanceWorkers)
 	if w := fi.Spec.Executor.Workers; w != nil {
 		cfg.Workers = int(*w)
@@ -165,7 +180,7 @@ func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxI
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil {
 			cfg.Invalid = "spec.namespaceSelector: " + err.Error()
-			return cfg, ""
+			return cfg, "", ""
 		}
 		cfg.Selector = s
 	}
@@ -183,6 +198,10 @@ func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxI
 		endpoint, cfg.URI = c.URI, c.URI
 		ident = []string{"uri", c.URI}
 	case c.MiniCluster != nil || c.Pod != nil:
+		if reason, msg := r.execAllowed(c); reason != "" {
+			cfg.Invalid = msg
+			return cfg, endpoint, reason
+		}
 		var t podexec.Target
 		t, err = r.execTarget(ctx, c)
 		if err == nil {
@@ -199,7 +218,7 @@ func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxI
 	}
 	if err != nil {
 		cfg.Invalid = err.Error()
-		return cfg, endpoint
+		return cfg, endpoint, ""
 	}
 	ident = append(ident, "workers", strconv.Itoa(cfg.Workers), "events", strconv.Itoa(int(cfg.EventSource)))
 	sum := sha256.New()
@@ -208,7 +227,33 @@ func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxI
 		sum.Write([]byte{0})
 	}
 	cfg.Key = hex.EncodeToString(sum.Sum(nil))
-	return cfg, endpoint
+	return cfg, endpoint, ""
+}
+
+// execAllowed checks a miniCluster or pod connection against the exec
+// policy (ExecNamespaces, AllowExecCommand) before anything is read or
+// exec'd; it returns the condition reason and message of a refusal, or
+// "" when the connection may be used.
+func (r *FluxInstanceReconciler) execAllowed(c fluxjobv1.FluxInstanceConnection) (reason, msg string) {
+	field, ns, command := "spec.connection.pod", "", []string(nil)
+	if c.MiniCluster != nil {
+		field, ns, command = "spec.connection.miniCluster", c.MiniCluster.Namespace, c.MiniCluster.Command
+	} else if c.Pod != nil {
+		ns, command = c.Pod.Namespace, c.Pod.Command
+	}
+	if !slices.Contains(r.ExecNamespaces, ns) {
+		if len(r.ExecNamespaces) == 0 {
+			return fluxjobv1.ReasonExecNamespaceNotAllowed, fmt.Sprintf("%s.namespace %q: this manager reaches no broker through pods/exec "+
+				"(--exec-namespaces is empty, the default install); install config/components/pod-exec with this namespace in its list", field, ns)
+		}
+		return fluxjobv1.ReasonExecNamespaceNotAllowed, fmt.Sprintf("%s.namespace %q is not one of this manager's exec namespaces (--exec-namespaces=%s); "+
+			"add it to the list of config/components/pod-exec", field, ns, strings.Join(r.ExecNamespaces, ","))
+	}
+	if len(command) > 0 && !r.AllowExecCommand {
+		return fluxjobv1.ReasonExecCommandNotAllowed, fmt.Sprintf("%s.command is set, and this manager runs only its own relay command in a pod "+
+			"(start it with --allow-exec-command to run the FluxInstance's command as the container's user)", field)
+	}
+	return "", ""
 }
 
 // sshOptions reads the Secret name in the manager's namespace and returns
@@ -239,6 +284,7 @@ func (r *FluxInstanceReconciler) sshOptions(ctx context.Context, name string) ([
 // instanceObservation is everything the status is computed from.
 type instanceObservation struct {
 	invalid     string
+	refusal     string // the reason when invalid is a policy refusal
 	endpoint    string
 	connected   bool
 	unreachable string
@@ -256,6 +302,8 @@ func (r *FluxInstanceReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.
 	var status metav1.ConditionStatus
 	var reason, msg string
 	switch {
+	case obs.invalid != "" && obs.refusal != "":
+		status, reason, msg = metav1.ConditionFalse, obs.refusal, obs.invalid
 	case obs.invalid != "":
 		status, reason, msg = metav1.ConditionFalse, fluxjobv1.ReasonInvalidConnection, obs.invalid
 	case obs.connected:

@@ -8,17 +8,12 @@ import (
 	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
-// Reaching a broker in a pod needs to find the pod and exec into it. These
-// are the only Pod permissions the manager has, and only miniCluster and
-// pod connections use them; a deployment without such FluxInstances can
-// drop them from config/rbac/role.yaml.
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
-// +kubebuilder:rbac:groups="",resources=pods/exec,verbs=create;get
-// The broker pod's owners, read by name to check the pod's ownerReference
-// UIDs (brokerpod.Find: labels alone are not trusted).
-// +kubebuilder:rbac:groups=apps,resources=daemonsets;replicasets;statefulsets,verbs=get
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get
-// +kubebuilder:rbac:groups=flux-framework.org,resources=miniclusters,verbs=get
+// Reaching a broker in a pod needs to find the pod, check its owners and
+// exec into it. The manager's generated ClusterRole grants none of that:
+// config/components/pod-exec grants brokerpod.Rules through RoleBindings in
+// the namespaces it lists, which the manager is told with
+// --exec-namespaces (ExecNamespaces); a FluxInstance naming another
+// namespace is refused before any pod is read (execAllowed).
 
 // execTarget finds the pod and container of a miniCluster or pod
 // connection (package brokerpod, shared with the kubectl plugin). The

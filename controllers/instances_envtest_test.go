@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -433,6 +434,7 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	var targets []podexec.Target
 	h.startWithInstances(func(ir *FluxInstanceReconciler) {
 		ir.Namespace = h.ns // the manager's namespace: Secrets are read there only
+		ir.ExecNamespaces = []string{h.ns}
 		ir.Transports = broker.DefaultTransports(h.cfg)
 		ir.Transports.Exec = func(tg podexec.Target) (string, []flux.Option, error) {
 			mu.Lock()
@@ -446,6 +448,11 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	noSecret := h.createInstanceWith("no-secret", fluxjobv1.FluxInstanceConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "nope"}}, &metav1.LabelSelector{}, false)
 	wrongHost := h.createInstanceWith("wrong-host", fluxjobv1.FluxInstanceConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "ssh-wrong-host"}}, &metav1.LabelSelector{}, false)
 	mc := h.createInstanceWith("mc", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: h.ns, Name: "flux-sample"}}, &metav1.LabelSelector{}, false)
+	// Refused by the exec policy: a namespace not in ExecNamespaces, and
+	// a command of the FluxInstance's own (AllowExecCommand is off).
+	otherNS := h.createInstanceWith("mc-other-ns", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "kube-system", Name: "flux-sample"}}, &metav1.LabelSelector{}, false)
+	withCommand := h.createInstanceWith("pod-command", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: h.ns, Name: "flux-sample-0-abcde",
+		SocketPath: "/s", Command: []string{"/bin/sh", "-c", "cat /var/run/secrets/kubernetes.io/serviceaccount/token >&2"}}}, &metav1.LabelSelector{}, false)
 
 	fi := h.waitInstance(viaSSH, 30*time.Second, "Ready over ssh", instanceReady)
 	if fi.Status.Endpoint != uri || fi.Status.Version != testbroker.SimulatedVersion {
@@ -512,6 +519,26 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	if got.Namespace != want.Namespace || got.Pod != want.Pod || got.Container != want.Container || got.SocketPath != want.SocketPath || len(got.Command) != 0 {
 		t.Fatalf("exec target %+v, want %+v", got, want)
 	}
+	for _, tc := range []struct{ name, reason, msg string }{
+		{otherNS, fluxjobv1.ReasonExecNamespaceNotAllowed, `spec.connection.miniCluster.namespace "kube-system" is not one of this manager's exec namespaces`},
+		{withCommand, fluxjobv1.ReasonExecCommandNotAllowed, "spec.connection.pod.command is set"},
+	} {
+		fi := h.waitInstance(tc.name, 30*time.Second, tc.reason, func(fi *fluxjobv1.FluxInstance) bool {
+			s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
+			return s == metav1.ConditionFalse && r == tc.reason
+		})
+		if c := meta.FindStatusCondition(fi.Status.Conditions, fluxjobv1.InstanceConditionReady); !strings.Contains(c.Message, tc.msg) || fi.Status.Endpoint != "" {
+			t.Errorf("%s: message %q endpoint %q, want %q and no endpoint", tc.name, c.Message, fi.Status.Endpoint, tc.msg)
+		}
+		h.waitInstanceEvent(tc.name, tc.reason, 30*time.Second)
+	}
+	mu.Lock()
+	for _, tg := range targets {
+		if tg.Namespace != h.ns || len(tg.Command) > 0 {
+			t.Errorf("an exec target outside the policy was dialled: %+v", tg)
+		}
+	}
+	mu.Unlock()
 	h.create("on-minicluster", onInstance(mc, "true"))
 	obj = h.waitPhase("on-minicluster", fluxjobv1.PhaseSucceeded, 30*time.Second)
 	if !brokerHasJob(brokerMC, obj.Status.JobID) {
@@ -527,6 +554,25 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 			t.Fatalf("the manager exec'd into the decoy pod %s", decoy.Name)
 		}
 	}
+}
+
+// waitInstanceEvent waits for an event with reason about the FluxInstance
+// name (cluster-scoped: its events may be in any namespace).
+func (h *harness) waitInstanceEvent(name, reason string, timeout time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var list eventsv1.EventList
+		if err := h.c.List(context.Background(), &list); err == nil {
+			for _, e := range list.Items {
+				if e.Regarding.Name == name && e.Regarding.Kind == "FluxInstance" && e.Reason == reason && e.Type == corev1.EventTypeWarning {
+					return
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.t.Fatalf("no Warning event %s for FluxInstance %s within %s", reason, name, timeout)
 }
 
 // controllerRef is a controller ownerReference.

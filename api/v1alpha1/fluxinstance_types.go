@@ -53,6 +53,15 @@ const (
 	// missing, no pod matching, a transport this manager was built without...). The manager
 	// retries when the spec or what it refers to changes.
 	ReasonInvalidConnection = "InvalidConnection"
+	// ReasonExecNamespaceNotAllowed: a miniCluster or pod connection names a namespace that is
+	// not one of the manager's exec namespaces (--exec-namespaces, set by the
+	// config/components/pod-exec install; empty by default, so no pod connection is used).
+	// Nothing is exec'd and no pod is read.
+	ReasonExecNamespaceNotAllowed = "ExecNamespaceNotAllowed"
+	// ReasonExecCommandNotAllowed: a miniCluster or pod connection sets command, which this
+	// manager does not run (only the default relay command, unless the manager was started
+	// with --allow-exec-command).
+	ReasonExecCommandNotAllowed = "ExecCommandNotAllowed"
 )
 
 // Condition type and reasons set on FluxJobs by instance routing.
