@@ -150,6 +150,7 @@ func (r *FluxInstanceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	obs := instanceObservation{invalid: cfg.Invalid, refusal: refusal, endpoint: endpoint}
 	if conn != nil {
 		obs.connected, obs.unreachable = conn.State()
+		obs.reason = conn.Reason()
 		if obs.connected {
 			obs.info, obs.infoErr = conn.Info(ctx, r.RPCTimeout)
 		}
@@ -157,7 +158,7 @@ func (r *FluxInstanceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.writeStatus(ctx, &fi, obs); err != nil {
 		return ctrl.Result{}, err
 	}
-	if cfg.Invalid != "" || obs.unreachable != "" {
+	if cfg.Invalid != "" || obs.unreachable != "" || obs.infoErr != nil {
 		return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
@@ -174,6 +175,15 @@ func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxI
 	}
 	if fi.Spec.Executor.EventSource == fluxjobv1.EventSourceJournal {
 		cfg.EventSource = fluxbridge.EventSourceJournal
+	}
+	if n := fi.Spec.Executor.MaxMessageBytes; n != nil {
+		cfg.MaxMessageSize = int(*n)
+	}
+	if d := fi.Spec.Executor.Keepalive; d != nil {
+		cfg.Keepalive = d.Duration
+	}
+	if d := fi.Spec.Executor.KeepaliveTimeout; d != nil {
+		cfg.KeepaliveTimeout = d.Duration
 	}
 	cfg.Default = fi.IsDefault()
 	if sel := fi.Spec.NamespaceSelector; sel != nil {
@@ -220,7 +230,8 @@ func (r *FluxInstanceReconciler) config(ctx context.Context, fi *fluxjobv1.FluxI
 		cfg.Invalid = err.Error()
 		return cfg, endpoint, ""
 	}
-	ident = append(ident, "workers", strconv.Itoa(cfg.Workers), "events", strconv.Itoa(int(cfg.EventSource)))
+	ident = append(ident, "workers", strconv.Itoa(cfg.Workers), "events", strconv.Itoa(int(cfg.EventSource)),
+		"max", strconv.Itoa(cfg.MaxMessageSize), "keepalive", cfg.Keepalive.String(), cfg.KeepaliveTimeout.String())
 	sum := sha256.New()
 	for _, s := range ident {
 		sum.Write([]byte(s))
@@ -288,8 +299,10 @@ type instanceObservation struct {
 	endpoint    string
 	connected   bool
 	unreachable string
-	info        broker.InstanceInfo
-	infoErr     error
+	reason      string // the broker broke the protocol: ProtocolReason
+
+	info    broker.InstanceInfo
+	infoErr error
 }
 
 // writeStatus computes fi's status from obs and patches it if it changed;
@@ -308,16 +321,26 @@ func (r *FluxInstanceReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.
 		status, reason, msg = metav1.ConditionFalse, fluxjobv1.ReasonInvalidConnection, obs.invalid
 	case obs.connected:
 		status, reason, msg = metav1.ConditionTrue, fluxjobv1.ReasonConnected, "Connected to the Flux broker"
+	case obs.unreachable != "" && obs.reason != "":
+		status, reason, msg = metav1.ConditionFalse, obs.reason, obs.unreachable
 	case obs.unreachable != "":
 		status, reason, msg = metav1.ConditionFalse, fluxjobv1.ReasonConnectFailed, obs.unreachable
 	default:
 		status, reason, msg = metav1.ConditionUnknown, fluxjobv1.ReasonConnecting, "Connecting to the Flux broker"
 	}
 	msg = fluxjobv1.Clip(msg, 32768)
-	for _, typ := range []string{fluxjobv1.InstanceConditionConnected, fluxjobv1.InstanceConditionReady} {
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg,
-			ObservedGeneration: fi.Generation, LastTransitionTime: now})
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fluxjobv1.InstanceConditionConnected, Status: status, Reason: reason, Message: msg,
+		ObservedGeneration: fi.Generation, LastTransitionTime: now})
+	// Ready also needs the broker to answer: a connection whose status
+	// read fails (a hung relay, a broker that stopped answering) is not
+	// ready even while it is still open (the keepalive closes it soon).
+	ready, readyReason, readyMsg := status, reason, msg
+	if obs.connected && obs.infoErr != nil {
+		ready, readyReason = metav1.ConditionFalse, fluxjobv1.ReasonBrokerUnresponsive
+		readyMsg = fluxjobv1.Clip("The broker does not answer the status read: "+obs.infoErr.Error(), 32768)
 	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fluxjobv1.InstanceConditionReady, Status: ready, Reason: readyReason, Message: readyMsg,
+		ObservedGeneration: fi.Generation, LastTransitionTime: now})
 	if obs.connected && obs.infoErr == nil {
 		st.Version, st.Size, st.Queues = obs.info.Version, obs.info.Size, obs.info.Queues
 		jobs := obs.info.Jobs

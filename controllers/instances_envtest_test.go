@@ -618,3 +618,56 @@ func (h *harness) createMiniCluster(ns, name string) types.UID {
 	}
 	return job.UID
 }
+
+// TestEnvtestInstanceHostileBroker: a broker that turns hostile (issue 19:
+// a message over the instance's cap, then bytes that are not Flux messages)
+// loses its connection with the reason in the FluxInstance's Connected and
+// Ready conditions; the FluxJobs on it say FluxReachable=False and keep
+// their phase; another instance's FluxJob runs to its end meanwhile; once
+// the broker is sane again the instance is Ready and its FluxJob finishes.
+func TestEnvtestInstanceHostileBroker(t *testing.T) {
+	h := newHarness(t, testbroker.Options{TimeScale: 0.01}, Options{UnreachableRetry: 200 * time.Millisecond})
+	brokerA, brokerB := h.broker, h.newBroker(testbroker.Options{TimeScale: 0.01})
+	a := h.createInstanceWith("a", fluxjobv1.FluxInstanceConnection{URI: brokerA.URI()}, &metav1.LabelSelector{}, true)
+	b := h.createInstance("b", brokerB, &metav1.LabelSelector{}, false)
+	var fi fluxjobv1.FluxInstance
+	if err := h.c.Get(context.Background(), types.NamespacedName{Name: a}, &fi); err != nil {
+		t.Fatal(err)
+	}
+	fi.Spec.Executor.MaxMessageBytes = ptrTo(int32(1 << 20))
+	fi.Spec.Executor.Keepalive = &metav1.Duration{Duration: time.Second}
+	fi.Spec.Executor.KeepaliveTimeout = &metav1.Duration{Duration: 2 * time.Second}
+	if err := h.c.Update(context.Background(), &fi); err != nil {
+		t.Fatal(err)
+	}
+	h.startWithInstances()
+
+	h.create("on-a", cmdSpec("sleep", "600")) // 6s at TimeScale 0.01
+	h.waitPhase("on-a", fluxjobv1.PhaseRunning, 30*time.Second)
+	for _, tc := range []struct {
+		mode   testbroker.Hostile
+		reason string
+	}{
+		{testbroker.HostileOversized, fluxjobv1.ReasonMessageTooLarge},
+		{testbroker.HostileGarbage, fluxjobv1.ReasonMalformedMessage},
+	} {
+		brokerA.SetHostile(tc.mode)
+		h.waitInstance(a, 30*time.Second, "Connected=False/"+tc.reason, func(fi *fluxjobv1.FluxInstance) bool {
+			s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected)
+			rs, rr := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
+			return s == metav1.ConditionFalse && r == tc.reason && rs == metav1.ConditionFalse && rr == tc.reason
+		})
+		obj := h.waitFor("on-a", 30*time.Second, "FluxReachable=False",
+			conditionIs(fluxjobv1.ConditionFluxReachable, metav1.ConditionFalse, fluxjobv1.ReasonFluxUnreachable))
+		if obj.Status.Phase != fluxjobv1.PhaseRunning {
+			t.Fatalf("%s: on-a is %s while its broker is hostile, want Running", tc.mode, obj.Status.Phase)
+		}
+		// The other instance is untouched.
+		name := "on-b-" + tc.mode.String()
+		h.create(name, onInstance(b, "true"))
+		h.waitPhase(name, fluxjobv1.PhaseSucceeded, 30*time.Second)
+		brokerA.SetHostile(testbroker.HostileNone)
+		h.waitInstance(a, 30*time.Second, "Ready again", instanceReady)
+	}
+	h.waitPhase("on-a", fluxjobv1.PhaseSucceeded, 60*time.Second)
+}

@@ -49,6 +49,15 @@ const (
 	ReasonConnecting = "Connecting"
 	// ReasonConnectFailed: connecting failed or the connection was lost; the message has the error.
 	ReasonConnectFailed = "ConnectFailed"
+	// ReasonBrokerUnresponsive: the broker stopped answering (the keepalive's round trip or the
+	// status read timed out); the connection is closed and dialled again.
+	ReasonBrokerUnresponsive = "BrokerUnresponsive"
+	// ReasonMessageTooLarge: the broker sent a message over spec.executor.maxMessageBytes; the
+	// connection was closed before the message was read.
+	ReasonMessageTooLarge = "MessageTooLarge"
+	// ReasonMalformedMessage: the broker sent bytes that are not Flux messages; the connection
+	// was closed.
+	ReasonMalformedMessage = "MalformedMessage"
 	// ReasonInvalidConnection: spec.connection cannot be used (the message says why: a Secret
 	// missing, no pod matching, a transport this manager was built without...). The manager
 	// retries when the spec or what it refers to changes.
@@ -242,6 +251,8 @@ const (
 )
 
 // FluxInstanceExecutor tunes the instance's executor.
+// +kubebuilder:validation:XValidation:rule="!has(self.keepalive) || duration(self.keepalive) >= duration('1s')",message="keepalive must be at least 1s"
+// +kubebuilder:validation:XValidation:rule="!has(self.keepaliveTimeout) || duration(self.keepaliveTimeout) >= duration('1s')",message="keepaliveTimeout must be at least 1s"
 type FluxInstanceExecutor struct {
 	// Workers is the number of executor workers, each with its own broker connection. Default 2.
 	// +optional
@@ -251,6 +262,22 @@ type FluxInstanceExecutor struct {
 	// EventSource is how jobs are followed: Eventlog (default) or Journal (owner only).
 	// +optional
 	EventSource EventSourceName `json:"eventSource,omitempty"`
+	// MaxMessageBytes is the largest message accepted from the broker (default 4 MiB). A broker
+	// is untrusted input: a larger message ends the connection with reason MessageTooLarge
+	// instead of costing the manager its memory. Lower it for instances you trust less.
+	// +optional
+	// +kubebuilder:validation:Minimum=65536
+	// +kubebuilder:validation:Maximum=67108864
+	MaxMessageBytes *int32 `json:"maxMessageBytes,omitempty"`
+	// Keepalive is how often each connection to the broker is checked with a round trip
+	// (broker.ping, allowed to guests too); a broker that does not answer within
+	// KeepaliveTimeout is disconnected (reason BrokerUnresponsive) and dialled again.
+	// Default 15s.
+	// +optional
+	Keepalive *metav1.Duration `json:"keepalive,omitempty"`
+	// KeepaliveTimeout bounds the keepalive's round trip. Default 10s.
+	// +optional
+	KeepaliveTimeout *metav1.Duration `json:"keepaliveTimeout,omitempty"`
 }
 
 // FluxInstanceSpec is a Flux instance the manager submits FluxJobs to.

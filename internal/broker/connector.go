@@ -48,6 +48,30 @@ type ConnectorOptions struct {
 	// Instance names the Flux instance in metrics (label instance) and
 	// logs. Empty means "default".
 	Instance string
+	// MaxMessageSize is the largest message accepted from the broker
+	// (flux.WithMaxMessageSize); 0 means flux.DefaultMaxMessageSize.
+	MaxMessageSize int
+	// Keepalive and KeepaliveTimeout check every connection with a round
+	// trip (flux.WithKeepalive): a broker that stops answering is
+	// disconnected and dialled again. Zero means
+	// flux.DefaultKeepaliveInterval and flux.DefaultKeepaliveTimeout; a
+	// negative Keepalive turns the check off.
+	Keepalive, KeepaliveTimeout time.Duration
+}
+
+// dialOptions are the options of every connection: the transport's, then
+// the bounds a broker's answers must keep.
+func (o ConnectorOptions) dialOptions() []flux.Option {
+	opts := append([]flux.Option{}, o.DialOptions...)
+	opts = append(opts, flux.WithMaxMessageSize(o.MaxMessageSize))
+	if o.Keepalive >= 0 {
+		interval := o.Keepalive
+		if interval == 0 {
+			interval = flux.DefaultKeepaliveInterval
+		}
+		opts = append(opts, flux.WithKeepalive(interval, o.KeepaliveTimeout))
+	}
+	return opts
 }
 
 // Connector owns the shared fluxbridge.Executor and a control
@@ -151,6 +175,19 @@ func (c *Connector) State() (connected bool, unreachable string) {
 	return false, c.lastErr.Error()
 }
 
+// Reason is why the connection is not there, as a condition reason: the
+// broker broke a rule of the protocol (flux.ProtocolReason: MessageTooLarge,
+// MalformedMessage, BrokerUnresponsive), else "" (not connected for an
+// ordinary reason, or connected).
+func (c *Connector) Reason() string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.exec != nil || c.lastErr == nil {
+		return ""
+	}
+	return flux.ProtocolReason(c.lastErr)
+}
+
 // Ready is a healthz.Checker: nil while the executor is connected.
 func (c *Connector) Ready(_ *http.Request) error {
 	_, _, err := c.Get()
@@ -201,13 +238,14 @@ func (c *Connector) Start(ctx context.Context) error {
 func (c *Connector) connect(ctx context.Context) (*fluxbridge.Executor, *flux.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
-	ctl, err := flux.Dial(dctx, c.opts.URI, c.opts.DialOptions...)
+	dial := c.opts.dialOptions()
+	ctl, err := flux.Dial(dctx, c.opts.URI, dial...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the Flux broker: %w", err)
 	}
 	exec, err := fluxbridge.NewExecutor(dctx, fluxbridge.ExecutorOptions{
 		Workers: c.opts.Workers, URI: c.opts.URI, Logger: c.opts.Logger, NamePrefix: "fluxjob-executor",
-		DialOptions: c.opts.DialOptions, EventSource: c.opts.EventSource,
+		DialOptions: dial, EventSource: c.opts.EventSource,
 	})
 	if err != nil {
 		_ = ctl.Close()

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/labels"
@@ -29,6 +30,10 @@ type Config struct {
 	Workers int
 	// EventSource is how the executor follows jobs.
 	EventSource fluxbridge.EventSource
+	// MaxMessageSize, Keepalive and KeepaliveTimeout are the connector's
+	// bounds on the broker's answers (ConnectorOptions).
+	MaxMessageSize              int
+	Keepalive, KeepaliveTimeout time.Duration
 	// Key identifies the connection settings: a config whose Key differs
 	// from the running one replaces the connector (a new connection);
 	// an equal Key keeps it. Empty means URI.
@@ -50,7 +55,7 @@ func (c Config) key() string {
 	if c.Key != "" {
 		return c.Key
 	}
-	return fmt.Sprintf("%s|%d|%d", c.URI, c.Workers, c.EventSource)
+	return fmt.Sprintf("%s|%d|%d|%d|%s|%s", c.URI, c.Workers, c.EventSource, c.MaxMessageSize, c.Keepalive, c.KeepaliveTimeout)
 }
 
 // instanceEntry is one instance in the registry.
@@ -168,6 +173,12 @@ func (r *Registry) Set(name string, cfg Config) bool {
 	if cfg.Invalid == "" {
 		opts := r.opts
 		opts.URI, opts.Workers, opts.DialOptions, opts.EventSource = cfg.URI, max(cfg.Workers, 1), cfg.DialOptions, cfg.EventSource
+		if cfg.MaxMessageSize != 0 {
+			opts.MaxMessageSize = cfg.MaxMessageSize
+		}
+		if cfg.Keepalive != 0 {
+			opts.Keepalive, opts.KeepaliveTimeout = cfg.Keepalive, cfg.KeepaliveTimeout
+		}
 		opts.Logger = r.opts.Logger.WithValues("instance", name)
 		opts.Instance = name
 		e.conn = NewConnector(opts)
