@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/munge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/munge/mungetest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
@@ -57,7 +58,16 @@ func TestSubmitSigner(t *testing.T) {
 	}
 
 	d := mungetest.Start(t, mungetest.Options{})
-	signer := MungeSigner(c, d.Socket) // local:// Conn: munged here
+	// munged is reached beside the broker: through a local:// Conn's host
+	// (a stream transport has none, FLUXBRIDGE_TEST_TRANSPORT or not).
+	lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+	local, err := flux.Dial(lctx, fb.uri)
+	lcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = local.Close() })
+	signer := MungeSigner(local, d.Socket)
 	done := make(chan error, 1)
 	if err := StartSubmit(ctx, c, spec, SubmitOptions{Signer: signer}, func(id ID, err error) { done <- err }); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 )
 
@@ -315,8 +316,12 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 // ctxOr returns ctx's error, wrapping err, once ctx has ended (the
 // connection was closed because of it), else err.
 func ctxOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// the connection's deadline is ctx's, and can fire first
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}
 	return err
 }
