@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,11 +39,12 @@ import (
 // What needs root: starting the broker as another user, the setuid IMP,
 // running the client as another uid, and a private mount namespace for the
 // broker. In that namespace /run is a tmpfs whose /run/munge is the test
-// munged's directory (flux-security's installed configuration, which the
-// job shell uses, names munged's default socket), and a home directory the
-// guest cannot traverse (the build cache under /root) is replaced by one it
-// can, with the cache bind-mounted back. Nothing outside the test's
-// temporary directory is changed.
+// munged's directory (flux-security names munged's default socket), a home
+// directory the guest cannot traverse (the build cache under /root) is
+// replaced by one it can, with the cache bind-mounted back, and the
+// flux-security installation's etc/flux, where the IMP and libflux-security
+// read their configuration (compiled-in paths), holds this test's. Nothing
+// outside the test's temporary directory is changed.
 
 const (
 	guestUID  = 65534
@@ -59,7 +59,7 @@ type guestInstance struct {
 	munged  *mungetest.Daemon
 	client  string // guestclient, runnable by the guest
 	base    string // the test's directory
-	impConf string // the IMP's configuration file ("" without an IMP)
+	impConf string // flux-security's [sign] configuration file ("" without an IMP)
 	owner   *flux.Conn
 }
 
@@ -84,25 +84,16 @@ func needGuestInstance(t *testing.T) {
 	}
 }
 
-// testIMP returns a flux-security build tree's test IMP (src/imp/flux-imp:
-// the build of flux-imp that reads its configuration from
-// $FLUX_IMP_CONFIG_PATTERN; the installed one only reads its compiled-in
-// path): $FLUX_TEST_IMP, else one under the build cache. "" if none.
-func testIMP() string {
-	if p := os.Getenv("FLUX_TEST_IMP"); p != "" {
-		return p
+// securityPrefixOf returns the flux-security installation flux-core at
+// prefix was built against: the file flux-security-prefix that
+// hack/flux-core.sh writes, else $FLUX_SECURITY_PREFIX. "" if unknown.
+func securityPrefixOf(prefix string) string {
+	if b, err := os.ReadFile(filepath.Join(prefix, "flux-security-prefix")); err == nil {
+		if p := strings.TrimSpace(string(b)); p != "" {
+			return p
+		}
 	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	m, _ := filepath.Glob(filepath.Join(cache, "fluxjob-operator", "flux-security-0.15.0-*", "src", "flux-security-0.15.0", "src", "imp", "flux-imp"))
-	sort.Strings(m)
-	if len(m) == 0 {
-		return ""
-	}
-	return m[len(m)-1]
+	return os.Getenv("FLUX_SECURITY_PREFIX")
 }
 
 // hiddenAncestors returns, for each path, its first ancestor others cannot
@@ -130,17 +121,15 @@ func hiddenAncestors(paths ...string) map[string]string {
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // impConfig is the IMP's configuration: who may use it (the instance
-// owner), which shell it runs, and the [sign] table it verifies J with.
-func impConfig(shell string, maxTTL int) string {
-	return fmt.Sprintf(`[exec]
-allowed-users = [ %q ]
-allowed-shells = [ %q ]
+// owner) and which shell it runs.
+func impConfig(shell string) string {
+	return fmt.Sprintf("[exec]\nallowed-users = [ %q ]\nallowed-shells = [ %q ]\n", ownerName, shell)
+}
 
-[sign]
-max-ttl = %d
-default-type = "munge"
-allowed-types = [ "munge" ]
-`, ownerName, shell, maxTTL)
+// signConfig is flux-security's [sign] table, what the IMP and the job
+// shell verify J with (flux-security's shipped one, with max-ttl).
+func signConfig(maxTTL int) string {
+	return fmt.Sprintf("[sign]\nmax-ttl = %d\ndefault-type = \"munge\"\nallowed-types = [ \"munge\" ]\n", maxTTL)
 }
 
 func startGuestInstance(t *testing.T) *guestInstance {
@@ -201,8 +190,13 @@ func startGuestInstance(t *testing.T) *guestInstance {
 
 	brokerConf := "[access]\nallow-guest-user = true\nallow-root-owner = true\n"
 	env := []string{"HOME=" + home, "TMPDIR=" + tmp, "PATH=" + filepath.Dir(fluxBin) + ":/usr/bin:/bin", "FLUX_URI="}
-	if imp := testIMP(); imp != "" {
-		// A setuid-root copy of the test IMP, and its configuration.
+	// The IMP: a setuid-root copy of the flux-security installation's
+	// flux-imp. Its configuration paths are compiled in (under the
+	// installation's etc/flux); the namespace below mounts this test's
+	// imp/conf.d and security/conf.d there.
+	sec := securityPrefixOf(prefix)
+	var secEtc string
+	if imp := filepath.Join(sec, "libexec", "flux", "flux-imp"); sec != "" && fileExists(imp) {
 		impDir := mkdir("imp", 0o755, 0, 0)
 		data, err := os.ReadFile(imp)
 		if err != nil {
@@ -215,12 +209,16 @@ func startGuestInstance(t *testing.T) *guestInstance {
 		if err := os.Chmod(impPath, 0o755|os.ModeSetuid); err != nil {
 			t.Fatal(err)
 		}
-		g.impConf = filepath.Join(mkdir("impconf", 0o755, 0, 0), "imp.toml")
+		impConfDir := mkdir("impconf", 0o755, 0, 0)
+		if err := os.WriteFile(filepath.Join(impConfDir, "imp.toml"), []byte(impConfig(shell)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		g.impConf = filepath.Join(mkdir("secconf", 0o755, 0, 0), "sign.toml")
 		g.setIMPMaxTTL(t, 60)
 		brokerConf += fmt.Sprintf("[exec]\nimp = %q\n", impPath)
-		env = append(env, "FLUX_IMP_CONFIG_PATTERN="+filepath.Join(filepath.Dir(g.impConf), "*.toml"))
+		secEtc = filepath.Join(sec, "etc", "flux")
 	} else {
-		t.Log("no test IMP found (FLUX_TEST_IMP, or a flux-security build tree in the cache): guest jobs are accepted but cannot run")
+		t.Logf("no flux-imp in the flux-security installation (%q): guest jobs are accepted but cannot run", sec)
 	}
 	if err := os.WriteFile(filepath.Join(conf, "access.toml"), []byte(brokerConf), 0o644); err != nil {
 		t.Fatal(err)
@@ -235,6 +233,15 @@ func startGuestInstance(t *testing.T) *guestInstance {
 		i++
 		script += fmt.Sprintf("mount --bind %s %s\nmount -t tmpfs -o mode=0711 tmpfs %s\nmkdir -p %s\nmount --bind %s %s\n",
 			shellQuote(child), shellQuote(keep), shellQuote(anc), shellQuote(child), shellQuote(keep), shellQuote(child))
+	}
+	if secEtc != "" {
+		// etc/flux becomes a tmpfs holding this test's configuration.
+		keep := mkdir("keepetc", 0o700, 0, 0)
+		q := func(p string) string { return shellQuote(filepath.Join(secEtc, p)) }
+		script += fmt.Sprintf("mount --bind %s %s\nmount -t tmpfs -o mode=0755 tmpfs %s\nmkdir -p %s %s\nmount --bind %s %s\nmount --bind %s %s\n",
+			q(""), shellQuote(keep), q(""), q("security/conf.d"), q("imp/conf.d"),
+			shellQuote(filepath.Dir(g.impConf)), q("security/conf.d"),
+			shellQuote(filepath.Join(base, "impconf")), q("imp/conf.d"))
 	}
 	script += fmt.Sprintf("exec setpriv --reuid=%d --regid=%d --clear-groups \"$@\"\n", ouid, ogid)
 
@@ -261,17 +268,18 @@ func startGuestInstance(t *testing.T) *guestInstance {
 	return g
 }
 
+// setIMPMaxTTL rewrites the [sign] configuration the IMP and the job
+// shell read (each reads it afresh per job).
 func (g *guestInstance) setIMPMaxTTL(t *testing.T, maxTTL int) {
 	t.Helper()
-	shell := ""
-	if fluxBin, err := exec.LookPath("flux"); err == nil {
-		if p, err := filepath.EvalSymlinks(fluxBin); err == nil {
-			shell = filepath.Join(filepath.Dir(filepath.Dir(p)), "libexec", "flux", "flux-shell")
-		}
-	}
-	if err := os.WriteFile(g.impConf, []byte(impConfig(shell, maxTTL)), 0o644); err != nil {
+	if err := os.WriteFile(g.impConf, []byte(signConfig(maxTTL)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // guestResult is what guestclient printed.
