@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,20 +24,16 @@ const kindCluster = "fluxjob-e2e"
 // kindImage is the manager image built and loaded into kind.
 const kindImage = "fluxjob-operator:e2e"
 
-// kindNamespace and kindDeployment are where config/default puts the
-// manager (namespace and namePrefix of config/default/kustomization.yaml).
-const (
-	kindNamespace  = "fluxjob-system"
-	kindDeployment = "deploy/fluxjob-controller-manager"
-	// kindJobNamespace is the one namespace config/default lets the
-	// manager watch and run jobs from (manager_namespaces_patch.yaml).
-	kindJobNamespace = "fluxjob-jobs"
-)
+// kindNode is the container of the kind cluster's node (kind names it
+// <cluster>-control-plane).
+const kindNodeSuffix = "-control-plane"
 
 // kindTarget is a kind cluster running config/default: the manager and its
 // Flux sidecar, a real flux-core broker.
 type kindTarget struct {
 	kubeconfig string
+	name       string // the kind cluster
+	pluginBin  string // kubectl-fluxjob, built by the test
 }
 
 func (k *kindTarget) kubectl(ctx context.Context, args ...string) ([]byte, error) {
@@ -51,8 +46,37 @@ func (k *kindTarget) kubectlInput(ctx context.Context, stdin io.Reader, args ...
 
 // flux runs the flux command in the sidecar.
 func (k *kindTarget) flux(ctx context.Context, args ...string) ([]byte, error) {
-	return k.kubectl(ctx, append([]string{"exec", "-n", kindNamespace, kindDeployment, "-c", "flux", "--", "flux"}, args...)...)
+	return k.kubectl(ctx, append([]string{"exec", "-n", deployNamespace, deployDeployment, "-c", "flux", "--", "flux"}, args...)...)
 }
+
+// realFlux is true: the sidecar is the public flux-core image.
+func (k *kindTarget) realFlux() bool { return true }
+
+func (k *kindTarget) images() map[string]string {
+	return map[string]string{"controller:latest": kindImage}
+}
+
+// killContainer stops the container with no grace period (SIGKILL) through
+// the CRI, with crictl in the kind node's container.
+func (k *kindTarget) killContainer(ctx context.Context, containerID string) error {
+	_, id, _ := strings.Cut(containerID, "://")
+	_, err := run(ctx, nil, "docker", "exec", k.name+kindNodeSuffix, "crictl", "stop", "--timeout", "0", id)
+	return err
+}
+
+func (k *kindTarget) plugin(ctx context.Context, stdout io.Writer, args ...string) error {
+	cmd := exec.CommandContext(ctx, k.pluginBin, append([]string{"--kubeconfig", k.kubeconfig}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("kubectl-fluxjob %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// prepareClaim does nothing: kind's default StorageClass provisions the
+// claim.
+func (k *kindTarget) prepareClaim(context.Context) error { return nil }
 
 func (k *kindTarget) fluxEvents(ctx context.Context, id job.ID) ([]job.Event, error) {
 	// `flux job eventlog --format=json` prints one RFC 18 event per line.
@@ -95,9 +119,9 @@ func kindMissing(ctx context.Context) string {
 	return ""
 }
 
-// TestKind runs the e2e scenario on a kind cluster, as users run it in
-// their CI: build and load the image, apply config/default, apply the
-// samples. It is skipped, with the reason, where Docker or kind is
+// TestKind runs the deployed scenarios (runDeployed, shared with TestNode)
+// on a kind cluster, as users run them in their CI: build and load the
+// image, apply config/default, then the samples and the rest. It is skipped, with the reason, where Docker or kind is
 // missing; TestLocal covers the same scenario there.
 func TestKind(t *testing.T) {
 	if testing.Short() {
@@ -127,45 +151,34 @@ func TestKind(t *testing.T) {
 	if err := os.WriteFile(kc, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tg := &kindTarget{kubeconfig: kc}
+	tg := &kindTarget{kubeconfig: kc, name: name, pluginBin: filepath.Join(t.TempDir(), "kubectl-fluxjob")}
+	if err := buildGo(ctx, tg.pluginBin, "./cmd/kubectl-fluxjob"); err != nil {
+		t.Fatal(err)
+	}
 
 	mustRun(ctx, t, "docker", "build", "-t", kindImage, root)
 	mustRun(ctx, t, "kind", "load", "docker-image", kindImage, "--name", name)
-	manifests, err := tg.kubectl(ctx, "kustomize", filepath.Join(root, "config", "default"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifests = bytes.ReplaceAll(manifests, []byte("image: controller:latest"), []byte("image: "+kindImage))
-	// config/default serves kindJobNamespace only; the pod-instance
-	// scenario's namespace is added as a user would edit
-	// manager_namespaces_patch.yaml.
-	podNS := "e2e-pod-" + strconv.FormatInt(time.Now().Unix(), 36)
-	for _, flag := range []string{"--watch-namespaces=", "--allowed-namespaces="} {
-		manifests = bytes.ReplaceAll(manifests, []byte(flag+kindJobNamespace), []byte(flag+kindJobNamespace+","+podNS))
-	}
-	if _, err := tg.kubectlInput(ctx, bytes.NewReader(manifests), "apply", "--server-side", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tg.kubectl(ctx, "wait", "-n", kindNamespace, kindDeployment, "--for=condition=Available", "--timeout=300s"); err != nil {
-		logs, _ := tg.kubectl(ctx, "logs", "-n", kindNamespace, kindDeployment, "--all-containers")
-		t.Fatalf("%v\n%s", err, logs)
-	}
-	ns := kindJobNamespace
-	runScenario(ctx, t, tg, ns)
+	// The pod-instance scenario's namespace is served too, as a user would
+	// edit manager_namespaces_patch.yaml.
+	podNS := uniqueNamespace("e2e-pod-")
+	deploy(ctx, t, tg, renderDeployment(ctx, t, tg, "default", podNS))
+	runDeployed(ctx, t, tg, podNS)
+}
 
-	// A FluxJob looks for the manager's credentials from where every job
-	// runs, the flux sidecar, and must find none (tokenProbe).
-	if _, err := tg.kubectlInput(ctx, strings.NewReader(tokenProbe), "apply", "-n", ns, "-f", "-"); err != nil {
-		t.Fatal(err)
+// buildGo builds package pkg of the repository into out (static, as for an
+// image).
+func buildGo(ctx context.Context, out, pkg string) error {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		return err
 	}
-	if _, err := tg.kubectl(ctx, "wait", "-n", ns, "fluxjob/token-probe", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s"); err != nil {
-		fj := getFluxJob(ctx, t, tg, ns, "token-probe")
-		out, _ := tg.flux(ctx, "job", "attach", fj.Status.JobIDF58)
-		t.Fatalf("the token probe did not succeed (phase %s, %s): the job can reach credentials: %v\n%s", fj.Status.Phase, fj.Status.Message, err, out)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w: %s", pkg, err, b)
 	}
-	t.Run("FluxInstance of kind pod", func(t *testing.T) {
-		runPodInstanceScenario(ctx, t, tg, podNS)
-	})
+	return nil
 }
 
 // run runs a command and returns its stdout, or an error with its stderr.

@@ -18,7 +18,8 @@ const (
 )
 
 // podInstanceBroker is a Flux broker in a pod of its own (the sidecar's
-// image and start-up, config/manager/manager.yaml), not the manager's
+// image, replaced as the target's images() say, and start-up,
+// config/manager/manager.yaml), not the manager's
 // sidecar: the manager can reach it only through pods/exec.
 const podInstanceBroker = `
 apiVersion: v1
@@ -105,12 +106,16 @@ spec:
 // instance: the manager connects with `flux relay` through pods/exec
 // (package podexec), the instance becomes Ready, the FluxJob runs on that
 // broker (not the sidecar) and ends with its exit status.
-func runPodInstanceScenario(ctx context.Context, t *testing.T, k *kindTarget, ns string) {
+func runPodInstanceScenario(ctx context.Context, t *testing.T, k deployed, ns string) {
 	t.Helper()
 	if out, err := k.kubectl(ctx, "get", "crd", "fluxinstances.fluxjob.io", "-o", "name"); err != nil || len(out) == 0 {
 		t.Skipf("the FluxInstance CRD is not installed by config/default (%v): the pod-instance scenario needs the FluxInstance API", err)
 	}
-	if _, err := k.kubectlInput(ctx, strings.NewReader(podInstanceBroker), "apply", "-f", "-"); err != nil {
+	broker := podInstanceBroker
+	if img, ok := k.images()[upstreamFluxImage]; ok {
+		broker = strings.ReplaceAll(broker, "image: "+upstreamFluxImage, "image: "+img)
+	}
+	if _, err := k.kubectlInput(ctx, strings.NewReader(broker), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
