@@ -20,6 +20,9 @@ SHELL = /usr/bin/env bash -o pipefail
 # Where the tools are installed.
 LOCALBIN ?= $(CURDIR)/bin
 ENVTEST_BIN_DIR ?= $(LOCALBIN)/k8s
+# kubelet, kube-controller-manager and kube-scheduler for the real-node e2e
+# (hack/node-bins.sh), cached outside the checkout.
+NODE_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/fluxjob-operator/k8s-node
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUBECTL ?= $(ENVTEST_BIN_DIR)/kubectl
@@ -37,6 +40,7 @@ export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 2m
 export KUBEBUILDER_CONTROLPLANE_STOP_TIMEOUT ?= 1m
 export CONTROLLER_GEN
 export KUBECTL
+export NODE_BIN_DIR
 export MANAGER_BIN
 export IMG
 
@@ -93,7 +97,7 @@ fmt-check: ## Fail if a Go file is not gofmt-formatted (changes nothing).
 # instead of raw system calls), then the client, job and executor tests over
 # the stream transports: an in-memory pipe and relay processes
 # (fluxbridge/flux/fluxtest).
-test: fmt-check vet controller-gen envtest $(if $(wildcard main.go),build-manager) ## Run every test in the repo (unit, envtest, local e2e, real flux-core, fuzz seed corpora, generated-file staleness) with -race.
+test: fmt-check vet controller-gen envtest node-bins $(if $(wildcard main.go),build-manager) ## Run every test in the repo (unit, envtest, local e2e, real-node e2e, real flux-core, fuzz seed corpora, generated-file staleness) with -race.
 	@fluxbin="$$(bash hack/flux-core.sh --for-test)"; \
 	if [[ -n "$$fluxbin" ]]; then \
 		export PATH="$$fluxbin:$$PATH"; echo "make test: flux from $$fluxbin"; \
@@ -150,6 +154,10 @@ docker-build: ## Build the manager's container image (IMG). Needs a Docker engin
 
 $(LOCALBIN):
 	mkdir -p "$(LOCALBIN)"
+
+.PHONY: node-bins
+node-bins: ## Build kubelet, kube-controller-manager and kube-scheduler from source into NODE_BIN_DIR (the real-node e2e, hack/node.sh).
+	bash hack/node-bins.sh >/dev/null
 
 .PHONY: envtest
 envtest: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s (KUBEBUILDER_ASSETS).

@@ -198,6 +198,12 @@ do_down() {
 	if ip netns list 2>/dev/null | grep -q "^$NS\\b"; then
 		ip netns del "$NS" || rc=1
 	fi
+	if [[ -f "$STATE/absent-netnsmount" ]] && [[ -z "$(ls -A /run/netns 2>/dev/null)" ]]; then
+		while grep -q ' /run/netns ' /proc/self/mountinfo; do
+			umount /run/netns || break
+		done
+	fi
+	if [[ -f "$STATE/absent-netnsdir" ]]; then rmdir /run/netns 2>/dev/null || true; fi
 	# cgroups, deepest first (a cgroup directory is removed with rmdir).
 	for c in "${CGROUP_CONTROLLERS[@]}"; do
 		d="/sys/fs/cgroup/$c/$CGROOT"
@@ -256,19 +262,25 @@ for pair in /var/lib/kubelet:kubelet /var/log/containers:logcontainers /var/log/
 	[[ -e "${pair%%:*}" ]] || touch "$STATE/absent-${pair##*:}"
 done
 ls /run/netns 2>/dev/null >"$STATE/netns-before" || true
+# `ip netns add` makes /run/netns a mount point (a bind mount of itself) the
+# first time; down undoes that when up did it.
+[[ -d /run/netns ]] || touch "$STATE/absent-netnsdir"
+grep -q ' /run/netns ' /proc/self/mountinfo || touch "$STATE/absent-netnsmount"
 
 trap 'rc=$?; if [[ $rc -ne 0 ]]; then log "up failed; tearing down (logs in $DIR/logs)"; do_down || true; fi' EXIT
 
 start=$SECONDS
 
-# ---- network namespace: a dummy interface for the node, a bridge for pods,
-# no route anywhere else (a default route into the dummy device drops
-# everything that is not local).
+# ---- network namespace: the node's interface is one end of a veth pair
+# whose other end is in the namespace too (the dummy driver is not always
+# there), a bridge for pods, and no route anywhere else: the default route
+# leads into the pair, whose far end forwards nothing.
 ip netns add "$NS"
 ip -n "$NS" link set lo up
-ip -n "$NS" link add node0 type dummy
+ip -n "$NS" link add node0 type veth peer name node0-end
 ip -n "$NS" addr add "$NODE_NET" dev node0
 ip -n "$NS" addr add "$SERVICE_IP/32" dev node0
+ip -n "$NS" link set node0-end up
 ip -n "$NS" link set node0 up
 ip -n "$NS" route add default dev node0
 

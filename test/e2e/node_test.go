@@ -23,7 +23,47 @@ const (
 	nodeManagerImage    = "fluxjob.local/manager:e2e"
 	nodeTestBrokerImage = "fluxjob.local/flux-testbroker:e2e"
 	nodePauseImage      = "fluxjob.local/pause:e2e"
+	nodeFluxCoreImage   = "fluxjob.local/flux-core:e2e"
 )
+
+// fluxCorePrefix returns the flux-core build to make the flux image from:
+// $NODE_FLUX_PREFIX, else the prefix of the flux on PATH when it is a
+// hack/flux-core.sh build (its prefix names its flux-security build in the
+// file flux-security-prefix; a system flux under /usr is not copied into
+// an image). "" means none: the flux container runs the test broker.
+func fluxCorePrefix() string {
+	if p := os.Getenv("NODE_FLUX_PREFIX"); p != "" {
+		return p
+	}
+	bin, err := exec.LookPath("flux")
+	if err != nil {
+		return ""
+	}
+	if bin, err = filepath.EvalSymlinks(bin); err != nil {
+		return ""
+	}
+	prefix := filepath.Dir(filepath.Dir(bin))
+	if _, err := os.Stat(filepath.Join(prefix, "flux-security-prefix")); err != nil {
+		return ""
+	}
+	return prefix
+}
+
+// buildFluxCoreImage writes the flux-core image (hack/flux-image.sh: a
+// Debian root file system from debootstrap and the build at prefix).
+func buildFluxCoreImage(ctx context.Context, dir, prefix string) (string, error) {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "flux-core.tar")
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "flux-image.sh"), out, nodeFluxCoreImage, prefix)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("hack/flux-image.sh: %w: %s", err, b)
+	}
+	return out, nil
+}
 
 // busyboxApplets are the programs of the test-broker image besides flux: a
 // shell and what the scenarios' shell scripts and podexec's relay command
@@ -202,7 +242,9 @@ func copyFile(src, dst string) error {
 // kube-controller-manager, kube-scheduler, containerd, runc and a kubelet
 // v1.37.2 in a network namespace of its own; the test builds the manager,
 // test-broker and pause images without Docker or a registry (hack/image),
-// imports them, applies config/default with only the image names changed,
+// and a flux-core image when a flux-core build is available
+// (hack/flux-image.sh; the flux container then runs flux-core, else the
+// test broker), imports them, applies config/default with only the image names changed,
 // runs every scenario through the real kubelet (exec, logs, probes,
 // restarts), tears the node down and checks that nothing is left behind.
 // It needs root and containerd, runc and the CNI plugins (Debian
@@ -221,7 +263,18 @@ func TestNode(t *testing.T) {
 	if err != nil {
 		requireRealParts(t, err)
 	}
-	t.Logf("binaries and images built in %v", time.Since(begin).Round(time.Second))
+	fluxImage, fluxCore := nodeTestBrokerImage, false
+	if prefix := fluxCorePrefix(); prefix != "" {
+		tarball, err := buildFluxCoreImage(ctx, work, prefix)
+		if err != nil {
+			t.Fatalf("flux-core is available (%s) but its image cannot be made: %v", prefix, err)
+		}
+		tarballs = append(tarballs, tarball)
+		fluxImage, fluxCore = nodeFluxCoreImage, true
+	} else {
+		t.Log("no flux-core build (hack/flux-core.sh, or NODE_FLUX_PREFIX): the flux container runs the test broker")
+	}
+	t.Logf("binaries and images built in %v; flux container: %s", time.Since(begin).Round(time.Second), fluxImage)
 
 	var logw bytes.Buffer
 	n, err := cluster.StartNode(ctx, os.TempDir(), &logw)
@@ -250,7 +303,7 @@ func TestNode(t *testing.T) {
 	if err := n.Import(ctx, tarballs...); err != nil {
 		t.Fatal(err)
 	}
-	tg := &nodeTarget{n: n, pluginBin: filepath.Join(work, "kubectl-fluxjob"), fluxImage: nodeTestBrokerImage}
+	tg := &nodeTarget{n: n, pluginBin: filepath.Join(work, "kubectl-fluxjob"), fluxImage: fluxImage, fluxCore: fluxCore}
 	podNS := uniqueNamespace("e2e-pod-")
 	deploy(ctx, t, tg, renderDeployment(ctx, t, tg, "default", podNS))
 	t.Logf("manager Ready %v after the start", time.Since(begin).Round(time.Second))
