@@ -132,9 +132,9 @@ node_pids() {
 	local c
 	{
 		ip netns pids "$NS" 2>/dev/null || true
-		for c in pids memory cpu; do
-			if [[ -d "/sys/fs/cgroup/$c/$CGROOT" ]]; then
-				find "/sys/fs/cgroup/$c/$CGROOT" -name cgroup.procs -exec cat {} + 2>/dev/null || true
+		for c in /sys/fs/cgroup/*/"$CGROOT"; do
+			if [[ -d "$c" ]]; then
+				find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null || true
 			fi
 		done
 		if [[ -f "$STATE/pids" ]]; then
@@ -204,9 +204,10 @@ do_down() {
 		done
 	fi
 	if [[ -f "$STATE/absent-netnsdir" ]]; then rmdir /run/netns 2>/dev/null || true; fi
-	# cgroups, deepest first (a cgroup directory is removed with rmdir).
-	for c in "${CGROUP_CONTROLLERS[@]}"; do
-		d="/sys/fs/cgroup/$c/$CGROOT"
+	# cgroups in every hierarchy (runc also makes them in the cgroup2
+	# one, "unified", next to the v1 controllers), deepest first (a cgroup
+	# directory is removed with rmdir).
+	for d in /sys/fs/cgroup/*/"$CGROOT"; do
 		[[ -d "$d" ]] || continue
 		find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
 		[[ -d "$d" ]] && {
@@ -487,6 +488,9 @@ stop() {
 	exit 0
 }
 trap stop TERM INT
+# No name server for anything of the node: this mount namespace is the
+# node's own, and the host's resolv.conf names servers outside.
+mount --bind "$DIR/resolv.conf" /etc/resolv.conf
 source "$DIR/state/commands"
 wait
 EOF
@@ -504,13 +508,12 @@ start kube-apiserver "$ASSETS/kube-apiserver" --etcd-servers http://127.0.0.1:23
 	--kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
 	--service-account-issuer https://kubernetes.default.svc --service-account-key-file "$pki/sa.pub" \
 	--service-account-signing-key-file "$pki/sa.key" \
-	--authorization-mode Node,RBAC --allow-privileged=false
+	--authorization-mode Node,RBAC --allow-privileged=false --kubelet-preferred-address-types InternalIP
 start kube-controller-manager "$NODE_BINS/kube-controller-manager" --kubeconfig "$pki/admin.kubeconfig" \
 	--authentication-kubeconfig "$pki/admin.kubeconfig" --authorization-kubeconfig "$pki/admin.kubeconfig" \
 	--bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
 	--service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-	--service-cluster-ip-range $SERVICE_CIDR --use-service-account-credentials=false \
-	--controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route'
+	--service-cluster-ip-range $SERVICE_CIDR --use-service-account-credentials=false
 start kube-scheduler "$NODE_BINS/kube-scheduler" --kubeconfig "$pki/admin.kubeconfig" \
 	--authentication-kubeconfig "$pki/admin.kubeconfig" --authorization-kubeconfig "$pki/admin.kubeconfig" \
 	--bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false

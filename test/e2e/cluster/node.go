@@ -85,7 +85,9 @@ func StartNode(ctx context.Context, parent string, logw io.Writer) (*Node, error
 	out, err := n.run(ctx, nil, logw, "up", dir)
 	n.Started = time.Since(start)
 	if err != nil {
-		return nil, fmt.Errorf("starting the node: %w\n%s", err, out)
+		// up tears down what it started when it fails; the directory is
+		// ours to remove.
+		return nil, errors.Join(fmt.Errorf("starting the node: %w\n%s", err, out), removeAll(dir))
 	}
 	return n, nil
 }
@@ -93,7 +95,7 @@ func StartNode(ctx context.Context, parent string, logw io.Writer) (*Node, error
 // run runs hack/node.sh with args and returns its standard output; its
 // standard error goes to logw and, on failure, into the error.
 func (n *Node) run(ctx context.Context, stdin io.Reader, logw io.Writer, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, n.script, args...)
+	cmd := exec.CommandContext(ctx, "bash", append([]string{n.script}, args...)...)
 	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
@@ -126,7 +128,7 @@ func (n *Node) Kubectl(ctx context.Context, stdin io.Reader, args ...string) ([]
 // plugin, for one) with extra environment and returns its standard output.
 // stdout, if not nil, receives the output as it comes instead.
 func (n *Node) Exec(ctx context.Context, env []string, stdout io.Writer, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, n.script, append([]string{"exec", n.Dir}, args...)...)
+	cmd := exec.CommandContext(ctx, "bash", append([]string{n.script, "exec", n.Dir}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, stderr bytes.Buffer
 	cmd.Stdout = &out
