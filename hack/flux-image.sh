@@ -66,7 +66,7 @@ fi
 PACKAGES=(
 	libzmq5 libjansson4 liblz4-1 libarchive13 libhwloc15 libsqlite3-0 libuuid1
 	lua5.1 liblua5.1-0 lua-posix
-	python3 python3-cffi-backend python3-yaml python3-ply
+	python3 libpython3.11 python3-cffi-backend python3-yaml python3-ply
 	libsodium23 libmunge2 libpam0g
 )
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
