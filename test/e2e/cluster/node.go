@@ -196,7 +196,8 @@ func removeAll(dir string) error {
 type Footprint struct {
 	// Processes are "PID command line" of the node's running processes.
 	Processes map[string]bool
-	// Mounts are the mount points of this mount namespace.
+	// Mounts are the mount points of this mount namespace that a node
+	// could leave (nodeMount).
 	Mounts map[string]bool
 	// NetNS are the named network namespaces (/run/netns).
 	NetNS map[string]bool
@@ -235,7 +236,7 @@ func TakeFootprint(dir, netns string) Footprint {
 		s := bufio.NewScanner(mi)
 		s.Buffer(make([]byte, 64*1024), 1024*1024)
 		for s.Scan() {
-			if fields := strings.Fields(s.Text()); len(fields) > 4 {
+			if fields := strings.Fields(s.Text()); len(fields) > 4 && nodeMount(fields[4], dir, netns) {
 				f.Mounts[fields[4]] = true
 			}
 		}
@@ -260,6 +261,22 @@ func TakeFootprint(dir, netns string) Footprint {
 		}
 	}
 	return f
+}
+
+// nodeMount reports whether a mount point is one a node could leave: under
+// its directory, in the places the kubelet, containerd and ip-netns mount
+// things, or naming the node. Other mounts (another program's, made while
+// the node ran) are none of its business.
+func nodeMount(point, dir, netns string) bool {
+	if strings.HasPrefix(point, dir) || strings.Contains(point, netns) {
+		return true
+	}
+	for _, p := range []string{"/run/netns", "/var/run/netns", "/run/containerd", "/var/lib/kubelet", "/var/lib/containerd", "/run/flux"} {
+		if point == p || strings.HasPrefix(point, p+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // Diff lists what after has and f had not: every process, mount, network
