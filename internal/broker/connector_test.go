@@ -2,13 +2,19 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 )
@@ -111,4 +117,60 @@ func namedJobspec(t *testing.T, cmd []string, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// stderrStream is a relay that exits at once after writing secret to its
+// standard error (flux.StderrStream).
+type stderrStream struct{ stderr string }
+
+func (s *stderrStream) Read([]byte) (int, error)      { return 0, io.EOF }
+func (s *stderrStream) Write(p []byte) (int, error)   { return len(p), nil }
+func (s *stderrStream) Close() error                  { return nil }
+func (s *stderrStream) Stderr(context.Context) string { return s.stderr }
+
+// TestConnectorKeepsRelayStderrOutOfState: a relay that fails and writes
+// something secret to its standard error (a hostile command printing a
+// service-account token) has the failure reported by State and Get — what
+// FluxInstance and FluxJob status show — with the size of its standard
+// error only; the text goes to the manager's log. Before, State returned
+// flux.RelayError's message, standard error included.
+func TestConnectorKeepsRelayStderrOutOfState(t *testing.T) {
+	const secret = "eyJhbGciOiJSUzI1NiIsImtpZCI6IsecretTOKEN"
+	var logged strings.Builder
+	var mu sync.Mutex
+	logger := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		logged.WriteString(args + "\n")
+	}, funcr.Options{})
+	c := NewConnector(ConnectorOptions{
+		URI: "pod://hpc/flux-0", Workers: 1, Logger: logger,
+		Backoff: wait.Backoff{Duration: 10 * time.Millisecond, Factor: 1, Steps: 1 << 20},
+		DialOptions: []flux.Option{flux.WithDialer(func(context.Context, string) (io.ReadWriteCloser, error) {
+			return &stderrStream{stderr: "cat: token follows\n" + secret + "\n"}, nil
+		})},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+	var why string
+	waitUntil(t, "a failed connection attempt", func() bool { _, why = c.State(); return why != "" })
+	_, _, getErr := c.Get()
+	for _, msg := range []string{why, getErr.Error()} {
+		if strings.Contains(msg, secret) || strings.Contains(msg, "token follows") {
+			t.Fatalf("the relay's standard error reached State/Get: %q", msg)
+		}
+		if !strings.Contains(msg, "pod://hpc/flux-0") || !strings.Contains(msg, "bytes to its standard error, which are in the manager's log only") {
+			t.Fatalf("State/Get %q: want the URI and a summary of the standard error", msg)
+		}
+	}
+	if !errors.Is(getErr, ErrUnreachable) {
+		t.Fatalf("Get: %v, want ErrUnreachable", getErr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), secret) {
+		t.Fatalf("the manager's log lacks the relay's standard error:\n%s", logged.String())
+	}
 }
