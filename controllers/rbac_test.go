@@ -12,20 +12,27 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
 	"github.com/fluxjob/fluxjob-operator/internal/recorder"
+	"github.com/fluxjob/fluxjob-operator/podexec/podexectest"
 )
 
 // forbiddenLog records every request the API server refused with 403.
@@ -190,4 +197,216 @@ func TestRBACLifecycle(t *testing.T) {
 	if f := forbidden.list(); len(f) > 0 {
 		t.Errorf("the API server refused the manager (a verb missing from the +kubebuilder:rbac markers?):\n%s", strings.Join(f, "\n"))
 	}
+}
+
+// managerUser creates an API user with what an install grants the
+// manager's ServiceAccount: the generated ClusterRole of role.yaml, bound
+// cluster-wide, and, for each namespace of execNamespaces, the ClusterRole
+// of config/components/pod-exec bound there by a RoleBinding (as its
+// rolebindings.yaml does). It waits until the bindings are in force and
+// returns the user's config, whose refused requests are recorded.
+func managerUser(t *testing.T, h *harness, name string, execNamespaces []string) (*rest.Config, client.Client, *forbiddenLog) {
+	t.Helper()
+	ctx := context.Background()
+	user, err := testEnv.AddUser(envtest.User{Name: name}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(user.Config())
+	uc, err := client.New(cfg, client.Options{Scheme: testScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: name}
+	role := readRole[rbacv1.ClusterRole](t, "role.yaml")
+	role.Name = name
+	binding := readRole[rbacv1.ClusterRoleBinding](t, "role_binding.yaml")
+	binding.Name, binding.RoleRef.Name, binding.Subjects = name, role.Name, []rbacv1.Subject{subject}
+	objs := []client.Object{role, binding}
+	if len(execNamespaces) > 0 {
+		b, err := os.ReadFile(filepath.Join("..", "config", "components", "pod-exec", "role.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		execRole := &rbacv1.ClusterRole{}
+		if err := yaml.UnmarshalStrict(b, execRole); err != nil {
+			t.Fatalf("decoding config/components/pod-exec/role.yaml: %v", err)
+		}
+		execRole.Name = name + "-pod-exec"
+		objs = append(objs, execRole)
+		for _, ns := range execNamespaces {
+			objs = append(objs, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: execRole.Name},
+				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: execRole.Name},
+				Subjects: []rbacv1.Subject{subject}})
+		}
+	}
+	for _, o := range objs {
+		if err := h.c.Create(ctx, o); err != nil {
+			t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, o := range objs {
+			_ = h.c.Delete(context.Background(), o)
+		}
+	})
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		if uc.List(ctx, &fluxjobv1.FluxInstanceList{}) != nil {
+			return false, nil
+		}
+		for _, ns := range execNamespaces {
+			if uc.List(ctx, &corev1.PodList{}, client.InNamespace(ns)) != nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	}); err != nil {
+		t.Fatalf("the bindings of %s are not in force after 30s: %v", name, err)
+	}
+	forbidden := &forbiddenLog{}
+	cfg.WrapTransport = forbidden.wrap
+	return cfg, uc, forbidden
+}
+
+// startInstanceManager runs the FluxInstance controller as cfg's user,
+// with exec namespaces execNS and the real pods/exec transport, until the
+// test ends.
+func startInstanceManager(t *testing.T, cfg *rest.Config, execNS []string) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: testScheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Controller: config.Controller{SkipNameValidation: ptrTo(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := broker.NewRegistry(testConnectorOptions(""))
+	if err := mgr.Add(reg); err != nil {
+		t.Fatal(err)
+	}
+	rec := recorder.New(mgr.GetClient(), mgr.GetScheme(), recorder.Options{Controller: "fluxinstance-controller"})
+	if err := mgr.Add(rec); err != nil {
+		t.Fatal(err)
+	}
+	ir := &FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Recorder: rec, Transports: broker.DefaultTransports(cfg),
+		ExecNamespaces: execNS, StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
+	if err := ir.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Error("manager did not stop within 60s")
+		}
+	})
+}
+
+// TestRBACPodExec runs the FluxInstance controller as an ordinary API
+// user with each install's RBAC, against MiniClusters whose lead broker
+// pod runs on a test kubelet (podexectest) that execs the relay to the
+// test broker, through envtest's API server, which authorises the exec:
+//
+//   - the default install (role.yaml only, no --exec-namespaces): the
+//     manager may not even list pods, and a MiniCluster FluxInstance is
+//     refused with reason ExecNamespaceNotAllowed and a Warning event,
+//     without a request the API server refuses;
+//   - with config/components/pod-exec bound in one namespace and
+//     --exec-namespaces naming it: the MiniCluster there is Ready through
+//     a real pods/exec; the one in another namespace is refused with
+//     ExecNamespaceNotAllowed, and the manager's RBAC does not reach that
+//     namespace either.
+//
+// A permission missing from the component's role (brokerpod.Rules) fails
+// it: the API server's refusals are recorded.
+func TestRBACPodExec(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{})
+	ctx := context.Background()
+	execNS, otherNS := h.newNamespace("exec", nil), h.newNamespace("other", nil)
+	sock, err := fluxtest.SocketPath(h.broker.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shim := t.TempDir()
+	if err := fluxtest.WriteRelayShim(shim); err != nil {
+		t.Fatal(err)
+	}
+	rt := &podexectest.Runtime{Env: []string{podexectest.PathWith(shim)}}
+	k, err := podexectest.StartKubelet(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	for _, ns := range []string{execNS, otherNS} {
+		jobUID := h.createMiniCluster(ns, "flux-sample")
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "flux-sample-0-abcde",
+			Labels: map[string]string{"job-name": "flux-sample", "job-index": "0"}, OwnerReferences: controllerRef("batch/v1", "Job", "flux-sample", jobUID)},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "flux-sample", Image: "ghcr.io/example/flux:latest"}}}}
+		if err := k.RunPod(ctx, h.c, ns+"-node", pod); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = h.c.Delete(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: ns + "-node"}})
+		})
+	}
+	mcIn := func(ns string) fluxjobv1.FluxInstanceConnection {
+		return fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: ns, Name: "flux-sample", SocketPath: sock}}
+	}
+	refused := func(name, ns string) {
+		t.Helper()
+		fi := h.waitInstance(name, 30*time.Second, "ExecNamespaceNotAllowed", func(fi *fluxjobv1.FluxInstance) bool {
+			s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
+			return s == metav1.ConditionFalse && r == fluxjobv1.ReasonExecNamespaceNotAllowed
+		})
+		if c := meta.FindStatusCondition(fi.Status.Conditions, fluxjobv1.InstanceConditionReady); !strings.Contains(c.Message, `namespace "`+ns+`"`) {
+			t.Errorf("%s: message %q does not name namespace %s", name, c.Message, ns)
+		}
+		h.waitInstanceEvent(name, fluxjobv1.ReasonExecNamespaceNotAllowed, 30*time.Second)
+	}
+
+	t.Run("default install", func(t *testing.T) {
+		cfg, uc, forbidden := managerUser(t, h, "fluxjob-manager-default-"+h.ns, nil)
+		if err := uc.List(ctx, &corev1.PodList{}, client.InNamespace(execNS)); !apierrors.IsForbidden(err) {
+			t.Fatalf("the default install's manager lists pods: %v, want Forbidden", err)
+		}
+		startInstanceManager(t, cfg, nil)
+		name := h.createInstanceWith("default-mc", mcIn(execNS), &metav1.LabelSelector{}, false)
+		refused(name, execNS)
+		if n := len(rt.Execs()); n != 0 {
+			t.Errorf("%d execs with the default install", n)
+		}
+		if f := forbidden.list(); len(f) > 0 {
+			t.Errorf("the API server refused the manager:\n%s", strings.Join(f, "\n"))
+		}
+	})
+
+	t.Run("with the pod-exec component", func(t *testing.T) {
+		cfg, uc, forbidden := managerUser(t, h, "fluxjob-manager-exec-"+h.ns, []string{execNS})
+		if err := uc.List(ctx, &corev1.PodList{}, client.InNamespace(otherNS)); !apierrors.IsForbidden(err) {
+			t.Fatalf("the component's manager lists pods outside its namespaces: %v, want Forbidden", err)
+		}
+		startInstanceManager(t, cfg, []string{execNS})
+		in := h.createInstanceWith("exec-mc", mcIn(execNS), &metav1.LabelSelector{}, false)
+		out := h.createInstanceWith("other-mc", mcIn(otherNS), &metav1.LabelSelector{}, false)
+		fi := h.waitInstance(in, 60*time.Second, "Ready through pods/exec", instanceReady)
+		if want := execNS + "/flux-sample-0-abcde/flux-sample:" + sock; fi.Status.Endpoint != want || fi.Status.Version != testbroker.SimulatedVersion {
+			t.Errorf("status endpoint %q version %q, want %q and the test broker's", fi.Status.Endpoint, fi.Status.Version, want)
+		}
+		refused(out, otherNS)
+		for _, e := range rt.Execs() {
+			if e.Pod != execNS+"/flux-sample-0-abcde" || e.Container != "flux-sample" {
+				t.Errorf("exec %+v outside %s", e, execNS)
+			}
+		}
+		if f := forbidden.list(); len(f) > 0 {
+			t.Errorf("the API server refused the manager (a permission missing from config/components/pod-exec/role.yaml?):\n%s", strings.Join(f, "\n"))
+		}
+	})
 }
