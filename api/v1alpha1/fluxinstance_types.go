@@ -139,7 +139,8 @@ type MiniClusterConnection struct {
 	SocketPath string `json:"socketPath,omitempty"`
 	// Command replaces the relay command run in the container; the socket path is appended as
 	// its last argument. Default: a shell that sources /mnt/flux/flux-view.sh (flux is not on
-	// PATH in a bare exec) and runs `flux relay`.
+	// PATH in a bare exec) and runs `flux relay`. The manager refuses a FluxInstance that sets it
+	// (reason ExecCommandNotAllowed) unless started with --allow-exec-command.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
@@ -200,7 +201,8 @@ type PodConnection struct {
 	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="socketPath must be an absolute path"
 	SocketPath string `json:"socketPath"`
 	// Command replaces the relay command (default ["flux", "relay"]); the socket path is appended
-	// as its last argument.
+	// as its last argument. The manager refuses a FluxInstance that sets it (reason
+	// ExecCommandNotAllowed) unless started with --allow-exec-command.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
