@@ -59,6 +59,10 @@ help: ## Display this help.
 manifests: controller-gen ## Generate the CRD and RBAC manifests (config/crd/bases, config/rbac).
 	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
+.PHONY: pod-exec-namespaces
+pod-exec-namespaces: ## Set the namespaces of config/components/pod-exec (RoleBindings and --exec-namespaces) from EXEC_NAMESPACES=a,b.
+	bash hack/pod-exec-namespaces.sh "$(EXEC_NAMESPACES)"
+
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods (zz_generated.deepcopy.go).
 	"$(CONTROLLER_GEN)" object:headerFile="hack/boilerplate.go.txt" paths="./..."

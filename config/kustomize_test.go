@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -653,5 +654,75 @@ func TestPodExecComponent(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPodExecNamespacesScript: hack/pod-exec-namespaces.sh writes the
+// committed component files from their list (so the committed files are
+// its output), and for a list of two namespaces writes two RoleBindings
+// and the flag with both; a malformed name is refused.
+func TestPodExecNamespacesScript(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	run := func(out, list string) error {
+		cmd := exec.Command(bash, filepath.Join("..", "hack", "pod-exec-namespaces.sh"), list)
+		cmd.Env = append(os.Environ(), "OUT="+out)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, b)
+		}
+		return nil
+	}
+	committed := filepath.Join("components", "pod-exec")
+	patch, err := os.ReadFile(filepath.Join(committed, "exec_namespaces_patch.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, list, ok := strings.Cut(string(patch), "--exec-namespaces=")
+	if !ok {
+		t.Fatal("exec_namespaces_patch.yaml has no --exec-namespaces")
+	}
+	list = strings.TrimSpace(list)
+	tmp := t.TempDir()
+	if err := run(tmp, list); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"rolebindings.yaml", "exec_namespaces_patch.yaml"} {
+		want, _ := os.ReadFile(filepath.Join(committed, f))
+		got, _ := os.ReadFile(filepath.Join(tmp, f))
+		if !bytes.Equal(want, got) {
+			t.Errorf("config/components/pod-exec/%s is not what hack/pod-exec-namespaces.sh %s writes:\n%s", f, list, got)
+		}
+	}
+	if err := run(tmp, "team-a, team-b"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(tmp, "rolebindings.yaml"))
+	var nss []string
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rb rbacv1.RoleBinding
+		if err := yaml.UnmarshalStrict(doc, &rb); err != nil {
+			t.Fatal(err)
+		}
+		nss = append(nss, rb.Namespace)
+	}
+	if !slices.Equal(nss, []string{"team-a", "team-b"}) {
+		t.Errorf("RoleBindings in %q, want team-a, team-b", nss)
+	}
+	if p, _ := os.ReadFile(filepath.Join(tmp, "exec_namespaces_patch.yaml")); !strings.Contains(string(p), "--exec-namespaces=team-a,team-b\n") {
+		t.Errorf("patch:\n%s", p)
+	}
+	if err := run(tmp, "Bad_Name"); err == nil {
+		t.Error("a malformed namespace name was accepted")
 	}
 }
