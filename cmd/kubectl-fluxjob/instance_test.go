@@ -436,7 +436,7 @@ func TestLogsOnManagedPodInstance(t *testing.T) {
 	bp := w.brokerPod(ctx, "broker-0", map[string]string{"app": "flux"})
 	instance := "managed-" + w.ns
 	w.createInstance(instance, fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{
-		Namespace: w.ns, Name: bp.pod.Name, Container: "flux", SocketPath: bp.sock, Command: []string{filepath.Join(bp.shim, "flux"), "relay"},
+		Namespace: w.ns, Name: bp.pod.Name, Container: "flux", SocketPath: bp.sock, // the default relay command: the shim is on the runtime's PATH
 	}}, false)
 	w.create("slow", fluxjobv1.FluxJobSpec{Command: slowJob, Instance: instance})
 	w.followSlow(ctx, func(out, errw io.Writer) error {

@@ -187,8 +187,10 @@ func (w *world) startManager(s *runtime.Scheme, cfg *rest.Config) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
+	// The world's namespace is the one exec namespace (as with
+	// config/components/pod-exec listing it).
 	ir := &controllers.FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Transports: fluxbroker.DefaultTransports(cfg),
-		StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
+		StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond, ExecNamespaces: []string{w.ns}}
 	if err := ir.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
