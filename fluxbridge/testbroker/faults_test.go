@@ -75,6 +75,15 @@ func TestGuestRules(t *testing.T) {
 		{"journal", true, "job-manager.events-journal", func(*rawClient) any {
 			return map[string]any{"full": true}
 		}, syscall.EPERM, "Request requires owner credentials"},
+		// the KVS takes guests' requests and its namespace owner check
+		// refuses them, without a message (test/realflux TestGuestRefusals)
+		{"kvs lookup", true, "kvs.lookup", func(*rawClient) any {
+			return map[string]any{"key": "a", "namespace": "primary", "flags": 0}
+		}, syscall.EPERM, ""},
+		{"kvs commit", true, "kvs.commit", func(*rawClient) any {
+			return map[string]any{"namespace": "primary", "flags": 0, "ops": []any{map[string]any{"key": "a", "flags": 0,
+				"dirent": map[string]any{"data": "aGVsbG8=", "type": "val", "ver": 1}}}}
+		}, syscall.EPERM, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,7 +13,10 @@ import (
 // data is not in it (job-info serves that). The requests and answers are
 // flux-core v0.88.0's (src/common/libkvs/kvs_lookup.c, kvs_commit.c,
 // src/modules/kvs/kvs.c); only the instance owner may use the primary
-// namespace.
+// namespace: kvs.lookup and kvs.commit are open to guests (FLUX_ROLE_USER),
+// and the primary namespace's owner check refuses them with EPERM and no
+// message (kvs.c getroot, check_user; lookup.c), after the request was
+// decoded and the namespace found.
 
 // handleKVSLookup serves kvs.lookup {"key","namespace","flags"} ->
 // {"val": treeobj}; a missing key is ENOENT without a message.
@@ -32,6 +35,10 @@ func (s *Server) handleKVSLookup(c *conn, req *wire.Message) {
 	}
 	if ns != "" && ns != "primary" {
 		s.respondError(c, req, errorf(syscall.ENOTSUP, "namespace %s does not exist", ns))
+		return
+	}
+	if req.Rolemask&roleOwner == 0 {
+		s.respondError(c, req, &rpcError{errno: syscall.EPERM})
 		return
 	}
 	s.mu.Lock()
@@ -63,6 +70,12 @@ func (s *Server) handleKVSCommit(c *conn, req *wire.Message) {
 	}
 	if body.Namespace != "" && body.Namespace != "primary" {
 		s.respondError(c, req, errorf(syscall.ENOTSUP, "namespace %s does not exist", body.Namespace))
+		return
+	}
+	if req.Rolemask&roleOwner == 0 {
+		// guest_commit_authorize lets a guest commit values; the
+		// namespace's owner check then refuses it
+		s.respondError(c, req, &rpcError{errno: syscall.EPERM})
 		return
 	}
 	s.mu.Lock()
