@@ -35,7 +35,7 @@ func TestGuestCannotTouchOthersJobs(t *testing.T) {
 		{"job-manager.kill", map[string]any{"id": id, "signum": 9}, 0, syscall.EPERM, "guests may only send signals to their own jobs"},
 		{"job-manager.urgency", map[string]any{"id": id, "urgency": 1}, 0, syscall.EPERM, "guests can only reprioritize their own jobs"},
 		{"job-info.eventlog-watch", map[string]any{"id": id, "path": "eventlog", "flags": 0}, wire.FlagStreaming, syscall.EPERM, ""},
-		{"job-info.lookup", map[string]any{"id": id, "keys": []string{"eventlog"}, "flags": 0}, 0, syscall.EPERM, ""},
+		{"job-info.lookup", map[string]any{"id": id, "keys": []string{"eventlog"}, "flags": 0}, 0, syscall.EPERM, "access is restricted to job/instance owner"},
 		{"job-list.list-id", map[string]any{"id": id, "attrs": []string{}}, 0, syscall.ENOENT, ""},
 		{"job-list.list", map[string]any{"max_entries": 0, "attrs": []string{}}, wire.FlagStreaming, syscall.ENODATA, ""},
 		{"job-manager.getinfo", nil, 0, syscall.EPERM, ""},

@@ -227,11 +227,27 @@ func (s *Server) handleLookup(c *conn, req *wire.Message) {
 	defer s.mu.Unlock()
 	j, found := s.jobs[job.ID(id)]
 	if !found {
+		// job-info remembers whom it let read a job's eventlog
+		// (eventlog_allow_lru): for a job it knew, since purged, the
+		// owner skips the eventlog and the first key asked for is
+		// missing; otherwise the eventlog is looked up first to check
+		// access: "invalid job id" (lookup.c info_lookup_continuation).
+		if uid, ok := s.purgedUsers[job.ID(id)]; ok && len(keys) > 0 {
+			if req.Rolemask&roleOwner == 0 && uid != req.UserID {
+				s.respondError(c, req, errorf(syscall.EPERM, "access is restricted to job/instance owner"))
+				return
+			}
+			first, _ := keys[0].(string)
+			s.respondError(c, req, errorf(syscall.ENOENT, "%s: key not found", first))
+			return
+		}
 		s.respondError(c, req, errorf(syscall.ENOENT, "invalid job id"))
 		return
 	}
 	if !authorize(req, j) {
-		s.respondError(c, req, &rpcError{errno: syscall.EPERM})
+		// the eventlog check's refusal carries a message (lookup.c); the
+		// eventlog-watch refusal has none
+		s.respondError(c, req, errorf(syscall.EPERM, "access is restricted to job/instance owner"))
 		return
 	}
 	out := obj{{"id", j.id}}

@@ -129,7 +129,11 @@ func (s *Server) purgeLocked(ageLimit time.Duration, numLimit, batch int) int {
 	if len(gone) == 0 {
 		return 0
 	}
+	if s.purgedUsers == nil {
+		s.purgedUsers = make(map[job.ID]uint32)
+	}
 	for id := range gone {
+		s.purgedUsers[id] = s.jobs[id].userid
 		delete(s.jobs, id)
 	}
 	s.order = slices.DeleteFunc(s.order, func(j *jobRecord) bool { return gone[j.id] })

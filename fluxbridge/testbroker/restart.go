@@ -116,6 +116,7 @@ func (s *Server) RestartAs(kind RestartKind) error {
 		return s.notRunningLocked()
 	}
 	s.coreWaiters = nil
+	s.purgedUsers = nil // job-info's memory goes with the broker process
 	if kind == RestartFresh {
 		s.jobs = make(map[job.ID]*jobRecord)
 		s.order = nil

@@ -68,6 +68,9 @@ type Server struct {
 	kvs    map[string]json.RawMessage
 	kvsSeq int
 	purged int
+	// purgedUsers are the purged jobs' users: job-info's memory of
+	// whom it let read them (lookup answers differ for a job it knew).
+	purgedUsers map[job.ID]uint32
 	// maxJobID is job-manager's max_jobid (job-manager.getinfo).
 	maxJobID job.ID
 
