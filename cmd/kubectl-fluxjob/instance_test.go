@@ -289,10 +289,23 @@ func TestLogsFollowsInstance(t *testing.T) {
 	w := newCluster(t, testbroker.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	bp := w.brokerPod(ctx, "broker-0", map[string]string{"app": "flux"})
+	// The broker pod belongs to the StatefulSet the FluxInstance names; a
+	// Running decoy with the same labels that sorts first (and has no
+	// owner) is never exec'd into (the label-only lookup took it).
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "broker"},
+		Spec: appsv1.StatefulSetSpec{ServiceName: "broker", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "flux"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "flux", Image: "fluxrm/flux-core:bookworm-v0.88.0"}}}}}}
+	if err := w.c.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	bp := w.brokerPod(ctx, "broker-0", map[string]string{"app": "flux"},
+		metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: sts.Name, UID: sts.UID, Controller: &yes})
+	decoy := w.brokerPod(ctx, "a-decoy", map[string]string{"app": "flux"})
 	w.createInstance("pod-"+w.ns, fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{
 		Namespace: w.ns, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}},
-		Container: "flux", SocketPath: bp.sock,
+		Owner: &fluxjobv1.PodOwner{Kind: "StatefulSet", Name: sts.Name}, Container: "flux", SocketPath: bp.sock,
 		// the test runtime runs the command without a shell
 		Command: []string{filepath.Join(bp.shim, "flux"), "relay"},
 	}}, false)
@@ -396,6 +409,9 @@ func TestLogsFollowsInstance(t *testing.T) {
 			}
 			if n := len(bp.rt.Execs()) - execsBefore; n != tc.podExecs {
 				t.Fatalf("%d execs into the broker pod, want %d", n, tc.podExecs)
+			}
+			if n := len(decoy.rt.Execs()); n != 0 {
+				t.Fatalf("%d execs into the decoy pod", n)
 			}
 		})
 	}

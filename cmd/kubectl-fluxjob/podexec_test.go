@@ -56,7 +56,7 @@ type brokerPod struct {
 
 // brokerPod creates a Running pod name with labels on a Node served by a
 // test kubelet.
-func (w *world) brokerPod(ctx context.Context, name string, labels map[string]string) brokerPod {
+func (w *world) brokerPod(ctx context.Context, name string, labels map[string]string, owners ...metav1.OwnerReference) brokerPod {
 	t := w.t
 	t.Helper()
 	shim := t.TempDir()
@@ -70,7 +70,7 @@ func (w *world) brokerPod(ctx context.Context, name string, labels map[string]st
 	}
 	t.Cleanup(k.Close)
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name, Labels: labels, OwnerReferences: owners},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{
 			{Name: "manager", Image: "controller"}, {Name: "flux", Image: "fluxrm/flux-core:bookworm-v0.88.0"},
 		}},
