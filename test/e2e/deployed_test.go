@@ -80,8 +80,21 @@ func renderDeployment(ctx context.Context, t *testing.T, tg deployed, overlay st
 			out = bytes.ReplaceAll(out, []byte(flag+jobNamespace), []byte(flag+jobNamespace+","+ns))
 		}
 	}
+	// config/pod-exec: its component lists flux-operator; the pod-instance
+	// scenario's broker is in podInstanceNamespace, set as a user would
+	// (make pod-exec-namespaces), and created here so that the component's
+	// RoleBinding there can be applied.
+	if bytes.Contains(out, []byte("--exec-namespaces="+podExecComponentNamespace+"\n")) {
+		out = bytes.ReplaceAll(out, []byte("--exec-namespaces="+podExecComponentNamespace+"\n"), []byte("--exec-namespaces="+podInstanceNamespace+"\n"))
+		out = bytes.ReplaceAll(out, []byte("namespace: "+podExecComponentNamespace+"\n"), []byte("namespace: "+podInstanceNamespace+"\n"))
+		out = append([]byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+podInstanceNamespace+"\n---\n"), out...)
+	}
 	return out
 }
+
+// podExecComponentNamespace is the namespace config/components/pod-exec
+// lists as committed.
+const podExecComponentNamespace = "flux-operator"
 
 // deploy applies the rendered manifests and waits until the manager's pod
 // is Ready: its readiness probe (/readyz) is true only once the manager has
@@ -178,7 +191,9 @@ func waitManagerReady(ctx context.Context, t *testing.T, tg deployed, notUID str
 	}
 }
 
-// runDeployed runs every scenario on a cluster that runs config/default:
+// runDeployed runs every scenario on a cluster that runs config/pod-exec
+// (config/default with miniCluster/pod FluxInstances allowed in
+// podInstanceNamespace only):
 // the samples, the token check, the pod FluxInstance, `kubectl fluxjob logs
 // -f`, the Argo CD health check on live objects, a killed flux container,
 // and (on config/persistent) a replaced manager pod. The manager is
