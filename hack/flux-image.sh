@@ -127,5 +127,14 @@ args=(-o "$OUT" -tag "$TAG" -rootfs "$ROOTFS" -tree "$PREFIX:$PREFIX"
 	-env "PATH=$PREFIX/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	-entrypoint "$PREFIX/bin/flux" -user 65532:65532 -workdir /tmp)
 [[ -n "$SECURITY" ]] && args+=(-tree "$SECURITY:$SECURITY")
+# The prefixes' parent directories must be traversable by the pod's uid
+# (debootstrap's /root is 0700, and the cache is often under it).
+for p in "$PREFIX" ${SECURITY:+"$SECURITY"}; do
+	d="$(dirname "$p")"
+	while [[ "$d" != / ]]; do
+		args+=(-dir "$d:755")
+		d="$(dirname "$d")"
+	done
+done
 (cd "$ROOT" && GOWORK=off "$GO" run ./hack/image "${args[@]}")
 log "wrote $OUT ($TAG)"
