@@ -437,10 +437,20 @@ func TestDefaultWiring(t *testing.T) {
 		if !strings.HasPrefix(o.Name, "fluxjob-") {
 			t.Errorf("%s %q lacks the fluxjob- name prefix", o.Kind, o.Name)
 		}
-		isClusterScoped := o.Kind == "ClusterRole" || o.Kind == "ClusterRoleBinding"
+		isClusterScoped := o.Kind == "ClusterRole" || o.Kind == "ClusterRoleBinding" ||
+			o.Kind == "ValidatingAdmissionPolicy" || o.Kind == "ValidatingAdmissionPolicyBinding"
 		if !isClusterScoped && o.Namespace != wantNamespace {
 			t.Errorf("%s %q is in namespace %q, want %q", o.Kind, o.Name, o.Namespace, wantNamespace)
 		}
+	}
+	// config/policy: only the manager's ServiceAccount, as rendered, may
+	// change the submission marker, and the binding binds that policy.
+	pol := find(t, objs, "ValidatingAdmissionPolicy", "fluxjob-submit-attempt")
+	if user := "'system:serviceaccount:" + wantNamespace + ":" + sa + "'"; !strings.Contains(string(pol.raw), user) {
+		t.Errorf("ValidatingAdmissionPolicy %s does not name the manager's ServiceAccount %s:\n%s", pol.Name, user, pol.raw)
+	}
+	if bind := find(t, objs, "ValidatingAdmissionPolicyBinding", "fluxjob-submit-attempt"); !strings.Contains(string(bind.raw), "policyName: "+pol.Name) {
+		t.Errorf("ValidatingAdmissionPolicyBinding %s does not bind %s:\n%s", bind.Name, pol.Name, bind.raw)
 	}
 	for _, b := range []struct{ kind, name, roleKind, role string }{
 		{"ClusterRoleBinding", "fluxjob-manager-rolebinding", "ClusterRole", "fluxjob-manager-role"},

@@ -222,7 +222,7 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	m := readMarker(&obj)
 	log = log.WithValues("uid", obj.UID)
 	if m.Err != nil {
-		log.Info("unreadable submission marker: counted as an attempt at the FluxJob's creation (looked up before any submission)", "error", m.Err.Error())
+		log.Info("unreadable submission marker: the Flux job is looked up by name before any submission; it grants nothing", "error", m.Err.Error())
 	}
 	if obj.Status.JobIDF58 != "" {
 		log = log.WithValues("jobid", obj.Status.JobIDF58)

@@ -213,7 +213,8 @@ func TestAdmit(t *testing.T) {
 		ns         string
 		spec       string
 		status     string
-		submitted  bool
+		submitted  bool // has a job ID
+		marked     bool // has a marker, no job ID
 		want       string
 		wantOK     bool
 		wantReason string
@@ -225,14 +226,19 @@ func TestAdmit(t *testing.T) {
 		{name: "unknown instance", ns: "team", spec: "nope", want: "nope", wantReason: fluxjobv1.ReasonInstanceNotFound},
 		{name: "status.instance wins over the default", ns: "team", status: "hpc", want: "hpc", wantOK: true},
 		{name: "submitted before the selector changed", ns: "other", spec: "closed", status: "closed", submitted: true, want: "closed", wantOK: true},
+		// Only a job ID keeps a FluxJob past the gates: a marker grants nothing.
+		{name: "marker without a job ID", ns: "other", spec: "closed", status: "closed", marked: true, want: "closed", wantReason: fluxjobv1.ReasonNamespaceNotAdmitted},
 		{name: "submitted to an instance since deleted", ns: "other", status: "gone", submitted: true, want: "gone", wantReason: fluxjobv1.ReasonInstanceNotFound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: tc.ns, Name: "j"},
 				Spec: fluxjobv1.FluxJobSpec{Instance: tc.spec}, Status: fluxjobv1.FluxJobStatus{Instance: tc.status}}
-			if tc.submitted {
+			if tc.submitted || tc.marked {
 				obj.Status.SubmitAttemptTime = &at
+			}
+			if tc.submitted {
+				obj.Status.JobID = 1
 			}
 			rt, adm, err := r.admit(context.Background(), obj, readMarker(obj))
 			if err != nil {

@@ -82,6 +82,8 @@ func parseMarker(obj *fluxjobv1.FluxJob) (m submitMarker, ok bool, err error) {
 // counts as an attempt at the FluxJob's creation, the earliest it can have
 // been: the lookup by name before any submission then covers every job
 // the FluxJob may have, so a damaged marker cannot cause a second one.
+// A marker, readable or not, only makes the controller look the job up:
+// it grants nothing (the gates, route.go, read spec and status only).
 func annotationMarker(obj *fluxjobv1.FluxJob) (submitMarker, bool) {
 	m, ok, err := parseMarker(obj)
 	if err != nil {
@@ -107,7 +109,8 @@ type marker struct {
 	// InstanceID is the identity of the instance that holds the job.
 	InstanceID string
 	// Err says why the annotation is unreadable (it then counts as an
-	// attempt at the FluxJob's creation, see annotationMarker).
+	// attempt at the FluxJob's creation for the lookup by name, see
+	// annotationMarker; it grants nothing).
 	Err error
 }
 
@@ -121,6 +124,10 @@ func readMarker(obj *fluxjobv1.FluxJob) marker {
 		a, ok = creationMarker(obj), true
 	}
 	if ok {
+		if obj.Spec.Instance != "" && a.Instance != obj.Spec.Instance {
+			// Not the manager's: it submits to spec.instance only.
+			a.Instance, a.InstanceID = "", ""
+		}
 		m.merge(a)
 	}
 	return m

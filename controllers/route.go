@@ -21,17 +21,32 @@ import (
 
 // Routing FluxJobs to Flux instances
 //
-// A FluxJob runs on the instance recorded with its submission attempt
-// (the submission marker, then status.instance: marker.Instance), else by
-// spec.instance, else on the default instance (broker.Registry.Default:
-// the one FluxInstance annotated default, or the manager's implicit
-// --flux-uri instance). spec is never rewritten: the resolved default is
-// recorded in status, so a later change of the default does not move a
-// submitted job. Before submission the instance must exist and its
-// namespaceSelector must select the FluxJob's namespace; otherwise the
-// FluxJob waits (phase Pending, InstanceAdmitted=False with the reason,
-// a Warning event) and nothing reaches Flux. It is looked at again when
-// any instance changes and at every resync.
+// A FluxJob runs on spec.instance (immutable), else on the instance its
+// submission attempt recorded (status.instance, then the marker
+// annotation's instance: the default as it was resolved when the
+// controller submitted), else on the default instance
+// (broker.Registry.Default: the one FluxInstance annotated default, or
+// the manager's implicit --flux-uri instance). spec is never rewritten:
+// the resolved default is recorded in status, so a later change of the
+// default does not move a submitted job.
+//
+// Every gate is decided from what only the manager writes (spec, status)
+// and is checked before every submission and resubmission: the manager's
+// namespace gates (tenancy.go), then the instance's existence and its
+// namespaceSelector. Failing them, the FluxJob fails for good (tenancy)
+// or waits (phase Pending, InstanceAdmitted=False with the reason, a
+// Warning event) and nothing reaches Flux; it is looked at again when any
+// instance changes and at every resync. Only a FluxJob that has a Flux
+// job (status.jobID, or a job ID the tracker holds) skips them: a later
+// change of policy does not take a Flux job away from it.
+//
+// The marker annotation is metadata a user may write (the admission
+// policy in config/policy forbids changing it on an existing FluxJob, but
+// it may be absent): it never grants anything. It only makes the
+// controller look a job up by name before submitting (findEarlier) and
+// adopt the job it finds there, named fluxjob-<uid>, on an instance that
+// passed the gates; and, with spec.instance empty, it names the instance
+// to look on, which must pass them like any other.
 
 // admission is the outcome of routing a FluxJob, for its status.
 type admission struct {
@@ -48,11 +63,11 @@ type admission struct {
 
 // admit resolves obj's route once and decides whether obj may run there:
 // the manager's namespace gates (tenancy.go), then the instance's
-// existence and namespaceSelector. A FluxJob that Flux may already have
-// (a job ID, or a submission marker) was admitted when it was submitted:
-// a later change of policy does not take a Flux job away from it.
+// existence and namespaceSelector. Only a FluxJob that has a Flux job
+// (hasJob) was admitted for good: a later change of policy does not take
+// it away. A submission marker counts for nothing here (see above).
 func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob, m marker) (broker.Route, admission, error) {
-	submitted := obj.Status.JobID != 0 || m.attempted()
+	submitted := hasJob(r.Tracker, obj)
 	if !submitted {
 		if fail := tenancyOf(r.Options).failure(obj); fail != nil {
 			return broker.Route{}, admission{Failure: fail}, nil
@@ -82,14 +97,30 @@ func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob, m
 	return rt, admission{Instance: name, OK: true}, nil
 }
 
+// hasJob reports whether obj has a Flux job, by what only the manager
+// writes or holds: status.jobID, or a job ID the tracker recorded (a
+// submission whose ID is not in the status yet).
+func hasJob(t *broker.Tracker, obj *fluxjobv1.FluxJob) bool {
+	if obj.Status.JobID != 0 {
+		return true
+	}
+	if t == nil {
+		return false // a reconciler not set up yet follows nothing
+	}
+	v, ok := t.Get(obj.UID)
+	return ok && v.HasJobID
+}
+
 // instanceName returns the instance obj runs on and, if there is none
-// to choose, the reason and message.
+// to choose, the reason and message: spec.instance first (a marker never
+// overrides it), then the instance of the submission attempt (status,
+// then annotation), then the default.
 func instanceName(reg *broker.Registry, obj *fluxjobv1.FluxJob, m marker) (name, reason, msg string) {
 	switch {
-	case m.Instance != "":
-		return m.Instance, "", ""
 	case obj.Spec.Instance != "":
 		return obj.Spec.Instance, "", ""
+	case m.Instance != "":
+		return m.Instance, "", ""
 	}
 	name, reason, candidates := reg.Default()
 	switch reason {

@@ -110,6 +110,7 @@ func (r *FluxJobReconciler) track(ctx context.Context, obj *fluxjobv1.FluxJob, m
 		return 0, nil, fmt.Errorf("recording the submission attempt (nothing submitted): %w", err)
 	}
 	m.merge(sm)
+	m.Instance, m.InstanceID = sm.Instance, sm.InstanceID // where this attempt went
 	urgency := submitUrgency(obj)
 	opts := job.SubmitOptions{Urgency: &urgency, Waitable: obj.Spec.Waitable, Debug: obj.Spec.Debug}
 	if err := r.Tracker.Submit(ctx, rt, obj.UID, key(obj), spec, opts, m.InstanceID); err != nil {

@@ -155,8 +155,9 @@ func CacheTransformFor(opts CacheOptions) toolscache.TransformFunc {
 // boundSpec drops what the controller will never read of fj's spec.
 func boundSpec(fj *fluxjobv1.FluxJob, opts CacheOptions) {
 	s := &fj.Spec
-	neverSubmitted := fj.Status.JobID == 0 && !readMarker(fj).attempted()
-	if neverSubmitted && len(opts.AllowedNamespaces) > 0 && !slices.Contains(opts.AllowedNamespaces, fj.Namespace) {
+	// A marker annotation grants nothing (route.go): without a job ID the
+	// FluxJob is refused before any submission.
+	if fj.Status.JobID == 0 && len(opts.AllowedNamespaces) > 0 && !slices.Contains(opts.AllowedNamespaces, fj.Namespace) {
 		*s = fluxjobv1.FluxJobSpec{Urgency: s.Urgency}
 		return
 	}

@@ -179,8 +179,12 @@ func TestCacheTransformBoundsSpec(t *testing.T) {
 	}{
 		{name: "allowed, small", ns: "a", spec: fluxjobv1.FluxJobSpec{Command: []string{"true"}}, unchanged: true},
 		{name: "not allowed, never submitted", ns: "b", spec: fluxjobv1.FluxJobSpec{Command: []string{"true"}, Urgency: ptrTo(int32(3))}, dropAll: true},
+		// A marker grants nothing (route.go): without a job ID the
+		// FluxJob is refused before any submission, its spec unread.
+		{name: "not allowed, marker without a job ID", ns: "b", spec: fluxjobv1.FluxJobSpec{Command: []string{"true"}},
+			status: fluxjobv1.FluxJobStatus{SubmitAttemptTime: &attempt}, dropAll: true},
 		{name: "not allowed, submitted before", ns: "b", spec: fluxjobv1.FluxJobSpec{Command: []string{"true"}},
-			status: fluxjobv1.FluxJobStatus{SubmitAttemptTime: &attempt}, unchanged: true},
+			status: fluxjobv1.FluxJobStatus{SubmitAttemptTime: &attempt, JobID: 42}, unchanged: true},
 		{name: "jobspec too large", ns: "a", spec: fluxjobv1.FluxJobSpec{Jobspec: &runtime.RawExtension{Raw: []byte(`{"x":"` + big + `"}`)}}, tooLarge: true},
 		{name: "env too large", ns: "a", spec: fluxjobv1.FluxJobSpec{Command: []string{"true"},
 			Env: []fluxjobv1.EnvVar{{Name: "A", Value: big[:len(big)/2]}, {Name: "B", Value: big[:len(big)/2]}}}, tooLarge: true},
