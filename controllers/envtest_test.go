@@ -807,7 +807,7 @@ func submitDirect(t *testing.T, uri string, spec []byte) job.ID {
 	}
 	// Wait until job-list lists it, as it would long before a restart.
 	for {
-		ids, err := broker.Lookup(ctx, conn, mustName(spec), time.Time{}, time.Second)
+		ids, err := broker.Lookup(ctx, conn, mustName(spec), 0, time.Second)
 		if err == nil && len(ids) == 1 {
 			return id
 		}

@@ -101,7 +101,7 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 		if !m.attempted() {
 			return release() // never submitted
 		}
-		ids, err := broker.LookupOn(ctx, rt, jobspec.Name(obj), m.At.Time, r.Options.RPCTimeout)
+		ids, err := broker.LookupOn(ctx, rt, jobspec.Name(obj), m.After, r.Options.RPCTimeout)
 		switch {
 		case err != nil && now.After(deadline):
 			return giveUp("cannot look the Flux job up: " + err.Error())

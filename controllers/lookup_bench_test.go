@@ -17,9 +17,9 @@ import (
 // for a FluxJob with a submit marker, in an instance with 20,000 inactive
 // jobs that ended two hours before the marker: unbounded (what every
 // submission used to ask: a scan of the whole history) and bounded
-// (job-list's "since" at the marker less lookupMargin, at most
-// lookupLimit results: the scan stops at the first job that ended before
-// it). A fresh submission asks nothing (TestEnvtestFreshSubmissionAsksNoJobList).
+// (job-list's "since" at the submission of the marker's anchor job less
+// lookupMargin, read with one job-list.list-id, at most lookupLimit
+// results: the scan stops at the first job that ended before it). A fresh submission asks nothing (TestEnvtestFreshSubmissionAsksNoJobList).
 // Against the test broker; the time per op is the client's and the
 // broker's work together (both in this process).
 func BenchmarkLookupJob(b *testing.B) {
@@ -62,14 +62,17 @@ func BenchmarkLookupJob(b *testing.B) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	skew.Store(0)
-	marker := time.Now()
+	anchor, err := job.Submit(ctx, c, spec, job.SubmitOptions{}) // the newest job the manager saw
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, tc := range []struct {
-		name  string
-		since time.Time
-	}{{"unbounded", time.Time{}}, {"bounded", marker}} {
+		name   string
+		anchor job.ID
+	}{{"unbounded", 0}, {"bounded", anchor}} {
 		b.Run(fmt.Sprintf("%s/history=%d", tc.name, history), func(b *testing.B) {
 			for b.Loop() {
-				ids, err := broker.Lookup(ctx, c, "fluxjob-not-there", tc.since, time.Minute)
+				ids, err := broker.Lookup(ctx, c, "fluxjob-not-there", tc.anchor, time.Minute)
 				if err != nil || len(ids) != 0 {
 					b.Fatal(ids, err)
 				}

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
 // The submission marker (see submit.go for why there is one) lives in
@@ -35,6 +36,11 @@ type submitMarker struct {
 	Instance string `json:"instance,omitempty"`
 	// InstanceID is that instance's identity (identity.go), if known.
 	InstanceID string `json:"instanceID,omitempty"`
+	// After is a job ID the controller saw on that instance before it
+	// wrote the marker (broker.Tracker.Anchor): its submission time, on
+	// the broker's clock, bounds the lookup after a crash (broker.Lookup).
+	// 0: unknown, the lookup is unbounded.
+	After job.ID `json:"after,omitempty"`
 }
 
 // encode returns the annotation value.
@@ -108,6 +114,9 @@ type marker struct {
 	Instance string
 	// InstanceID is the identity of the instance that holds the job.
 	InstanceID string
+	// After is the marker annotation's anchor job (submitMarker.After):
+	// one submitted before any attempt the marker records.
+	After job.ID
 	// Err says why the annotation is unreadable (it then counts as an
 	// attempt at the FluxJob's creation for the lookup by name, see
 	// annotationMarker; it grants nothing).
@@ -146,6 +155,10 @@ func (m *marker) merge(a submitMarker) {
 	if m.InstanceID == "" {
 		m.InstanceID = a.InstanceID
 	}
+	if a.After != 0 {
+		// Submitted before this attempt, so before any later one too.
+		m.After = a.After
+	}
 }
 
 // attempted reports whether a submission was attempted.
@@ -172,6 +185,9 @@ func (m marker) applyTo(st *fluxjobv1.FluxJobStatus) {
 func markerInStatus(obj *fluxjobv1.FluxJob) bool {
 	m, ok, err := parseMarker(obj)
 	st := &obj.Status
+	// The anchor is in the annotation only: kept until the job ID is in
+	// the status (the lookup it bounds is for a FluxJob without one).
 	return ok && err == nil && st.SubmitAttemptTime != nil && st.SubmitAttemptTime.Equal(m.At.Time) &&
+		(m.After == 0 || st.JobID != 0) &&
 		(m.Instance == "" || st.Instance == m.Instance) && (m.InstanceID == "" || st.InstanceID == m.InstanceID)
 }

@@ -169,7 +169,8 @@ func namedJobspec(t *testing.T, cmd []string, name string) []byte {
 // TestEnvtestFreshSubmissionAsksNoJobList: a FluxJob without a submit
 // marker is submitted without any job-list request (O(1) broker work,
 // counted at the broker); only re-attaching after a restart checks the
-// job by ID (list-id), once per FluxJob.
+// job by ID (list-id), once per FluxJob. The marker's anchor costs one
+// job-manager.getinfo per connection, not per FluxJob.
 func TestEnvtestFreshSubmissionAsksNoJobList(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{})
 	h.start()
@@ -181,10 +182,13 @@ func TestEnvtestFreshSubmissionAsksNoJobList(t *testing.T) {
 	if n := h.broker.RequestCount("job-ingest.submit"); n != len(names) {
 		t.Fatalf("%d submissions for %d FluxJobs", n, len(names))
 	}
-	for _, topic := range []string{"job-list.list", "job-list.list-id", "job-manager.getinfo"} {
+	for _, topic := range []string{"job-list.list", "job-list.list-id"} {
 		if n := h.broker.RequestCount(topic); n != 0 {
 			t.Errorf("%d %s requests for fresh submissions, want 0", n, topic)
 		}
+	}
+	if n := h.broker.RequestCount("job-manager.getinfo"); n != 1 {
+		t.Errorf("%d job-manager.getinfo requests for %d fresh submissions, want 1 (the anchor, once per connection)", n, len(names))
 	}
 }
 
@@ -221,8 +225,8 @@ func TestEnvtestMarkerCopiesAndDamage(t *testing.T) {
 	if n := h.broker.RequestCount("job-list.list"); n == 0 {
 		t.Error("the FluxJob with a damaged marker was submitted without a lookup")
 	}
-	if n := h.broker.RequestCount("job-manager.getinfo"); n != 1 {
-		t.Errorf("%d catch-ups before submitting, want 1 (the damaged marker's)", n)
+	if n := h.broker.RequestCount("job-manager.getinfo"); n != 2 {
+		t.Errorf("%d job-manager.getinfo requests, want 2: the damaged marker's catch-up, and the anchor (once per connection)", n)
 	}
 	for _, name := range []string{"copied", "damaged"} {
 		o, err := h.get(name)
@@ -326,11 +330,31 @@ func submitNoWait(t *testing.T, h *harness, obj *fluxjobv1.FluxJob) job.ID {
 }
 
 // markAt writes a submission marker at time at, as this controller
-// does: the annotation, with the finalizer.
+// does: the annotation, with the finalizer, and the anchor job (the
+// broker's newest job now, job-manager.getinfo).
 func (h *harness) markAt(obj *fluxjobv1.FluxJob, at time.Time) {
 	h.t.Helper()
+	h.markAnchored(obj, at, h.maxJobID())
+}
+
+// maxJobID is the broker's newest job ID (job-manager.getinfo).
+func (h *harness) maxJobID() job.ID {
+	h.t.Helper()
+	conn, ctx := brokerClient(h.t, h)
+	var info struct {
+		MaxJobID job.ID `json:"max_jobid"`
+	}
+	if err := conn.RPC(ctx, "job-manager.getinfo", nil, &info); err != nil {
+		h.t.Fatal(err)
+	}
+	return info.MaxJobID
+}
+
+// markAnchored is markAt with the anchor job after.
+func (h *harness) markAnchored(obj *fluxjobv1.FluxJob, at time.Time, after job.ID) {
+	h.t.Helper()
 	base := obj.DeepCopy()
-	if err := (submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(at), Instance: "default"}).setOn(obj); err != nil {
+	if err := (submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(at), Instance: "default", After: after}).setOn(obj); err != nil {
 		h.t.Fatal(err)
 	}
 	if err := h.c.Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
@@ -359,6 +383,7 @@ func TestEnvtestAdoptUnderJobListLag(t *testing.T) {
 	h := newHarness(t, testbroker.Options{ListLag: lag}, Options{AdoptWindow: 500 * time.Millisecond, UnreachableRetry: 200 * time.Millisecond})
 	obj := h.create("lagged", cmdSpec("true"))
 	h.markAt(obj, time.Now())
+	getinfo := h.broker.RequestCount("job-manager.getinfo")
 	id := submitNoWait(t, h, obj)
 	h.start()
 	obj = h.waitPhase("lagged", fluxjobv1.PhaseSucceeded, 30*time.Second)
@@ -368,7 +393,7 @@ func TestEnvtestAdoptUnderJobListLag(t *testing.T) {
 	if ids := h.broker.Jobs(); len(ids) != 1 {
 		t.Fatalf("broker has %d jobs (%v): submitted twice under a %s job-list lag", len(ids), ids, lag)
 	}
-	if n := h.broker.RequestCount("job-manager.getinfo"); n == 0 {
+	if n := h.broker.RequestCount("job-manager.getinfo"); n == getinfo {
 		t.Error("the window passed without the job-list catch-up barrier")
 	}
 	h.waitEvent("lagged", "Adopted", 10*time.Second)
@@ -396,9 +421,14 @@ func TestEnvtestBoundedLookupAdoptsAfterCrash(t *testing.T) {
 	}
 	waitEnded(t, h, old)
 	skew.Store(0)
+	// The newest job the crashed controller saw before its marker (its
+	// anchor): the lookup is bounded by its submission.
+	if _, err := job.Submit(ctx, conn, namedJobspec(t, []string{"true"}, "recent"), job.SubmitOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	h.markAt(obj, time.Now())
 	id := submitNoWait(t, h, obj)
-	if ids, err := broker.Lookup(ctx, conn, jobspec.Name(obj), submitAttempt(obj).Time, 5*time.Second); err != nil || len(ids) != 1 || ids[0] != id {
+	if ids, err := broker.Lookup(ctx, conn, jobspec.Name(obj), readMarker(obj).After, 5*time.Second); err != nil || len(ids) != 1 || ids[0] != id {
 		t.Fatalf("bounded lookup: %v %v, want only %s (not the one from two hours ago, %s)", ids, err, id, old)
 	}
 	h.start()
@@ -406,8 +436,8 @@ func TestEnvtestBoundedLookupAdoptsAfterCrash(t *testing.T) {
 	if job.ID(obj.Status.JobID) != id {
 		t.Fatalf("adopted %s, want %s", obj.Status.JobIDF58, id)
 	}
-	if n := h.broker.RequestCount("job-ingest.submit"); n != 52 {
-		t.Fatalf("%d submissions, want 52 (none by the controller)", n)
+	if n := h.broker.RequestCount("job-ingest.submit"); n != 53 {
+		t.Fatalf("%d submissions, want 53 (none by the controller)", n)
 	}
 }
 
@@ -496,5 +526,53 @@ func TestEnvtestBrokerCrashKeepsPendingJobs(t *testing.T) {
 		if !strings.Contains(strings.Join(eventNames(o.Status.Events), ","), "flux-restart") {
 			t.Errorf("%s: events %v lack flux-restart", n, eventNames(o.Status.Events))
 		}
+	}
+}
+
+// TestEnvtestLookupUnderClockSkew: the broker's clock is ten minutes
+// behind or ahead of the manager's. A controller wrote its marker (with
+// its anchor, the newest job it had seen), submitted, and died; the job
+// ended while no controller ran. The next controller must find and adopt
+// it: the lookup's bound is the anchor's submission time, on the broker's
+// clock. Against 7f7e1d7 (since = marker time less one minute, on the
+// manager's clock) the broker 10 minutes behind hid the job and it was
+// submitted again. A FluxJob the controller submits itself records an
+// anchor job submitted before it.
+func TestEnvtestLookupUnderClockSkew(t *testing.T) {
+	for _, offset := range []time.Duration{-10 * time.Minute, 10 * time.Minute} {
+		t.Run(offset.String(), func(t *testing.T) {
+			h := newHarness(t, testbroker.Options{ClockOffset: offset}, Options{AdoptWindow: 500 * time.Millisecond})
+			conn, ctx := brokerClient(t, h)
+			for range 3 { // jobs before the marker: the anchor is one of them
+				id, err := job.Submit(ctx, conn, namedJobspec(t, []string{"true"}, "history"), job.SubmitOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitEnded(t, h, id)
+			}
+			obj := h.create("skewed", cmdSpec("true"))
+			h.markAt(obj, time.Now())
+			if readMarker(obj).After == 0 {
+				t.Fatal("the marker has no anchor: the test would not test the bound")
+			}
+			id := submitNoWait(t, h, obj)
+			waitEnded(t, h, id)
+			h.start()
+			obj = h.waitPhase("skewed", fluxjobv1.PhaseSucceeded, 30*time.Second)
+			if job.ID(obj.Status.JobID) != id {
+				t.Fatalf("status job %s, want the adopted %s", obj.Status.JobIDF58, id)
+			}
+			if n := h.broker.RequestCount("job-ingest.submit"); n != 4 {
+				t.Fatalf("%d submissions, want 4 (none by the controller): the job was submitted again with the broker's clock %s off", n, offset)
+			}
+			h.waitEvent("skewed", "Adopted", 10*time.Second)
+
+			// The controller's own marker names a job submitted before it.
+			h.create("fresh", cmdSpec("true"))
+			fresh := h.waitPhase("fresh", fluxjobv1.PhaseSucceeded, 30*time.Second)
+			if after := readMarker(fresh).After; after == 0 || after >= job.ID(fresh.Status.JobID) {
+				t.Fatalf("the controller's marker anchor %s, want a job before %s", after, fresh.Status.JobIDF58)
+			}
+		})
 	}
 }

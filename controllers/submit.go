@@ -30,8 +30,11 @@ import (
 //
 // With a marker and no job ID, an earlier controller may have submitted
 // and died before it recorded the ID. The controller then asks job-list
-// for the job by name, bounded by the marker's time (broker.Lookup). A job
-// found is adopted, never submitted again.
+// for the job by name, bounded by the marker's anchor: a job ID seen on
+// the instance before the marker, whose submission time is on the
+// broker's clock, so that no clock skew between manager and broker can
+// hide the job (broker.Lookup). A job found is adopted, never submitted
+// again.
 //
 // job-list learns of jobs asynchronously (from the job-manager's journal),
 // so a job submitted a moment ago may not be listed yet. Until AdoptWindow
@@ -88,7 +91,7 @@ func (r *FluxJobReconciler) track(ctx context.Context, obj *fluxjobv1.FluxJob, m
 	}
 	name := jobspec.Name(obj)
 	if m.attempted() {
-		d, fail, id, err := findEarlier(ctx, r.w, r.Options, obj, rt, name, m.At.Time)
+		d, fail, id, err := findEarlier(ctx, r.w, r.Options, obj, rt, name, *m)
 		switch {
 		case err != nil || fail != nil || d > 0:
 			return d, fail, err
@@ -101,7 +104,14 @@ func (r *FluxJobReconciler) track(ctx context.Context, obj *fluxjobv1.FluxJob, m
 	// The marker and the finalizer, in one locked patch, before the
 	// submit RPC: a conflict means the object changed since it was read,
 	// and nothing may be submitted.
-	sm := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.Name, InstanceID: rt.InstanceID()}
+	after, err := r.Tracker.Anchor(ctx, rt, r.Options.RPCTimeout)
+	switch {
+	case err != nil && broker.IsConnectionError(err):
+		return r.Options.UnreachableRetry, nil, nil
+	case err != nil:
+		log.Info("no anchor job for the submission marker; a lookup after a crash will scan all of job-list", "error", err.Error())
+	}
+	sm := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.Name, InstanceID: rt.InstanceID(), After: after}
 	base := obj.DeepCopy()
 	if err := sm.setOn(obj); err != nil {
 		return 0, nil, err
@@ -137,14 +147,17 @@ func needsNewFuture(v broker.View, now time.Time, resync time.Duration) bool {
 	return false
 }
 
-// findEarlier looks for the job of an earlier submission attempt marked
-// at (see above): its ID, or a requeue delay while job-list may still be
-// catching up, or a failure when the marker is too old to tell; zero
-// everything means there is none and the caller submits.
-func findEarlier(ctx context.Context, w *writer, o Options, obj *fluxjobv1.FluxJob, rt broker.Route, name string, at time.Time) (time.Duration, *failure, job.ID, error) {
+// findEarlier looks for the job of the earlier submission attempt m
+// records (see above): its ID, or a requeue delay while job-list may
+// still be catching up, or a failure when the marker is too old to tell;
+// zero everything means there is none and the caller submits. The lookup
+// is bounded by m's anchor job (broker clock), the adopt window and the
+// purge age by m's time (manager clock).
+func findEarlier(ctx context.Context, w *writer, o Options, obj *fluxjobv1.FluxJob, rt broker.Route, name string, m marker) (time.Duration, *failure, job.ID, error) {
 	log := logf.FromContext(ctx)
+	at := m.At.Time
 	lookup := func() ([]job.ID, time.Duration, error) {
-		ids, err := broker.LookupOn(ctx, rt, name, at, o.RPCTimeout)
+		ids, err := broker.LookupOn(ctx, rt, name, m.After, o.RPCTimeout)
 		switch {
 		case err == nil:
 			if len(ids) > 1 {

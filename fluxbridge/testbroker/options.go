@@ -122,6 +122,11 @@ type Options struct {
 	// Now is the clock for event timestamps and job IDs (FLUIDs). Nil
 	// means time.Now. Delays and run times always use real timers.
 	Now func() time.Time
+	// ClockOffset is added to every time the broker's clock (Now) gives:
+	// event timestamps, t_submit, t_inactive, job-list's "since", job IDs.
+	// A broker whose clock runs ahead of the manager's (positive) or
+	// behind it (negative), as a remote instance's may.
+	ClockOffset time.Duration
 	// ListLag is how long job-list takes to list a job after job-ingest
 	// answered its submit request. flux-core's job-list is a separate
 	// module that learns of jobs from the job-manager's journal
@@ -179,7 +184,7 @@ func (o *Options) scale(d time.Duration) time.Duration {
 
 func (o *Options) now() time.Time {
 	if o.Now != nil {
-		return o.Now()
+		return o.Now().Add(o.ClockOffset)
 	}
-	return time.Now()
+	return time.Now().Add(o.ClockOffset)
 }

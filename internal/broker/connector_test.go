@@ -68,7 +68,7 @@ func TestFluxConnectorReconnects(t *testing.T) {
 	if res, err := f.Result(ctx); err != nil || res != 0 {
 		t.Fatalf("result %d, %v", res, err)
 	}
-	if ids, err := Lookup(ctx, ctl, "true", time.Time{}, time.Second); err != nil || len(ids) != 1 {
+	if ids, err := Lookup(ctx, ctl, "true", 0, time.Second); err != nil || len(ids) != 1 {
 		t.Fatalf("lookup by name: %v, %v", ids, err)
 	}
 

@@ -126,6 +126,9 @@ type Tracker struct {
 	jobs      map[types.UID]*tracked
 	nextToken uint64
 	dropped   uint64
+	// anchors holds, per instance name, the highest job ID seen on its
+	// current connection (lookup.go).
+	anchors map[string]job.ID
 }
 
 // NewTracker returns an empty tracker whose notifications go to a channel
@@ -231,7 +234,48 @@ func (t *Tracker) Poke(key types.NamespacedName) {
 
 // SetJobID records the job ID reported by the future with token.
 func (t *Tracker) SetJobID(uid types.UID, token uint64, id uint64) {
+	t.mu.Lock()
+	if tr, ok := t.jobs[uid]; ok && tr.obs.Token == token {
+		t.noteAnchorLocked(tr.instance, job.ID(id))
+	}
+	t.mu.Unlock()
 	t.update(uid, token, func(o *View) { o.JobID, o.HasJobID = id, true })
+}
+
+// noteAnchorLocked records id as seen on instance (lookup.go Anchor).
+func (t *Tracker) noteAnchorLocked(instance string, id job.ID) {
+	if t.anchors == nil {
+		t.anchors = map[string]job.ID{}
+	}
+	if old, ok := t.anchors[instance]; !ok || id > old {
+		t.anchors[instance] = id // 0 too: getinfo was asked
+	}
+}
+
+// NoteAnchor records that job id exists on instance: a job submitted
+// before anything the manager does from now on (lookup.go Anchor).
+func (t *Tracker) NoteAnchor(instance string, id job.ID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.noteAnchorLocked(instance, id)
+}
+
+// ForgetAnchor drops what instance's anchor was: its connection is new,
+// and the instance behind it may be another one.
+func (t *Tracker) ForgetAnchor(instance string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.anchors, instance)
+}
+
+// anchor returns the highest job ID seen on instance's connection, and
+// whether one was recorded (0 with ok: the instance had no job when
+// asked).
+func (t *Tracker) anchor(instance string) (job.ID, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	id, ok := t.anchors[instance]
+	return id, ok
 }
 
 // SetInstance records the identity of the Flux instance the future with

@@ -167,12 +167,12 @@ func Verify(ctx context.Context, rt Route, id job.ID, name string, timeout time.
 }
 
 // LookupOn is Lookup on rt's control connection.
-func LookupOn(ctx context.Context, rt Route, name string, since time.Time, timeout time.Duration) ([]job.ID, error) {
+func LookupOn(ctx context.Context, rt Route, name string, anchor job.ID, timeout time.Duration) ([]job.ID, error) {
 	_, ctl, err := rt.Get()
 	if err != nil {
 		return nil, err
 	}
-	return Lookup(ctx, ctl, name, since, timeout)
+	return Lookup(ctx, ctl, name, anchor, timeout)
 }
 
 // CatchUpOn is CatchUp on rt's control connection.
