@@ -101,16 +101,18 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 		if !m.attempted() {
 			return release() // never submitted
 		}
-		ids, err := broker.LookupOn(ctx, rt, jobspec.Name(obj), m.After, r.Options.RPCTimeout)
+		settled := now.After(m.At.Add(r.Options.AdoptWindow)) || now.After(deadline)
+		ids, err := lookupCaughtUp(ctx, rt, r.Options, jobspec.Name(obj), m.After, settled)
 		switch {
 		case err != nil && now.After(deadline):
 			return giveUp("cannot look the Flux job up: " + err.Error())
 		case err != nil:
+			log.Info("cannot look the Flux job up yet; retrying before releasing the FluxJob", "error", err.Error())
 			return wait(r.Options.UnreachableRetry)
 		case len(ids) > 0:
 			id = ids[0]
-		case now.After(m.At.Add(r.Options.AdoptWindow)) || now.After(deadline):
-			return release() // the submission never reached Flux
+		case settled:
+			return release() // job-list caught up: the submission never reached Flux
 		default:
 			return wait(time.Second)
 		}
@@ -154,4 +156,22 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 		return giveUp(fmt.Sprintf("Flux job %s did not end within %s of the deletion", id, r.Options.CancelTimeout))
 	}
 	return wait(2 * time.Second)
+}
+
+// lookupCaughtUp looks up the Flux jobs named name of a submission
+// attempted after the job anchor (broker.Lookup). When none is listed and settled (the adopt window or the
+// deletion's deadline is over), it makes job-list catch up with
+// job-manager first and looks again: the barrier a resubmission passes
+// (submit.go), so that a job-list that lists jobs late does not make a
+// deleted FluxJob lose its Flux job uncancelled. An error means nothing
+// may be concluded yet.
+func lookupCaughtUp(ctx context.Context, rt broker.Route, o Options, name string, anchor job.ID, settled bool) ([]job.ID, error) {
+	ids, err := broker.LookupOn(ctx, rt, name, anchor, o.RPCTimeout)
+	if err != nil || len(ids) > 0 || !settled {
+		return ids, err
+	}
+	if err := broker.CatchUpOn(ctx, rt, o.RPCTimeout); err != nil {
+		return nil, fmt.Errorf("waiting for job-list to catch up with job-manager: %w", err)
+	}
+	return broker.LookupOn(ctx, rt, name, anchor, o.RPCTimeout)
 }

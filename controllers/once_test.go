@@ -529,6 +529,36 @@ func TestEnvtestBrokerCrashKeepsPendingJobs(t *testing.T) {
 	}
 }
 
+// TestEnvtestDeleteUnderJobListLag: a controller died between the
+// submission and the status write, and the FluxJob was deleted meanwhile.
+// job-list lists jobs 3s late, the adopt window is 0.5s: the next
+// controller must find the running Flux job behind the catch-up barrier
+// and cancel it before it lets the FluxJob go. Against 7f7e1d7 it released
+// the finalizer at the end of the adopt window and the job ran on.
+func TestEnvtestDeleteUnderJobListLag(t *testing.T) {
+	const lag = 3 * time.Second
+	h := newHarness(t, testbroker.Options{ListLag: lag}, Options{AdoptWindow: 500 * time.Millisecond, UnreachableRetry: 200 * time.Millisecond})
+	obj := h.create("doomed", cmdSpec("sleep", "300"))
+	h.markAt(obj, time.Now())
+	getinfo := h.broker.RequestCount("job-manager.getinfo")
+	id := submitNoWait(t, h, obj)
+	if err := h.c.Delete(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitGone("doomed", 30*time.Second)
+	var cancelled bool
+	for _, ev := range h.brokerEvents(id) {
+		cancelled = cancelled || ev.Name == "exception" && ev.Context["type"] == "cancel"
+	}
+	if !cancelled {
+		t.Fatalf("the deleted FluxJob's Flux job %s was not cancelled under a %s job-list lag: %v", id, lag, h.brokerEvents(id))
+	}
+	if n := h.broker.RequestCount("job-manager.getinfo"); n == getinfo {
+		t.Error("the deletion did not pass the job-list catch-up barrier")
+	}
+}
+
 // TestEnvtestLookupUnderClockSkew: the broker's clock is ten minutes
 // behind or ahead of the manager's. A controller wrote its marker (with
 // its anchor, the newest job it had seen), submitted, and died; the job
