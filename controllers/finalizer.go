@@ -159,9 +159,9 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 }
 
 // lookupCaughtUp looks up the Flux jobs named name of a submission
-// attempted after the job anchor (broker.Lookup). When none is listed and settled (the adopt window or the
-// deletion's deadline is over), it makes job-list catch up with
-// job-manager first and looks again: the barrier a resubmission passes
+// attempted after the job anchor (broker.Lookup). When none is listed
+// and settled (the adopt window or the deletion's deadline is over), it
+// makes job-list catch up with job-manager first and looks again: the barrier a resubmission passes
 // (submit.go), so that a job-list that lists jobs late does not make a
 // deleted FluxJob lose its Flux job uncancelled. An error means nothing
 // may be concluded yet.
