@@ -150,10 +150,7 @@ func (r *FluxJobReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	tr := r.Tracker
-	r.Instances.OnConnect(func(instance string) {
-		tr.ForgetAnchor(instance) // the instance behind a new connection may be another
-		tr.PokeUnsettled(instance)
-	})
+	r.Instances.OnConnect(func(instance string) { tr.PokeUnsettled(instance) })
 	r.Instances.OnChange(func(string) { r.waiting.pokeAll(tr) })
 	dependants := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 		return dependants(ctx, r.Client, o)

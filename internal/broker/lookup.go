@@ -25,9 +25,8 @@ import (
 // "since" is compared with the broker's clock (t_inactive), so it must
 // come from the broker's clock, not the manager's: the submission marker
 // records an anchor, a job ID the manager saw on that instance before it
-// wrote the marker (Anchor: the highest job ID its tracker was told on
-// that connection, or job-manager.getinfo's max_jobid, asked once per
-// connection). That job was submitted before the FluxJob's, so its
+// wrote the marker (Anchor: job-manager.getinfo's max_jobid, asked once
+// per connection, raised by every job ID its tracker is told since). That job was submitted before the FluxJob's, so its
 // t_submit (job-list.list-id, one O(1) request) is no later than the
 // FluxJob's job's t_inactive, on the same clock: the bound holds however
 // far the manager's and the broker's clocks are apart. lookupMargin only
@@ -91,17 +90,17 @@ func sinceAnchor(ctx context.Context, c *flux.Conn, anchor job.ID) (float64, err
 }
 
 // Anchor returns a job ID submitted to rt's instance before now, for a
-// submission marker (see above): the highest the tracker saw on the
-// instance's current connection, else job-manager.getinfo's max_jobid
-// (one request, remembered). 0 when there is none or the broker refuses
+// submission marker (see above): job-manager.getinfo's max_jobid, asked
+// once per connection, raised by every job ID the tracker is told since
+// (submit and attach callbacks). 0 when there is none or the broker refuses
 // (a guest of a private instance): the lookup then scans everything.
 func (t *Tracker) Anchor(ctx context.Context, rt Route, timeout time.Duration) (job.ID, error) {
-	if id, ok := t.anchor(rt.Name); ok {
-		return id, nil
-	}
 	_, ctl, err := rt.Get()
 	if err != nil {
 		return 0, err
+	}
+	if id, ok := t.anchorOf(rt.Name, ctl); ok {
+		return id, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -109,7 +108,7 @@ func (t *Tracker) Anchor(ctx context.Context, rt Route, timeout time.Duration) (
 	if err != nil {
 		return 0, err
 	}
-	t.NoteAnchor(rt.Name, id)
+	t.setAnchor(rt.Name, ctl, id)
 	return id, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
@@ -114,6 +115,13 @@ type tracked struct {
 	out *outputCollector
 }
 
+// anchor is a job ID seen on one connection of an instance (lookup.go):
+// a new connection may reach another instance, where it means nothing.
+type anchor struct {
+	conn *flux.Conn
+	id   job.ID
+}
+
 // Tracker holds, per FluxJob UID, what the executor's callbacks reported
 // about its Flux job. Callbacks only write here and poke the reconciler
 // through a non-blocking channel send; they never call the API server.
@@ -128,7 +136,7 @@ type Tracker struct {
 	dropped   uint64
 	// anchors holds, per instance name, the highest job ID seen on its
 	// current connection (lookup.go).
-	anchors map[string]job.ID
+	anchors map[string]anchor
 }
 
 // NewTracker returns an empty tracker whose notifications go to a channel
@@ -242,40 +250,39 @@ func (t *Tracker) SetJobID(uid types.UID, token uint64, id uint64) {
 	t.update(uid, token, func(o *View) { o.JobID, o.HasJobID = id, true })
 }
 
-// noteAnchorLocked records id as seen on instance (lookup.go Anchor).
+// noteAnchorLocked records id as seen on instance (lookup.go Anchor): it
+// raises the anchor of the instance's current connection, if one was
+// taken.
 func (t *Tracker) noteAnchorLocked(instance string, id job.ID) {
+	if a, ok := t.anchors[instance]; ok && id > a.id {
+		a.id = id
+		t.anchors[instance] = a
+	}
+}
+
+// setAnchor records id as the anchor of instance's connection conn.
+func (t *Tracker) setAnchor(instance string, conn *flux.Conn, id job.ID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.anchors == nil {
-		t.anchors = map[string]job.ID{}
+		t.anchors = map[string]anchor{}
 	}
-	if old, ok := t.anchors[instance]; !ok || id > old {
-		t.anchors[instance] = id // 0 too: getinfo was asked
+	if a, ok := t.anchors[instance]; ok && a.conn == conn && a.id >= id {
+		return
 	}
+	t.anchors[instance] = anchor{conn: conn, id: id}
 }
 
-// NoteAnchor records that job id exists on instance: a job submitted
-// before anything the manager does from now on (lookup.go Anchor).
-func (t *Tracker) NoteAnchor(instance string, id job.ID) {
+// anchorOf returns the anchor of instance's connection conn, if one was
+// taken on that connection (0 with ok: the instance had no job then).
+func (t *Tracker) anchorOf(instance string, conn *flux.Conn) (job.ID, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.noteAnchorLocked(instance, id)
-}
-
-// ForgetAnchor drops what instance's anchor was: its connection is new,
-// and the instance behind it may be another one.
-func (t *Tracker) ForgetAnchor(instance string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.anchors, instance)
-}
-
-// anchor returns the highest job ID seen on instance's connection, and
-// whether one was recorded (0 with ok: the instance had no job when
-// asked).
-func (t *Tracker) anchor(instance string) (job.ID, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	id, ok := t.anchors[instance]
-	return id, ok
+	a, ok := t.anchors[instance]
+	if !ok || a.conn != conn {
+		return 0, false // none yet, or taken on an earlier connection
+	}
+	return a.id, true
 }
 
 // SetInstance records the identity of the Flux instance the future with
