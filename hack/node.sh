@@ -509,6 +509,9 @@ start kube-apiserver "$ASSETS/kube-apiserver" --etcd-servers http://127.0.0.1:23
 	--service-account-issuer https://kubernetes.default.svc --service-account-key-file "$pki/sa.pub" \
 	--service-account-signing-key-file "$pki/sa.key" \
 	--authorization-mode Node,RBAC --allow-privileged=false --kubelet-preferred-address-types InternalIP
+# kube-controller-manager and kube-scheduler exit when the API server is
+# not serving yet (they read its authentication ConfigMap at start).
+until "$ASSETS/kubectl" --kubeconfig "$pki/admin.kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; do sleep 0.5; done
 start kube-controller-manager "$NODE_BINS/kube-controller-manager" --kubeconfig "$pki/admin.kubeconfig" \
 	--authentication-kubeconfig "$pki/admin.kubeconfig" --authorization-kubeconfig "$pki/admin.kubeconfig" \
 	--bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
