@@ -106,6 +106,7 @@ test: fmt-check vet controller-gen envtest node-bins $(if $(wildcard main.go),bu
 	if [[ -n "$$fluxbin" ]]; then \
 		export PATH="$$fluxbin:$$PATH"; echo "make test: flux from $$fluxbin"; \
 		: "$${FLUX_SECURITY_PREFIX:=$$(cat "$$fluxbin/../flux-security-prefix")}"; export FLUX_SECURITY_PREFIX; \
+		: "$${NODE_FLUX_PREFIX:=$$(cd "$$fluxbin/.." && pwd)}"; export NODE_FLUX_PREFIX; \
 	fi; \
 	set -x; \
 	$(GO) test $(GO_TEST_FLAGS) ./...; \
