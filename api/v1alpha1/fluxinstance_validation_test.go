@@ -27,7 +27,9 @@ func testFluxInstances(ctx context.Context, t *testing.T, c client.Client) {
 		{name: "minicluster", spec: "connection: {miniCluster: {namespace: flux-operator, name: flux-sample}}\n"},
 		{name: "minicluster-overrides", spec: "connection: {miniCluster: {namespace: ns, name: mc, container: flux, socketPath: /opt/flux/local, command: [/bin/sh, -c, \"exec flux relay $0\"]}}\n"},
 		{name: "pod-name", spec: "connection: {pod: {namespace: ns, name: broker-0, container: flux, socketPath: /run/flux/local}}\n"},
-		{name: "pod-selector", spec: "connection: {pod: {namespace: ns, selector: {matchLabels: {app: flux}}, socketPath: /run/flux/local}}\n"},
+		{name: "pod-selector", spec: "connection: {pod: {namespace: ns, selector: {matchLabels: {app: flux}}, owner: {kind: StatefulSet, name: flux}, socketPath: /run/flux/local}}\n"},
+		{name: "pod-selector-without-owner", spec: "connection: {pod: {namespace: ns, selector: {matchLabels: {app: flux}}, socketPath: /run/flux/local}}\n",
+			want: []string{"connection.pod.selector needs connection.pod.owner"}},
 
 		{name: "no-connection", spec: "namespaceSelector: {}\n", want: []string{"spec.connection: Required value"}},
 		{name: "empty-connection", spec: "connection: {}\n", want: []string{"give exactly one of connection.uri, connection.miniCluster and connection.pod"}},
