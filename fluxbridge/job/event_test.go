@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// Lines from /work/shared/flux-wire/cancel.decoded.txt and
+// Lines from ../shared/flux-wire/cancel.decoded.txt and
 // eventlog-watch.decoded.txt (real flux-core 0.88.0 eventlog entries).
 var eventSeeds = []string{
 	`{"timestamp":1795576038.8199482,"name":"submit","context":{"userid":0,"urgency":16,"flags":0,"version":1}}` + "\n",

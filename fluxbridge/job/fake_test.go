@@ -33,7 +33,7 @@ var (
 )
 
 // scenario returns a transcript recorded from flux-core 0.88.0
-// (/work/shared/flux-wire). A missing transcript fails the test.
+// (../shared/flux-wire). A missing transcript fails the test.
 func scenario(t *testing.T, name string) *wiretest.Scenario {
 	t.Helper()
 	scenariosOnce.Do(func() {

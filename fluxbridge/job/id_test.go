@@ -73,7 +73,7 @@ func TestF58(t *testing.T) {
 
 // Inputs from flux-core v0.88.0 src/common/libutil/test/fluid.c
 // (fluid_parse_tests, plus f58_alt_tests' "f111") and
-// the IDs of real jobs in /work/shared/flux-wire/list.decoded.txt.
+// the IDs of real jobs in ../shared/flux-wire/list.decoded.txt.
 func TestParseID(t *testing.T) {
 	tests := []struct {
 		in   string

@@ -347,7 +347,7 @@ func (js *Jobspec) YAML() ([]byte, error) { return yaml.Marshal(js) }
 // match ErrInvalidJobspec and use the messages of flux-core's validator
 // (src/bindings/python/flux/job/Jobspec.py, the job-ingest "jobspec"
 // validator plugin): "Missing key (tasks)" is what the broker answered to
-// `{"version": 1}` in /work/shared/flux-wire/submit-invalid.decoded.txt.
+// `{"version": 1}` in ../shared/flux-wire/submit-invalid.decoded.txt.
 // With several keys missing, flux-core names whichever one a Python set
 // yields first, which varies between broker processes (Jobspec.py checks
 // a set of required keys; seen in test/realflux), so callers must not
@@ -494,7 +494,7 @@ func checkDocument(doc any) error {
 	}
 	// Python reports the first missing key in set order, which varies
 	// between processes; "tasks" first reproduces the broker's answer to
-	// {"version": 1} in /work/shared/flux-wire/submit-invalid.decoded.txt.
+	// {"version": 1} in ../shared/flux-wire/submit-invalid.decoded.txt.
 	if err := checkKeys(top, []string{"tasks", "resources", "attributes", "version"}, false, false); err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // readWire reads a file of the flux-core 0.88.0 transcripts
-// (/work/shared/flux-wire, found by wiretest.Dir); a missing file fails.
+// (../shared/flux-wire, found by wiretest.Dir); a missing file fails.
 func readWire(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(wiretest.Dir(), name))
@@ -35,7 +35,7 @@ func decodeAny(t *testing.T, b []byte) any {
 
 // FromCommand("true") with the options `flux run --dry-run` had must give
 // the structure of the jobspec flux-core 0.88.0 produced
-// (/work/shared/flux-wire/jobspec-true.json).
+// (../shared/flux-wire/jobspec-true.json).
 func TestFromCommandMatchesFluxRun(t *testing.T) {
 	for _, tc := range []struct {
 		file string
@@ -229,7 +229,7 @@ func TestParseYAMLAndJSONRoundTrip(t *testing.T) {
 }
 
 // Messages from flux-core's validator (src/bindings/python/flux/job/Jobspec.py);
-// the first is the broker's answer in /work/shared/flux-wire/submit-invalid.decoded.txt.
+// the first is the broker's answer in ../shared/flux-wire/submit-invalid.decoded.txt.
 func TestParseInvalid(t *testing.T) {
 	valid := func(edit func(m map[string]any)) string {
 		var m map[string]any

@@ -184,7 +184,7 @@ func anys[T any](vs []T) []any {
 }
 
 // jsonFloat is a float64 written with a decimal point, as Python's json
-// writes floats ("since": 0.0 in /work/shared/flux-wire/list.decoded.txt).
+// writes floats ("since": 0.0 in ../shared/flux-wire/list.decoded.txt).
 type jsonFloat float64
 
 // MarshalJSON writes f with a decimal point.

@@ -465,7 +465,7 @@ func TestJSONFloat(t *testing.T) {
 }
 
 // The client side of flux-core's Python FluxExecutor run
-// (/work/shared/flux-wire/python-executor.*): three jobs submitted at once
+// (../shared/flux-wire/python-executor.*): three jobs submitted at once
 // on one connection, then their eventlogs watched at the same time. Every
 // request must be what the Python executor sent, byte for byte.
 func TestPythonExecutorScenario(t *testing.T) {
