@@ -47,6 +47,8 @@ for arg in "$@"; do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=hack/lib/k8s-build.sh
+source "$ROOT/hack/lib/k8s-build.sh"
 GO="${GO:-go}"
 BIN_DIR="${ENVTEST_BIN_DIR:-$ROOT/bin/k8s}"
 mkdir -p "$BIN_DIR"
@@ -97,24 +99,8 @@ rm -f "$STAMP"
 tmp="$(mktemp -d "$BIN_DIR/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
-# Version stamps, as Kubernetes' own build (hack/lib/version.sh) sets them, so
-# that `kubectl version` and the API server's /version report the release.
-minor="${K8S_VERSION#v*.}"
-minor="${minor%%.*}"
-major="${K8S_VERSION#v}"
-major="${major%%.*}"
-build_date="1970-01-01T00:00:00Z"
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	k8s_ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-	k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-done
-
-export CGO_ENABLED=0
-# The tool modules' go.sum files are committed; never let a build rewrite them.
-export GOFLAGS="-mod=readonly -buildvcs=false"
-# Another go.work (a developer's) must not pull the tool modules into it.
-export GOWORK=off
+k8s_ldflags="$(k8s_ldflags "$K8S_VERSION")"
+k8s_build_env
 
 start=$SECONDS
 (

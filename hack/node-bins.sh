@@ -46,6 +46,8 @@ for arg in "$@"; do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=hack/lib/k8s-build.sh
+source "$ROOT/hack/lib/k8s-build.sh"
 GO="${GO:-go}"
 BIN_DIR="${NODE_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fluxjob-operator/k8s-node}"
 mkdir -p "$BIN_DIR"
@@ -90,23 +92,8 @@ rm -f "$STAMP"
 tmp="$(mktemp -d "$BIN_DIR/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
-# Version stamps, as Kubernetes' own build (hack/lib/version.sh) sets them: the
-# kubelet reports its version in the Node's status, and the apiserver's
-# version skew checks read it.
-minor="${K8S_VERSION#v*.}"
-minor="${minor%%.*}"
-major="${K8S_VERSION#v}"
-major="${major%%.*}"
-build_date="1970-01-01T00:00:00Z"
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	k8s_ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-	k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-done
-
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"
-export GOWORK=off
+k8s_ldflags="$(k8s_ldflags "$K8S_VERSION")"
+k8s_build_env
 
 start=$SECONDS
 (
