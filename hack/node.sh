@@ -442,24 +442,9 @@ serializeImagePulls: false
 maxPods: 30
 EOF
 
-cat >"$DIR/kubelet/kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: node
-  cluster:
-    server: https://$NODE_IP:$API_PORT
-    certificate-authority: $pki/ca.crt
-users:
-- name: kubelet
-  user:
-    client-certificate: $pki/admin.crt
-    client-key: $pki/admin.key
-contexts:
-- name: node
-  context: {cluster: node, user: kubelet}
-current-context: node
-EOF
+# The kubelet shares the admin certificate, as kube-controller-manager and
+# kube-scheduler do (one cluster-admin identity on a test node).
+cp "$pki/admin.kubeconfig" "$DIR/kubelet/kubeconfig"
 
 # ---- the supervisor: runs inside the network namespace and a mount
 # namespace of its own (slave: the host's mounts are seen, the node's mounts
