@@ -1,9 +1,11 @@
 package fluxbridge
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
@@ -108,7 +110,11 @@ func TestFutureEventBounds(t *testing.T) {
 			close(block)
 			f.runCallbacks(0)
 			<-gotFin
-			if res, err := f.Result(expired()); err != nil || res != 1 {
+			// The completion is queued behind the finish callbacks, so in the
+			// slow case the dispatching goroutine may still be running it.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if res, err := f.Result(ctx); err != nil || res != 1 {
 				t.Errorf("Result = %d, %v; want exit code 1", res, err)
 			}
 		})
