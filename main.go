@@ -98,8 +98,8 @@ func parseFlags(args []string) (*config, error) {
 		uri = defaultFluxURI
 	}
 	fs.StringVar(&c.fluxURI, "flux-uri", uri, "URI of the Flux broker (local://PATH). Default: $FLUX_URI, else the sidecar socket "+defaultFluxURI+".")
-	fs.StringVar(&c.defaultInstance, "default-instance", "default", "Name of the implicit Flux instance at --flux-uri: FluxJobs without spec.instance run there unless a FluxInstance is annotated "+fluxjobv1.DefaultInstanceAnnotation+"=true. Empty: no implicit instance (only FluxInstance objects).")
-	fs.StringVar(&c.managerNamespace, "manager-namespace", os.Getenv("POD_NAMESPACE"), "The manager's namespace, the only one the ssh Secrets of FluxInstances are read from. Default: $POD_NAMESPACE, else (in a cluster) the pod's own namespace.")
+	fs.StringVar(&c.defaultInstance, "default-instance", "default", "Name of the implicit Flux instance at --flux-uri: FluxJobs without spec.instance run there unless a FluxEndpoint is annotated "+fluxjobv1.DefaultInstanceAnnotation+"=true. Empty: no implicit instance (only FluxEndpoint objects).")
+	fs.StringVar(&c.managerNamespace, "manager-namespace", os.Getenv("POD_NAMESPACE"), "The manager's namespace, the only one the ssh Secrets of FluxEndpoints are read from. Default: $POD_NAMESPACE, else (in a cluster) the pod's own namespace.")
 	fs.IntVar(&c.workers, "executor-workers", 2, "Number of executor workers of the implicit instance, each with its own broker connection.")
 	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; \"0\" turns it off.")
 	fs.BoolVar(&c.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to callers the API server authenticates (TokenReview) and authorizes for GET /metrics (SubjectAccessReview). false: plain HTTP to anyone who can connect, including every Flux job in the sidecar layout.")
@@ -111,8 +111,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (and cache); empty: all namespaces.")
 	fs.StringVar(&c.allowedNamespaces, "allowed-namespaces", "", "Comma-separated namespaces whose FluxJobs may run on this Flux instance; others end Failed (NamespaceNotAllowed). Empty: all.")
 	fs.StringVar(&c.privilegedNamespaces, "privileged-namespaces", "", "Comma-separated namespaces whose FluxJobs may use the Flux instance owner's powers: spec.urgency above 16 and spec.waitable. Others end Failed (PrivilegeNotAllowed) and are never submitted. Empty: none.")
-	fs.StringVar(&c.execNamespaces, "exec-namespaces", "", "Comma-separated namespaces FluxInstance miniCluster and pod connections may name (the manager reads pods and execs `flux relay` there; config/components/pod-exec grants it that in the same list). Others are refused (ExecNamespaceNotAllowed). Empty (the default): none.")
-	fs.BoolVar(&c.allowExecCommand, "allow-exec-command", false, "Run the command a FluxInstance's miniCluster or pod connection sets instead of the relay (as the container's user, in any pod of --exec-namespaces). Off: such FluxInstances are refused (ExecCommandNotAllowed).")
+	fs.StringVar(&c.execNamespaces, "exec-namespaces", "", "Comma-separated namespaces FluxEndpoint miniCluster and pod connections may name (the manager reads pods and execs `flux relay` there; config/components/pod-exec grants it that in the same list). Others are refused (ExecNamespaceNotAllowed). Empty (the default): none.")
+	fs.BoolVar(&c.allowExecCommand, "allow-exec-command", false, "Run the command a FluxEndpoint's miniCluster or pod connection sets instead of the relay (as the container's user, in any pod of --exec-namespaces). Off: such FluxEndpoints are refused (ExecCommandNotAllowed).")
 	fs.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Maximum number of FluxJobs reconciled at once.")
 	fs.DurationVar(&c.fluxInactiveAgeLimit, "flux-inactive-age-limit", 0, "The Flux instance's [job-manager] inactive-age-limit (how long it keeps finished jobs); 0: none. A submission attempt older than this whose job is not found is not submitted again (SubmissionUnknown).")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty: $KUBECONFIG, else the in-cluster config, else ~/.kube/config.")
@@ -201,7 +201,7 @@ func run(args []string) error {
 	}
 
 	// One executor and control connection per Flux instance: the
-	// FluxInstance objects' (started and stopped by the FluxInstance
+	// FluxEndpoint objects' (started and stopped by the FluxEndpoint
 	// reconciler through the registry) and the implicit instance at
 	// --flux-uri (the sidecar), which keeps the single-instance deployment
 	// working unchanged. Connectors stop with the manager, shutting their
@@ -245,7 +245,7 @@ func run(args []string) error {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the FluxJob controller: %w", err)
 	}
-	ir := &controllers.FluxInstanceReconciler{
+	ir := &controllers.FluxEndpointReconciler{
 		Client:     mgr.GetClient(),
 		Registry:   instances,
 		Recorder:   events,
@@ -256,7 +256,7 @@ func run(args []string) error {
 		AllowExecCommand: c.allowExecCommand,
 	}
 	if err := ir.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the FluxInstance controller: %w", err)
+		return fmt.Errorf("setting up the FluxEndpoint controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)

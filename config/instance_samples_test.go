@@ -14,16 +14,16 @@ import (
 )
 
 // TestInstanceSamples decodes every document of config/samples/instances strictly into its Go
-// type (FluxInstance, FluxJob or Secret) and checks what the CRD's CEL rules and the controller
+// type (FluxEndpoint, FluxJob or Secret) and checks what the CRD's CEL rules and the controller
 // would: exactly one connection, an ssh:// URI with a Secret of the manager's namespace holding
-// both keys, FluxJobs naming a sample instance, every FluxInstance admitting some namespaces.
+// both keys, FluxJobs naming a sample instance, every FluxEndpoint admitting some namespaces.
 func TestInstanceSamples(t *testing.T) {
 	dir := filepath.Join("samples", "instances")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	instances := map[string]*fluxjobv1alpha1.FluxInstance{}
+	instances := map[string]*fluxjobv1alpha1.FluxEndpoint{}
 	secrets := map[string]*corev1.Secret{}
 	var jobs []*fluxjobv1alpha1.FluxJob
 	for _, e := range entries {
@@ -40,10 +40,10 @@ func TestInstanceSamples(t *testing.T) {
 				t.Fatalf("%s: %v", e.Name(), err)
 			}
 			switch meta.Kind {
-			case "FluxInstance":
-				fi := &fluxjobv1alpha1.FluxInstance{}
+			case "FluxEndpoint":
+				fi := &fluxjobv1alpha1.FluxEndpoint{}
 				if err := yaml.UnmarshalStrict([]byte(doc), fi); err != nil {
-					t.Fatalf("%s: does not match the FluxInstance API: %v", e.Name(), err)
+					t.Fatalf("%s: does not match the FluxEndpoint API: %v", e.Name(), err)
 				}
 				instances[fi.Name] = fi
 			case "FluxJob":
@@ -76,20 +76,20 @@ func TestInstanceSamples(t *testing.T) {
 			}
 		}
 		if n != 1 {
-			t.Errorf("FluxInstance %s: %d connections, want exactly one", name, n)
+			t.Errorf("FluxEndpoint %s: %d connections, want exactly one", name, n)
 		}
 		if fi.Spec.NamespaceSelector == nil {
-			t.Errorf("FluxInstance %s has no namespaceSelector: it would admit no namespace", name)
+			t.Errorf("FluxEndpoint %s has no namespaceSelector: it would admit no namespace", name)
 		}
 		switch {
 		case strings.HasPrefix(c.URI, "ssh://"):
 			kinds = append(kinds, "ssh")
 			if c.SecretRef == nil {
-				t.Fatalf("FluxInstance %s: ssh:// without secretRef", name)
+				t.Fatalf("FluxEndpoint %s: ssh:// without secretRef", name)
 			}
 			s := secrets[c.SecretRef.Name]
 			if s == nil {
-				t.Fatalf("FluxInstance %s: Secret %s is not in the samples", name, c.SecretRef.Name)
+				t.Fatalf("FluxEndpoint %s: Secret %s is not in the samples", name, c.SecretRef.Name)
 			}
 			if s.Namespace != "fluxjob-system" {
 				t.Errorf("Secret %s in namespace %q: the manager reads Secrets only in its own, fluxjob-system", s.Name, s.Namespace)
@@ -105,7 +105,7 @@ func TestInstanceSamples(t *testing.T) {
 	}
 	for _, want := range []string{"ssh", "miniCluster"} {
 		if !strings.Contains(strings.Join(kinds, ","), want) {
-			t.Errorf("no %s FluxInstance sample", want)
+			t.Errorf("no %s FluxEndpoint sample", want)
 		}
 	}
 	for _, fj := range jobs {

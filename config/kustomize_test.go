@@ -468,7 +468,7 @@ func TestDefaultWiring(t *testing.T) {
 	}
 	// Least privilege: no wildcards; Secrets only read (get, no list or
 	// watch) through a Role in the manager's own namespace (the ssh keys
-	// of ssh:// FluxInstances), never through a ClusterRole.
+	// of ssh:// FluxEndpoints), never through a ClusterRole.
 	for _, o := range objs {
 		if o.Kind != "ClusterRole" && o.Kind != "Role" {
 			continue
@@ -586,13 +586,13 @@ func TestDefaultServesOneNamespace(t *testing.T) {
 
 // TestDefaultHasNoPodAccess: the default install grants the manager no
 // access to pods at all (no pods, no pods/exec, no owners of broker pods):
-// miniCluster and pod FluxInstances are opt-in (config/pod-exec).
+// miniCluster and pod FluxEndpoints are opt-in (config/pod-exec).
 func TestDefaultHasNoPodAccess(t *testing.T) {
 	for _, o := range render(t, filepath.Join("config", "default")) {
 		if o.Kind != "ClusterRole" && o.Kind != "Role" {
 			continue
 		}
-		if o.Name == "fluxjob-fluxjob-viewer-role" || o.Name == "fluxjob-fluxjob-editor-role" || o.Name == "fluxjob-fluxinstance-viewer-role" {
+		if o.Name == "fluxjob-fluxjob-viewer-role" || o.Name == "fluxjob-fluxjob-editor-role" || o.Name == "fluxjob-fluxendpoint-viewer-role" {
 			continue
 		}
 		for _, r := range decode[rbacv1.ClusterRole](t, o).Rules {

@@ -711,7 +711,7 @@ func BenchmarkControllerMemory10000(b *testing.B) {
 }
 
 // BenchmarkControllerMemory4x2500 is BenchmarkControllerMemory10000 with
-// the FluxJobs spread over 4 FluxInstances, each its own test broker
+// the FluxJobs spread over 4 FluxEndpoints, each its own test broker
 // process (local://), and no implicit instance (--default-instance=""):
 // 4 executors with 2 workers and a control connection each, job i on
 // instance i%4 by spec.instance. Same metrics; the heap profile is
@@ -729,21 +729,21 @@ func BenchmarkControllerMemory4x2500(b *testing.B) {
 	names := make([]string, instances)
 	for i, uri := range uris {
 		names[i] = "bench-" + strconv.Itoa(i)
-		fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: names[i]}, Spec: fluxjobv1.FluxInstanceSpec{
-			Connection: fluxjobv1.FluxInstanceConnection{URI: uri}, NamespaceSelector: &metav1.LabelSelector{}}}
+		fi := &fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: names[i]}, Spec: fluxjobv1.FluxEndpointSpec{
+			Connection: fluxjobv1.FluxEndpointConnection{URI: uri}, NamespaceSelector: &metav1.LabelSelector{}}}
 		if err := e.c.Create(ctx, fi); err != nil {
 			b.Fatal(err)
 		}
 	}
 	for _, name := range names {
 		for {
-			var fi fluxjobv1.FluxInstance
+			var fi fluxjobv1.FluxEndpoint
 			if err := e.c.Get(ctx, client.ObjectKey{Name: name}, &fi); err == nil && meta.IsStatusConditionTrue(fi.Status.Conditions, fluxjobv1.InstanceConditionReady) {
 				break
 			}
 			select {
 			case <-ctx.Done():
-				b.Fatalf("FluxInstance %s not Ready within 2m", name)
+				b.Fatalf("FluxEndpoint %s not Ready within 2m", name)
 			case <-time.After(100 * time.Millisecond):
 			}
 		}

@@ -1,4 +1,4 @@
-// Package controllers reconciles FluxJobs and FluxInstances. A FluxJob is
+// Package controllers reconciles FluxJobs and FluxEndpoints. A FluxJob is
 // submitted to Flux exactly once through the Flux side (internal/broker:
 // instance connections, the Tracker the executor's callbacks record into,
 // the verbs), and its status is a pure function of its spec and the job's
@@ -131,7 +131,7 @@ type FluxJobReconciler struct {
 // +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=fluxjob.io,resources=fluxjobs/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// Namespaces' labels, for a FluxInstance's namespaceSelector.
+// Namespaces' labels, for a FluxEndpoint's namespaceSelector.
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupWithManager registers the reconciler with mgr: it watches FluxJobs

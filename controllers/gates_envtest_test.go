@@ -27,7 +27,7 @@ import (
 // These tests forge it every way a user can (garbled or copied from
 // another object at creation; forged with the object's own uid or garbled
 // by a later update) against each gate: --allowed-namespaces,
-// --privileged-namespaces, a FluxInstance's namespaceSelector, and
+// --privileged-namespaces, a FluxEndpoint's namespaceSelector, and
 // spec.instance. The oracle is the test broker's count of job-ingest.submit
 // requests, read after the controller's own verdict is in the status.
 
@@ -133,7 +133,7 @@ func TestEnvtestForgedMarkerGates(t *testing.T) {
 }
 
 // TestEnvtestForgedMarkerInstances: a marker's instance neither overrides
-// spec.instance nor gets a FluxJob past a FluxInstance's
+// spec.instance nor gets a FluxJob past a FluxEndpoint's
 // namespaceSelector. Instance "open" admits every namespace, "closed"
 // none; every forged marker names "closed". FluxJobs with
 // spec.instance=open run on open only; FluxJobs with spec.instance=closed

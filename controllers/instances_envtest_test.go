@@ -32,16 +32,16 @@ import (
 	"github.com/fluxjob/fluxjob-operator/podexec"
 )
 
-// These tests run the manager as main.go does with FluxInstance objects:
-// the broker.Registry, the FluxInstance reconciler and the FluxJob
+// These tests run the manager as main.go does with FluxEndpoint objects:
+// the broker.Registry, the FluxEndpoint reconciler and the FluxJob
 // reconciler routing by instance, against two test brokers, each with its
-// own unix socket (local:// instances). FluxInstances are cluster-scoped:
+// own unix socket (local:// instances). FluxEndpoints are cluster-scoped:
 // their names carry the test's namespace so that tests do not meet.
 
 // startWithInstances runs a manager with no implicit instance: every
-// FluxJob runs on a FluxInstance object. tune adjusts the FluxInstance
+// FluxJob runs on a FluxEndpoint object. tune adjusts the FluxEndpoint
 // reconciler (transports, namespace).
-func (h *harness) startWithInstances(tune ...func(*FluxInstanceReconciler)) {
+func (h *harness) startWithInstances(tune ...func(*FluxEndpointReconciler)) {
 	h.t.Helper()
 	if h.cancel != nil {
 		h.t.Fatal("manager already running")
@@ -52,7 +52,7 @@ func (h *harness) startWithInstances(tune ...func(*FluxInstanceReconciler)) {
 		h.t.Fatal(err)
 	}
 	h.run(mgr, &FluxJobReconciler{Instances: reg, Options: h.opts}, func(mgr ctrl.Manager, rec *recorder.Recorder) {
-		ir := &FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Recorder: rec,
+		ir := &FluxEndpointReconciler{Client: mgr.GetClient(), Registry: reg, Recorder: rec,
 			StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
 		for _, fn := range tune {
 			fn(ir)
@@ -85,35 +85,35 @@ func (h *harness) newNamespace(suffix string, labels map[string]string) string {
 	return ns
 }
 
-// createInstance creates a local:// FluxInstance for broker b, named
+// createInstance creates a local:// FluxEndpoint for broker b, named
 // <test namespace>-<suffix>, deleted when the test ends.
 func (h *harness) createInstance(suffix string, b *testbroker.Server, sel *metav1.LabelSelector, isDefault bool) string {
 	h.t.Helper()
-	return h.createInstanceWith(suffix, fluxjobv1.FluxInstanceConnection{URI: b.URI()}, sel, isDefault)
+	return h.createInstanceWith(suffix, fluxjobv1.FluxEndpointConnection{URI: b.URI()}, sel, isDefault)
 }
 
-// createInstanceWith creates a FluxInstance with connection c.
-func (h *harness) createInstanceWith(suffix string, c fluxjobv1.FluxInstanceConnection, sel *metav1.LabelSelector, isDefault bool) string {
+// createInstanceWith creates a FluxEndpoint with connection c.
+func (h *harness) createInstanceWith(suffix string, c fluxjobv1.FluxEndpointConnection, sel *metav1.LabelSelector, isDefault bool) string {
 	h.t.Helper()
 	name := h.ns + "-" + suffix
-	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: fluxjobv1.FluxInstanceSpec{Connection: c, NamespaceSelector: sel}}
+	fi := &fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: fluxjobv1.FluxEndpointSpec{Connection: c, NamespaceSelector: sel}}
 	if isDefault {
 		fi.Annotations = map[string]string{fluxjobv1.DefaultInstanceAnnotation: "true"}
 	}
 	if err := h.c.Create(context.Background(), fi); err != nil {
-		h.t.Fatalf("creating FluxInstance %s: %v", name, err)
+		h.t.Fatalf("creating FluxEndpoint %s: %v", name, err)
 	}
 	h.t.Cleanup(func() {
-		_ = h.c.Delete(context.Background(), &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		_ = h.c.Delete(context.Background(), &fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: name}})
 	})
 	return name
 }
 
-// waitInstance polls the FluxInstance until cond holds.
-func (h *harness) waitInstance(name string, timeout time.Duration, what string, cond func(*fluxjobv1.FluxInstance) bool) *fluxjobv1.FluxInstance {
+// waitInstance polls the FluxEndpoint until cond holds.
+func (h *harness) waitInstance(name string, timeout time.Duration, what string, cond func(*fluxjobv1.FluxEndpoint) bool) *fluxjobv1.FluxEndpoint {
 	h.t.Helper()
-	var last fluxjobv1.FluxInstance
+	var last fluxjobv1.FluxEndpoint
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if err := h.c.Get(context.Background(), client.ObjectKey{Name: name}, &last); err == nil && cond(&last) {
@@ -121,11 +121,11 @@ func (h *harness) waitInstance(name string, timeout time.Duration, what string, 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	h.t.Fatalf("FluxInstance %s: timed out after %s waiting for %s; status %+v", name, timeout, what, last.Status)
+	h.t.Fatalf("FluxEndpoint %s: timed out after %s waiting for %s; status %+v", name, timeout, what, last.Status)
 	return nil
 }
 
-func instanceCondition(fi *fluxjobv1.FluxInstance, typ string) (metav1.ConditionStatus, string) {
+func instanceCondition(fi *fluxjobv1.FluxEndpoint, typ string) (metav1.ConditionStatus, string) {
 	c := meta.FindStatusCondition(fi.Status.Conditions, typ)
 	if c == nil {
 		return "", ""
@@ -133,7 +133,7 @@ func instanceCondition(fi *fluxjobv1.FluxInstance, typ string) (metav1.Condition
 	return c.Status, c.Reason
 }
 
-func instanceReady(fi *fluxjobv1.FluxInstance) bool {
+func instanceReady(fi *fluxjobv1.FluxEndpoint) bool {
 	s, _ := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
 	return s == metav1.ConditionTrue
 }
@@ -166,7 +166,7 @@ func brokerHasJob(b *testbroker.Server, id int64) bool {
 	return false
 }
 
-// TestEnvtestInstancesRouting: two FluxInstances, each on its own test
+// TestEnvtestInstancesRouting: two FluxEndpoints, each on its own test
 // broker; FluxJobs go where spec.instance says, or to the default one;
 // the namespaceSelector keeps other namespaces out until it admits them;
 // a FluxJob naming an unknown instance waits and never submits, until the
@@ -180,14 +180,14 @@ func TestEnvtestInstancesRouting(t *testing.T) {
 	h.startWithInstances()
 
 	for _, name := range []string{a, b} {
-		fi := h.waitInstance(name, 30*time.Second, "Ready and its status read from the broker", func(fi *fluxjobv1.FluxInstance) bool {
+		fi := h.waitInstance(name, 30*time.Second, "Ready and its status read from the broker", func(fi *fluxjobv1.FluxEndpoint) bool {
 			return instanceReady(fi) && fi.Status.Version != "" && fi.Status.LastContactTime != nil
 		})
 		if fi.Status.Version != testbroker.SimulatedVersion || fi.Status.Size != 1 || fi.Status.Jobs == nil {
-			t.Fatalf("FluxInstance %s status %+v: want version %s, size 1, job counts", name, fi.Status, testbroker.SimulatedVersion)
+			t.Fatalf("FluxEndpoint %s status %+v: want version %s, size 1, job counts", name, fi.Status, testbroker.SimulatedVersion)
 		}
 		if s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected); s != metav1.ConditionTrue || r != fluxjobv1.ReasonConnected {
-			t.Fatalf("FluxInstance %s Connected = %s/%s", name, s, r)
+			t.Fatalf("FluxEndpoint %s Connected = %s/%s", name, s, r)
 		}
 		if v, err := gaugeValue("fluxjob_executor_connected", "instance", name); err != nil || v != 1 {
 			t.Fatalf("fluxjob_executor_connected{instance=%q} = %v (%v), want 1", name, v, err)
@@ -221,7 +221,7 @@ func TestEnvtestInstancesRouting(t *testing.T) {
 		t.Fatalf("broker B has %d jobs after a refused FluxJob, want 1", n)
 	}
 	// b admits every namespace now: the waiting FluxJob proceeds.
-	var fiB fluxjobv1.FluxInstance
+	var fiB fluxjobv1.FluxEndpoint
 	if err := h.c.Get(context.Background(), client.ObjectKey{Name: b}, &fiB); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestEnvtestInstancesRouting(t *testing.T) {
 	// (rightly) be routed to the one default the cache still knows.
 	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true,
 		func(ctx context.Context) (bool, error) {
-			var cached fluxjobv1.FluxInstance
+			var cached fluxjobv1.FluxEndpoint
 			if err := h.counts.Client.Get(ctx, client.ObjectKey{Name: b}, &cached); err != nil {
 				return false, nil
 			}
@@ -294,7 +294,7 @@ func TestEnvtestInstancesRouting(t *testing.T) {
 		t.Fatalf("ambiguous, then one default: status.instance %q, want %q", obj.Status.Instance, a)
 	}
 	// The instance's job counts come from the broker.
-	h.waitInstance(a, 30*time.Second, "2 successful jobs in status.jobs", func(fi *fluxjobv1.FluxInstance) bool {
+	h.waitInstance(a, 30*time.Second, "2 successful jobs in status.jobs", func(fi *fluxjobv1.FluxEndpoint) bool {
 		return fi.Status.Jobs != nil && fi.Status.Jobs.Successful == 2 && fi.Status.Jobs.Total == 2
 	})
 }
@@ -325,12 +325,12 @@ func TestEnvtestInstanceUnreachableAndDeleted(t *testing.T) {
 	if obj.Status.Phase != fluxjobv1.PhaseRunning {
 		t.Fatalf("on-a: phase %s while its instance is unreachable, want Running", obj.Status.Phase)
 	}
-	fi := h.waitInstance(a, 30*time.Second, "Connected=False", func(fi *fluxjobv1.FluxInstance) bool {
+	fi := h.waitInstance(a, 30*time.Second, "Connected=False", func(fi *fluxjobv1.FluxEndpoint) bool {
 		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected)
 		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonConnectFailed
 	})
 	if s, _ := instanceCondition(fi, fluxjobv1.InstanceConditionReady); s != metav1.ConditionFalse {
-		t.Fatalf("FluxInstance a Ready = %s while unreachable", s)
+		t.Fatalf("FluxEndpoint a Ready = %s while unreachable", s)
 	}
 	// Instance b is untouched: its FluxJob runs to the end meanwhile.
 	obj = h.waitPhase("on-b", fluxjobv1.PhaseSucceeded, 30*time.Second)
@@ -351,7 +351,7 @@ func TestEnvtestInstanceUnreachableAndDeleted(t *testing.T) {
 	// Deleted: instance b goes away while a job runs on it.
 	h.create("on-b2", onInstance(b, "sleep", "400"))
 	running := h.waitPhase("on-b2", fluxjobv1.PhaseRunning, 30*time.Second)
-	if err := h.c.Delete(context.Background(), &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: b}}); err != nil {
+	if err := h.c.Delete(context.Background(), &fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: b}}); err != nil {
 		t.Fatal(err)
 	}
 	obj = h.waitFor("on-b2", 30*time.Second, "InstanceAdmitted=False/InstanceNotFound and FluxReachable=False", func(o *fluxjobv1.FluxJob) bool {
@@ -380,12 +380,12 @@ func TestEnvtestInstanceUnreachableAndDeleted(t *testing.T) {
 	}
 }
 
-// wait4Gone waits until the FluxInstance name is deleted from the API.
+// wait4Gone waits until the FluxEndpoint name is deleted from the API.
 func wait4Gone(h *harness, name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		err := h.c.Get(ctx, client.ObjectKey{Name: name}, &fluxjobv1.FluxInstance{})
+		err := h.c.Get(ctx, client.ObjectKey{Name: name}, &fluxjobv1.FluxEndpoint{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -397,11 +397,11 @@ func wait4Gone(h *harness, name string) error {
 	}
 }
 
-// TestEnvtestInstanceTransports: an ssh:// FluxInstance whose key and
+// TestEnvtestInstanceTransports: an ssh:// FluxEndpoint whose key and
 // known_hosts come from a Secret in the manager's namespace reaches its
 // broker through an SSH server (x/crypto/ssh's server side, running the
 // relay in-process); a missing Secret and a wrong host key are reported in
-// the FluxInstance's status; a miniCluster FluxInstance finds the lead
+// the FluxEndpoint's status; a miniCluster FluxEndpoint finds the lead
 // broker pod by flux-operator's labels once it runs, and execs into the
 // container named after the MiniCluster (the exec itself is a stand-in
 // here that dials the test broker; package podexec has its own tests
@@ -432,7 +432,7 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var targets []podexec.Target
-	h.startWithInstances(func(ir *FluxInstanceReconciler) {
+	h.startWithInstances(func(ir *FluxEndpointReconciler) {
 		ir.Namespace = h.ns // the manager's namespace: Secrets are read there only
 		ir.ExecNamespaces = []string{h.ns}
 		ir.Transports = broker.DefaultTransports(h.cfg)
@@ -444,14 +444,14 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 		}
 	})
 	uri := srv.URI("fluxbot", brokerSSH.SocketPath())
-	viaSSH := h.createInstanceWith("ssh", fluxjobv1.FluxInstanceConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "ssh-ok"}}, &metav1.LabelSelector{}, false)
-	noSecret := h.createInstanceWith("no-secret", fluxjobv1.FluxInstanceConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "nope"}}, &metav1.LabelSelector{}, false)
-	wrongHost := h.createInstanceWith("wrong-host", fluxjobv1.FluxInstanceConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "ssh-wrong-host"}}, &metav1.LabelSelector{}, false)
-	mc := h.createInstanceWith("mc", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: h.ns, Name: "flux-sample"}}, &metav1.LabelSelector{}, false)
+	viaSSH := h.createInstanceWith("ssh", fluxjobv1.FluxEndpointConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "ssh-ok"}}, &metav1.LabelSelector{}, false)
+	noSecret := h.createInstanceWith("no-secret", fluxjobv1.FluxEndpointConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "nope"}}, &metav1.LabelSelector{}, false)
+	wrongHost := h.createInstanceWith("wrong-host", fluxjobv1.FluxEndpointConnection{URI: uri, SecretRef: &fluxjobv1.SecretReference{Name: "ssh-wrong-host"}}, &metav1.LabelSelector{}, false)
+	mc := h.createInstanceWith("mc", fluxjobv1.FluxEndpointConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: h.ns, Name: "flux-sample"}}, &metav1.LabelSelector{}, false)
 	// Refused by the exec policy: a namespace not in ExecNamespaces, and
-	// a command of the FluxInstance's own (AllowExecCommand is off).
-	otherNS := h.createInstanceWith("mc-other-ns", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "kube-system", Name: "flux-sample"}}, &metav1.LabelSelector{}, false)
-	withCommand := h.createInstanceWith("pod-command", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: h.ns, Name: "flux-sample-0-abcde",
+	// a command of the FluxEndpoint's own (AllowExecCommand is off).
+	otherNS := h.createInstanceWith("mc-other-ns", fluxjobv1.FluxEndpointConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "kube-system", Name: "flux-sample"}}, &metav1.LabelSelector{}, false)
+	withCommand := h.createInstanceWith("pod-command", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: h.ns, Name: "flux-sample-0-abcde",
 		SocketPath: "/s", Command: []string{"/bin/sh", "-c", "cat /var/run/secrets/kubernetes.io/serviceaccount/token >&2"}}}, &metav1.LabelSelector{}, false)
 
 	fi := h.waitInstance(viaSSH, 30*time.Second, "Ready over ssh", instanceReady)
@@ -467,14 +467,14 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 		t.Fatalf("commands run over ssh: %q", cmds)
 	}
 
-	fi = h.waitInstance(noSecret, 30*time.Second, "InvalidConnection", func(fi *fluxjobv1.FluxInstance) bool {
+	fi = h.waitInstance(noSecret, 30*time.Second, "InvalidConnection", func(fi *fluxjobv1.FluxEndpoint) bool {
 		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
 		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonInvalidConnection
 	})
 	if c := meta.FindStatusCondition(fi.Status.Conditions, fluxjobv1.InstanceConditionReady); !strings.Contains(c.Message, "Secret "+h.ns+"/nope") {
 		t.Fatalf("missing Secret: message %q", c.Message)
 	}
-	h.waitInstance(wrongHost, 30*time.Second, "ConnectFailed (host key mismatch)", func(fi *fluxjobv1.FluxInstance) bool {
+	h.waitInstance(wrongHost, 30*time.Second, "ConnectFailed (host key mismatch)", func(fi *fluxjobv1.FluxEndpoint) bool {
 		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected)
 		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonConnectFailed
 	})
@@ -486,7 +486,7 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	// broker's labels and no owner (it sorts first: a lookup by labels
 	// took it), which is refused; then the MiniCluster, its Job and the
 	// Job's pod.
-	h.waitInstance(mc, 30*time.Second, "InvalidConnection (no pod)", func(fi *fluxjobv1.FluxInstance) bool {
+	h.waitInstance(mc, 30*time.Second, "InvalidConnection (no pod)", func(fi *fluxjobv1.FluxEndpoint) bool {
 		s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
 		return s == metav1.ConditionFalse && r == fluxjobv1.ReasonInvalidConnection
 	})
@@ -494,7 +494,7 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 		Labels: map[string]string{"job-name": "flux-sample", "job-index": "0"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "flux-sample", Image: "ghcr.io/example/flux:latest"}}}}
 	h.createRunningPod(decoy)
-	h.waitInstance(mc, 30*time.Second, "InvalidConnection naming the decoy as not owned", func(fi *fluxjobv1.FluxInstance) bool {
+	h.waitInstance(mc, 30*time.Second, "InvalidConnection naming the decoy as not owned", func(fi *fluxjobv1.FluxEndpoint) bool {
 		c := meta.FindStatusCondition(fi.Status.Conditions, fluxjobv1.InstanceConditionReady)
 		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == fluxjobv1.ReasonInvalidConnection &&
 			strings.Contains(c.Message, "pod "+decoy.Name+": it has no controller ownerReference")
@@ -523,7 +523,7 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 		{otherNS, fluxjobv1.ReasonExecNamespaceNotAllowed, `spec.connection.miniCluster.namespace "kube-system" is not one of this manager's exec namespaces`},
 		{withCommand, fluxjobv1.ReasonExecCommandNotAllowed, "spec.connection.pod.command is set"},
 	} {
-		fi := h.waitInstance(tc.name, 30*time.Second, tc.reason, func(fi *fluxjobv1.FluxInstance) bool {
+		fi := h.waitInstance(tc.name, 30*time.Second, tc.reason, func(fi *fluxjobv1.FluxEndpoint) bool {
 			s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
 			return s == metav1.ConditionFalse && r == tc.reason
 		})
@@ -556,7 +556,7 @@ func TestEnvtestInstanceTransports(t *testing.T) {
 	}
 }
 
-// waitInstanceEvent waits for an event with reason about the FluxInstance
+// waitInstanceEvent waits for an event with reason about the FluxEndpoint
 // name (cluster-scoped: its events may be in any namespace).
 func (h *harness) waitInstanceEvent(name, reason string, timeout time.Duration) {
 	h.t.Helper()
@@ -565,14 +565,14 @@ func (h *harness) waitInstanceEvent(name, reason string, timeout time.Duration) 
 		var list eventsv1.EventList
 		if err := h.c.List(context.Background(), &list); err == nil {
 			for _, e := range list.Items {
-				if e.Regarding.Name == name && e.Regarding.Kind == "FluxInstance" && e.Reason == reason && e.Type == corev1.EventTypeWarning {
+				if e.Regarding.Name == name && e.Regarding.Kind == "FluxEndpoint" && e.Reason == reason && e.Type == corev1.EventTypeWarning {
 					return
 				}
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	h.t.Fatalf("no Warning event %s for FluxInstance %s within %s", reason, name, timeout)
+	h.t.Fatalf("no Warning event %s for FluxEndpoint %s within %s", reason, name, timeout)
 }
 
 // controllerRef is a controller ownerReference.
@@ -621,16 +621,16 @@ func (h *harness) createMiniCluster(ns, name string) types.UID {
 
 // TestEnvtestInstanceHostileBroker: a broker that turns hostile (issue 19:
 // a message over the instance's cap, then bytes that are not Flux messages)
-// loses its connection with the reason in the FluxInstance's Connected and
+// loses its connection with the reason in the FluxEndpoint's Connected and
 // Ready conditions; the FluxJobs on it say FluxReachable=False and keep
 // their phase; another instance's FluxJob runs to its end meanwhile; once
 // the broker is sane again the instance is Ready and its FluxJob finishes.
 func TestEnvtestInstanceHostileBroker(t *testing.T) {
 	h := newHarness(t, testbroker.Options{TimeScale: 0.01}, Options{UnreachableRetry: 200 * time.Millisecond})
 	brokerA, brokerB := h.broker, h.newBroker(testbroker.Options{TimeScale: 0.01})
-	a := h.createInstanceWith("a", fluxjobv1.FluxInstanceConnection{URI: brokerA.URI()}, &metav1.LabelSelector{}, true)
+	a := h.createInstanceWith("a", fluxjobv1.FluxEndpointConnection{URI: brokerA.URI()}, &metav1.LabelSelector{}, true)
 	b := h.createInstance("b", brokerB, &metav1.LabelSelector{}, false)
-	var fi fluxjobv1.FluxInstance
+	var fi fluxjobv1.FluxEndpoint
 	if err := h.c.Get(context.Background(), types.NamespacedName{Name: a}, &fi); err != nil {
 		t.Fatal(err)
 	}
@@ -652,7 +652,7 @@ func TestEnvtestInstanceHostileBroker(t *testing.T) {
 		{testbroker.HostileGarbage, fluxjobv1.ReasonMalformedMessage},
 	} {
 		brokerA.SetHostile(tc.mode)
-		h.waitInstance(a, 30*time.Second, "Connected=False/"+tc.reason, func(fi *fluxjobv1.FluxInstance) bool {
+		h.waitInstance(a, 30*time.Second, "Connected=False/"+tc.reason, func(fi *fluxjobv1.FluxEndpoint) bool {
 			s, r := instanceCondition(fi, fluxjobv1.InstanceConditionConnected)
 			rs, rr := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
 			return s == metav1.ConditionFalse && r == tc.reason && rs == metav1.ConditionFalse && rr == tc.reason

@@ -32,7 +32,7 @@ type submitMarker struct {
 	UID types.UID `json:"uid"`
 	// At is when the attempt began, to the nanosecond.
 	At fluxjobv1.PreciseTime `json:"at"`
-	// Instance is the FluxInstance the FluxJob was submitted to.
+	// Instance is the FluxEndpoint the FluxJob was submitted to.
 	Instance string `json:"instance,omitempty"`
 	// InstanceID is that instance's identity (identity.go), if known.
 	InstanceID string `json:"instanceID,omitempty"`
@@ -109,7 +109,7 @@ func creationMarker(obj *fluxjobv1.FluxJob) submitMarker {
 type marker struct {
 	// At is when the attempt began; nil if none was made.
 	At *fluxjobv1.PreciseTime
-	// Instance is the FluxInstance the FluxJob was submitted to or
+	// Instance is the FluxEndpoint the FluxJob was submitted to or
 	// admitted by ("" if neither is recorded).
 	Instance string
 	// InstanceID is the identity of the instance that holds the job.

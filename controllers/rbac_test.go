@@ -251,7 +251,7 @@ func managerUser(t *testing.T, h *harness, name string, execNamespaces []string)
 		}
 	})
 	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		if uc.List(ctx, &fluxjobv1.FluxInstanceList{}) != nil {
+		if uc.List(ctx, &fluxjobv1.FluxEndpointList{}) != nil {
 			return false, nil
 		}
 		for _, ns := range execNamespaces {
@@ -268,7 +268,7 @@ func managerUser(t *testing.T, h *harness, name string, execNamespaces []string)
 	return cfg, uc, forbidden
 }
 
-// startInstanceManager runs the FluxInstance controller as cfg's user,
+// startInstanceManager runs the FluxEndpoint controller as cfg's user,
 // with exec namespaces execNS and the real pods/exec transport, until the
 // test ends.
 func startInstanceManager(t *testing.T, cfg *rest.Config, execNS []string) {
@@ -284,11 +284,11 @@ func startInstanceManager(t *testing.T, cfg *rest.Config, execNS []string) {
 	if err := mgr.Add(reg); err != nil {
 		t.Fatal(err)
 	}
-	rec := recorder.New(mgr.GetClient(), mgr.GetScheme(), recorder.Options{Controller: "fluxinstance-controller"})
+	rec := recorder.New(mgr.GetClient(), mgr.GetScheme(), recorder.Options{Controller: "fluxendpoint-controller"})
 	if err := mgr.Add(rec); err != nil {
 		t.Fatal(err)
 	}
-	ir := &FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Recorder: rec, Transports: broker.DefaultTransports(cfg),
+	ir := &FluxEndpointReconciler{Client: mgr.GetClient(), Registry: reg, Recorder: rec, Transports: broker.DefaultTransports(cfg),
 		ExecNamespaces: execNS, StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond}
 	if err := ir.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
@@ -309,13 +309,13 @@ func startInstanceManager(t *testing.T, cfg *rest.Config, execNS []string) {
 	})
 }
 
-// TestRBACPodExec runs the FluxInstance controller as an ordinary API
+// TestRBACPodExec runs the FluxEndpoint controller as an ordinary API
 // user with each install's RBAC, against MiniClusters whose lead broker
 // pod runs on a test kubelet (podexectest) that execs the relay to the
 // test broker, through envtest's API server, which authorises the exec:
 //
 //   - the default install (role.yaml only, no --exec-namespaces): the
-//     manager may not even list pods, and a MiniCluster FluxInstance is
+//     manager may not even list pods, and a MiniCluster FluxEndpoint is
 //     refused with reason ExecNamespaceNotAllowed and a Warning event,
 //     without a request the API server refuses;
 //   - with config/components/pod-exec bound in one namespace and
@@ -356,12 +356,12 @@ func TestRBACPodExec(t *testing.T) {
 			_ = h.c.Delete(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: ns + "-node"}})
 		})
 	}
-	mcIn := func(ns string) fluxjobv1.FluxInstanceConnection {
-		return fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: ns, Name: "flux-sample", SocketPath: sock}}
+	mcIn := func(ns string) fluxjobv1.FluxEndpointConnection {
+		return fluxjobv1.FluxEndpointConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: ns, Name: "flux-sample", SocketPath: sock}}
 	}
 	refused := func(name, ns string) {
 		t.Helper()
-		fi := h.waitInstance(name, 30*time.Second, "ExecNamespaceNotAllowed", func(fi *fluxjobv1.FluxInstance) bool {
+		fi := h.waitInstance(name, 30*time.Second, "ExecNamespaceNotAllowed", func(fi *fluxjobv1.FluxEndpoint) bool {
 			s, r := instanceCondition(fi, fluxjobv1.InstanceConditionReady)
 			return s == metav1.ConditionFalse && r == fluxjobv1.ReasonExecNamespaceNotAllowed
 		})

@@ -25,7 +25,7 @@ import (
 // submission attempt recorded (status.instance, then the marker
 // annotation's instance: the default as it was resolved when the
 // controller submitted), else on the default instance
-// (broker.Registry.Default: the one FluxInstance annotated default, or
+// (broker.Registry.Default: the one FluxEndpoint annotated default, or
 // the manager's implicit --flux-uri instance). spec is never rewritten:
 // the resolved default is recorded in status, so a later change of the
 // default does not move a submitted job.
@@ -82,7 +82,7 @@ func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob, m
 	switch {
 	case !ok:
 		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonInstanceNotFound,
-			Message: fmt.Sprintf("FluxInstance %q does not exist; the FluxJob waits for it", name)}, nil
+			Message: fmt.Sprintf("FluxEndpoint %q does not exist; the FluxJob waits for it", name)}, nil
 	case submitted:
 		return rt, admission{Instance: name, OK: true}, nil
 	}
@@ -92,7 +92,7 @@ func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob, m
 	}
 	if !admitted {
 		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonNamespaceNotAdmitted,
-			Message: fmt.Sprintf("FluxInstance %q does not admit namespace %q (spec.namespaceSelector); the FluxJob waits", name, obj.Namespace)}, nil
+			Message: fmt.Sprintf("FluxEndpoint %q does not admit namespace %q (spec.namespaceSelector); the FluxJob waits", name, obj.Namespace)}, nil
 	}
 	return rt, admission{Instance: name, OK: true}, nil
 }
@@ -127,10 +127,10 @@ func instanceName(reg *broker.Registry, obj *fluxjobv1.FluxJob, m marker) (name,
 	case "":
 		return name, "", ""
 	case fluxjobv1.ReasonAmbiguousDefaultInstance:
-		return "", reason, fmt.Sprintf("spec.instance is empty and %d FluxInstances are marked default (%s=true): %s; set spec.instance or unmark all but one",
+		return "", reason, fmt.Sprintf("spec.instance is empty and %d FluxEndpoints are marked default (%s=true): %s; set spec.instance or unmark all but one",
 			len(candidates), fluxjobv1.DefaultInstanceAnnotation, strings.Join(candidates, ", "))
 	}
-	return "", reason, "spec.instance is empty and there is no default FluxInstance (annotation " + fluxjobv1.DefaultInstanceAnnotation + "=true)"
+	return "", reason, "spec.instance is empty and there is no default FluxEndpoint (annotation " + fluxjobv1.DefaultInstanceAnnotation + "=true)"
 }
 
 // routeOf returns obj's route without the admission check (for a FluxJob

@@ -21,7 +21,7 @@ import (
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
-	"github.com/fluxjob/fluxjob-operator/test/fluxinstance"
+	"github.com/fluxjob/fluxjob-operator/test/fluxendpoint"
 )
 
 // sideBySideJobs is the number of jobs each way per row of
@@ -204,7 +204,7 @@ const (
 type sideBroker struct {
 	kind string
 	uri  string
-	inst *fluxinstance.Instance // flux-core only
+	inst *fluxendpoint.Instance // flux-core only
 	pid  int                    // flux-core's broker; the test broker is counted as a child
 	jobs int                    // jobs the benchmark made so far (all inactive between rows)
 }
@@ -213,13 +213,13 @@ type sideBroker struct {
 // broker process.
 func startSideBroker(b *testing.B) *sideBroker {
 	b.Helper()
-	if fluxinstance.Installed() != nil {
+	if fluxendpoint.Installed() != nil {
 		b.Logf("flux-core is not installed: the test broker stands in (no native row)")
 		return &sideBroker{kind: kindTestBroker, uri: startBrokerProcess(b)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	inst, err := fluxinstance.Start(ctx, fluxinstance.Options{})
+	inst, err := fluxendpoint.Start(ctx, fluxendpoint.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

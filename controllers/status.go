@@ -159,7 +159,7 @@ func setAdmission(st *fluxjobv1.FluxJobStatus, adm *admission, gen int64, now me
 		if st.Instance == "" {
 			st.Instance = adm.Instance
 		}
-		c.Status, c.Reason, c.Message = metav1.ConditionTrue, fluxjobv1.ReasonAdmitted, "Runs on FluxInstance "+adm.Instance
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, fluxjobv1.ReasonAdmitted, "Runs on FluxEndpoint "+adm.Instance
 	} else {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, adm.Reason, fluxjobv1.Clip(adm.Message, 32768)
 		if st.Phase == fluxjobv1.PhasePending {

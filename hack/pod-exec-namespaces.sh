@@ -52,7 +52,7 @@ YAML
 	done
 } >"$out/rolebindings.yaml"
 cat >"$out/exec_namespaces_patch.yaml" <<YAML
-# The namespaces FluxInstance miniCluster and pod connections may name:
+# The namespaces FluxEndpoint miniCluster and pod connections may name:
 # exactly those of rolebindings.yaml. Written by hack/pod-exec-namespaces.sh.
 - op: add
   path: /spec/template/spec/containers/0/args/-

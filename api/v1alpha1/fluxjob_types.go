@@ -309,9 +309,9 @@ type FluxJobSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.debug is immutable"
 	Debug bool `json:"debug,omitempty"`
 
-	// Instance is the name of the FluxInstance to run on. Omitted: the default instance, resolved
+	// Instance is the name of the FluxEndpoint to run on. Omitted: the default instance, resolved
 	// when the FluxJob is first reconciled and recorded in status.instance (spec is never
-	// rewritten). Immutable. See FluxInstance.
+	// rewritten). Immutable. See FluxEndpoint.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -466,7 +466,7 @@ type FluxJobStatus struct {
 	// ObservedGeneration is the metadata.generation this status was computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Instance is the FluxInstance the FluxJob runs on: spec.instance, or the default instance
+	// Instance is the FluxEndpoint the FluxJob runs on: spec.instance, or the default instance
 	// when it was first routed. Once set it does not change, so that the Flux job is always looked
 	// up on the instance it was submitted to.
 	// +optional

@@ -276,7 +276,7 @@ debug: true
 
 	t.Run("update", func(t *testing.T) { testUpdates(ctx, t, c) })
 	t.Run("status", func(t *testing.T) { testStatus(ctx, t, c) })
-	t.Run("fluxinstance", func(t *testing.T) { testFluxInstances(ctx, t, c) })
+	t.Run("fluxendpoint", func(t *testing.T) { testFluxEndpoints(ctx, t, c) })
 }
 
 // createTyped creates a FluxJob from spec YAML and returns it as read back.

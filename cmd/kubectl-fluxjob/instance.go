@@ -18,12 +18,12 @@ import (
 //
 // The plugin goes where the manager sent the FluxJob (controllers/route.go):
 // the instance named by status.instance (recorded at submission), else
-// spec.instance, else the default one (the FluxInstance annotated
-// fluxinstance.fluxjob.io/is-default-class=true, else the manager's
+// spec.instance, else the default one (the FluxEndpoint annotated
+// fluxendpoint.fluxjob.io/is-default-class=true, else the manager's
 // implicit instance). The implicit instance (named by --default-instance,
 // "default" unless the manager was started otherwise) is the operator's
-// sidecar, reached as the --flux-* flags' defaults say. A FluxInstance is
-// read with the user's credentials (get fluxinstances; list fluxinstances
+// sidecar, reached as the --flux-* flags' defaults say. A FluxEndpoint is
+// read with the user's credentials (get fluxendpoints; list fluxendpoints
 // only to find the default one) and reached the way the manager reaches
 // it: its uri dialled from this machine (ssh:// with the user's own agent,
 // keys and known_hosts, never the Secret the manager uses), or pods/exec
@@ -35,7 +35,7 @@ import (
 type broker struct {
 	uri string
 	pod podexec.Target // when uri is ""
-	// via says how the broker was found, for errors (" (FluxInstance x)").
+	// via says how the broker was found, for errors (" (FluxEndpoint x)").
 	via string
 }
 
@@ -74,33 +74,33 @@ func (a *app) brokerFor(ctx context.Context, obj *fluxjobv1.FluxJob) (broker, er
 		b.via = fmt.Sprintf(" (the implicit instance %q)", name)
 		return b, nil
 	}
-	var fi fluxjobv1.FluxInstance
+	var fi fluxjobv1.FluxEndpoint
 	if err := a.kube.Get(ctx, types.NamespacedName{Name: name}, &fi); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
-			return broker{}, fmt.Errorf("FluxJob %s runs on FluxInstance %q (%s), which does not exist (--flux-uri or --flux-pod say where Flux is instead)", obj.Name, name, field)
+			return broker{}, fmt.Errorf("FluxJob %s runs on FluxEndpoint %q (%s), which does not exist (--flux-uri or --flux-pod say where Flux is instead)", obj.Name, name, field)
 		case apierrors.IsForbidden(err):
-			return broker{}, fmt.Errorf("FluxJob %s runs on FluxInstance %q (%s), which you may not read: the plugin needs `get fluxinstances` (cluster-scoped, group fluxjob.io) to find its Flux instance, or --flux-uri / --flux-pod to say where Flux is: %w", obj.Name, name, field, err)
+			return broker{}, fmt.Errorf("FluxJob %s runs on FluxEndpoint %q (%s), which you may not read: the plugin needs `get fluxendpoints` (cluster-scoped, group fluxjob.io) to find its Flux instance, or --flux-uri / --flux-pod to say where Flux is: %w", obj.Name, name, field, err)
 		}
-		return broker{}, fmt.Errorf("reading FluxInstance %q (%s of FluxJob %s): %w", name, field, obj.Name, err)
+		return broker{}, fmt.Errorf("reading FluxEndpoint %q (%s of FluxJob %s): %w", name, field, obj.Name, err)
 	}
 	b, err := brokerOf(ctx, a.kube, &fi)
 	if err != nil {
-		return broker{}, fmt.Errorf("FluxJob %s runs on FluxInstance %q (%s): %w", obj.Name, name, field, err)
+		return broker{}, fmt.Errorf("FluxJob %s runs on FluxEndpoint %q (%s): %w", obj.Name, name, field, err)
 	}
 	return b, nil
 }
 
 // defaultInstance is the instance a FluxJob without spec.instance runs on,
 // as the manager chooses it (InstanceRegistry.Default): the one
-// FluxInstance annotated default, else the implicit instance.
+// FluxEndpoint annotated default, else the implicit instance.
 func (a *app) defaultInstance(ctx context.Context, obj *fluxjobv1.FluxJob) (string, error) {
-	var list fluxjobv1.FluxInstanceList
+	var list fluxjobv1.FluxEndpointList
 	if err := a.kube.List(ctx, &list); err != nil {
 		if apierrors.IsForbidden(err) {
-			return "", fmt.Errorf("FluxJob %s names no instance, and finding the default FluxInstance needs `list fluxinstances` (cluster-scoped, group fluxjob.io), or --flux-uri / --flux-pod to say where Flux is: %w", obj.Name, err)
+			return "", fmt.Errorf("FluxJob %s names no instance, and finding the default FluxEndpoint needs `list fluxendpoints` (cluster-scoped, group fluxjob.io), or --flux-uri / --flux-pod to say where Flux is: %w", obj.Name, err)
 		}
-		return "", fmt.Errorf("finding the default FluxInstance: %w", err)
+		return "", fmt.Errorf("finding the default FluxEndpoint: %w", err)
 	}
 	var marked []string
 	for i := range list.Items {
@@ -113,17 +113,17 @@ func (a *app) defaultInstance(ctx context.Context, obj *fluxjobv1.FluxJob) (stri
 	case "":
 		return name, nil
 	case fluxjobv1.ReasonAmbiguousDefaultInstance:
-		return "", fmt.Errorf("FluxJob %s names no instance and %d FluxInstances are marked default (%s=true): %s",
+		return "", fmt.Errorf("FluxJob %s names no instance and %d FluxEndpoints are marked default (%s=true): %s",
 			obj.Name, len(candidates), fluxjobv1.DefaultInstanceAnnotation, strings.Join(candidates, ", "))
 	}
-	return "", fmt.Errorf("FluxJob %s names no instance and no FluxInstance is marked default (%s=true)", obj.Name, fluxjobv1.DefaultInstanceAnnotation)
+	return "", fmt.Errorf("FluxJob %s names no instance and no FluxEndpoint is marked default (%s=true)", obj.Name, fluxjobv1.DefaultInstanceAnnotation)
 }
 
 // brokerOf returns where fi's connection goes, reading pods with r for a
 // miniCluster or pod connection.
-func brokerOf(ctx context.Context, r client.Reader, fi *fluxjobv1.FluxInstance) (broker, error) {
+func brokerOf(ctx context.Context, r client.Reader, fi *fluxjobv1.FluxEndpoint) (broker, error) {
 	c := fi.Spec.Connection
-	via := fmt.Sprintf(" (FluxInstance %s)", fi.Name)
+	via := fmt.Sprintf(" (FluxEndpoint %s)", fi.Name)
 	if c.URI != "" {
 		return broker{uri: c.URI, via: via}, nil
 	}

@@ -92,9 +92,9 @@ func TestBrokerOf(t *testing.T) {
 	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "hpc", Name: "flux", UID: "sts-uid"}}
 	mapper := meta.NewDefaultRESTMapper(nil)
 	for _, gvk := range []schema.GroupVersionKind{miniCluster.GroupVersionKind(), batchv1.SchemeGroupVersion.WithKind("Job"),
-		appsv1.SchemeGroupVersion.WithKind("StatefulSet"), corev1.SchemeGroupVersion.WithKind("Pod"), fluxjobv1.GroupVersion.WithKind("FluxInstance")} {
+		appsv1.SchemeGroupVersion.WithKind("StatefulSet"), corev1.SchemeGroupVersion.WithKind("Pod"), fluxjobv1.GroupVersion.WithKind("FluxEndpoint")} {
 		scope := meta.RESTScopeNamespace
-		if gvk.Kind == "FluxInstance" {
+		if gvk.Kind == "FluxEndpoint" {
 			scope = meta.RESTScopeRoot
 		}
 		mapper.Add(gvk, scope)
@@ -118,7 +118,7 @@ func TestBrokerOf(t *testing.T) {
 	).Build()
 	fluxSel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}}
 	stsOwner := &fluxjobv1.PodOwner{Kind: "StatefulSet", Name: "flux"}
-	if fi := (&fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: "fi"}, Spec: fluxjobv1.FluxInstanceSpec{Connection: fluxjobv1.FluxInstanceConnection{
+	if fi := (&fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: "fi"}, Spec: fluxjobv1.FluxEndpointSpec{Connection: fluxjobv1.FluxEndpointConnection{
 		MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "decoyed"}}}}); true {
 		_, err := brokerOf(context.Background(), c2, fi)
 		if err == nil || !errors.Is(err, brokerpod.ErrNotOwned) || !strings.Contains(err.Error(), "decoyed-0-abc") {
@@ -127,40 +127,40 @@ func TestBrokerOf(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		conn fluxjobv1.FluxInstanceConnection
+		conn fluxjobv1.FluxEndpointConnection
 		want broker
 		err  string
 	}{
-		{"local uri", fluxjobv1.FluxInstanceConnection{URI: "local:///run/flux/local"},
-			broker{uri: "local:///run/flux/local", via: " (FluxInstance fi)"}, ""},
-		{"ssh uri: the Secret is not read", fluxjobv1.FluxInstanceConnection{URI: "ssh://flux@host/run/flux/local", SecretRef: &fluxjobv1.SecretReference{Name: "manager-key"}},
-			broker{uri: "ssh://flux@host/run/flux/local", via: " (FluxInstance fi)"}, ""},
-		{"minicluster lead broker", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "mc"}},
-			broker{pod: podexec.Target{Namespace: "hpc", Pod: "mc-0-abc", Container: "mc", SocketPath: fluxjobv1.DefaultMiniClusterSocket}, via: " (FluxInstance fi)"}, ""},
-		{"pod by selector: the running one of the owner", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc",
+		{"local uri", fluxjobv1.FluxEndpointConnection{URI: "local:///run/flux/local"},
+			broker{uri: "local:///run/flux/local", via: " (FluxEndpoint fi)"}, ""},
+		{"ssh uri: the Secret is not read", fluxjobv1.FluxEndpointConnection{URI: "ssh://flux@host/run/flux/local", SecretRef: &fluxjobv1.SecretReference{Name: "manager-key"}},
+			broker{uri: "ssh://flux@host/run/flux/local", via: " (FluxEndpoint fi)"}, ""},
+		{"minicluster lead broker", fluxjobv1.FluxEndpointConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "mc"}},
+			broker{pod: podexec.Target{Namespace: "hpc", Pod: "mc-0-abc", Container: "mc", SocketPath: fluxjobv1.DefaultMiniClusterSocket}, via: " (FluxEndpoint fi)"}, ""},
+		{"pod by selector: the running one of the owner", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc",
 			Selector: fluxSel, Owner: stsOwner, Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}},
-			broker{pod: podexec.Target{Namespace: "hpc", Pod: "b-running", Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}, via: " (FluxInstance fi)"}, ""},
-		{"pod by name, first container", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", SocketPath: "/s"}},
-			broker{pod: podexec.Target{Namespace: "hpc", Pod: "lone", Container: "main", SocketPath: "/s"}, via: " (FluxInstance fi)"}, ""},
-		{"pod not running", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "b-pending", SocketPath: "/s"}},
+			broker{pod: podexec.Target{Namespace: "hpc", Pod: "b-running", Container: "flux", SocketPath: "/s", Command: []string{"flux", "relay"}}, via: " (FluxEndpoint fi)"}, ""},
+		{"pod by name, first container", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", SocketPath: "/s"}},
+			broker{pod: podexec.Target{Namespace: "hpc", Pod: "lone", Container: "main", SocketPath: "/s"}, via: " (FluxEndpoint fi)"}, ""},
+		{"pod not running", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "b-pending", SocketPath: "/s"}},
 			broker{}, "pod hpc/b-pending is Pending, not Running"},
-		{"no such pod", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "gone", SocketPath: "/s"}},
+		{"no such pod", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "gone", SocketPath: "/s"}},
 			broker{}, "reading pod hpc/gone"},
-		{"no such container", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", Container: "flux", SocketPath: "/s"}},
+		{"no such container", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "lone", Container: "flux", SocketPath: "/s"}},
 			broker{}, `pod hpc/lone has no container "flux"`},
-		{"pod by selector without owner", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Selector: fluxSel, SocketPath: "/s"}},
+		{"pod by selector without owner", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Selector: fluxSel, SocketPath: "/s"}},
 			broker{}, "needs spec.connection.pod.owner"},
-		{"pod by selector, another owner", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Selector: fluxSel,
+		{"pod by selector, another owner", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Selector: fluxSel,
 			Owner: &fluxjobv1.PodOwner{Kind: "StatefulSet", Name: "other"}, SocketPath: "/s"}},
 			broker{}, "its controller is StatefulSet flux"},
-		{"pod by name, owner checked", fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "a-decoy2", Owner: stsOwner, SocketPath: "/s"}},
+		{"pod by name, owner checked", fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: "hpc", Name: "a-decoy2", Owner: stsOwner, SocketPath: "/s"}},
 			broker{}, "UID made-up"},
-		{"minicluster without pods", fluxjobv1.FluxInstanceConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "other"}},
+		{"minicluster without pods", fluxjobv1.FluxEndpointConnection{MiniCluster: &fluxjobv1.MiniClusterConnection{Namespace: "hpc", Name: "other"}},
 			broker{}, "no Running pod found: the lead broker pod of MiniCluster hpc/other"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: "fi"}, Spec: fluxjobv1.FluxInstanceSpec{Connection: tc.conn}}
+			fi := &fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: "fi"}, Spec: fluxjobv1.FluxEndpointSpec{Connection: tc.conn}}
 			b, err := brokerOf(context.Background(), c, fi)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
@@ -206,12 +206,12 @@ func (w *world) submitted(name string, spec fluxjobv1.FluxJobSpec, instance stri
 	}
 }
 
-// createInstance creates the cluster-scoped FluxInstance (deleted at the
+// createInstance creates the cluster-scoped FluxEndpoint (deleted at the
 // end of the test).
-func (w *world) createInstance(name string, conn fluxjobv1.FluxInstanceConnection, isDefault bool) {
+func (w *world) createInstance(name string, conn fluxjobv1.FluxEndpointConnection, isDefault bool) {
 	t := w.t
 	t.Helper()
-	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fluxjobv1.FluxInstanceSpec{Connection: conn,
+	fi := &fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fluxjobv1.FluxEndpointSpec{Connection: conn,
 		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": w.ns}}}}
 	if isDefault {
 		fi.Annotations = map[string]string{fluxjobv1.DefaultInstanceAnnotation: "true"}
@@ -279,17 +279,17 @@ func (w *world) sshHome() string {
 }
 
 // TestLogsFollowsInstance: without --flux-* flags, logs goes to the Flux
-// instance of the FluxJob, read from its FluxInstance with the user's
+// instance of the FluxJob, read from its FluxEndpoint with the user's
 // credentials: a pod instance through pods/exec of the real
 // kube-apiserver (the pod's Node is a test kubelet), a local:// and an
 // ssh:// instance dialled from here (ssh with the user's ~/.ssh, not the
-// Secret the FluxInstance names), the default instance; unknown or
+// Secret the FluxEndpoint names), the default instance; unknown or
 // forbidden instances give a clear error, and flags override.
 func TestLogsFollowsInstance(t *testing.T) {
 	w := newCluster(t, testbroker.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// The broker pod belongs to the StatefulSet the FluxInstance names; a
+	// The broker pod belongs to the StatefulSet the FluxEndpoint names; a
 	// Running decoy with the same labels that sorts first (and has no
 	// owner) is never exec'd into (the label-only lookup took it).
 	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "broker"},
@@ -303,14 +303,14 @@ func TestLogsFollowsInstance(t *testing.T) {
 	bp := w.brokerPod(ctx, "broker-0", map[string]string{"app": "flux"},
 		metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: sts.Name, UID: sts.UID, Controller: &yes})
 	decoy := w.brokerPod(ctx, "a-decoy", map[string]string{"app": "flux"})
-	w.createInstance("pod-"+w.ns, fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{
+	w.createInstance("pod-"+w.ns, fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{
 		Namespace: w.ns, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "flux"}},
 		Owner: &fluxjobv1.PodOwner{Kind: "StatefulSet", Name: sts.Name}, Container: "flux", SocketPath: bp.sock,
 		// the test runtime runs the command without a shell
 		Command: []string{filepath.Join(bp.shim, "flux"), "relay"},
 	}}, false)
-	w.createInstance("uri-"+w.ns, fluxjobv1.FluxInstanceConnection{URI: w.broker.URI()}, false)
-	w.createInstance("ssh-"+w.ns, fluxjobv1.FluxInstanceConnection{URI: w.sshHome(),
+	w.createInstance("uri-"+w.ns, fluxjobv1.FluxEndpointConnection{URI: w.broker.URI()}, false)
+	w.createInstance("ssh-"+w.ns, fluxjobv1.FluxEndpointConnection{URI: w.sshHome(),
 		SecretRef: &fluxjobv1.SecretReference{Name: "the-managers-key-never-read"}}, false)
 
 	// alice may read FluxJobs in the namespace, and nothing else
@@ -326,9 +326,9 @@ func TestLogsFollowsInstance(t *testing.T) {
 	}
 	alice := w.kubeconfigAs("alice")
 	// bob has what the README says the plugin needs: the committed
-	// viewer-role in the namespace and fluxinstance-viewer-role
+	// viewer-role in the namespace and fluxendpoint-viewer-role
 	bob := w.kubeconfigAs("bob")
-	for _, f := range []string{"fluxjob_viewer_role.yaml", "fluxinstance_viewer_role.yaml"} {
+	for _, f := range []string{"fluxjob_viewer_role.yaml", "fluxendpoint_viewer_role.yaml"} {
 		b, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", f))
 		if err != nil {
 			t.Fatal(err)
@@ -345,7 +345,7 @@ func TestLogsFollowsInstance(t *testing.T) {
 		subjects := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "bob"}}
 		ref := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}
 		var binding client.Object = &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: cr.Name}, RoleRef: ref, Subjects: subjects}
-		if f == "fluxinstance_viewer_role.yaml" {
+		if f == "fluxendpoint_viewer_role.yaml" {
 			binding = &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, RoleRef: ref, Subjects: subjects}
 		}
 		if err := w.c.Create(ctx, binding); err != nil {
@@ -357,7 +357,7 @@ func TestLogsFollowsInstance(t *testing.T) {
 	// the API server's RBAC authorizer sees new bindings through its cache
 	w.waitAllowed("alice", w.ns, "fluxjobs")
 	w.waitAllowed("bob", w.ns, "fluxjobs")
-	w.waitAllowed("bob", "", "fluxinstances")
+	w.waitAllowed("bob", "", "fluxendpoints")
 
 	hello := []string{"sh", "-c", "echo hello; echo oops >&2"}
 	tests := []struct {
@@ -371,21 +371,21 @@ func TestLogsFollowsInstance(t *testing.T) {
 		{name: "spec.instance: pod", specInstance: "pod-" + w.ns, podExecs: 1},
 		{name: "status.instance: local uri", specInstance: "pod-" + w.ns, statusInstance: "uri-" + w.ns},
 		{name: "status.instance: ssh with the user's keys", statusInstance: "ssh-" + w.ns},
-		{name: "unknown instance", specInstance: "nope", err: `runs on FluxInstance "nope" (spec.instance), which does not exist`},
+		{name: "unknown instance", specInstance: "nope", err: `runs on FluxEndpoint "nope" (spec.instance), which does not exist`},
 		{name: "flags override", specInstance: "nope", args: []string{"--flux-uri", w.broker.URI()}},
 		{name: "forbidden", statusInstance: "uri-" + w.ns, args: []string{"--kubeconfig", alice},
-			err: "which you may not read: the plugin needs `get fluxinstances`"},
-		{name: "forbidden default", args: []string{"--kubeconfig", alice}, err: "needs `list fluxinstances`"},
+			err: "which you may not read: the plugin needs `get fluxendpoints`"},
+		{name: "forbidden default", args: []string{"--kubeconfig", alice}, err: "needs `list fluxendpoints`"},
 		{name: "the committed roles suffice", statusInstance: "uri-" + w.ns, args: []string{"--kubeconfig", bob}},
 		{name: "implicit instance: the sidecar flags", statusInstance: "sidecar", args: []string{"--default-instance", "sidecar"},
 			err: "runs on the manager's implicit instance \"sidecar\" (status.instance): no running pod with labels control-plane=controller-manager in namespace fluxjob-system"},
 		// last: it marks a default instance
-		{name: "the default FluxInstance", podExecs: 1},
+		{name: "the default FluxEndpoint", podExecs: 1},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if i == len(tests)-1 {
-				w.createInstance("default-"+w.ns, fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{
+				w.createInstance("default-"+w.ns, fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{
 					Namespace: w.ns, Name: bp.pod.Name, Container: "flux", SocketPath: bp.sock, Command: []string{filepath.Join(bp.shim, "flux"), "relay"},
 				}}, true)
 			}
@@ -442,7 +442,7 @@ func (w *world) waitAllowed(user, ns, resource string) {
 }
 
 // TestLogsOnManagedPodInstance: the manager runs a FluxJob on a
-// FluxInstance of kind pod (its executor execs into the pod through the
+// FluxEndpoint of kind pod (its executor execs into the pod through the
 // API server), and logs -f, given nothing but the FluxJob's name, follows
 // it there: the first line shows while it runs.
 func TestLogsOnManagedPodInstance(t *testing.T) {
@@ -451,7 +451,7 @@ func TestLogsOnManagedPodInstance(t *testing.T) {
 	defer cancel()
 	bp := w.brokerPod(ctx, "broker-0", map[string]string{"app": "flux"})
 	instance := "managed-" + w.ns
-	w.createInstance(instance, fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{
+	w.createInstance(instance, fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{
 		Namespace: w.ns, Name: bp.pod.Name, Container: "flux", SocketPath: bp.sock, // the default relay command: the shim is on the runtime's PATH
 	}}, false)
 	w.create("slow", fluxjobv1.FluxJobSpec{Command: slowJob, Instance: instance})

@@ -15,7 +15,7 @@
 // kubeconfig and RBAC, and reaches the FluxJob's Flux instance the same way
 // (instance.go): by pods/exec into the broker's container, running `flux
 // relay SOCKET` there, whose stdin and stdout carry Flux's own protocol (the
-// pod transport of FluxInstance), or by the FluxInstance's URI (ssh:// with
+// pod transport of FluxEndpoint), or by the FluxEndpoint's URI (ssh:// with
 // the user's own keys). Nothing is added to the manager: no server, no
 // credential.
 // Whoever may exec into that container talks to Flux as the user the
@@ -72,7 +72,7 @@ Commands:
   release NAME   give a held job its urgency back
 
 Where Flux is: the FluxJob's instance (status.instance, else spec.instance, else the
-default FluxInstance), read with your credentials (get fluxinstances). A pod or
+default FluxEndpoint), read with your credentials (get fluxendpoints). A pod or
 miniCluster instance is reached through pods/exec, a uri from this machine (ssh:// with
 your own ~/.ssh and agent). The manager's implicit instance (--default-instance NAME,
 default "default") is its sidecar: the pod labelled control-plane=controller-manager in

@@ -172,7 +172,7 @@ func (w *world) startManager(s *runtime.Scheme, cfg *rest.Config) {
 	if err := mgr.Add(conn); err != nil {
 		t.Fatal(err)
 	}
-	// the test broker is the implicit instance "default"; FluxInstances
+	// the test broker is the implicit instance "default"; FluxEndpoints
 	// are reached as the manager reaches them (pods/exec through the API
 	// server)
 	reg := fluxbroker.NewRegistry(fluxbroker.ConnectorOptions{
@@ -189,7 +189,7 @@ func (w *world) startManager(s *runtime.Scheme, cfg *rest.Config) {
 	}
 	// The world's namespace is the one exec namespace (as with
 	// config/components/pod-exec listing it).
-	ir := &controllers.FluxInstanceReconciler{Client: mgr.GetClient(), Registry: reg, Transports: fluxbroker.DefaultTransports(cfg),
+	ir := &controllers.FluxEndpointReconciler{Client: mgr.GetClient(), Registry: reg, Transports: fluxbroker.DefaultTransports(cfg),
 		StatusInterval: time.Second, RetryInterval: 200 * time.Millisecond, ExecNamespaces: []string{w.ns}}
 	if err := ir.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)

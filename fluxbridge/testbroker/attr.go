@@ -10,7 +10,7 @@ import (
 // attribute "version". It is not a flux-core version on purpose.
 const SimulatedVersion = "0.0.0-testbroker"
 
-// The instance-level RPCs a FluxInstance's status is read from: broker
+// The instance-level RPCs a FluxEndpoint's status is read from: broker
 // attributes and job-list's job statistics.
 func init() {
 	handlers["attr.get"] = handler{fn: (*Server).handleAttrGet}

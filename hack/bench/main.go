@@ -448,7 +448,7 @@ var targets = []target{
 	{Name: "controller status writes per job", Bench: regexp.MustCompile(`^controllers: ControllerEndToEnd1000(/reconciles=4)?$`), Unit: "status-writes/job", Max: true, Limit: 4},
 	{Name: "client peak RSS under a hostile broker, each mode (issue 19)", Bench: regexp.MustCompile(`^hostile broker: HostileBroker/`), Unit: "peak-RSS-MiB", Max: true, Limit: 96},
 	{Name: "controller RSS with 10,000 FluxJobs tracked", Bench: regexp.MustCompile(`^controllers: ControllerMemory10000$`), Unit: "rss-MiB", Max: true, Limit: 150},
-	{Name: "controller RSS, 4 FluxInstances x 2,500 FluxJobs tracked", Bench: regexp.MustCompile(`^controllers: ControllerMemory4x2500$`), Unit: "rss-MiB", Max: true, Limit: 150},
+	{Name: "controller RSS, 4 FluxEndpoints x 2,500 FluxJobs tracked", Bench: regexp.MustCompile(`^controllers: ControllerMemory4x2500$`), Unit: "rss-MiB", Max: true, Limit: 150},
 	// Against a real broker (test execution mode), relative to flux-core's
 	// own clients in the same run.
 	{Name: "real broker: end-to-end jobs/s vs the Python FluxExecutor", Bench: realExecutor, Unit: "jobs/s", Limit: 1, Ref: realPython, RefName: "python-executor"},

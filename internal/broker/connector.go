@@ -319,7 +319,7 @@ func (c *Connector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, inst
 // setDisconnected records err as why the connector is not connected; the
 // relay's standard error, if err carries one, is kept out of it (it is in
 // the log line of the caller), since State and Get feed the status of
-// FluxInstances and FluxJobs.
+// FluxEndpoints and FluxJobs.
 func (c *Connector) setDisconnected(err error) {
 	err = withoutRelayStderr(err)
 	c.mu.Lock()

@@ -131,7 +131,7 @@ func (s *stderrStream) Stderr(context.Context) string { return s.stderr }
 // TestConnectorKeepsRelayStderrOutOfState: a relay that fails and writes
 // something secret to its standard error (a hostile command printing a
 // service-account token) has the failure reported by State and Get — what
-// FluxInstance and FluxJob status show — with the size of its standard
+// FluxEndpoint and FluxJob status show — with the size of its standard
 // error only; the text goes to the manager's log. Before, State returned
 // flux.RelayError's message, standard error included.
 func TestConnectorKeepsRelayStderrOutOfState(t *testing.T) {

@@ -13,14 +13,14 @@ import (
 )
 
 // InstanceInfo is what a broker tells about its instance, for a
-// FluxInstance's status.
+// FluxEndpoint's status.
 type InstanceInfo struct {
 	// Version is the broker attribute "version" (flux-core's version).
 	Version string
 	// Size is the broker attribute "size" (number of brokers).
 	Size int32
 	// Jobs are job-list's job statistics.
-	Jobs fluxjobv1.FluxInstanceJobCounts
+	Jobs fluxjobv1.FluxEndpointJobCounts
 	// Queues are the named queues job-list reports statistics for.
 	Queues []string
 }
@@ -64,7 +64,7 @@ func ReadInstanceInfo(ctx context.Context, c *flux.Conn, timeout time.Duration) 
 		return info, fmt.Errorf("job-list.job-stats: %w", err)
 	}
 	s := st.JobStates
-	info.Jobs = fluxjobv1.FluxInstanceJobCounts{
+	info.Jobs = fluxjobv1.FluxEndpointJobCounts{
 		Pending: s.Depend + s.Priority + s.Sched, Running: s.Run + s.Cleanup, Inactive: s.Inactive,
 		Successful: st.Successful, Failed: st.Failed + st.Canceled + st.Timeout, Total: s.Total,
 	}

@@ -20,7 +20,7 @@ var (
 	}, []string{"instance", "result"})
 
 	// executorConnected is 1 while an instance's executor is connected to
-	// its broker, else 0, by instance (FluxInstance name).
+	// its broker, else 0, by instance (FluxEndpoint name).
 	executorConnected = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "fluxjob_executor_connected",
 		Help: "1 while the executor of a Flux instance is connected to its broker, else 0, by instance.",

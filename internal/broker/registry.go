@@ -39,7 +39,7 @@ type Config struct {
 	// an equal Key keeps it. Empty means URI.
 	Key string
 	// Selector selects the namespaces the instance admits; nil admits
-	// none (a FluxInstance without spec.namespaceSelector), Everything
+	// none (a FluxEndpoint without spec.namespaceSelector), Everything
 	// all of them.
 	Selector labels.Selector
 	// Default marks the instance as the default for FluxJobs without
@@ -71,8 +71,8 @@ type instanceEntry struct {
 }
 
 // Registry holds one Connector (an executor and a control
-// connection) per Flux instance, keyed by instance name. FluxInstance
-// objects come and go through Set and Remove (the FluxInstance
+// connection) per Flux instance, keyed by instance name. FluxEndpoint
+// objects come and go through Set and Remove (the FluxEndpoint
 // reconciler); the manager's implicit instance (its --flux-uri sidecar)
 // is registered with SetImplicit. It is a manager.Runnable: connectors it
 // starts run until Remove, a replacing Set, or the end of Start's context.
@@ -114,8 +114,8 @@ func (r *Registry) OnChange(fn func(instance string)) {
 
 // SetImplicit registers conn, whose lifecycle the caller owns (it is a
 // manager runnable), as the implicit instance name: the default when no
-// FluxInstance is marked default, admitting every namespace. A
-// FluxInstance of the same name is refused (see Implicit).
+// FluxEndpoint is marked default, admitting every namespace. A
+// FluxEndpoint of the same name is refused (see Implicit).
 func (r *Registry) SetImplicit(name string, conn *Connector) {
 	e := &instanceEntry{name: name, conn: conn, cfg: Config{URI: conn.opts.URI, Selector: labels.Everything()}}
 	r.mu.Lock()
@@ -324,7 +324,7 @@ func (r *Registry) Names() []string {
 	return names
 }
 
-// Default returns the default instance: the one FluxInstance marked
+// Default returns the default instance: the one FluxEndpoint marked
 // default, else the implicit instance. reason is set (and name empty)
 // when there is none (ReasonNoDefaultInstance) or more than one marked
 // (ReasonAmbiguousDefaultInstance); names lists the candidates then.

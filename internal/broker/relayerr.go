@@ -10,7 +10,7 @@ import (
 
 // relayStderrError is a connection error whose relay wrote to its
 // standard error, without what it wrote: the connector's errors end up in
-// FluxInstance and FluxJob status, which their viewers read, and the
+// FluxEndpoint and FluxJob status, which their viewers read, and the
 // relay runs a command in a container (a pod connection) or on a remote
 // host (ssh://) whose standard error may carry anything, e.g. a token a
 // hostile command printed. The whole error, standard error included, is

@@ -26,10 +26,10 @@ import (
 // exec into it. The manager's generated ClusterRole grants none of that:
 // config/components/pod-exec grants brokerpod.Rules through RoleBindings in
 // the namespaces it lists, which the manager is told with
-// --exec-namespaces (Resolver.ExecNamespaces); a FluxInstance naming another
+// --exec-namespaces (Resolver.ExecNamespaces); a FluxEndpoint naming another
 // namespace is refused before any pod is read (execAllowed).
 
-// Resolver turns a FluxInstance's spec.connection into the Config of its
+// Resolver turns a FluxEndpoint's spec.connection into the Config of its
 // connection: it reads the ssh Secret (in the manager's namespace only) and
 // finds the broker pod (internal/brokerpod, by ownership), under the exec
 // policy the manager was started with.
@@ -52,7 +52,7 @@ type Resolver struct {
 // used is returned with Invalid set, and with a condition reason when it
 // is refused by policy rather than invalid (else ""). endpoint describes
 // where the connection goes, for the status.
-func (r Resolver) Resolve(ctx context.Context, fi *fluxjobv1.FluxInstance) (cfg Config, endpoint, reason string) {
+func (r Resolver) Resolve(ctx context.Context, fi *fluxjobv1.FluxEndpoint) (cfg Config, endpoint, reason string) {
 	cfg.Workers = int(fluxjobv1.DefaultInstanceWorkers)
 	if w := fi.Spec.Executor.Workers; w != nil {
 		cfg.Workers = int(*w)
@@ -131,7 +131,7 @@ func (r Resolver) Resolve(ctx context.Context, fi *fluxjobv1.FluxInstance) (cfg 
 // policy (ExecNamespaces, AllowExecCommand) before anything is read or
 // exec'd; it returns the condition reason and message of a refusal, or
 // "" when the connection may be used.
-func (r Resolver) execAllowed(c fluxjobv1.FluxInstanceConnection) (reason, msg string) {
+func (r Resolver) execAllowed(c fluxjobv1.FluxEndpointConnection) (reason, msg string) {
 	field, ns, command := "spec.connection.pod", "", []string(nil)
 	if c.MiniCluster != nil {
 		field, ns, command = "spec.connection.miniCluster", c.MiniCluster.Namespace, c.MiniCluster.Command
@@ -148,7 +148,7 @@ func (r Resolver) execAllowed(c fluxjobv1.FluxInstanceConnection) (reason, msg s
 	}
 	if len(command) > 0 && !r.AllowExecCommand {
 		return fluxjobv1.ReasonExecCommandNotAllowed, fmt.Sprintf("%s.command is set, and this manager runs only its own relay command in a pod "+
-			"(start it with --allow-exec-command to run the FluxInstance's command as the container's user)", field)
+			"(start it with --allow-exec-command to run the FluxEndpoint's command as the container's user)", field)
 	}
 	return "", ""
 }

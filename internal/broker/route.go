@@ -13,7 +13,7 @@ import (
 // and the output read all use the same instance even if the default
 // instance changes meanwhile.
 type Route struct {
-	// Name is the FluxInstance's name ("" if none could be chosen).
+	// Name is the FluxEndpoint's name ("" if none could be chosen).
 	Name string
 	// conn is the instance's connector; nil if the instance is unknown
 	// or its connection settings are invalid (why says which).
@@ -29,9 +29,9 @@ func (r *Registry) Route(name string) Route {
 	conn, cfg, ok := r.Lookup(name)
 	switch {
 	case !ok:
-		return Route{Name: name, why: fmt.Sprintf("FluxInstance %q does not exist", name)}
+		return Route{Name: name, why: fmt.Sprintf("FluxEndpoint %q does not exist", name)}
 	case conn == nil:
-		return Route{Name: name, why: fmt.Sprintf("FluxInstance %q cannot be used: %s", name, cfg.Invalid)}
+		return Route{Name: name, why: fmt.Sprintf("FluxEndpoint %q cannot be used: %s", name, cfg.Invalid)}
 	}
 	return Route{Name: name, conn: conn}
 }

@@ -109,7 +109,7 @@ func (o View) Summary() job.Summary { return job.NewSummary(o.Events) }
 
 type tracked struct {
 	key      types.NamespacedName
-	instance string // the FluxInstance (name) the future runs on
+	instance string // the FluxEndpoint (name) the future runs on
 	obs      View
 	// out reads the job's output once it ended (see output.go).
 	out *outputCollector
@@ -192,7 +192,7 @@ func (t *Tracker) Begin(uid types.UID, key types.NamespacedName, submitted bool)
 	return t.BeginOn("", uid, key, submitted)
 }
 
-// BeginOn is Begin for a future on the FluxInstance named instance (see
+// BeginOn is Begin for a future on the FluxEndpoint named instance (see
 // PokeUnsettled).
 func (t *Tracker) BeginOn(instance string, uid types.UID, key types.NamespacedName, submitted bool) uint64 {
 	t.mu.Lock()

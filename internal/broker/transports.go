@@ -9,11 +9,11 @@ import (
 
 // Transports supplies the connections flux.Dial cannot make from a URI
 // alone. A nil field means this manager cannot use that kind of
-// connection: FluxInstances asking for it are reported with reason
+// connection: FluxEndpoints asking for it are reported with reason
 // InvalidConnection.
 type Transports struct {
 	// SSH returns the dial options for an ssh:// URI, given the private
-	// key and known_hosts read from the FluxInstance's Secret.
+	// key and known_hosts read from the FluxEndpoint's Secret.
 	SSH func(privateKey, knownHosts []byte) ([]flux.Option, error)
 	// Exec returns a URI naming the connection and the dial options that
 	// reach a broker by running the relay in a container through the
@@ -22,7 +22,7 @@ type Transports struct {
 }
 
 // DefaultTransports are the transports of the manager: ssh:// through
-// flux.WithSSH with the key and known_hosts of the FluxInstance's Secret
+// flux.WithSSH with the key and known_hosts of the FluxEndpoint's Secret
 // only (no agent, no key or known_hosts files of the manager's own), and
 // pods/exec through package podexec on the API server of cfg.
 func DefaultTransports(cfg *rest.Config) Transports {

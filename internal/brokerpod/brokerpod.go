@@ -1,9 +1,9 @@
-// Package brokerpod finds the container a FluxInstance's miniCluster or
+// Package brokerpod finds the container a FluxEndpoint's miniCluster or
 // pod connection reaches its broker in: the pod (the MiniCluster's lead
 // broker pod, the named pod, or the first Running pod matching a
 // selector and controlled by the named owner), the container, the
 // broker's socket there and the relay command. The manager (controllers)
-// resolves a FluxInstance with it under its own service account, and the
+// resolves a FluxEndpoint with it under its own service account, and the
 // kubectl plugin under the user's credentials, so both exec into the same
 // container.
 //
@@ -11,7 +11,7 @@
 // namespace can copy them, and the pod found receives every admitted
 // namespace's jobspecs and answers for their results. A pod is used only
 // if its controller ownerReference names, by UID, the owner the
-// FluxInstance names (for a MiniCluster: the MiniCluster's Job, itself
+// FluxEndpoint names (for a MiniCluster: the MiniCluster's Job, itself
 // controlled by the MiniCluster, checked by UID too).
 package brokerpod
 
@@ -87,7 +87,7 @@ var ErrNotOwned = errors.New("not controlled by the named owner")
 // get for a named pod, list for a selector or a MiniCluster; and the
 // owners, by name). The pod must be Running, controlled by the owner the
 // connection names (see the package comment) and have the container.
-func Find(ctx context.Context, r client.Reader, c fluxjobv1.FluxInstanceConnection) (podexec.Target, error) {
+func Find(ctx context.Context, r client.Reader, c fluxjobv1.FluxEndpointConnection) (podexec.Target, error) {
 	var t podexec.Target
 	var pod *corev1.Pod
 	var err error

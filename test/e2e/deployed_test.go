@@ -192,9 +192,9 @@ func waitManagerReady(ctx context.Context, t *testing.T, tg deployed, notUID str
 }
 
 // runDeployed runs every scenario on a cluster that runs config/pod-exec
-// (config/default with miniCluster/pod FluxInstances allowed in
+// (config/default with miniCluster/pod FluxEndpoints allowed in
 // podInstanceNamespace only):
-// the samples, the token check, the pod FluxInstance, `kubectl fluxjob logs
+// the samples, the token check, the pod FluxEndpoint, `kubectl fluxjob logs
 // -f`, the Argo CD health check on live objects, a killed flux container,
 // and (on config/persistent) a replaced manager pod. The manager is
 // deployed by the caller (deploy), with podNS among its namespaces.
@@ -204,7 +204,7 @@ func runDeployed(ctx context.Context, t *testing.T, tg deployed, podNS string) {
 	t.Run("no token in the flux container", func(t *testing.T) { runTokenScenario(ctx, t, tg, ns) })
 	t.Run("Argo CD health of live FluxJobs", func(t *testing.T) { runArgoHealthScenario(ctx, t, tg, ns) })
 	t.Run("kubectl fluxjob logs -f", func(t *testing.T) { runLogsFollowScenario(ctx, t, tg, ns) })
-	t.Run("FluxInstance of kind pod", func(t *testing.T) { runPodInstanceScenario(ctx, t, tg, podNS) })
+	t.Run("FluxEndpoint of kind pod", func(t *testing.T) { runPodInstanceScenario(ctx, t, tg, podNS) })
 	t.Run("flux container killed", func(t *testing.T) { runSidecarKillScenario(ctx, t, tg, ns) })
 	t.Run("manager pod replaced, config/persistent", func(t *testing.T) {
 		if err := tg.prepareClaim(ctx); err != nil {

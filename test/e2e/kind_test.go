@@ -161,7 +161,7 @@ func TestKind(t *testing.T) {
 	// The pod-instance scenario's namespace is served too, as a user would
 	// edit manager_namespaces_patch.yaml.
 	podNS := uniqueNamespace("e2e-pod-")
-	deploy(ctx, t, tg, renderDeployment(ctx, t, tg, "pod-exec", podNS)) // config/default plus pod FluxInstances in podInstanceNamespace
+	deploy(ctx, t, tg, renderDeployment(ctx, t, tg, "pod-exec", podNS)) // config/default plus pod FluxEndpoints in podInstanceNamespace
 	runDeployed(ctx, t, tg, podNS)
 }
 

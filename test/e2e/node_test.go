@@ -289,7 +289,7 @@ func TestNode(t *testing.T) {
 	}
 	tg := &nodeTarget{n: n, pluginBin: filepath.Join(work, "kubectl-fluxjob"), fluxImage: fluxImage, fluxCore: fluxCore}
 	podNS := uniqueNamespace("e2e-pod-")
-	deploy(ctx, t, tg, renderDeployment(ctx, t, tg, "pod-exec", podNS)) // config/default plus pod FluxInstances in podInstanceNamespace
+	deploy(ctx, t, tg, renderDeployment(ctx, t, tg, "pod-exec", podNS)) // config/default plus pod FluxEndpoints in podInstanceNamespace
 	t.Logf("manager Ready %v after the start", time.Since(begin).Round(time.Second))
 	runDeployed(ctx, t, tg, podNS)
 }

@@ -69,13 +69,13 @@ spec:
   - {name: tmp, emptyDir: {}}
 `
 
-// podInstance is a FluxInstance of kind pod (the FluxInstance API of issue
+// podInstance is a FluxEndpoint of kind pod (the FluxEndpoint API of issue
 // 12: spec.connection.pod {namespace, name, container, socketPath}) for
 // the broker above, admitting the scenario's namespace only. NAMESPACE is
 // replaced.
 const podInstance = `
 apiVersion: fluxjob.io/v1alpha1
-kind: FluxInstance
+kind: FluxEndpoint
 metadata:
   name: remote-pod
 spec:
@@ -102,14 +102,14 @@ spec:
 `
 
 // runPodInstanceScenario deploys a Flux broker in its own pod and a
-// FluxInstance of kind pod pointing at it, then a FluxJob naming that
+// FluxEndpoint of kind pod pointing at it, then a FluxJob naming that
 // instance: the manager connects with `flux relay` through pods/exec
 // (package podexec), the instance becomes Ready, the FluxJob runs on that
 // broker (not the sidecar) and ends with its exit status.
 func runPodInstanceScenario(ctx context.Context, t *testing.T, k deployed, ns string) {
 	t.Helper()
-	if out, err := k.kubectl(ctx, "get", "crd", "fluxinstances.fluxjob.io", "-o", "name"); err != nil || len(out) == 0 {
-		t.Skipf("the FluxInstance CRD is not installed by config/default (%v): the pod-instance scenario needs the FluxInstance API", err)
+	if out, err := k.kubectl(ctx, "get", "crd", "fluxendpoints.fluxjob.io", "-o", "name"); err != nil || len(out) == 0 {
+		t.Skipf("the FluxEndpoint CRD is not installed by config/default (%v): the pod-instance scenario needs the FluxEndpoint API", err)
 	}
 	broker := podInstanceBroker
 	if img, ok := k.images()[upstreamFluxImage]; ok {
@@ -131,9 +131,9 @@ func runPodInstanceScenario(ctx context.Context, t *testing.T, k deployed, ns st
 	if _, err := k.kubectlInput(ctx, strings.NewReader(manifests), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = k.kubectl(context.Background(), "delete", "fluxinstance/remote-pod", "--wait=false") })
-	if _, err := k.kubectl(ctx, "wait", "fluxinstance/remote-pod", "--for=condition=Ready", "--timeout=180s"); err != nil {
-		out, _ := k.kubectl(ctx, "get", "fluxinstance/remote-pod", "-o", "yaml")
+	t.Cleanup(func() { _, _ = k.kubectl(context.Background(), "delete", "fluxendpoint/remote-pod", "--wait=false") })
+	if _, err := k.kubectl(ctx, "wait", "fluxendpoint/remote-pod", "--for=condition=Ready", "--timeout=180s"); err != nil {
+		out, _ := k.kubectl(ctx, "get", "fluxendpoint/remote-pod", "-o", "yaml")
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if _, err := k.kubectl(ctx, "wait", "-n", ns, "fluxjob/on-remote-pod", "--for=condition="+fluxjobv1.ConditionFailed, "--timeout=180s"); err != nil {

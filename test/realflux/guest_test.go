@@ -24,7 +24,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/munge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/munge/mungetest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
-	"github.com/fluxjob/fluxjob-operator/test/fluxinstance"
+	"github.com/fluxjob/fluxjob-operator/test/fluxendpoint"
 )
 
 // A multi-user Flux instance, as at an HPC centre: the broker runs as a
@@ -54,7 +54,7 @@ const (
 // guestInstance is the running multi-user instance and what the tests
 // need around it.
 type guestInstance struct {
-	inst    *fluxinstance.Instance
+	inst    *fluxendpoint.Instance
 	uri     string
 	munged  *mungetest.Daemon
 	client  string // guestclient, runnable by the guest
@@ -247,7 +247,7 @@ func startGuestInstance(t *testing.T) *guestInstance {
 
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer scancel()
-	inst, err := fluxinstance.Start(sctx, fluxinstance.Options{
+	inst, err := fluxendpoint.Start(sctx, fluxendpoint.Options{
 		Prefix: []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", script, "guest-ns"},
 		Args:   []string{"--test-rundir=" + rundir, "--config-path=" + conf},
 		Env:    env,

@@ -6,15 +6,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxjob/fluxjob-operator/test/fluxinstance"
+	"github.com/fluxjob/fluxjob-operator/test/fluxendpoint"
 )
 
 // instance is a running flux-core instance: one we started with
 // `flux start --test-size=1`, or the enclosing one named by $FLUX_URI.
-type instance = fluxinstance.Instance
+type instance = fluxendpoint.Instance
 
-// startOptions are what fluxinstance.Start adds to `flux start --test-size=1`.
-type startOptions = fluxinstance.Options
+// startOptions are what fluxendpoint.Start adds to `flux start --test-size=1`.
+type startOptions = fluxendpoint.Options
 
 // needFlux skips tb unless a `flux` command is on PATH; under CI=true
 // (.ci/run) a missing flux fails tb instead, as every other missing tool
@@ -22,7 +22,7 @@ type startOptions = fluxinstance.Options
 // on PATH, so a CI run without it has lost its real-broker checks.
 func needFlux(tb testing.TB) {
 	tb.Helper()
-	if err := fluxinstance.Installed(); err != nil {
+	if err := fluxendpoint.Installed(); err != nil {
 		if os.Getenv("CI") == "true" {
 			tb.Fatalf("CI=true: %v (make test builds it with hack/flux-core.sh)", err)
 		}
@@ -34,7 +34,7 @@ func needFlux(tb testing.TB) {
 // enclosing instance when $FLUX_URI is set. Stop it with Stop.
 func startInstance(ctx context.Context) (*instance, error) {
 	if uri := os.Getenv("FLUX_URI"); uri != "" {
-		return fluxinstance.Attach(uri), nil
+		return fluxendpoint.Attach(uri), nil
 	}
 	return startOwnInstance(ctx)
 }
@@ -43,7 +43,7 @@ func startInstance(ctx context.Context) (*instance, error) {
 // never using $FLUX_URI (tests that restart or configure an instance need
 // their own).
 func startOwnInstance(ctx context.Context, brokerArgs ...string) (*instance, error) {
-	return fluxinstance.Start(ctx, startOptions{Args: brokerArgs})
+	return fluxendpoint.Start(ctx, startOptions{Args: brokerArgs})
 }
 
 // useInstance starts an instance for one test or benchmark (or uses

@@ -8,7 +8,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
-// TestInstanceInfo reads what a FluxInstance's status shows (attr.get
+// TestInstanceInfo reads what a FluxEndpoint's status shows (attr.get
 // version and size, job-list.job-stats) from the real broker and from the
 // test broker after one job ran to the end: the same counts, a one-broker
 // instance, the real broker's flux-core version.

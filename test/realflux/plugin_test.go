@@ -142,7 +142,7 @@ func startPluginCluster(t *testing.T) *pluginCluster {
 
 // brokerPod makes a Running pod whose Node's kubelet endpoint is a
 // podexectest.Kubelet running commands here with the real flux on PATH,
-// and a FluxInstance of kind pod naming it (podexec's default relay
+// and a FluxEndpoint of kind pod naming it (podexec's default relay
 // command, the real `flux relay SOCKET`).
 func (pc *pluginCluster) brokerPod(t *testing.T, ctx context.Context, sock string) (*podexectest.Runtime, string) {
 	t.Helper()
@@ -163,8 +163,8 @@ func (pc *pluginCluster) brokerPod(t *testing.T, ctx context.Context, sock strin
 	if err := k.RunPod(ctx, pc.c, "node-"+rand.String(6), pod); err != nil {
 		t.Fatal(err)
 	}
-	fi := &fluxjobv1.FluxInstance{ObjectMeta: metav1.ObjectMeta{Name: "real-" + pc.ns}, Spec: fluxjobv1.FluxInstanceSpec{
-		Connection: fluxjobv1.FluxInstanceConnection{Pod: &fluxjobv1.PodConnection{Namespace: pc.ns, Name: pod.Name, Container: "flux", SocketPath: sock}},
+	fi := &fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: "real-" + pc.ns}, Spec: fluxjobv1.FluxEndpointSpec{
+		Connection: fluxjobv1.FluxEndpointConnection{Pod: &fluxjobv1.PodConnection{Namespace: pc.ns, Name: pod.Name, Container: "flux", SocketPath: sock}},
 	}}
 	if err := pc.c.Create(ctx, fi); err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func (w *lineWriter) String() string {
 
 // TestPluginLogs runs the built kubectl-fluxjob binary against a real
 // flux-core instance, reached the way a user reaches it: the FluxJob
-// names a FluxInstance of kind pod (no --flux-* flags), and the plugin
+// names a FluxEndpoint of kind pod (no --flux-* flags), and the plugin
 // runs the real `flux relay` in the pod through the kube-apiserver's
 // pods/exec (the pod's Node is a test kubelet running it here). The jobs
 // run for real (`sh -c 'echo a; sleep 1; echo b >&2; sleep 1; echo c'`):

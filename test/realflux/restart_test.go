@@ -12,7 +12,7 @@ import (
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
-	"github.com/fluxjob/fluxjob-operator/test/fluxinstance"
+	"github.com/fluxjob/fluxjob-operator/test/fluxendpoint"
 )
 
 // These tests check, on a real flux-core 0.88 broker, what the controller
@@ -28,7 +28,7 @@ func ownInstance(t *testing.T, opts startOptions) *instance {
 	needFlux(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	inst, err := fluxinstance.Start(ctx, opts)
+	inst, err := fluxendpoint.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,12 +10,12 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// testFluxInstances creates good and malformed FluxInstances through the real API server (strict
+// testFluxEndpoints creates good and malformed FluxEndpoints through the real API server (strict
 // field validation) and checks that the CRD's schema and CEL rules reject every malformed
 // spec.connection with a message naming the problem. What the API server cannot know (a Secret
-// or pod that does not exist) is reported in the FluxInstance's status by the controller
+// or pod that does not exist) is reported in the FluxEndpoint's status by the controller
 // (controllers tests).
-func testFluxInstances(ctx context.Context, t *testing.T, c client.Client) {
+func testFluxEndpoints(ctx context.Context, t *testing.T, c client.Client) {
 	cases := []struct {
 		name string
 		spec string
@@ -58,7 +58,7 @@ func testFluxInstances(ctx context.Context, t *testing.T, c client.Client) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			doc := fmt.Sprintf("apiVersion: fluxjob.io/v1alpha1\nkind: FluxInstance\nmetadata:\n  name: fi-%s\nspec:\n%s", tc.name, indent(tc.spec, "  "))
+			doc := fmt.Sprintf("apiVersion: fluxjob.io/v1alpha1\nkind: FluxEndpoint\nmetadata:\n  name: fi-%s\nspec:\n%s", tc.name, indent(tc.spec, "  "))
 			u := &unstructured.Unstructured{}
 			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
 				t.Fatalf("bad test manifest: %v\n%s", err, doc)

@@ -24,29 +24,29 @@ import (
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
 
-// FluxInstanceReconciler keeps the InstanceRegistry in line with the
-// FluxInstance objects: it resolves each one's spec.connection (reading
+// FluxEndpointReconciler keeps the InstanceRegistry in line with the
+// FluxEndpoint objects: it resolves each one's spec.connection (reading
 // the ssh Secret in the manager's namespace, finding the broker pod),
 // registers the result (a new connector when the connection settings
-// change, none when the FluxInstance goes away), and writes the
+// change, none when the FluxEndpoint goes away), and writes the
 // instance's status: Connected and Ready conditions, flux-core version,
 // size, job counts, queues, last contact. It runs again when the
 // instance's connection changes state and every StatusInterval.
-type FluxInstanceReconciler struct {
+type FluxEndpointReconciler struct {
 	client.Client
 	// APIReader reads Secrets and Pods directly from the API server, so
 	// that the manager keeps no cache (and needs no list/watch) of them.
 	APIReader client.Reader
 	// Registry is shared with the FluxJob reconciler.
 	Registry *broker.Registry
-	// Recorder emits events about FluxInstances (optional).
+	// Recorder emits events about FluxEndpoints (optional).
 	Recorder events.EventRecorder
 	// Namespace is the manager's own namespace, the only one Secrets
 	// are read from.
 	Namespace string
 	// Transports are the ssh and pod-exec transports available.
 	Transports broker.Transports
-	// StatusInterval is how often a FluxInstance's status is refreshed.
+	// StatusInterval is how often a FluxEndpoint's status is refreshed.
 	// Default 30s.
 	StatusInterval time.Duration
 	// RetryInterval is how soon an unusable connection (Secret or pod
@@ -57,13 +57,13 @@ type FluxInstanceReconciler struct {
 	// ExecNamespaces are the namespaces miniCluster and pod connections
 	// may name (--exec-namespaces): the ones config/components/pod-exec
 	// grants the manager pods and pods/exec in. Empty (the default
-	// install): none; such FluxInstances are refused with reason
+	// install): none; such FluxEndpoints are refused with reason
 	// ExecNamespaceNotAllowed, before any pod is read.
 	ExecNamespaces []string
 	// AllowExecCommand lets miniCluster and pod connections replace the
 	// relay command (spec.connection.*.command; --allow-exec-command).
 	// Off by default: the command would run as the container's user in
-	// any pod of the exec namespaces, so such FluxInstances are refused
+	// any pod of the exec namespaces, so such FluxEndpoints are refused
 	// with reason ExecCommandNotAllowed.
 	AllowExecCommand bool
 
@@ -71,16 +71,16 @@ type FluxInstanceReconciler struct {
 	now     func() time.Time
 }
 
-// Permissions: FluxInstances and their status.
-// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxinstances,verbs=get;list;watch
-// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxinstances/status,verbs=get;update;patch
-// The ssh key of an ssh:// FluxInstance, read only in the manager's own
+// Permissions: FluxEndpoints and their status.
+// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxendpoints,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fluxjob.io,resources=fluxendpoints/status,verbs=get;update;patch
+// The ssh key of an ssh:// FluxEndpoint, read only in the manager's own
 // namespace (a Role there, not a ClusterRole).
 // +kubebuilder:rbac:groups="",namespace=fluxjob-system,resources=secrets,verbs=get
 
 // SetupWithManager registers the reconciler and the registry (as a
 // runnable) with mgr.
-func (r *FluxInstanceReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *FluxEndpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = 30 * time.Second
 	}
@@ -105,37 +105,37 @@ func (r *FluxInstanceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 	})
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&fluxjobv1.FluxInstance{}, builder.WithPredicates(predicate.Or[client.Object](
+		For(&fluxjobv1.FluxEndpoint{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		WatchesRawSource(source.Channel(r.changes, &handler.EnqueueRequestForObject{})).
-		Named("fluxinstance").
+		Named("fluxendpoint").
 		Complete(r)
 }
 
-// Reconcile registers the FluxInstance's connection and refreshes its
+// Reconcile registers the FluxEndpoint's connection and refreshes its
 // status.
-func (r *FluxInstanceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *FluxEndpointReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
-	var fi fluxjobv1.FluxInstance
+	var fi fluxjobv1.FluxEndpoint
 	if err := r.Get(ctx, req.NamespacedName, &fi); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Registry.Remove(req.Name)
 			return ctrl.Result{}, nil
 		}
-		return ctrl.Result{}, fmt.Errorf("getting FluxInstance %s: %w", req.Name, err)
+		return ctrl.Result{}, fmt.Errorf("getting FluxEndpoint %s: %w", req.Name, err)
 	}
 	if !fi.DeletionTimestamp.IsZero() {
 		r.Registry.Remove(fi.Name)
 		return ctrl.Result{}, nil
 	}
 	if fi.Name == r.Registry.Implicit() {
-		msg := fmt.Sprintf("the name %q is the manager's implicit instance (--flux-uri, named by --default-instance); rename this FluxInstance or start the manager with --default-instance=\"\"", fi.Name)
+		msg := fmt.Sprintf("the name %q is the manager's implicit instance (--flux-uri, named by --default-instance); rename this FluxEndpoint or start the manager with --default-instance=\"\"", fi.Name)
 		return ctrl.Result{}, r.writeStatus(ctx, &fi, instanceObservation{invalid: msg})
 	}
 	cfg, endpoint, refusal := broker.Resolver{Reader: r.APIReader, Namespace: r.Namespace, Transports: r.Transports,
 		ExecNamespaces: r.ExecNamespaces, AllowExecCommand: r.AllowExecCommand}.Resolve(ctx, &fi)
 	if cfg.Invalid != "" {
-		log.Info("FluxInstance connection cannot be used", "reason", cfg.Invalid, "refusal", refusal)
+		log.Info("FluxEndpoint connection cannot be used", "reason", cfg.Invalid, "refusal", refusal)
 	}
 	r.Registry.Set(fi.Name, cfg)
 	conn, _, _ := r.Registry.Lookup(fi.Name)
@@ -171,7 +171,7 @@ type instanceObservation struct {
 
 // writeStatus computes fi's status from obs and patches it if it changed;
 // it emits an event when Connected changes.
-func (r *FluxInstanceReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.FluxInstance, obs instanceObservation) error {
+func (r *FluxEndpointReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.FluxEndpoint, obs instanceObservation) error {
 	now := metav1.NewTime(r.now().Truncate(time.Second))
 	st := *fi.Status.DeepCopy()
 	st.ObservedGeneration = fi.Generation
@@ -224,7 +224,7 @@ func (r *FluxInstanceReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("patching FluxInstance status: %w", err)
+		return fmt.Errorf("patching FluxEndpoint status: %w", err)
 	}
 	if r.Recorder != nil && (old == nil || old.Status != status || old.Reason != reason) && status != metav1.ConditionUnknown {
 		typ := corev1.EventTypeNormal

@@ -6,20 +6,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Names and values of the FluxInstance API.
+// Names and values of the FluxEndpoint API.
 const (
-	// DefaultInstanceAnnotation marks the FluxInstance that FluxJobs without spec.instance run on,
+	// DefaultInstanceAnnotation marks the FluxEndpoint that FluxJobs without spec.instance run on,
 	// the way ingressclass.kubernetes.io/is-default-class marks the default IngressClass. Only the
-	// value "true" counts. With no FluxInstance marked, the manager's implicit instance (its
+	// value "true" counts. With no FluxEndpoint marked, the manager's implicit instance (its
 	// --flux-uri, named by --default-instance) is the default; with more than one marked, FluxJobs
 	// without spec.instance wait with reason AmbiguousDefaultInstance.
-	DefaultInstanceAnnotation = "fluxinstance.fluxjob.io/is-default-class"
+	DefaultInstanceAnnotation = "fluxendpoint.fluxjob.io/is-default-class"
 
-	// SSHPrivateKeyKey is the key of the private key in the Secret of an ssh:// FluxInstance (the
+	// SSHPrivateKeyKey is the key of the private key in the Secret of an ssh:// FluxEndpoint (the
 	// key of a Secret of type kubernetes.io/ssh-auth).
 	SSHPrivateKeyKey = "ssh-privatekey"
 	// SSHKnownHostsKey is the key of the known_hosts lines (OpenSSH format) the remote host key is
-	// checked against, in the Secret of an ssh:// FluxInstance.
+	// checked against, in the Secret of an ssh:// FluxEndpoint.
 	SSHKnownHostsKey = "known_hosts"
 
 	// DefaultMiniClusterSocket is the lead broker's local:// socket in a flux-operator MiniCluster
@@ -31,7 +31,7 @@ const (
 	DefaultInstanceWorkers int32 = 2
 )
 
-// Condition types set on FluxInstances (kstatus: Ready; plus Connected).
+// Condition types set on FluxEndpoints (kstatus: Ready; plus Connected).
 const (
 	// InstanceConditionConnected is True while the manager holds a connection to the instance's
 	// broker; False with the last error otherwise.
@@ -41,7 +41,7 @@ const (
 	InstanceConditionReady = "Ready"
 )
 
-// Condition reasons on FluxInstances.
+// Condition reasons on FluxEndpoints.
 const (
 	// ReasonConnected: the manager is connected to the broker.
 	ReasonConnected = "Connected"
@@ -81,20 +81,20 @@ const (
 	ConditionInstanceAdmitted = "InstanceAdmitted"
 	// ReasonAdmitted: the instance exists and admits the namespace.
 	ReasonAdmitted = "Admitted"
-	// ReasonInstanceNotFound: no FluxInstance of that name (spec.instance, status.instance).
+	// ReasonInstanceNotFound: no FluxEndpoint of that name (spec.instance, status.instance).
 	ReasonInstanceNotFound = "InstanceNotFound"
 	// ReasonNamespaceNotAdmitted: the instance's spec.namespaceSelector does not select the
 	// FluxJob's namespace.
 	ReasonNamespaceNotAdmitted = "NamespaceNotAdmitted"
 	// ReasonNoDefaultInstance: spec.instance is empty and there is no default instance.
 	ReasonNoDefaultInstance = "NoDefaultInstance"
-	// ReasonAmbiguousDefaultInstance: spec.instance is empty and more than one FluxInstance is
+	// ReasonAmbiguousDefaultInstance: spec.instance is empty and more than one FluxEndpoint is
 	// marked default.
 	ReasonAmbiguousDefaultInstance = "AmbiguousDefaultInstance"
 )
 
 // SecretReference names a Secret in the manager's own namespace. The manager may read Secrets
-// only there (its RBAC is a Role in that namespace), so a FluxInstance cannot make it read a
+// only there (its RBAC is a Role in that namespace), so a FluxEndpoint cannot make it read a
 // Secret anywhere else.
 type SecretReference struct {
 	// Name of the Secret.
@@ -139,7 +139,7 @@ type MiniClusterConnection struct {
 	SocketPath string `json:"socketPath,omitempty"`
 	// Command replaces the relay command run in the container; the socket path is appended as
 	// its last argument. Default: a shell that sources /mnt/flux/flux-view.sh (flux is not on
-	// PATH in a bare exec) and runs `flux relay`. The manager refuses a FluxInstance that sets it
+	// PATH in a bare exec) and runs `flux relay`. The manager refuses a FluxEndpoint that sets it
 	// (reason ExecCommandNotAllowed) unless started with --allow-exec-command.
 	// +optional
 	// +listType=atomic
@@ -201,7 +201,7 @@ type PodConnection struct {
 	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="socketPath must be an absolute path"
 	SocketPath string `json:"socketPath"`
 	// Command replaces the relay command (default ["flux", "relay"]); the socket path is appended
-	// as its last argument. The manager refuses a FluxInstance that sets it (reason
+	// as its last argument. The manager refuses a FluxEndpoint that sets it (reason
 	// ExecCommandNotAllowed) unless started with --allow-exec-command.
 	// +optional
 	// +listType=atomic
@@ -211,13 +211,13 @@ type PodConnection struct {
 	Command []string `json:"command,omitempty"`
 }
 
-// FluxInstanceConnection says how the manager reaches the broker. Give exactly one of uri,
+// FluxEndpointConnection says how the manager reaches the broker. Give exactly one of uri,
 // miniCluster and pod.
 //
 // +kubebuilder:validation:XValidation:rule="(has(self.uri) ? 1 : 0) + (has(self.miniCluster) ? 1 : 0) + (has(self.pod) ? 1 : 0) == 1",message="give exactly one of connection.uri, connection.miniCluster and connection.pod"
 // +kubebuilder:validation:XValidation:rule="!has(self.uri) || !self.uri.startsWith('ssh://') || has(self.secretRef)",message="an ssh:// connection.uri needs connection.secretRef (the Secret with ssh-privatekey and known_hosts)"
 // +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || (has(self.uri) && self.uri.startsWith('ssh://'))",message="connection.secretRef goes with an ssh:// connection.uri only"
-type FluxInstanceConnection struct {
+type FluxEndpointConnection struct {
 	// URI of the broker: local:///path/to/socket (a socket the manager's pod can reach), or
 	// ssh://[user@]host[:port]/path/to/socket, which runs `flux relay /path/to/socket` on the host
 	// through SSH, as flux-core's ssh connector does. There is no TCP connector in flux-core, on
@@ -252,10 +252,10 @@ const (
 	EventSourceJournal EventSourceName = "Journal"
 )
 
-// FluxInstanceExecutor tunes the instance's executor.
+// FluxEndpointExecutor tunes the instance's executor.
 // +kubebuilder:validation:XValidation:rule="!has(self.keepalive) || duration(self.keepalive) >= duration('1s')",message="keepalive must be at least 1s"
 // +kubebuilder:validation:XValidation:rule="!has(self.keepaliveTimeout) || duration(self.keepaliveTimeout) >= duration('1s')",message="keepaliveTimeout must be at least 1s"
-type FluxInstanceExecutor struct {
+type FluxEndpointExecutor struct {
 	// Workers is the number of executor workers, each with its own broker connection. Default 2.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
@@ -282,11 +282,11 @@ type FluxInstanceExecutor struct {
 	KeepaliveTimeout *metav1.Duration `json:"keepaliveTimeout,omitempty"`
 }
 
-// FluxInstanceSpec is a Flux instance the manager submits FluxJobs to.
-type FluxInstanceSpec struct {
+// FluxEndpointSpec is a Flux instance the manager submits FluxJobs to.
+type FluxEndpointSpec struct {
 	// Connection says how to reach the instance's broker.
 	// +required
-	Connection FluxInstanceConnection `json:"connection"`
+	Connection FluxEndpointConnection `json:"connection"`
 	// NamespaceSelector selects the namespaces whose FluxJobs may run on this instance, as a
 	// Kueue ClusterQueue's does: omitted selects no namespace, {} selects every namespace.
 	// Whoever can create a FluxJob in a selected namespace runs commands as the instance's owner
@@ -295,11 +295,11 @@ type FluxInstanceSpec struct {
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 	// Executor tunes the instance's executor.
 	// +optional
-	Executor FluxInstanceExecutor `json:"executor,omitempty"`
+	Executor FluxEndpointExecutor `json:"executor,omitempty"`
 }
 
-// FluxInstanceJobCounts are the instance's job counts (job-list.job-stats).
-type FluxInstanceJobCounts struct {
+// FluxEndpointJobCounts are the instance's job counts (job-list.job-stats).
+type FluxEndpointJobCounts struct {
 	// Pending jobs: states depend, priority and sched.
 	Pending int64 `json:"pending"`
 	// Running jobs: states run and cleanup.
@@ -314,8 +314,8 @@ type FluxInstanceJobCounts struct {
 	Total int64 `json:"total"`
 }
 
-// FluxInstanceStatus is what the manager knows of the instance.
-type FluxInstanceStatus struct {
+// FluxEndpointStatus is what the manager knows of the instance.
+type FluxEndpointStatus struct {
 	// Conditions: Connected and Ready, with the last error in their message.
 	// +optional
 	// +listType=map
@@ -334,7 +334,7 @@ type FluxInstanceStatus struct {
 	Size int32 `json:"size,omitempty"`
 	// Jobs are the instance's job counts (all users' jobs, as job-list reports them).
 	// +optional
-	Jobs *FluxInstanceJobCounts `json:"jobs,omitempty"`
+	Jobs *FluxEndpointJobCounts `json:"jobs,omitempty"`
 	// Queues are the instance's named queues, if it has any.
 	// +optional
 	// +listType=atomic
@@ -351,12 +351,12 @@ type FluxInstanceStatus struct {
 	Endpoint string `json:"endpoint,omitempty"`
 }
 
-// FluxInstance is a Flux instance (flux-core broker) that FluxJobs run on: the manager keeps one
-// executor and control connection per FluxInstance.
+// FluxEndpoint is a Flux instance (flux-core broker) that FluxJobs run on: the manager keeps one
+// executor and control connection per FluxEndpoint.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=fi,categories=flux
+// +kubebuilder:resource:scope=Cluster,shortName=fep,categories=flux
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`
 // +kubebuilder:printcolumn:name="Size",type=integer,JSONPath=`.status.size`
@@ -365,26 +365,26 @@ type FluxInstanceStatus struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
-type FluxInstance struct {
+type FluxEndpoint struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	// Spec is how to reach the instance and who may use it.
 	// +required
-	Spec FluxInstanceSpec `json:"spec"`
+	Spec FluxEndpointSpec `json:"spec"`
 	// Status is what the manager observed.
 	// +optional
-	Status FluxInstanceStatus `json:"status,omitempty"`
+	Status FluxEndpointStatus `json:"status,omitempty"`
 }
 
-// IsDefault reports whether the FluxInstance carries DefaultInstanceAnnotation "true".
-func (fi *FluxInstance) IsDefault() bool {
+// IsDefault reports whether the FluxEndpoint carries DefaultInstanceAnnotation "true".
+func (fi *FluxEndpoint) IsDefault() bool {
 	return fi.Annotations[DefaultInstanceAnnotation] == "true"
 }
 
 // ChooseDefaultInstance picks the instance FluxJobs without spec.instance run on, from the names
-// of the FluxInstances marked default (DefaultInstanceAnnotation) and the manager's implicit
+// of the FluxEndpoints marked default (DefaultInstanceAnnotation) and the manager's implicit
 // instance ("" if none): the one marked, else the implicit one. With none, reason is
 // ReasonNoDefaultInstance; with more than one marked, ReasonAmbiguousDefaultInstance and
 // candidates lists them, sorted. The manager's routing and the kubectl plugin both choose with it.
@@ -402,17 +402,17 @@ func ChooseDefaultInstance(marked []string, implicit string) (name, reason strin
 	return "", ReasonNoDefaultInstance, nil
 }
 
-// FluxInstanceList is a list of FluxInstances.
+// FluxEndpointList is a list of FluxEndpoints.
 //
 // +kubebuilder:object:root=true
-type FluxInstanceList struct {
+type FluxEndpointList struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
-	// Items are the FluxInstances.
-	Items []FluxInstance `json:"items"`
+	// Items are the FluxEndpoints.
+	Items []FluxEndpoint `json:"items"`
 }
 
 func init() {
-	SchemeBuilder.Register(&FluxInstance{}, &FluxInstanceList{})
+	SchemeBuilder.Register(&FluxEndpoint{}, &FluxEndpointList{})
 }

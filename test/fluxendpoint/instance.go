@@ -1,8 +1,8 @@
-// Package fluxinstance starts and stops flux-core test instances
+// Package fluxendpoint starts and stops flux-core test instances
 // (`flux start --test-size=1`) for the real-broker tests and benchmarks.
 // It needs a `flux` command (flux-core 0.88) on PATH; Installed tells
 // whether there is one, so callers can skip with a clear message.
-package fluxinstance
+package fluxendpoint
 
 import (
 	"bufio"
