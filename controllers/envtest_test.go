@@ -178,6 +178,8 @@ type harness struct {
 	ns     string
 	opts   Options
 	counts *countingClient
+	// reg is the manager's instance registry (startWithInstances).
+	reg *broker.Registry
 	// extraNS are more namespaces the manager's cache holds.
 	extraNS []string
 

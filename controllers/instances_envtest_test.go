@@ -48,6 +48,7 @@ func (h *harness) startWithInstances(tune ...func(*FluxEndpointReconciler)) {
 	}
 	mgr := h.newManager()
 	reg := broker.NewRegistry(testConnectorOptions(""))
+	h.reg = reg
 	if err := mgr.Add(reg); err != nil {
 		h.t.Fatal(err)
 	}
@@ -266,18 +267,16 @@ func TestEnvtestInstancesRouting(t *testing.T) {
 	if err := h.c.Patch(context.Background(), &fiB, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
-	// The manager resolves the default from its informer cache: create the
-	// FluxJob only once that cache shows the second default, or it may
-	// (rightly) be routed to the one default the cache still knows.
+	// The manager resolves the default from its registry, which the
+	// FluxEndpoint reconciler updates after its informer cache: create the
+	// FluxJob only once the registry knows the second default, or it may
+	// (rightly) be routed to the one default the registry still knows.
 	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true,
-		func(ctx context.Context) (bool, error) {
-			var cached fluxjobv1.FluxEndpoint
-			if err := h.counts.Client.Get(ctx, client.ObjectKey{Name: b}, &cached); err != nil {
-				return false, nil
-			}
-			return cached.Annotations[fluxjobv1.DefaultInstanceAnnotation] == "true", nil
+		func(context.Context) (bool, error) {
+			_, reason, _ := h.reg.Default()
+			return reason == fluxjobv1.ReasonAmbiguousDefaultInstance, nil
 		}); err != nil {
-		t.Fatalf("the manager's cache never showed %s as a default: %v", b, err)
+		t.Fatalf("the manager's registry never showed %s as a second default: %v", b, err)
 	}
 	h.create("ambiguous", cmdSpec("true"))
 	h.waitFor("ambiguous", 30*time.Second, "InstanceAdmitted=False/AmbiguousDefaultInstance",
