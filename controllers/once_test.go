@@ -606,3 +606,52 @@ func TestEnvtestLookupUnderClockSkew(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvtestGateChangedAcrossCrash: a controller admitted a FluxJob,
+// wrote its marker, submitted and died before recording the job ID; the
+// next controller runs with a policy that no longer admits the FluxJob
+// (its namespace, or its privileges). The Flux job exists and runs: the
+// controller must find it by name and follow it, not fail the FluxJob
+// over a gate it passed, and deleting the FluxJob must cancel the job.
+// Against f137d61 the FluxJob was failed at the gate and its deletion
+// left the Flux job running.
+func TestEnvtestGateChangedAcrossCrash(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+		spec fluxjobv1.FluxJobSpec
+	}{
+		{name: "namespace", opts: Options{AllowedNamespaces: []string{"somewhere-else"}}, spec: cmdSpec("sleep", "300")},
+		{name: "privilege", spec: fluxjobv1.FluxJobSpec{Command: []string{"sleep", "300"}, Urgency: ptrTo(int32(31))}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.AdoptWindow = 500 * time.Millisecond
+			h := newHarness(t, testbroker.Options{}, tc.opts)
+			obj := h.create("admitted-before", tc.spec)
+			h.markAt(obj, time.Now())
+			id := submitNoWait(t, h, obj)
+			h.start()
+			obj = h.waitFor("admitted-before", 30*time.Second, "the earlier submission's job ID", func(o *fluxjobv1.FluxJob) bool {
+				return o.Status.JobID != 0 || o.Status.Phase.IsTerminal()
+			})
+			if job.ID(obj.Status.JobID) != id || obj.Status.Phase.IsTerminal() {
+				t.Fatalf("phase %s job %q, want the running Flux job %s followed (conditions %+v)", obj.Status.Phase, obj.Status.JobIDF58, id, obj.Status.Conditions)
+			}
+			h.waitEvent("admitted-before", "Adopted", 10*time.Second)
+			if n := h.broker.RequestCount(submitTopic); n != 1 {
+				t.Fatalf("%d submit requests, want 1 (the crashed controller's)", n)
+			}
+			if err := h.c.Delete(context.Background(), obj); err != nil {
+				t.Fatal(err)
+			}
+			h.waitGone("admitted-before", 30*time.Second)
+			var cancelled bool
+			for _, ev := range h.brokerEvents(id) {
+				cancelled = cancelled || ev.Name == "exception" && ev.Context["type"] == "cancel"
+			}
+			if !cancelled {
+				t.Fatalf("the deleted FluxJob's Flux job %s was not cancelled: %v", id, h.brokerEvents(id))
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -17,6 +18,7 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // Routing FluxJobs to Flux instances
@@ -166,9 +168,13 @@ func selects(ctx context.Context, c client.Reader, sel labels.Selector, ns strin
 // put on the wait list, so that a change of any instance reconciles it
 // again.
 func (r *FluxJobReconciler) notAdmitted(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, adm admission, err error) (ctrl.Result, error) {
-	switch {
-	case err != nil:
+	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if d, done, err := r.followEarlier(ctx, obj, m, adm.Failure != nil); err != nil || done {
+		return ctrl.Result{RequeueAfter: d}, err
+	}
+	switch {
 	case adm.Failure != nil:
 		return ctrl.Result{}, r.w.writeStatus(ctx, obj, computeStatus(obj, statusInput{Marker: m, Failure: adm.Failure}, r.now()))
 	}
@@ -186,6 +192,39 @@ func (r *FluxJobReconciler) notAdmitted(ctx context.Context, obj *fluxjobv1.Flux
 		r.w.event(obj, corev1.EventTypeWarning, adm.Reason, "Route", adm.Message)
 	}
 	return ctrl.Result{RequeueAfter: r.Options.Resync}, nil
+}
+
+// followEarlier looks, before a FluxJob is held or failed at a gate, for
+// the Flux job an earlier submission attempt may have left (by name, as
+// track does), and follows it if there is one: it passed the gates of its
+// day, and a FluxJob failed here would never cancel it. A marker grants
+// nothing else: it only makes the controller look. done is true when the
+// caller must stop and requeue after d: the job is now followed, job-list
+// may still be catching up, or (failing, the gate would end the FluxJob)
+// the broker cannot be asked yet.
+func (r *FluxJobReconciler) followEarlier(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, failing bool) (d time.Duration, done bool, err error) {
+	if obj.Status.JobID != 0 || !m.attempted() {
+		return 0, false, nil
+	}
+	if v, ok := r.Tracker.Get(obj.UID); ok && v.HasJobID {
+		return 0, false, nil
+	}
+	rt := routeOf(r.Instances, obj, m)
+	if _, _, err := rt.Get(); err != nil {
+		return r.Options.UnreachableRetry, failing, nil
+	}
+	d, fail, id, err := findEarlier(ctx, r.w, r.Options, obj, rt, jobspec.Name(obj), m)
+	switch {
+	case err != nil || d > 0:
+		return d, true, err
+	case fail != nil || id == 0:
+		return 0, false, nil
+	}
+	logf.FromContext(ctx).Info("found the Flux job of a submission that passed the gates before; following it", "jobid", id.F58())
+	if d, _, err = attach(ctx, r.Tracker, r.w, r.Options, obj, rt, id, true); err != nil || d > 0 {
+		return d, true, err
+	}
+	return time.Millisecond, true, nil
 }
 
 // waitList holds the FluxJobs waiting for an instance to appear or admit
