@@ -61,7 +61,7 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 		log.Info("finalizer removed")
 		return ctrl.Result{}, nil
 	}
-	rt := routeOf(r.Instances, obj, m)
+	rt := r.routeOf(ctx, obj, m)
 	view, tracked := r.Tracker.Get(obj.UID)
 	id := job.ID(obj.Status.JobID)
 	if id == 0 && tracked && view.HasJobID {

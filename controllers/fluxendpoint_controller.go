@@ -139,7 +139,7 @@ func (r *FluxEndpointReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	r.Registry.Set(fi.Name, cfg)
 	conn, _, _ := r.Registry.Lookup(fi.Name)
-	obs := instanceObservation{invalid: cfg.Invalid, refusal: refusal, endpoint: endpoint}
+	obs := instanceObservation{invalid: cfg.Invalid, refusal: refusal, endpoint: endpoint, accounts: r.Registry.AccountStates(fi.Name)}
 	if conn != nil {
 		obs.connected, obs.unreachable = conn.State()
 		obs.reason = conn.Reason()
@@ -161,6 +161,7 @@ type instanceObservation struct {
 	invalid     string
 	refusal     string // the reason when invalid is a policy refusal
 	endpoint    string
+	accounts    []fluxjobv1.FluxEndpointAccountStatus
 	connected   bool
 	unreachable string
 	reason      string // the broker broke the protocol: ProtocolReason
@@ -176,6 +177,7 @@ func (r *FluxEndpointReconciler) writeStatus(ctx context.Context, fi *fluxjobv1.
 	st := *fi.Status.DeepCopy()
 	st.ObservedGeneration = fi.Generation
 	st.Endpoint = obs.endpoint
+	st.Accounts = obs.accounts
 	var status metav1.ConditionStatus
 	var reason, msg string
 	switch {

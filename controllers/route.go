@@ -79,12 +79,15 @@ func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob, m
 	if name == "" {
 		return broker.Unroutable("", msg), admission{Reason: reason, Message: msg}, nil
 	}
-	rt := r.Instances.Route(name)
 	_, cfg, ok := r.Instances.Lookup(name)
-	switch {
-	case !ok:
-		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonInstanceNotFound,
+	if !ok {
+		return r.Instances.Route(name), admission{Instance: name, Reason: fluxjobv1.ReasonInstanceNotFound,
 			Message: fmt.Sprintf("FluxEndpoint %q does not exist; the FluxJob waits for it", name)}, nil
+	}
+	rt, noAccount, err := r.routeFor(ctx, name, obj) // accounts.go
+	switch {
+	case err != nil:
+		return rt, admission{}, err
 	case submitted:
 		return rt, admission{Instance: name, OK: true}, nil
 	}
@@ -92,9 +95,15 @@ func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob, m
 	if err != nil {
 		return rt, admission{}, err
 	}
-	if !admitted {
+	switch {
+	case !admitted:
 		return rt, admission{Instance: name, Reason: fluxjobv1.ReasonNamespaceNotAdmitted,
 			Message: fmt.Sprintf("FluxEndpoint %q does not admit namespace %q (spec.namespaceSelector); the FluxJob waits", name, obj.Namespace)}, nil
+	case noAccount != nil:
+		return rt, admission{Instance: name, Reason: noAccount.Reason, Message: noAccount.Message}, nil
+	}
+	if fail := ownerOnly(obj, rt); fail != nil {
+		return rt, admission{Instance: name, Failure: fail}, nil
 	}
 	return rt, admission{Instance: name, OK: true}, nil
 }
@@ -136,13 +145,15 @@ func instanceName(reg *broker.Registry, obj *fluxjobv1.FluxJob, m marker) (name,
 }
 
 // routeOf returns obj's route without the admission check (for a FluxJob
-// already submitted, or being deleted).
-func routeOf(reg *broker.Registry, obj *fluxjobv1.FluxJob, m marker) broker.Route {
-	name, _, msg := instanceName(reg, obj, m)
+// already submitted, or being deleted): on an instance with accounts, the
+// account its namespace maps to.
+func (r *FluxJobReconciler) routeOf(ctx context.Context, obj *fluxjobv1.FluxJob, m marker) broker.Route {
+	name, _, msg := instanceName(r.Instances, obj, m)
 	if name == "" {
 		return broker.Unroutable("", msg)
 	}
-	return reg.Route(name)
+	rt, _, _ := r.routeFor(ctx, name, obj)
+	return rt
 }
 
 // selects reports whether sel selects namespace ns (read from the cache
@@ -209,7 +220,7 @@ func (r *FluxJobReconciler) followEarlier(ctx context.Context, obj *fluxjobv1.Fl
 	if v, ok := r.Tracker.Get(obj.UID); ok && v.HasJobID {
 		return 0, false, nil
 	}
-	rt := routeOf(r.Instances, obj, m)
+	rt := r.routeOf(ctx, obj, m)
 	if _, _, err := rt.Get(); err != nil {
 		return r.Options.UnreachableRetry, failing, nil
 	}

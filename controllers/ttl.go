@@ -47,7 +47,7 @@ func finishedAt(obj *fluxjobv1.FluxJob) time.Time {
 // afterFinished is the reconcile of a FluxJob whose status is final:
 // reap its waitable Flux job, then apply ttlSecondsAfterFinished.
 func (r *FluxJobReconciler) afterFinished(ctx context.Context, obj *fluxjobv1.FluxJob, m marker) (ctrl.Result, error) {
-	requeue, err := reap(ctx, r.w, routeOf(r.Instances, obj, m), obj, r.Options.RPCTimeout, r.Options.UnreachableRetry)
+	requeue, err := reap(ctx, r.w, r.routeOf(ctx, obj, m), obj, r.Options.RPCTimeout, r.Options.UnreachableRetry)
 	if err != nil {
 		return ctrl.Result{RequeueAfter: requeue}, err
 	}

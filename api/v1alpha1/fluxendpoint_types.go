@@ -283,19 +283,34 @@ type FluxEndpointExecutor struct {
 }
 
 // FluxEndpointSpec is a Flux instance the manager submits FluxJobs to.
+// +kubebuilder:validation:XValidation:rule="!has(self.accounts) || (has(self.connection.uri) && self.connection.uri.startsWith('ssh://'))",message="spec.accounts needs an ssh:// connection.uri (each account logs in to its host)"
 type FluxEndpointSpec struct {
 	// Connection says how to reach the instance's broker.
 	// +required
 	Connection FluxEndpointConnection `json:"connection"`
 	// NamespaceSelector selects the namespaces whose FluxJobs may run on this instance, as a
 	// Kueue ClusterQueue's does: omitted selects no namespace, {} selects every namespace.
-	// Whoever can create a FluxJob in a selected namespace runs commands as the instance's owner
-	// (the user the relay runs as).
+	// Whoever can create a FluxJob in a selected namespace runs commands as the user the
+	// namespace's account logs in as (spec.accounts), else as the user spec.connection logs in as.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 	// Executor tunes the instance's executor.
 	// +optional
 	Executor FluxEndpointExecutor `json:"executor,omitempty"`
+	// Accounts map admitted namespaces to the accounts their FluxJobs
+	// are submitted as (accounts_types.go). Omitted: every admitted
+	// namespace submits through spec.connection.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	Accounts []FluxEndpointAccount `json:"accounts,omitempty"`
+	// UnmappedNamespaces says what becomes of FluxJobs of an admitted
+	// namespace that no account selects: Refuse (the default: they wait,
+	// reason NoAccount) or EndpointConnection (submitted through
+	// spec.connection). Only meaningful with spec.accounts.
+	// +optional
+	UnmappedNamespaces UnmappedNamespacePolicy `json:"unmappedNamespaces,omitempty"`
 }
 
 // FluxEndpointJobCounts are the instance's job counts (job-list.job-stats).
@@ -349,6 +364,12 @@ type FluxEndpointStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	Endpoint string `json:"endpoint,omitempty"`
+	// Accounts are the connections of spec.accounts.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	Accounts []FluxEndpointAccountStatus `json:"accounts,omitempty"`
 }
 
 // FluxEndpoint is a Flux instance (flux-core broker) that FluxJobs run on: the manager keeps one

@@ -54,6 +54,20 @@ func testFluxEndpoints(ctx context.Context, t *testing.T, c client.Client) {
 		{name: "pod-bad-namespace", spec: "connection: {pod: {namespace: NS!, name: p, socketPath: /s}}\n", want: []string{"pod.namespace"}},
 		{name: "workers-zero", spec: "connection: {uri: \"local:///s\"}\nexecutor: {workers: 0}\n", want: []string{"executor.workers", "greater than or equal to 1"}},
 		{name: "event-source-unknown", spec: "connection: {uri: \"local:///s\"}\nexecutor: {eventSource: Poll}\n", want: []string{"executor.eventSource", "Unsupported value"}},
+		{name: "accounts", spec: "connection: {uri: \"ssh://fluxbot@login.example.org/run/flux/local\", secretRef: {name: bot}}\nnamespaceSelector: {}\n" +
+			"accounts: [{name: chem, user: chem-robot, namespaceSelector: {matchLabels: {dept: chem}}, secretRef: {name: chem-ssh}, mungeSocket: /run/munge/munge.socket.2}]\nunmappedNamespaces: Refuse\n"},
+		{name: "accounts-local", spec: "connection: {uri: \"local:///run/flux/local\"}\naccounts: [{name: a, namespaceSelector: {}, secretRef: {name: s}}]\n",
+			want: []string{"spec.accounts needs an ssh:// connection.uri"}},
+		{name: "accounts-duplicate", spec: "connection: {uri: \"ssh://h/s\", secretRef: {name: k}}\naccounts: [{name: a, namespaceSelector: {}, secretRef: {name: s}}, {name: a, namespaceSelector: {}, secretRef: {name: t}}]\n",
+			want: []string{"Duplicate value"}},
+		{name: "accounts-no-secret", spec: "connection: {uri: \"ssh://h/s\", secretRef: {name: k}}\naccounts: [{name: a, namespaceSelector: {}}]\n",
+			want: []string{"secretRef: Required value"}},
+		{name: "accounts-bad-user", spec: "connection: {uri: \"ssh://h/s\", secretRef: {name: k}}\naccounts: [{name: a, user: \"x@y\", namespaceSelector: {}, secretRef: {name: s}}]\n",
+			want: []string{"accounts[0].user"}},
+		{name: "accounts-relative-munge", spec: "connection: {uri: \"ssh://h/s\", secretRef: {name: k}}\naccounts: [{name: a, namespaceSelector: {}, secretRef: {name: s}, mungeSocket: run/m}]\n",
+			want: []string{"mungeSocket must be an absolute path"}},
+		{name: "unmapped-unknown", spec: "connection: {uri: \"ssh://h/s\", secretRef: {name: k}}\nunmappedNamespaces: Owner\n",
+			want: []string{"unmappedNamespaces", "Unsupported value"}},
 		{name: "unknown-field", spec: "connection: {uri: \"local:///s\", tcp: true}\n", want: []string{"unknown field"}},
 	}
 	for _, tc := range cases {

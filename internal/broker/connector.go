@@ -13,6 +13,8 @@ import (
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 )
 
 // ErrUnreachable is returned (wrapped with the last connection error)
@@ -57,6 +59,13 @@ type ConnectorOptions struct {
 	// flux.DefaultKeepaliveInterval and flux.DefaultKeepaliveTimeout; a
 	// negative Keepalive turns the check off.
 	Keepalive, KeepaliveTimeout time.Duration
+	// MungeSocket, when set, makes every submission signed with munge as
+	// the connection's user (job.MungeSigner): a credential from the
+	// munged at this socket on the broker's host, reached through the
+	// connection itself (for ssh://, a forwarded unix socket, so munged
+	// vouches for the SSH user). Connecting asks munged once for the uid
+	// it vouches for; a failure there fails the connection attempt.
+	MungeSocket string
 }
 
 // dialOptions are the options of every connection: the transport's, then
@@ -89,6 +98,7 @@ type Connector struct {
 	ctl         *flux.Conn
 	lastErr     error
 	instanceID  string // InstanceIdentity of the connected instance
+	signerUID   int64  // the uid munged vouches for (MungeSocket), else -1
 	generation  uint64 // counts successful connects
 	onReconnect []func()
 	// onStateChange, if set (by the Registry, through
@@ -114,7 +124,7 @@ func NewConnector(opts ConnectorOptions) *Connector {
 	if opts.Instance == "" {
 		opts.Instance = "default"
 	}
-	return &Connector{opts: opts, log: opts.Logger.WithName("flux")}
+	return &Connector{opts: opts, log: opts.Logger.WithName("flux"), signerUID: -1}
 }
 
 // errNotConnectedYet is what Get reports before the first connection
@@ -149,6 +159,15 @@ func (c *Connector) Get() (*fluxbridge.Executor, *flux.Conn, error) {
 		return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, cause)
 	}
 	return c.exec, c.ctl, nil
+}
+
+// SignerUID returns the uid munged vouched for when the current
+// connection was made (ConnectorOptions.MungeSocket); -1 without one or
+// while not connected.
+func (c *Connector) SignerUID() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.signerUID
 }
 
 // InstanceID returns the identity of the Flux instance of the current
@@ -204,7 +223,7 @@ func (c *Connector) NeedLeaderElection() bool { return false }
 func (c *Connector) Start(ctx context.Context) error {
 	backoff := c.opts.Backoff
 	for {
-		exec, ctl, err := c.connect(ctx)
+		exec, ctl, uid, err := c.connect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -220,7 +239,7 @@ func (c *Connector) Start(ctx context.Context) error {
 			continue
 		}
 		backoff = c.opts.Backoff
-		c.setConnected(exec, ctl, c.identify(ctx, ctl))
+		c.setConnected(exec, ctl, c.identify(ctx, ctl), uid)
 		lost := c.watch(ctx, exec, ctl)
 		if lost == nil { // ctx ended: graceful shutdown
 			c.shutdown(exec, ctl)
@@ -235,23 +254,34 @@ func (c *Connector) Start(ctx context.Context) error {
 	}
 }
 
-func (c *Connector) connect(ctx context.Context) (*fluxbridge.Executor, *flux.Conn, error) {
+func (c *Connector) connect(ctx context.Context) (*fluxbridge.Executor, *flux.Conn, int64, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
 	dial := c.opts.dialOptions()
 	ctl, err := flux.Dial(dctx, c.opts.URI, dial...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to the Flux broker: %w", err)
+		return nil, nil, -1, fmt.Errorf("connecting to the Flux broker: %w", err)
+	}
+	uid := int64(-1)
+	var newSigner func(*flux.Conn) sign.Signer
+	if sock := c.opts.MungeSocket; sock != "" {
+		u, err := job.MungeSigner(ctl, sock).UID(dctx)
+		if err != nil {
+			_ = ctl.Close()
+			return nil, nil, -1, fmt.Errorf("asking munged (%s on the broker's host, through this connection) who this account is: %w", sock, err)
+		}
+		uid = int64(u)
+		newSigner = func(w *flux.Conn) sign.Signer { return job.MungeSigner(w, sock) }
 	}
 	exec, err := fluxbridge.NewExecutor(dctx, fluxbridge.ExecutorOptions{
 		Workers: c.opts.Workers, URI: c.opts.URI, Logger: c.opts.Logger, NamePrefix: "fluxjob-executor",
-		DialOptions: dial, EventSource: c.opts.EventSource,
+		DialOptions: dial, EventSource: c.opts.EventSource, NewSigner: newSigner,
 	})
 	if err != nil {
 		_ = ctl.Close()
-		return nil, nil, fmt.Errorf("starting the executor: %w", err)
+		return nil, nil, -1, fmt.Errorf("starting the executor: %w", err)
 	}
-	return exec, ctl, nil
+	return exec, ctl, uid, nil
 }
 
 // watch blocks until ctx ends (it returns nil) or the connection breaks
@@ -299,9 +329,9 @@ func (c *Connector) identify(ctx context.Context, ctl *flux.Conn) string {
 	return id
 }
 
-func (c *Connector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, instanceID string) {
+func (c *Connector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, instanceID string, signerUID int64) {
 	c.mu.Lock()
-	c.exec, c.ctl, c.lastErr, c.instanceID = exec, ctl, nil, instanceID
+	c.exec, c.ctl, c.lastErr, c.instanceID, c.signerUID = exec, ctl, nil, instanceID, signerUID
 	c.generation++
 	fns := append([]func(){}, c.onReconnect...)
 	changed := c.onStateChange
@@ -323,7 +353,7 @@ func (c *Connector) setConnected(exec *fluxbridge.Executor, ctl *flux.Conn, inst
 func (c *Connector) setDisconnected(err error) {
 	err = withoutRelayStderr(err)
 	c.mu.Lock()
-	c.exec, c.ctl, c.lastErr, c.instanceID = nil, nil, err, ""
+	c.exec, c.ctl, c.lastErr, c.instanceID, c.signerUID = nil, nil, err, "", -1
 	changed := c.onStateChange
 	c.mu.Unlock()
 	executorConnected.WithLabelValues(c.opts.Instance).Set(0)

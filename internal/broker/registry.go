@@ -49,13 +49,24 @@ type Config struct {
 	// used: the instance exists (FluxJobs route to it and wait) but has no
 	// connector.
 	Invalid string
+	// Accounts are the instance's accounts (accounts.go): each its own
+	// connector, chosen by namespace. None: every namespace uses the
+	// instance's own connector.
+	Accounts []AccountConfig
+	// Unmapped is what becomes of a namespace no account selects, when
+	// there are accounts (default: refused).
+	Unmapped fluxjobv1.UnmappedNamespacePolicy
 }
 
 func (c Config) key() string {
 	if c.Key != "" {
 		return c.Key
 	}
-	return fmt.Sprintf("%s|%d|%d|%d|%s|%s", c.URI, c.Workers, c.EventSource, c.MaxMessageSize, c.Keepalive, c.KeepaliveTimeout)
+	k := fmt.Sprintf("%s|%d|%d|%d|%s|%s", c.URI, c.Workers, c.EventSource, c.MaxMessageSize, c.Keepalive, c.KeepaliveTimeout)
+	for _, a := range c.Accounts {
+		k += "|" + a.key()
+	}
+	return k
 }
 
 // instanceEntry is one instance in the registry.
@@ -63,6 +74,8 @@ type instanceEntry struct {
 	name string
 	cfg  Config
 	conn *Connector // nil while cfg.Invalid is set
+	// accounts are the connectors of cfg.Accounts, in the same order.
+	accounts []*Connector
 	// owned entries were started by the registry and are stopped by it;
 	// the implicit instance's connector belongs to the manager.
 	owned  bool
@@ -161,8 +174,10 @@ func (r *Registry) Set(name string, cfg Config) bool {
 	r.mu.Lock()
 	old := r.entries[name]
 	if old != nil && old.cfg.key() == cfg.key() && old.cfg.Invalid == cfg.Invalid && (old.conn != nil) == (cfg.Invalid == "") {
-		same := old.cfg.Default == cfg.Default && selectorString(old.cfg.Selector) == selectorString(cfg.Selector)
+		same := old.cfg.Default == cfg.Default && selectorString(old.cfg.Selector) == selectorString(cfg.Selector) &&
+			sameMapping(old.cfg, cfg)
 		old.cfg.Selector, old.cfg.Default = cfg.Selector, cfg.Default
+		old.cfg.Accounts, old.cfg.Unmapped = cfg.Accounts, cfg.Unmapped
 		r.mu.Unlock()
 		if !same {
 			r.changed(name)
@@ -183,6 +198,11 @@ func (r *Registry) Set(name string, cfg Config) bool {
 		opts.Instance = name
 		e.conn = NewConnector(opts)
 		r.hook(name, e.conn)
+		for _, a := range cfg.Accounts {
+			ac := NewConnector(a.connectorOptions(opts, r.opts.Logger, name))
+			r.hook(name, ac)
+			e.accounts = append(e.accounts, ac)
+		}
 	}
 	r.entries[name] = e
 	start := r.ctx != nil
@@ -225,27 +245,46 @@ func (r *Registry) Remove(name string) {
 	r.log.Info("instance removed; closing its connection", "instance", name)
 	e.stop()
 	executorConnected.DeleteLabelValues(name)
+	for _, a := range e.cfg.Accounts {
+		executorConnected.DeleteLabelValues(accountLabel(name, a.Name))
+	}
 	r.changed(name)
 }
 
-// run starts e's connector under the registry's context.
+// run starts e's connectors under the registry's context.
 func (r *Registry) run(e *instanceEntry) {
 	ctx, cancel := context.WithCancel(r.ctx)
 	e.cancel, e.done = cancel, make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range e.connectors() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Start(ctx)
+		}()
+	}
 	go func() {
-		defer close(e.done)
-		_ = e.conn.Start(ctx)
+		wg.Wait()
+		close(e.done)
 	}()
 }
 
-// stop stops an owned entry's connector and waits for it.
+// connectors are e's own connector and its accounts'.
+func (e *instanceEntry) connectors() []*Connector {
+	if e.conn == nil {
+		return nil
+	}
+	return append([]*Connector{e.conn}, e.accounts...)
+}
+
+// stop stops an owned entry's connectors and waits for them.
 func (e *instanceEntry) stop() {
 	if e.cancel != nil {
 		e.cancel()
 		<-e.done
 	}
-	if e.conn != nil {
-		e.conn.setDisconnected(errInstanceRemoved)
+	for _, c := range e.connectors() {
+		c.setDisconnected(errInstanceRemoved)
 	}
 }
 

@@ -112,6 +112,12 @@ func (r Resolver) Resolve(ctx context.Context, fi *fluxjobv1.FluxEndpoint) (cfg 
 	default:
 		err = fmt.Errorf("spec.connection has none of uri, miniCluster and pod")
 	}
+	if err == nil && len(fi.Spec.Accounts) > 0 {
+		var accountIdent []string
+		cfg.Accounts, accountIdent, err = r.resolveAccounts(ctx, fi)
+		ident = append(ident, accountIdent...)
+		cfg.Unmapped = fi.Spec.UnmappedNamespaces
+	}
 	if err != nil {
 		cfg.Invalid = err.Error()
 		return cfg, endpoint, ""

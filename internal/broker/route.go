@@ -15,9 +15,15 @@ import (
 type Route struct {
 	// Name is the FluxEndpoint's name ("" if none could be chosen).
 	Name string
-	// conn is the instance's connector; nil if the instance is unknown
-	// or its connection settings are invalid (why says which).
+	// Account is the account (spec.accounts) the route submits as; ""
+	// for the instance's own connection.
+	Account string
+	// conn is the instance's connector, or the account's; nil if the
+	// instance is unknown or its connection settings are invalid, or the
+	// namespace has no account (why says which).
 	conn *Connector
+	// main is the instance's own connector on an account's route.
+	main *Connector
 	why  string
 }
 
@@ -60,5 +66,10 @@ func (rt Route) InstanceID() string {
 	if rt.conn == nil {
 		return ""
 	}
-	return rt.conn.InstanceID()
+	if id := rt.conn.InstanceID(); id != "" || rt.main == nil {
+		return id
+	}
+	// An account is a guest, which may not read the KVS: the identity
+	// is the one the instance's own connection read, if it could.
+	return rt.main.InstanceID()
 }

@@ -89,6 +89,11 @@ func Relay(ctx context.Context, socket string, in io.Reader, out io.Writer) (don
 	if err != nil {
 		return nil, err
 	}
+	return relayConn(nc, in, out), nil
+}
+
+// relayConn is Relay on a connected socket.
+func relayConn(nc net.Conn, in io.Reader, out io.Writer) (done <-chan struct{}) {
 	stdinDone := make(chan struct{})
 	go func() {
 		defer close(stdinDone)
@@ -99,7 +104,7 @@ func Relay(ctx context.Context, socket string, in io.Reader, out io.Writer) (don
 	}()
 	_, _ = io.Copy(out, nc)
 	_ = nc.Close()
-	return stdinDone, nil
+	return stdinDone
 }
 
 // pipeStream is the client end of an in-memory relay: two io.Pipes, which

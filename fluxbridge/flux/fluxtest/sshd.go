@@ -39,6 +39,7 @@ type SSHServer struct {
 	KnownHosts []byte
 
 	exec        ExecFunc
+	userExec    func(user string) ExecFunc
 	streamLocal func(ctx context.Context, user, path string) (net.Conn, error)
 	ln          net.Listener
 	keys        [][]byte // authorised public keys, wire format
@@ -63,6 +64,14 @@ type SSHServerOptions struct {
 	// the user's session process. Nil refuses them, as sshd with
 	// AllowStreamLocalForwarding no. DialUnix connects as this process.
 	StreamLocal func(ctx context.Context, user, path string) (net.Conn, error)
+	// UserExec, when set, returns the ExecFunc of the logged-in user's
+	// commands (instead of Exec), as sshd runs them in that user's
+	// session: RelayAs gives an in-process relay connecting as the user.
+	UserExec func(user string) ExecFunc
+	// UserKeys, when set, are the only keys that may log in as each user
+	// (AuthorizedKeys still log in as anyone), as each user's
+	// authorized_keys file.
+	UserKeys map[string][]ssh.PublicKey
 }
 
 // DialUnix is a StreamLocal that connects to path as this process.
@@ -85,6 +94,7 @@ func StartSSHServer(opts SSHServerOptions) (*SSHServer, error) {
 		Addr:        ln.Addr().String(),
 		HostKey:     hostKey,
 		exec:        opts.Exec,
+		userExec:    opts.UserExec,
 		streamLocal: opts.StreamLocal,
 		ln:          ln,
 		conns:       map[net.Conn]struct{}{},
@@ -97,9 +107,14 @@ func StartSSHServer(opts SSHServerOptions) (*SSHServer, error) {
 		s.keys = append(s.keys, k.Marshal())
 	}
 	cfg := &ssh.ServerConfig{
-		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		PublicKeyCallback: func(md ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			for _, k := range s.keys {
 				if bytes.Equal(k, key.Marshal()) {
+					return &ssh.Permissions{}, nil
+				}
+			}
+			for _, k := range opts.UserKeys[md.User()] {
+				if bytes.Equal(k.Marshal(), key.Marshal()) {
 					return &ssh.Permissions{}, nil
 				}
 			}
@@ -226,10 +241,14 @@ func (s *SSHServer) serveConn(nc net.Conn, cfg *ssh.ServerConfig) {
 		if err != nil {
 			continue
 		}
+		exec := s.exec
+		if s.userExec != nil {
+			exec = s.userExec(sc.User())
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveSession(ch, creqs)
+			s.serveSession(ch, creqs, exec)
 		}()
 	}
 	_ = sc.Close()
@@ -296,7 +315,7 @@ func (s *SSHServer) serveStreamLocal(user string, nch ssh.NewChannel, connDone <
 }
 
 // serveSession runs the session's exec request and reports its status.
-func (s *SSHServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
+func (s *SSHServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request, exec ExecFunc) {
 	defer ch.Close()
 	for r := range reqs {
 		if r.Type != "exec" {
@@ -316,7 +335,7 @@ func (s *SSHServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 		s.mu.Unlock()
 		go ssh.DiscardRequests(reqs)
 		ctx, cancel := context.WithCancel(context.Background())
-		status := s.exec(ctx, p.Command, ch, ch, ch.Stderr())
+		status := exec(ctx, p.Command, ch, ch, ch.Stderr())
 		cancel()
 		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(status)}))
 		return
@@ -328,20 +347,29 @@ func (s *SSHServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 // are removed). A socket that cannot be reached gives status 1 and an
 // error on stderr, as `flux relay` does.
 func InProcessRelay(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) int {
-	words := shellWords(command)
-	if len(words) < 2 || words[len(words)-2] != "relay" {
-		fmt.Fprintf(stderr, "fluxtest sshd: %q is not a relay command\n", command)
-		return 127
+	return RelayAs(DialUnix, "")(ctx, command, stdin, stdout, stderr)
+}
+
+// RelayAs is InProcessRelay connecting to the socket with dial (given
+// user), e.g. DialUnixAs for the user's uid.
+func RelayAs(dial func(ctx context.Context, user, path string) (net.Conn, error), user string) ExecFunc {
+	return func(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) int {
+		words := shellWords(command)
+		if len(words) < 2 || words[len(words)-2] != "relay" {
+			fmt.Fprintf(stderr, "fluxtest sshd: %q is not a relay command\n", command)
+			return 127
+		}
+		sock := words[len(words)-1]
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		nc, err := dial(dctx, user, sock)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(stderr, "flux-relay: local://%s: %v\n", sock, err)
+			return 1
+		}
+		relayConn(nc, stdin, stdout)
+		return 0
 	}
-	sock := words[len(words)-1]
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err := Relay(dctx, sock, stdin, stdout)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(stderr, "flux-relay: local://%s: %v\n", sock, err)
-		return 1
-	}
-	return 0
 }
 
 // ShellExec is an ExecFunc that runs the command with /bin/sh -c, with
