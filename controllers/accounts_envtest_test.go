@@ -188,6 +188,23 @@ func TestEnvtestAccounts(t *testing.T) {
 		t.Errorf("the endpoint's own connection asked munged: %q", fwd)
 	}
 
+	// A held job of alice's: Flux refuses a guest's raise above 16 (team a
+	// is privileged by the manager's policy, so the broker decides).
+	held := onInstance(name, "true")
+	held.Urgency = int32Ptr(0)
+	h.createIn(h.ns, "held", held)
+	h.waitFor("held", 30*time.Second, "submitted", func(o *fluxjobv1.FluxJob) bool { return o.Status.JobID != 0 })
+	h.patchSpec("held", func(s *fluxjobv1.FluxJobSpec) { s.Urgency = int32Ptr(20) })
+	obj := h.waitFor("held", 30*time.Second, "UrgencyApplied=False UrgencyRejected",
+		conditionIs(fluxjobv1.ConditionUrgencyApplied, metav1.ConditionFalse, fluxjobv1.ReasonUrgencyRejected))
+	if c := meta.FindStatusCondition(obj.Status.Conditions, fluxjobv1.ConditionUrgencyApplied); !strings.Contains(c.Message, "guests can only adjust urgency <= default") {
+		t.Errorf("urgency 20 as a guest: %q", c.Message)
+	}
+	h.waitEvent("held", fluxjobv1.ReasonUrgencyRejected, 10*time.Second)
+	if got := userOf(obj.Status.JobID); got != users["alice"].uid {
+		t.Errorf("held: userid %d", got)
+	}
+
 	// No account for team c: it waits, and nothing reaches Flux.
 	jobsBefore := len(b.Jobs())
 	h.createIn(nsC, "unmapped", onInstance(name, "true"))
@@ -199,7 +216,7 @@ func TestEnvtestAccounts(t *testing.T) {
 	spec := onInstance(name, "true")
 	spec.Waitable = true
 	h.createIn(h.ns, "waitable", spec)
-	obj := h.waitForIn(h.ns, "waitable", 30*time.Second, "Failed OwnerOnly", func(o *fluxjobv1.FluxJob) bool {
+	obj = h.waitForIn(h.ns, "waitable", 30*time.Second, "Failed OwnerOnly", func(o *fluxjobv1.FluxJob) bool {
 		c := meta.FindStatusCondition(o.Status.Conditions, fluxjobv1.ConditionFailed)
 		return o.Status.Phase == fluxjobv1.PhaseFailed && c != nil && c.Reason == fluxjobv1.ReasonOwnerOnly
 	})

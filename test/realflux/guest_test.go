@@ -289,14 +289,25 @@ type guestResult struct {
 	Error   string `json:"error"`
 	Message string `json:"message"` // the broker's, when it refused
 	Errno   int    `json:"errno"`
+	Adjust  []struct {
+		Urgency int    `json:"urgency"`
+		Message string `json:"message"`
+		Errno   int    `json:"errno"`
+	} `json:"adjust"`
 }
 
 // submitAsGuest runs guestclient as uid 65534 with stdin in.
 func (g *guestInstance) submitAsGuest(t *testing.T, mode, mungeSocket string, in []byte, flags ...string) guestResult {
 	t.Helper()
+	return g.submitAsGuestTo(t, g.uri, mode, mungeSocket, in, flags...)
+}
+
+// submitAsGuestTo is submitAsGuest to the broker at uri.
+func (g *guestInstance) submitAsGuestTo(t *testing.T, uri, mode, mungeSocket string, in []byte, flags ...string) guestResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, g.client, append([]string{"-uri", g.uri, "-sign", mode, "-munge", mungeSocket}, flags...)...)
+	cmd := exec.CommandContext(ctx, g.client, append([]string{"-uri", uri, "-sign", mode, "-munge", mungeSocket}, flags...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: guestUID, Gid: guestUID}}
 	cmd.Stdin = strings.NewReader(string(in))
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/"}

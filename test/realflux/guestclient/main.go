@@ -7,9 +7,12 @@
 //
 // -sign is munge (job.MungeSigner on the connection), none (sign.None as
 // this uid), munge-as=UID (a munge credential whose envelope claims UID)
-// or presigned (stdin is a J, sent as is). It prints one JSON object:
-// {"id": "ƒ...", "J": "...", "error": "..."}, and exits 0 whether or not
-// the broker accepted the job (1 on a usage error).
+// or presigned (stdin is a J, sent as is). -urgency, -waitable and
+// -novalidate are the submission's options; -adjust U1,U2,... then sets
+// the submitted job's urgency to each in turn (job-manager.urgency). It
+// prints one JSON object: {"id": "ƒ...", "J": "...", "error": "...",
+// "adjust": [{"urgency": U, "message": "...", "errno": N}, ...]}, and
+// exits 0 whether or not the broker accepted the job (1 on a usage error).
 //
 // With -sshd AUTHORIZED_KEY (an authorized_keys line) it is instead an
 // SSH server for the ssh:// test: fluxbridge/flux/fluxtest's server on
@@ -57,6 +60,8 @@ func main() {
 	sshd := flag.String("sshd", "", "serve SSH for this authorized key instead")
 	urgency := flag.Int("urgency", job.UrgencyDefault, "the job's urgency")
 	waitable := flag.Bool("waitable", false, "submit with the waitable flag")
+	novalidate := flag.Bool("novalidate", false, "submit with the novalidate flag")
+	adjust := flag.String("adjust", "", "urgencies to set on the job after submitting it, comma-separated")
 	flag.Parse()
 	if *sshd != "" {
 		serveSSH(*sshd)
@@ -76,6 +81,8 @@ func main() {
 		// Message and Errno are the broker's, when it refused.
 		Message string `json:"message,omitempty"`
 		Errno   int    `json:"errno,omitempty"`
+		// Adjust are the answers to -adjust.
+		Adjust []adjusted `json:"adjust,omitempty"`
 	}{}
 	defer func() {
 		_ = json.NewEncoder(os.Stdout).Encode(out)
@@ -86,7 +93,7 @@ func main() {
 		return
 	}
 	defer c.Close()
-	opts := job.SubmitOptions{Urgency: job.Urgency(*urgency), Waitable: *waitable}
+	opts := job.SubmitOptions{Urgency: job.Urgency(*urgency), Waitable: *waitable, NoValidate: *novalidate}
 	rec := &recorder{}
 	switch {
 	case *mode == "munge":
@@ -123,6 +130,29 @@ func main() {
 		return
 	}
 	out.ID = id.String()
+	for _, f := range strings.FieldsFunc(*adjust, func(r rune) bool { return r == ',' }) {
+		u, err := strconv.Atoi(f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "guestclient: bad -adjust:", err)
+			os.Exit(1)
+		}
+		a := adjusted{Urgency: u}
+		if _, err := job.SetUrgency(ctx, c, id, u); err != nil {
+			a.Message = err.Error()
+			var fe *flux.Error
+			if errors.As(err, &fe) {
+				a.Message, a.Errno = fe.Message, int(fe.Errno)
+			}
+		}
+		out.Adjust = append(out.Adjust, a)
+	}
+}
+
+// adjusted is the broker's answer to one urgency change ("" and 0: done).
+type adjusted struct {
+	Urgency int    `json:"urgency"`
+	Message string `json:"message,omitempty"`
+	Errno   int    `json:"errno,omitempty"`
 }
 
 // serveSSH runs the SSH server of -sshd until stdin closes.
