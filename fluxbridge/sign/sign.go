@@ -2,7 +2,8 @@
 // form in which a jobspec reaches flux-core's job-ingest, saying which user
 // submits it and proving it with a signature the instance trusts. It is
 // byte-compatible with flux-security 0.15 (flux_sign_wrap_as and
-// flux_sign_unwrap_anymech) for the mechanisms "none" and "munge".
+// flux_sign_unwrap_anymech) for the mechanisms "none", "munge" and
+// "curve" (curve.go).
 //
 // An envelope is three parts joined by '.':
 //
@@ -27,7 +28,7 @@
 // signature is verified where the job is run as its user (the IMP, and
 // the job shell). Unwrap verifies, as they do.
 //
-// A Signer (None, Munge) is what job.Submit takes to wrap a jobspec as a
+// A Signer (None, Munge, Curve) is what job.Submit takes to wrap a jobspec as a
 // given user.
 package sign
 
@@ -80,6 +81,12 @@ type Signer interface {
 
 var b64 = base64.StdEncoding.Strict()
 
+// A preparer is a Mechanism that adds its own entries to the header, after
+// version, mechanism and userid (flux-security's mech->prep): curve.
+type preparer interface {
+	prep() ([]Field, error)
+}
+
 // Wrap makes an envelope of payload signed with mech, claiming userid, as
 // flux_sign_wrap_as does: the same header, encoding and signed bytes.
 func Wrap(ctx context.Context, mech Mechanism, userid int64, payload []byte) (string, error) {
@@ -89,11 +96,19 @@ func Wrap(ctx context.Context, mech Mechanism, userid int64, payload []byte) (st
 	if len(payload) > MaxSize {
 		return "", fmt.Errorf("sign: wrap: payload of %d bytes exceeds %d: %w", len(payload), MaxSize, ErrInvalid)
 	}
-	hdr, err := encodeKV([]Field{
+	fields := []Field{
 		{"version", KindInt64, strconv.Itoa(Version)},
 		{"mechanism", KindString, mech.Name()},
 		{"userid", KindInt64, strconv.FormatInt(userid, 10)},
-	})
+	}
+	if p, ok := mech.(preparer); ok {
+		extra, err := p.prep()
+		if err != nil {
+			return "", fmt.Errorf("sign: wrap: %w", err)
+		}
+		fields = append(fields, extra...)
+	}
+	hdr, err := encodeKV(fields)
 	if err != nil {
 		return "", fmt.Errorf("sign: wrap: %w", err)
 	}
