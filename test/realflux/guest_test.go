@@ -272,7 +272,14 @@ func startGuestInstance(t *testing.T) *guestInstance {
 // shell read (each reads it afresh per job).
 func (g *guestInstance) setIMPMaxTTL(t *testing.T, maxTTL int) {
 	t.Helper()
-	if err := os.WriteFile(g.impConf, []byte(signConfig(maxTTL)), 0o644); err != nil {
+	g.setSignConfig(t, signConfig(maxTTL))
+}
+
+// setSignConfig replaces flux-security's configuration (sign.toml) the
+// IMP, the job shell and job-ingest read.
+func (g *guestInstance) setSignConfig(t *testing.T, conf string) {
+	t.Helper()
+	if err := os.WriteFile(g.impConf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -6,8 +6,9 @@
 //	guestclient -uri local:///run/flux/local -sign munge -munge /run/munge/munge.socket.2 < jobspec.json
 //
 // -sign is munge (job.MungeSigner on the connection), none (sign.None as
-// this uid), munge-as=UID (a munge credential whose envelope claims UID)
-// or presigned (stdin is a J, sent as is). -urgency, -waitable and
+// this uid), munge-as=UID (a munge credential whose envelope claims UID),
+// curve (sign.Curve as this uid with the certificate -cert names: NAME.pub
+// and NAME, flux-security's files) or presigned (stdin is a J, sent as is). -urgency, -waitable and
 // -novalidate are the submission's options; -adjust U1,U2,... then sets
 // the submitted job's urgency to each in turn (job-manager.urgency). It
 // prints one JSON object: {"id": "ƒ...", "J": "...", "error": "...",
@@ -57,6 +58,7 @@ func main() {
 	uri := flag.String("uri", "", "broker URI")
 	mode := flag.String("sign", "munge", "munge, none, munge-as=UID or presigned")
 	socket := flag.String("munge", "", "munged's socket on the broker's host")
+	certPath := flag.String("cert", "", "the curve certificate (NAME: NAME.pub and NAME)")
 	sshd := flag.String("sshd", "", "serve SSH for this authorized key instead")
 	urgency := flag.Int("urgency", job.UrgencyDefault, "the job's urgency")
 	waitable := flag.Bool("waitable", false, "submit with the waitable flag")
@@ -110,6 +112,19 @@ func main() {
 		u := uint32(uid)
 		m.UserID = &u
 		rec.Signer = m
+	case *mode == "curve":
+		pub, err1 := os.ReadFile(*certPath + ".pub")
+		sec, err2 := os.ReadFile(*certPath)
+		if err1 != nil || err2 != nil {
+			fmt.Fprintln(os.Stderr, "guestclient: -cert:", err1, err2)
+			os.Exit(1)
+		}
+		cert, err := sign.ParseCert(pub, sec)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "guestclient: -cert:", err)
+			os.Exit(1)
+		}
+		rec.Signer = &sign.Curve{Cert: cert, UserID: uint32(os.Getuid()), MaxTTL: 60 * time.Second}
 	case *mode == "presigned":
 		opts.PreSigned = true
 	default:
