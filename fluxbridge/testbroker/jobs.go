@@ -600,7 +600,12 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 				return
 			}
 			// The shell forwards SIGTERM; tasks die; the shell reports 128+15.
+			// A time limit sends SIGALRM instead (job-exec.c's timeout):
+			// 128+14, as flux-core 0.88 reports a timed-out sleep.
 			status, exitedNormally = (128+15)<<8, false
+			if j.timedOut {
+				status = (128 + 14) << 8
+			}
 			break
 		}
 		if sig := j.killSignal; sig != 0 {
