@@ -52,7 +52,15 @@ type Summary struct {
 	FatalTime float64
 	// CleanTime is the "clean" event's time: the job is inactive.
 	CleanTime float64
+	// Exceptions are the first MaxSummaryExceptions exceptions raised on
+	// the job, of any severity, in eventlog order (a failure policy
+	// matches them; non-fatal ones do not end the job).
+	Exceptions []ExceptionContext
 }
+
+// MaxSummaryExceptions bounds Summary.Exceptions: a broker may raise any
+// number of non-fatal exceptions on a job.
+const MaxSummaryExceptions = 8
 
 // NewSummary returns the Summary of events, in eventlog order.
 func NewSummary(events []Event) Summary {
@@ -81,6 +89,9 @@ func (s *Summary) Add(ev Event) {
 	case EventException:
 		if exc, ok := FatalException(ev); ok && s.Fatal == nil {
 			s.Fatal, s.FatalTime = &exc, ev.Timestamp
+		}
+		if exc, ok := AnyException(ev); ok && len(s.Exceptions) < MaxSummaryExceptions {
+			s.Exceptions = append(s.Exceptions, exc)
 		}
 	case EventFinish:
 		s.FinishTime = ev.Timestamp
@@ -124,6 +135,21 @@ func FatalException(ev Event) (ExceptionContext, bool) {
 	}
 	sev, ok := ContextInt(ev.Context, "severity")
 	if !ok || sev != 0 {
+		return ExceptionContext{}, false
+	}
+	typ, _ := ev.Context["type"].(string)
+	note, _ := ev.Context["note"].(string)
+	return ExceptionContext{Type: typ, Severity: sev, Note: note}, true
+}
+
+// AnyException returns the context of an "exception" event of any
+// severity, and false for any other event or one without a severity.
+func AnyException(ev Event) (ExceptionContext, bool) {
+	if ev.Name != EventException {
+		return ExceptionContext{}, false
+	}
+	sev, ok := ContextInt(ev.Context, "severity")
+	if !ok {
 		return ExceptionContext{}, false
 	}
 	typ, _ := ev.Context["type"].(string)
