@@ -78,6 +78,11 @@ func resolveDependencies(ctx context.Context, c client.Reader, obj *fluxjobv1.Fl
 			return nil, nil, &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
 				"dependency on FluxJob %q can never be satisfied: it runs on Flux instance %q, this FluxJob on %q",
 				d.Name, readMarker(&dep).Instance, instance)}, nil
+		case retriesUnsettled(&dep, d.Condition):
+			// Its current job may fail and be retried as another job:
+			// depend on the one that ends it (retry.go).
+			waiting = append(waiting, fmt.Sprintf("%s (%s, may retry: waiting for it to end)", d.Name, dep.Status.Phase))
+			continue
 		case dep.Status.JobID != 0:
 			deps = append(deps, job.Dependency{Scheme: jobspec.Scheme(d.Condition), Value: job.ID(dep.Status.JobID).F58()})
 			continue

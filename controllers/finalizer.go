@@ -16,7 +16,6 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
-	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // ensureFinalizer adds the cancel finalizer to a FluxJob that has a Flux
@@ -102,7 +101,7 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 			return release() // never submitted
 		}
 		settled := now.After(m.At.Add(r.Options.AdoptWindow)) || now.After(deadline)
-		ids, err := lookupCaughtUp(ctx, rt, r.Options, jobspec.Name(obj), m.After, settled)
+		ids, err := lookupCaughtUp(ctx, rt, r.Options, attemptName(obj), m.After, settled)
 		switch {
 		case err != nil && now.After(deadline):
 			return giveUp("cannot look the Flux job up: " + err.Error())

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -230,6 +231,7 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	ctx = logf.IntoContext(ctx, log)
 	defer func() { trackedJobs.Set(float64(r.Tracker.Len())) }()
 
+	dropEndedAttempt(r.Tracker, &obj)
 	if !obj.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &obj, m)
 	}
@@ -279,6 +281,13 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	if err := r.w.writeStatus(ctx, &obj, st); err != nil {
 		return ctrl.Result{}, err
+	}
+	if startedAttempt(&obj, in) {
+		// The ended attempt is in the history; the next one is submitted
+		// by the next reconcile (retry.go).
+		r.Tracker.Forget(obj.UID)
+		r.w.event(&obj, corev1.EventTypeWarning, fluxjobv1.ReasonRetrying, "Retry", obj.Status.Message)
+		return ctrl.Result{RequeueAfter: time.Millisecond}, nil
 	}
 	if obj.Status.Phase.IsTerminal() {
 		// The status is final; later callbacks (release, free, clean)

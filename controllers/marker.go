@@ -41,6 +41,9 @@ type submitMarker struct {
 	// the broker's clock, bounds the lookup after a crash (broker.Lookup).
 	// 0: unknown, the lookup is unbounded.
 	After job.ID `json:"after,omitempty"`
+	// Attempt is the attempt submitted (status.retry.attempt, retry.go):
+	// a marker of an earlier attempt says nothing about the current one.
+	Attempt int32 `json:"attempt,omitempty"`
 }
 
 // encode returns the annotation value.
@@ -131,6 +134,10 @@ func readMarker(obj *fluxjobv1.FluxJob) marker {
 	if err != nil {
 		m.Err = err
 		a, ok = creationMarker(obj), true
+		a.Attempt = attemptOf(obj)
+	}
+	if ok && a.Attempt != attemptOf(obj) {
+		ok = false // an earlier attempt's (or forged): nothing of the current one
 	}
 	if ok {
 		if obj.Spec.Instance != "" && a.Instance != obj.Spec.Instance {

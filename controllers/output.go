@@ -30,7 +30,7 @@ func (r *FluxJobReconciler) gateOutput(ctx context.Context, obj *fluxjobv1.FluxJ
 	v := in.Obs
 	tailBytes := outputTailBytes(obj)
 	if v == nil || in.Failure != nil || tailBytes == 0 || !v.HasJobID || !v.Summary().Started() ||
-		!deriveJobState(obj, *in).phase.IsTerminal() {
+		!deriveJobState(obj, *in).phase.IsTerminal() || willRetry(obj, *in) {
 		return false, 0
 	}
 	out, wait := r.Tracker.ReadOutput(ctx, rt, obj.UID, key(obj), v, tailBytes, r.Options.OutputTimeout, r.now())

@@ -96,6 +96,9 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 		return st
 	}
 	js := deriveJobState(obj, in)
+	if applyFailurePolicy(&st, &js, obj, in, now) {
+		return st // the next attempt's (retry.go)
+	}
 	applySuspend(&js, obj, in.Marker)
 	if in.Hold != nil && js.phase == fluxjobv1.PhasePending {
 		js.message = in.Hold.Message

@@ -16,7 +16,8 @@ import (
 
 // Exactly-once submission
 //
-// A FluxJob's Flux job is named fluxjob-<UID> (attributes.system.job.name).
+// A FluxJob's Flux job is named fluxjob-<UID> (attributes.system.job.name;
+// a retry's fluxjob-<UID>.<attempt>, retry.go).
 // Before the submit RPC the controller writes the submission marker (the
 // annotation fluxjob.io/submit-attempt, marker.go: the attempt time to the
 // nanosecond and the instance) and the cancel finalizer, through one merge
@@ -84,12 +85,12 @@ func (r *FluxJobReconciler) track(ctx context.Context, obj *fluxjobv1.FluxJob, m
 		return r.reattach(ctx, obj, *m, rt, id)
 	}
 	log := logf.FromContext(ctx)
-	spec, jerr := jobspec.Build(obj, deps...)
+	name := attemptName(obj)
+	spec, jerr := jobspec.BuildNamed(obj, name, deps...)
 	if jerr != nil {
 		log.Info("jobspec refused before submission", "reason", jerr.Reason, "message", jerr.Message)
 		return 0, &failure{Reason: jerr.Reason, Message: jerr.Message}, nil
 	}
-	name := jobspec.Name(obj)
 	if m.attempted() {
 		d, fail, id, err := findEarlier(ctx, r.w, r.Options, obj, rt, name, *m)
 		switch {
@@ -111,7 +112,7 @@ func (r *FluxJobReconciler) track(ctx context.Context, obj *fluxjobv1.FluxJob, m
 	case err != nil:
 		log.Info("no anchor job for the submission marker; a lookup after a crash will scan all of job-list", "error", err.Error())
 	}
-	sm := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.Name, InstanceID: rt.InstanceID(), After: after}
+	sm := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.Name, InstanceID: rt.InstanceID(), After: after, Attempt: attemptOf(obj)}
 	base := obj.DeepCopy()
 	if err := sm.setOn(obj); err != nil {
 		return 0, nil, err
@@ -218,7 +219,7 @@ func attach(ctx context.Context, t *broker.Tracker, w *writer, o Options, obj *f
 // not, the FluxJob fails with the reason missingJob gives and nothing is
 // attached.
 func (r *FluxJobReconciler) reattach(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, rt broker.Route, id job.ID) (time.Duration, *failure, error) {
-	check, other, err := broker.Verify(ctx, rt, id, jobspec.Name(obj), r.Options.RPCTimeout)
+	check, other, err := broker.Verify(ctx, rt, id, attemptName(obj), r.Options.RPCTimeout)
 	if err != nil {
 		logf.FromContext(ctx).Info("cannot check the Flux job before re-attaching; retrying", "jobid", id.F58(), "error", err.Error())
 		return r.Options.UnreachableRetry, nil, nil

@@ -203,6 +203,7 @@ type EnvVar struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.exclusive) || !self.exclusive || has(self.nodes)",message="spec.exclusive can only be set with spec.nodes"
 // +kubebuilder:validation:XValidation:rule="has(self.jobspec) == has(oldSelf.jobspec) && has(self.command) == has(oldSelf.command) && has(self.tasks) == has(oldSelf.tasks) && has(self.nodes) == has(oldSelf.nodes) && has(self.coresPerTask) == has(oldSelf.coresPerTask) && has(self.gpusPerTask) == has(oldSelf.gpusPerTask) && has(self.exclusive) == has(oldSelf.exclusive) && has(self.duration) == has(oldSelf.duration) && has(self.workingDir) == has(oldSelf.workingDir) && has(self.env) == has(oldSelf.env) && has(self.attributes) == has(oldSelf.attributes) && has(self.waitable) == has(oldSelf.waitable) && has(self.debug) == has(oldSelf.debug)",message="spec is immutable except spec.urgency: a submitted Flux job cannot change (fields cannot be added or removed)"
 // +kubebuilder:validation:XValidation:rule="has(self.instance) == has(oldSelf.instance)",message="spec.instance is immutable (it cannot be added or removed)"
+// +kubebuilder:validation:XValidation:rule="has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.failurePolicy) == has(oldSelf.failurePolicy)",message="spec.backoffLimit and spec.failurePolicy are immutable (they cannot be added or removed)"
 type FluxJobSpec struct {
 	// Jobspec is a complete Flux jobspec, version 1 (Flux RFC 25 / RFC 14), given as an object.
 	// The schema only requires an object: CEL cannot see inside an object whose fields the schema
@@ -366,6 +367,23 @@ type FluxJobSpec struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+
+	// Retries (retry_types.go).
+
+	// BackoffLimit is how many failed attempts are retried, each as a new Flux job (batch/v1
+	// backoffLimit; flux-core has no retry). Default 0: a failed job is not retried. Failures a
+	// failure policy rule ignores do not count.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.backoffLimit is immutable"
+	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
+
+	// FailurePolicy decides, from a failed attempt's exit code and the Flux exceptions raised on
+	// it, whether it is retried, ignored or fails the FluxJob (batch/v1 podFailurePolicy).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.failurePolicy is immutable"
+	FailurePolicy *FailurePolicy `json:"failurePolicy,omitempty"`
 }
 
 // FluxJobEvent is one entry of the Flux job's eventlog.
@@ -480,6 +498,10 @@ type FluxJobStatus struct {
 	// job ended (if it started).
 	// +optional
 	Output *FluxJobOutput `json:"output,omitempty"`
+	// Retry is the current attempt and the history of the ended ones, with spec.backoffLimit or
+	// spec.failurePolicy (retry_types.go).
+	// +optional
+	Retry *FluxJobRetryStatus `json:"retry,omitempty"`
 }
 
 // FluxJob runs one job on a Flux instance.

@@ -252,6 +252,23 @@ debug: true
 				want: []string{"spec.jobspec", "object"}},
 			{name: "jobspec-oversized", spec: helloJobspec + "    user: {blob: " + bigBlob + "}\n",
 				want: []string{"too large"}},
+			{name: "failure-policy", spec: "command: [\"true\"]\nbackoffLimit: 3\nfailurePolicy:\n  rules:\n" +
+				"  - {action: FailJob, onExitCodes: {operator: In, values: [1, 2]}}\n" +
+				"  - {action: Ignore, onExceptions: [{type: timeout}, {type: node-failure, maxSeverity: 2, noteContains: lost}]}\n" +
+				"  - {action: FailIndex, onExceptions: [{}]}\n  - {action: Retry, onExitCodes: {operator: NotIn, values: [0]}}\n"},
+			{name: "rule-with-both", spec: "command: [\"true\"]\nfailurePolicy:\n  rules:\n" +
+				"  - {action: FailJob, onExitCodes: {operator: In, values: [1]}, onExceptions: [{type: exec}]}\n",
+				want: []string{"exactly one of onExitCodes and onExceptions"}},
+			{name: "rule-with-neither", spec: "command: [\"true\"]\nfailurePolicy:\n  rules:\n  - {action: FailJob}\n",
+				want: []string{"exactly one of onExitCodes and onExceptions"}},
+			{name: "rule-bad-action", spec: "command: [\"true\"]\nfailurePolicy:\n  rules:\n  - {action: Count, onExceptions: [{}]}\n",
+				want: []string{"spec.failurePolicy.rules[0].action", "Unsupported value"}},
+			{name: "exit-code-out-of-range", spec: "command: [\"true\"]\nfailurePolicy:\n  rules:\n  - {action: FailJob, onExitCodes: {operator: In, values: [256]}}\n",
+				want: []string{"spec.failurePolicy.rules[0].onExitCodes.values[0]", "less than or equal to 255"}},
+			{name: "severity-out-of-range", spec: "command: [\"true\"]\nfailurePolicy:\n  rules:\n  - {action: FailJob, onExceptions: [{maxSeverity: 8}]}\n",
+				want: []string{"maxSeverity", "less than or equal to 7"}},
+			{name: "negative-backoff-limit", spec: "command: [\"true\"]\nbackoffLimit: -1\n",
+				want: []string{"spec.backoffLimit", "greater than or equal to 0"}},
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
@@ -366,6 +383,15 @@ func testUpdates(ctx context.Context, t *testing.T, c client.Client) {
 		{name: "instance-removed", spec: "command: [\"true\"]\ninstance: cluster-a\n",
 			mutate: func(j *v1alpha1.FluxJob) { j.Spec.Instance = "" },
 			want:   []string{"spec.instance is immutable"}},
+		{name: "backoff-limit-changed", spec: "command: [\"true\"]\nbackoffLimit: 1\n",
+			mutate: func(j *v1alpha1.FluxJob) { j.Spec.BackoffLimit = ptr.To[int32](5) },
+			want:   []string{"spec.backoffLimit is immutable"}},
+		{name: "backoff-limit-added", spec: "command: [\"true\"]\n",
+			mutate: func(j *v1alpha1.FluxJob) { j.Spec.BackoffLimit = ptr.To[int32](5) },
+			want:   []string{"spec.backoffLimit and spec.failurePolicy are immutable"}},
+		{name: "failure-policy-changed", spec: "command: [\"true\"]\nfailurePolicy: {rules: [{action: FailJob, onExceptions: [{}]}]}\n",
+			mutate: func(j *v1alpha1.FluxJob) { j.Spec.FailurePolicy.Rules[0].Action = v1alpha1.ActionIgnore },
+			want:   []string{"spec.failurePolicy is immutable"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

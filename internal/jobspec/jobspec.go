@@ -26,6 +26,22 @@ func Name(obj *fluxjobv1.FluxJob) string {
 	return fluxjobv1.FluxJobNamePrefix + string(obj.UID)
 }
 
+// IndexName is the Flux job name of one attempt of one index of obj:
+// Name, then "-<index>" for an index of an array (index -1: not an array),
+// then ".<attempt>" for a retry (attempt 0 is the first job and adds
+// nothing): index 7, attempt 2 is fluxjob-<uid>-7.2. Each is submitted
+// exactly once, looked up by this name after a crash.
+func IndexName(obj *fluxjobv1.FluxJob, index, attempt int) string {
+	name := Name(obj)
+	if index >= 0 {
+		name += "-" + strconv.Itoa(index)
+	}
+	if attempt > 0 {
+		name += "." + strconv.Itoa(attempt)
+	}
+	return name
+}
+
 // ownerAttribute is attributes.user.fluxjob: which FluxJob a Flux job
 // belongs to, for humans reading `flux job info`.
 func ownerAttribute(obj *fluxjobv1.FluxJob) map[string]any {
@@ -45,13 +61,19 @@ func ownerAttribute(obj *fluxjobv1.FluxJob) map[string]any {
 // deps are RFC 26 dependencies (see beforeSubmit), added to
 // attributes.system.dependencies after any the jobspec has.
 func Build(obj *fluxjobv1.FluxJob, deps ...job.Dependency) ([]byte, *Error) {
+	return BuildNamed(obj, Name(obj), deps...)
+}
+
+// BuildNamed is Build for the job named name (IndexName: a retry, an
+// index of an array).
+func BuildNamed(obj *fluxjobv1.FluxJob, name string, deps ...job.Dependency) ([]byte, *Error) {
 	if fail := droppedError(obj); fail != nil {
 		return nil, fail // the cache kept only its size (Dropped)
 	}
 	if obj.Spec.Jobspec != nil {
-		return buildFromJobspec(obj, deps)
+		return buildFromJobspec(obj, name, deps)
 	}
-	return buildFromCommand(obj, deps)
+	return buildFromCommand(obj, name, deps)
 }
 
 // Error is why a FluxJob's spec cannot be submitted, as a condition
@@ -66,7 +88,7 @@ func invalid(format string, args ...any) *Error {
 	return &Error{Reason: fluxjobv1.ReasonInvalidJobspec, Message: fmt.Sprintf(format, args...)}
 }
 
-func buildFromJobspec(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *Error) {
+func buildFromJobspec(obj *fluxjobv1.FluxJob, name string, deps []job.Dependency) ([]byte, *Error) {
 	raw := obj.Spec.Jobspec.Raw
 	if len(raw) > fluxjobv1.MaxJobspecBytes {
 		return nil, &Error{Reason: fluxjobv1.ReasonJobspecTooLarge,
@@ -99,7 +121,7 @@ func buildFromJobspec(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *E
 			return nil, invalid("spec.jobspec cannot run: %v", err)
 		}
 	}
-	jobAttr["name"] = Name(obj)
+	jobAttr["name"] = name
 	user, ok := objectAt(attrs, "user")
 	if !ok {
 		return nil, invalid("spec.jobspec.attributes.user must be an object")
@@ -132,7 +154,7 @@ func objectAt(m map[string]any, key string) (map[string]any, bool) {
 	return o, ok
 }
 
-func buildFromCommand(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *Error) {
+func buildFromCommand(obj *fluxjobv1.FluxJob, name string, deps []job.Dependency) ([]byte, *Error) {
 	s := &obj.Spec
 	opts := job.CommandOptions{
 		NumTasks:     int(deref(s.Tasks)),
@@ -141,7 +163,7 @@ func buildFromCommand(obj *fluxjobv1.FluxJob, deps []job.Dependency) ([]byte, *E
 		NumNodes:     int(deref(s.Nodes)),
 		Exclusive:    s.Exclusive,
 		Cwd:          s.WorkingDir,
-		Name:         Name(obj),
+		Name:         name,
 		Queue:        s.Queue,
 		Environment:  map[string]string{},
 	}
