@@ -18,7 +18,6 @@ import (
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
-	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // Routing FluxJobs to Flux instances
@@ -224,7 +223,7 @@ func (r *FluxJobReconciler) followEarlier(ctx context.Context, obj *fluxjobv1.Fl
 	if _, _, err := rt.Get(); err != nil {
 		return r.Options.UnreachableRetry, failing, nil
 	}
-	d, fail, id, err := findEarlier(ctx, r.w, r.Options, obj, rt, jobspec.Name(obj), m)
+	d, fail, id, err := findEarlier(ctx, r.w, r.Options, obj, rt, attemptName(obj), m)
 	switch {
 	case err != nil || d > 0:
 		return d, true, err
