@@ -279,9 +279,11 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if wait := r.w.pace(&obj, st); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
+	before := obj.Status.Retry
 	if err := r.w.writeStatus(ctx, &obj, st); err != nil {
 		return ctrl.Result{}, err
 	}
+	countVerdict(before, obj.Status.Retry)
 	if startedAttempt(&obj, in) {
 		// The ended attempt is in the history; the next one is submitted
 		// by the next reconcile (retry.go).

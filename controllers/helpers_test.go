@@ -64,3 +64,25 @@ func gaugeValue(name, label, value string) (float64, error) {
 func specObj(spec fluxjobv1.FluxJobSpec) *fluxjobv1.FluxJob {
 	return &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", UID: "1234-abcd"}, Spec: spec}
 }
+
+// counterValue reads the counter name{label=value} from controller-runtime's
+// metrics registry (0 if it has not been counted yet).
+func counterValue(name, label, value string) float64 {
+	mfs, err := metrics.Registry.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

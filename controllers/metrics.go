@@ -27,6 +27,14 @@ var (
 		Help: "FluxJob status patches sent to the API server, by result.",
 	}, []string{"result"})
 
+	// failedAttemptsTotal counts the failed attempts of FluxJobs with a
+	// failure policy or backoffLimit, by what the policy did: Retry,
+	// Ignore, FailIndex, FailJob, or None (a cancel no rule matched).
+	failedAttemptsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fluxjob_failed_attempts_total",
+		Help: "Failed attempts of FluxJobs with retries, by the failure policy's action.",
+	}, []string{"action"})
+
 	// trackedJobs is the number of FluxJobs the controller holds executor
 	// state for.
 	trackedJobs = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -41,7 +49,7 @@ var registerOnce sync.Once
 // controller-runtime's metrics.Registry. It is idempotent.
 func RegisterMetrics() {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(phaseTransitionsTotal, statusPatchesTotal, trackedJobs)
+		metrics.Registry.MustRegister(phaseTransitionsTotal, statusPatchesTotal, failedAttemptsTotal, trackedJobs)
 		broker.RegisterMetrics()
 	})
 }

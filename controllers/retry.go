@@ -183,3 +183,20 @@ func retriesUnsettled(dep *fluxjobv1.FluxJob, cond fluxjobv1.DependencyCondition
 	return hasPolicy(&dep.Spec) && !dep.Status.Phase.IsTerminal() &&
 		jobspec.Scheme(cond) != string(fluxjobv1.DependAfterStart)
 }
+
+// countVerdict counts, once its status is written, the attempt whose end
+// the policy just recorded (the history's last entry is new).
+func countVerdict(before, after *fluxjobv1.FluxJobRetryStatus) {
+	if after == nil || len(after.History) == 0 {
+		return
+	}
+	last := after.History[len(after.History)-1]
+	if before != nil && len(before.History) > 0 && before.History[len(before.History)-1].Attempt == last.Attempt {
+		return
+	}
+	action := string(last.Action)
+	if action == "" {
+		action = "None"
+	}
+	failedAttemptsTotal.WithLabelValues(action).Inc()
+}

@@ -129,8 +129,12 @@ func checkHistory(t *testing.T, obj *fluxjobv1.FluxJob, want ...string) {
 func TestEnvtestRetryBackoffLimit(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{})
 	h.start()
+	counted := counterValue("fluxjob_failed_attempts_total", "action", "Retry")
 	h.create("always", retrySpec(2, nil, "exit", "3"))
 	obj := h.waitPhase("always", fluxjobv1.PhaseFailed, 60*time.Second)
+	if n := counterValue("fluxjob_failed_attempts_total", "action", "Retry") - counted; n != 3 {
+		t.Errorf("fluxjob_failed_attempts_total{action=Retry} grew by %v, want 3", n)
+	}
 	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonBackoffLimitExceeded)
 	rs := obj.Status.Retry
 	if rs.Attempt != 2 || rs.Failed != 3 || rs.Ignored != 0 {

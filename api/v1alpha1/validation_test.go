@@ -267,6 +267,8 @@ debug: true
 				want: []string{"spec.failurePolicy.rules[0].onExitCodes.values[0]", "less than or equal to 255"}},
 			{name: "severity-out-of-range", spec: "command: [\"true\"]\nfailurePolicy:\n  rules:\n  - {action: FailJob, onExceptions: [{maxSeverity: 8}]}\n",
 				want: []string{"maxSeverity", "less than or equal to 7"}},
+			{name: "waitable-with-retries", spec: "command: [\"true\"]\nwaitable: true\nbackoffLimit: 1\n",
+				want: []string{"spec.waitable cannot be combined with spec.backoffLimit"}},
 			{name: "negative-backoff-limit", spec: "command: [\"true\"]\nbackoffLimit: -1\n",
 				want: []string{"spec.backoffLimit", "greater than or equal to 0"}},
 		}
