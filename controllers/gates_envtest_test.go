@@ -156,12 +156,19 @@ func TestEnvtestForgedMarkerInstances(t *testing.T) {
 		}
 	}
 	for _, name := range toClosed {
-		obj := h.waitFor(name, 60*time.Second, "the controller's verdict", settled)
+		obj := h.waitFor(name, 60*time.Second, "the controller's verdict", func(o *fluxjobv1.FluxJob) bool {
+			// InstanceNotFound is transient, as NoDefaultInstance below.
+			return settled(o) && !conditionIs(fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonInstanceNotFound)(o)
+		})
 		requireCondition(t, obj, fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonNamespaceNotAdmitted)
 	}
 	for _, name := range byDefault {
 		obj := h.waitFor(name, 60*time.Second, "the controller's verdict", func(o *fluxjobv1.FluxJob) bool {
-			return o.Status.Phase == fluxjobv1.PhaseSucceeded || settled(o)
+			// NoDefaultInstance is transient: the FluxJob was routed
+			// before the FluxEndpoint reconciler registered "open"; it is
+			// poked again when it does.
+			return o.Status.Phase == fluxjobv1.PhaseSucceeded ||
+				settled(o) && !conditionIs(fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonNoDefaultInstance)(o)
 		})
 		if obj.Status.Phase != fluxjobv1.PhaseSucceeded {
 			requireCondition(t, obj, fluxjobv1.ConditionInstanceAdmitted, metav1.ConditionFalse, fluxjobv1.ReasonNamespaceNotAdmitted)
