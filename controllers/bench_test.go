@@ -23,7 +23,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -237,14 +236,30 @@ func newControlPlane(b *testing.B) *benchEnv {
 // delays and enough cores for every job to run at once; it returns the URI.
 func startBrokerProcess(b *testing.B) string {
 	b.Helper()
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "testbroker")
+	_, uri := runBrokerProcess(b, buildBroker(b))
+	return uri
+}
+
+// buildBroker builds hack/testbroker into a temporary directory and
+// returns the binary.
+func buildBroker(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "testbroker")
 	build := exec.Command("go", "build", "-o", bin, "../hack/testbroker")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building hack/testbroker: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// runBrokerProcess runs the test broker binary bin with no phase delays,
+// enough cores for every job to run at once and args, until the
+// benchmark ends; it returns the process and the URI.
+func runBrokerProcess(b *testing.B, bin string, args ...string) (*os.Process, string) {
+	b.Helper()
+	dir := b.TempDir()
 	uriFile := filepath.Join(dir, "uri")
-	cmd := exec.Command(bin, "-dir", filepath.Join(dir, "sock"), "-realistic=false", "-cores", "20000", "-uri-file", uriFile)
+	cmd := exec.Command(bin, append([]string{"-dir", filepath.Join(dir, "sock"), "-realistic=false", "-cores", "20000", "-uri-file", uriFile}, args...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("starting the test broker: %v", err)
@@ -263,12 +278,12 @@ func startBrokerProcess(b *testing.B) string {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if data, err := os.ReadFile(uriFile); err == nil && len(data) > 0 {
-			return strings.TrimSpace(string(data))
+			return cmd.Process, strings.TrimSpace(string(data))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	b.Fatal("the test broker did not write its URI within 30s")
-	return ""
+	return nil, ""
 }
 
 var skipNameValidation = true
@@ -736,17 +751,7 @@ func BenchmarkControllerMemory4x2500(b *testing.B) {
 		}
 	}
 	for _, name := range names {
-		for {
-			var fi fluxjobv1.FluxEndpoint
-			if err := e.c.Get(ctx, client.ObjectKey{Name: name}, &fi); err == nil && meta.IsStatusConditionTrue(fi.Status.Conditions, fluxjobv1.InstanceConditionReady) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				b.Fatalf("FluxEndpoint %s not Ready within 2m", name)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+		e.waitEndpointReady(b, ctx, name)
 	}
 	e.memoryScenario(b, m, instances*perInstance, "controller-4x2500", func(i int) string { return names[i%instances] })
 }
@@ -883,15 +888,7 @@ func (e *benchEnv) startManagerProcess(b *testing.B, args ...string) *managerPro
 	}
 	go func() { _ = m.cmd.Wait(); close(m.done) }()
 	b.Cleanup(func() {
-		// As the kubelet does: SIGTERM, then SIGKILL after the grace period.
-		_ = m.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-m.done:
-		case <-time.After(60 * time.Second):
-			b.Errorf("the manager did not exit within 60s of SIGTERM")
-			_ = m.cmd.Process.Kill()
-			<-m.done
-		}
+		m.stop(b)
 		if b.Failed() {
 			if out, err := os.ReadFile(m.logPath); err == nil {
 				b.Logf("manager output (last 4 KiB):\n%s", out[max(0, len(out)-4096):])
@@ -912,6 +909,21 @@ func (e *benchEnv) startManagerProcess(b *testing.B, args ...string) *managerPro
 			b.Fatalf("the manager was not ready within 2m")
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// stop stops the manager as the kubelet does: SIGTERM, then SIGKILL after
+// the grace period (an error of the benchmark). It returns at once if the
+// process has exited.
+func (m *managerProcess) stop(b *testing.B) {
+	b.Helper()
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(60 * time.Second):
+		b.Errorf("the manager did not exit within 60s of SIGTERM")
+		_ = m.cmd.Process.Kill()
+		<-m.done
 	}
 }
 

@@ -192,6 +192,12 @@ func suites(root string) []suite {
 		}
 	}
 	profDir := filepath.Join(root, "bin", "bench")
+	needAssets := func() string {
+		if assets == "" {
+			return "skipped: KUBEBUILDER_ASSETS is not set and bin/k8s/kube-apiserver does not exist (run `make envtest`)"
+		}
+		return ""
+	}
 	noFlux := func() string {
 		if _, err := exec.LookPath("flux"); err != nil {
 			return "skipped: flux-core not installed (flux not on PATH)"
@@ -209,6 +215,11 @@ func suites(root string) []suite {
 			Args: goBench("./fluxbridge", "^BenchmarkInFlightFuture$", "-benchtime", "10000x", "-timeout", "30m")},
 		{Name: "hostile broker", About: "the client alone (a 4-worker executor with keepalive 1s/10s and the manager's GOGC=50, GOMEMLIMIT=256MiB; the test broker in a child process) holding 1,000 running jobs while the broker turns hostile (issue 19: oversized frame, garbage, slow drip, endless eventlog stream, huge event contexts) and 50 more jobs run: peak heap in use and peak RSS (VmHWM, reset per mode) against the manager's 256 MiB limit, how the executor ended",
 			Args: goBench("./fluxbridge", "^BenchmarkHostileBroker$", "-benchtime", "1x", "-timeout", "30m")},
+		{Name: "hostile broker: manager", About: "the manager binary as the Deployment runs it (GOMEMLIMIT from its 256 MiB limit, GOGC=50; envtest API server) with 1,000 FluxJobs Running on a FluxEndpoint whose test broker (hack/testbroker -hostile MODE, its own process) then turns hostile on SIGUSR1 in each mode of the client-only row above, and 50 more FluxJobs are created: " +
+			"the manager's peak RSS (VmHWM, reset at the switch, sampled every 100ms) over 45s, whether it was still alive, and the FluxEndpoint's Ready reasons and FluxJobs' FluxReachable reasons (logs); then a restarted manager against the still-hostile broker (it re-attaches to the 1,050 jobs) over 45s: its peak RSS and whether it stayed alive (the crash-loop check)",
+			Args: goBench("./controllers", "^BenchmarkManagerHostileBroker$", "-benchtime", "1x", "-timeout", "60m"),
+			Env:  []string{"KUBEBUILDER_ASSETS=" + assets},
+			Skip: needAssets},
 		{Name: "transports", About: "the executor (4 workers) through local://, ssh:// (in-process SSH server relaying to the socket) and pod exec (the kubelet exec server, ServeExec over TLS, a relay process per connection) against the test broker; the client in its own process, so cpu-µs/job is the client's alone; 10,000 jobs per row",
 			Args: goBench("./podexec", "^BenchmarkTransport$", "-benchtime", "10000x", "-timeout", "30m")},
 		{Name: "scale: eventlog vs journal", About: "10,000 in-flight jobs with the test broker in its own process behind a counting proxy: client heap, goroutines, and the streams open at the broker",
@@ -221,13 +232,8 @@ func suites(root string) []suite {
 			"CPU profile and binary in bin/bench/controllers.{cpu.pprof,test}, kube-apiserver and etcd CPU profiles in bin/bench/{apiserver,etcd}-*.cpu.pprof, the manager's heap profile at 10,000 FluxJobs in bin/bench/controller-10000.heap.pprof",
 			Args: goBench("./controllers", "^BenchmarkController", "-benchtime", "1x", "-timeout", "90m",
 				"-cpuprofile", filepath.Join(profDir, "controllers.cpu.pprof"), "-o", filepath.Join(profDir, "controllers.test")),
-			Env: []string{"KUBEBUILDER_ASSETS=" + assets, "BENCH_PROFILE_DIR=" + profDir},
-			Skip: func() string {
-				if assets == "" {
-					return "skipped: KUBEBUILDER_ASSETS is not set and bin/k8s/kube-apiserver does not exist (run `make envtest`)"
-				}
-				return ""
-			}},
+			Env:  []string{"KUBEBUILDER_ASSETS=" + assets, "BENCH_PROFILE_DIR=" + profDir},
+			Skip: needAssets},
 	}
 	// The real-broker harness: a Go benchmark package, else a command.
 	switch {
@@ -447,6 +453,10 @@ var targets = []target{
 	{Name: "controller end to end, 1,000 FluxJobs (default 4 reconciles)", Bench: regexp.MustCompile(`^controllers: ControllerEndToEnd1000(/reconciles=4)?$`), Unit: "fluxjobs/s", Limit: 200},
 	{Name: "controller status writes per job", Bench: regexp.MustCompile(`^controllers: ControllerEndToEnd1000(/reconciles=4)?$`), Unit: "status-writes/job", Max: true, Limit: 4},
 	{Name: "client peak RSS under a hostile broker, each mode (issue 19)", Bench: regexp.MustCompile(`^hostile broker: HostileBroker/`), Unit: "peak-RSS-MiB", Max: true, Limit: 96},
+	{Name: "manager peak RSS under a hostile broker, each mode (issue 19)", Bench: hostileManager, Unit: "peak-rss-MiB", Max: true, Limit: 256},
+	{Name: "manager alive after each hostile mode (issue 19)", Bench: hostileManager, Unit: "alive", Limit: 1},
+	{Name: "restarted manager's peak RSS against the still-hostile broker (issue 19)", Bench: hostileManager, Unit: "restart-peak-rss-MiB", Max: true, Limit: 256},
+	{Name: "restarted manager alive: no crash loop (issue 19)", Bench: hostileManager, Unit: "restart-alive", Limit: 1},
 	{Name: "controller RSS with 10,000 FluxJobs tracked", Bench: regexp.MustCompile(`^controllers: ControllerMemory10000$`), Unit: "rss-MiB", Max: true, Limit: 150},
 	{Name: "controller RSS, 4 FluxEndpoints x 2,500 FluxJobs tracked", Bench: regexp.MustCompile(`^controllers: ControllerMemory4x2500$`), Unit: "rss-MiB", Max: true, Limit: 150},
 	// Against a real broker (test execution mode), relative to flux-core's
@@ -462,6 +472,10 @@ var targets = []target{
 	{Name: "broker CPU per FluxJob vs per native job", Bench: sideBySideReal, Unit: "broker-cpu-ratio", Max: true, Limit: 1.1},
 	{Name: "apiserver+etcd CPU per FluxJob", Bench: sideBySideAny, Unit: "apiserver+etcd-cpu-ms/job", Max: true, Limit: 15},
 }
+
+// The rows of controllers' BenchmarkManagerHostileBroker (256 MiB: the
+// manager container's memory limit in config/manager/manager.yaml).
+var hostileManager = regexp.MustCompile(`^hostile broker: manager: ManagerHostileBroker/`)
 
 // The rows of controllers' BenchmarkControllerSideBySide: with flux-core,
 // and with either broker.

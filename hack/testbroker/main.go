@@ -5,6 +5,15 @@
 //	go run ./hack/testbroker -dir /tmp/flux
 //	FLUX_URI=local:///tmp/flux/local ...
 //
+// With -hostile MODE it behaves until it receives SIGUSR1, then turns
+// hostile in that mode (testbroker.SetHostile) for every message it sends
+// from then on, on every connection: MODE is oversized-frame, garbage,
+// slow-drip, endless-stream or huge-contexts (fluxbridge/testbroker's
+// HostileModes). The controllers' BenchmarkManagerHostileBroker uses it.
+//
+//	go run ./hack/testbroker -dir /tmp/flux -hostile garbage &
+//	kill -USR1 $!
+//
 // It is not a Flux instance: jobs are simulated (see the package doc of
 // fluxbridge/testbroker for how a command decides a job's outcome).
 package main
@@ -41,7 +50,18 @@ func run() error {
 	uriFile := flag.String("uri-file", "", "also write the URI to this file (for scripts waiting on the broker)")
 	queues := flag.String("queues", "", "comma-separated named queues (like [queues] in a flux-core config); empty: the anonymous queue only")
 	defaultQueue := flag.String("default-queue", "", "queue of a job that names none (policy.jobspec.defaults.system.queue)")
+	hostileName := flag.String("hostile", "", "turn hostile in this mode on SIGUSR1 (oversized-frame, garbage, slow-drip, endless-stream, huge-contexts)")
 	flag.Parse()
+
+	hostile := testbroker.HostileNone
+	for _, h := range testbroker.HostileModes {
+		if h.String() == *hostileName {
+			hostile = h
+		}
+	}
+	if *hostileName != "" && hostile == testbroker.HostileNone {
+		return fmt.Errorf("-hostile %q: not one of %v", *hostileName, testbroker.HostileModes)
+	}
 
 	if *dir != "" {
 		if err := os.MkdirAll(*dir, 0o755); err != nil {
@@ -72,6 +92,19 @@ func run() error {
 	srv := testbroker.New(opts)
 	if err := srv.Start(ctx); err != nil {
 		return err
+	}
+	if hostile != testbroker.HostileNone {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		go func() {
+			select {
+			case <-usr1:
+				srv.SetHostile(hostile)
+				fmt.Fprintln(os.Stderr, "testbroker: hostile:", hostile)
+			case <-ctx.Done():
+			}
+		}()
 	}
 	fmt.Println(srv.URI())
 	if *uriFile != "" {
