@@ -72,6 +72,15 @@ func resolveDependencies(ctx context.Context, c client.Reader, obj *fluxjobv1.Fl
 			continue
 		case err != nil:
 			return nil, nil, nil, fmt.Errorf("reading dependency FluxJob %s: %w", d.Name, err)
+		case dep.Spec.Array != nil:
+			// No one Flux job stands for an array: its phase decides (array.go).
+			ok, f := arrayDependency(d, &dep)
+			if f != nil && never == nil {
+				never = f
+			}
+			if ok || f != nil {
+				continue
+			}
 		case dep.Status.JobID != 0 && readMarker(&dep).Instance != "" && readMarker(&dep).Instance != instance:
 			// Flux job IDs are per instance: Flux cannot see a job of
 			// another one.
@@ -229,7 +238,8 @@ func dependencyChanged() predicate.Funcs {
 			if !ok1 || !ok2 {
 				return false
 			}
-			return o.Status.JobID != n.Status.JobID || o.Status.Phase.IsTerminal() != n.Status.Phase.IsTerminal()
+			return o.Status.JobID != n.Status.JobID || o.Status.Phase.IsTerminal() != n.Status.Phase.IsTerminal() ||
+				n.Spec.Array != nil && o.Status.Phase != n.Status.Phase
 		},
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/internal/array"
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
 	"github.com/fluxjob/fluxjob-operator/internal/written"
 )
@@ -118,7 +119,8 @@ type FluxJobReconciler struct {
 	Options Options
 
 	now     func() time.Time
-	waiting waitList // FluxJobs waiting for an instance (route.go)
+	waiting waitList   // FluxJobs waiting for an instance (route.go)
+	arrays  array.Runs // the arrays followed (array.go)
 	written written.Set
 	w       *writer
 	once    sync.Once
@@ -212,6 +214,7 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		if apierrors.IsNotFound(err) {
 			r.waiting.remove(req.NamespacedName)
 			r.Tracker.ForgetKey(req.NamespacedName)
+			r.arrays.ForgetKey(req.NamespacedName)
 			trackedJobs.Set(float64(r.Tracker.Len()))
 			return ctrl.Result{}, nil
 		}
@@ -233,12 +236,16 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 
 	dropEndedAttempt(r.Tracker, &obj)
 	if !obj.DeletionTimestamp.IsZero() {
+		if obj.Spec.Array != nil {
+			return r.finalizeArray(ctx, &obj, m)
+		}
 		return r.finalize(ctx, &obj, m)
 	}
 	if obj.Status.Phase.IsTerminal() {
 		// Settled for good: only observedGeneration may need a write (an
 		// urgency edit after the end). Nothing is tracked any more.
 		r.Tracker.Forget(obj.UID)
+		r.arrays.Forget(obj.UID)
 		r.waiting.remove(req.NamespacedName)
 		if err := r.w.writeStatus(ctx, &obj, computeStatus(&obj, statusInput{Marker: m}, r.now())); err != nil {
 			return ctrl.Result{}, err
@@ -256,6 +263,9 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	if held != nil || fail != nil {
 		return r.holdStatus(ctx, &obj, m, rt, &adm, held, fail)
+	}
+	if obj.Spec.Array != nil {
+		return r.reconcileArray(ctx, &obj, &m, rt, &adm, deps)
 	}
 	requeue, fail, err := r.track(ctx, &obj, &m, rt, deps)
 	if err != nil {

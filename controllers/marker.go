@@ -44,6 +44,9 @@ type submitMarker struct {
 	// Attempt is the attempt submitted (status.retry.attempt, retry.go):
 	// a marker of an earlier attempt says nothing about the current one.
 	Attempt int32 `json:"attempt,omitempty"`
+	// Through is an array's high-water mark (array.go): the indexes at
+	// positions below it may have been submitted, none above.
+	Through int `json:"through,omitempty"`
 }
 
 // encode returns the annotation value.
@@ -124,6 +127,9 @@ type marker struct {
 	// attempt at the FluxJob's creation for the lookup by name, see
 	// annotationMarker; it grants nothing).
 	Err error
+	// Through is the annotation's array high-water mark
+	// (submitMarker.Through).
+	Through int
 }
 
 // readMarker reads obj's marker, decoding the annotation once.
@@ -166,6 +172,7 @@ func (m *marker) merge(a submitMarker) {
 		// Submitted before this attempt, so before any later one too.
 		m.After = a.After
 	}
+	m.Through = max(m.Through, a.Through)
 }
 
 // attempted reports whether a submission was attempted.

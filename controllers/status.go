@@ -48,6 +48,8 @@ type statusInput struct {
 	// Hold is why the FluxJob is not submitted yet (suspended, waiting
 	// for a dependency); nil when it is not held (see batch.go).
 	Hold *hold
+	// Array is an array's progress (array.go); nil for a single job.
+	Array *arrayInput
 }
 
 // reachability sets Unreachable or Reachable from the route's connection
@@ -96,7 +98,9 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 		return st
 	}
 	js := deriveJobState(obj, in)
-	if applyFailurePolicy(&st, &js, obj, in, now) {
+	if in.Array != nil && in.Failure == nil {
+		js, st.Array = arrayState(obj, in.Array), in.Array.status
+	} else if applyFailurePolicy(&st, &js, obj, in, now) {
 		return st // the next attempt's (retry.go)
 	}
 	applySuspend(&js, obj, in.Marker)
@@ -147,6 +151,9 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 	st.ObservedGeneration = gen
 	setConditions(&st, obj, js, in, gen, nowT)
 	setAdmission(&st, in.Admission, gen, nowT)
+	if in.Array != nil {
+		setArrayConditions(&st, in.Array, gen, nowT)
+	}
 	return st
 }
 

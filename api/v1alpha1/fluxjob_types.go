@@ -205,6 +205,7 @@ type EnvVar struct {
 // +kubebuilder:validation:XValidation:rule="has(self.instance) == has(oldSelf.instance)",message="spec.instance is immutable (it cannot be added or removed)"
 // +kubebuilder:validation:XValidation:rule="has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.failurePolicy) == has(oldSelf.failurePolicy)",message="spec.backoffLimit and spec.failurePolicy are immutable (they cannot be added or removed)"
 // +kubebuilder:validation:XValidation:rule="!has(self.waitable) || !self.waitable || !(has(self.backoffLimit) || has(self.failurePolicy))",message="spec.waitable cannot be combined with spec.backoffLimit or spec.failurePolicy: only the final Flux job would be reaped"
+// +kubebuilder:validation:XValidation:rule="has(self.array) == has(oldSelf.array)",message="spec.array is immutable (it cannot be added or removed)"
 type FluxJobSpec struct {
 	// Jobspec is a complete Flux jobspec, version 1 (Flux RFC 25 / RFC 14), given as an object.
 	// The schema only requires an object: CEL cannot see inside an object whose fields the schema
@@ -385,6 +386,10 @@ type FluxJobSpec struct {
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.failurePolicy is immutable"
 	FailurePolicy *FailurePolicy `json:"failurePolicy,omitempty"`
+	// Array makes this FluxJob an array of Flux jobs, one per index (array_types.go). Immutable.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.array is immutable"
+	Array *ArraySpec `json:"array,omitempty"`
 }
 
 // FluxJobEvent is one entry of the Flux job's eventlog.
@@ -503,6 +508,9 @@ type FluxJobStatus struct {
 	// spec.failurePolicy (retry_types.go).
 	// +optional
 	Retry *FluxJobRetryStatus `json:"retry,omitempty"`
+	// Array counts an array's indexes by state (spec.array).
+	// +optional
+	Array *ArrayStatus `json:"array,omitempty"`
 }
 
 // FluxJob runs one job on a Flux instance.

@@ -1,0 +1,570 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+	"github.com/fluxjob/fluxjob-operator/internal/array"
+	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/idset"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
+)
+
+// Arrays (spec.array)
+//
+// An array FluxJob runs one Flux job per index, named
+// jobspec.IndexName(obj, index, 0) = fluxjob-<uid>-<index>, with {cc} and
+// FLUX_JOB_CC as `flux submit --cc` sets them (jobspec.Template). What
+// the manager keeps per index is one byte of state and the job ID
+// (internal/array.Run); each active index's job is followed by its own
+// future whose callbacks only move the index between states and poke the
+// reconciler. The status counts the indexes and lists the succeeded and
+// failed ones as idsets, written through the writer's pace like any other
+// status: the number of status writes depends on how long the array runs,
+// not on its size.
+//
+// Exactly once per index. Indexes are submitted in position order
+// (ascending index). Before any index at position p is handed to the
+// executor, the submission marker (marker.go, the same annotation and the
+// same optimistic-locked patch as a single FluxJob's) records a high-water
+// mark through > p: an index at or above the marker's mark was never
+// submitted, by any manager. The mark runs ahead in batches that double
+// (arrayBatchMin up to arrayBatchMax), so an array of N indexes costs
+// about log2(N/arrayBatchMin)+1 marker writes. A manager that starts
+// with a marker treats the positions below its mark as Uncertain, except
+// those the status already records as succeeded or failed (the status is
+// written by the manager only), and finds their jobs by name in job-list
+// (broker.LookupNames: one request per arrayLookupChunk names, bounded by
+// the marker's anchor as a single FluxJob's lookup is, so the scan covers
+// the jobs that ended since the array began, not the instance's history).
+// A job found is followed (or its end recorded), never submitted again;
+// a name still missing after the adopt window and the job-list catch-up
+// barrier (the same procedure as submit.go's) is submitted again. A lost
+// connection makes an index with a job ID Detached (attached again) and
+// one without Uncertain (looked up again). The cost of a recovery is one
+// lookup per Uncertain index, at most the last batch plus what ended
+// since the last status write when the manager dies mid-submission.
+
+const (
+	// arrayBatchMin and arrayBatchMax bound how far the marker's mark
+	// runs ahead of the submissions.
+	arrayBatchMin = 1024
+	arrayBatchMax = 65536
+	// arrayLookupChunk is the most names one job-list request looks up.
+	arrayLookupChunk = 256
+	// arrayStepMax is the most indexes one reconcile submits, looks up
+	// or cancels: a reconcile stays short, the next one continues.
+	arrayStepMax = 8192
+)
+
+// arrayInput is an array's part of the status input.
+type arrayInput struct {
+	status    *fluxjobv1.ArrayStatus
+	counts    array.Counts
+	policyMet bool
+	ending    bool
+}
+
+// reconcileArray is Reconcile's path for an admitted array FluxJob (after
+// beforeSubmit): recover, submit what parallelism allows, end early when
+// the success policy is met, then the status, paced.
+func (r *FluxJobReconciler) reconcileArray(ctx context.Context, obj *fluxjobv1.FluxJob, m *marker, rt broker.Route, adm *admission, deps []job.Dependency) (ctrl.Result, error) {
+	in := statusInput{Marker: *m, Admission: adm}
+	run, tpl, fail := r.arrayRun(obj, *m, deps)
+	var requeue time.Duration
+	if fail == nil {
+		var err error
+		requeue, err = r.stepArray(ctx, obj, m, rt, run, tpl)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		in.Array = arrayProgress(obj, run)
+	} else {
+		in.Failure = fail
+	}
+	in.reachability(rt)
+	st := computeStatus(obj, in, r.now())
+	if wait := r.w.pace(obj, st); wait > 0 {
+		return ctrl.Result{RequeueAfter: minRequeue(wait, requeue)}, nil
+	}
+	if err := r.w.writeStatus(ctx, obj, st); err != nil {
+		return ctrl.Result{}, err
+	}
+	if obj.Status.Phase.IsTerminal() {
+		r.arrays.Forget(obj.UID)
+		return r.afterFinished(ctx, obj, *m)
+	}
+	if in.Unreachable != "" {
+		requeue = minRequeue(requeue, r.Options.UnreachableRetry)
+	}
+	return ctrl.Result{RequeueAfter: minRequeue(requeue, r.Options.Resync)}, nil
+}
+
+// arrayRun returns obj's run, making it from the spec, the marker and the
+// status when this manager has none, and the jobspec template; or why the
+// array cannot run.
+func (r *FluxJobReconciler) arrayRun(obj *fluxjobv1.FluxJob, m marker, deps []job.Dependency) (*array.Run, *jobspec.Template, *failure) {
+	if run, ok := r.arrays.Get(obj.UID); ok {
+		return run, run.Template, nil
+	}
+	spec := obj.Spec.Array
+	if obj.Spec.Waitable {
+		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.waitable cannot be used with spec.array"}
+	}
+	set, err := idset.Parse(spec.Indexes, fluxjobv1.MaxArrayIndexes)
+	if err != nil {
+		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.array.indexes: " + err.Error()}
+	}
+	policy, err := array.ParsePolicy(spec.SuccessPolicy, set)
+	if err != nil {
+		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: err.Error()}
+	}
+	tpl, jerr := jobspec.BuildTemplate(obj, deps...)
+	if jerr != nil {
+		return nil, nil, &failure{Reason: jerr.Reason, Message: jerr.Message}
+	}
+	through := m.Through
+	if m.Err != nil {
+		through = set.Len() // unreadable: any index may have been submitted
+	}
+	run := array.New(obj.UID, key(obj), set, through)
+	run.Template, run.Policy = tpl, policy
+	if st := obj.Status.Array; st != nil {
+		known(run, set, st.SucceededIndexes, array.Succeeded)
+		known(run, set, st.FailedIndexes, array.Failed)
+	}
+	r.arrays.Put(run)
+	return run, tpl, nil
+}
+
+// known applies an idset of final indexes from the status to run.
+func known(run *array.Run, set idset.Set, ids string, s array.State) {
+	if ids == "" {
+		return
+	}
+	got, err := idset.Parse(ids, fluxjobv1.MaxArrayIndexes)
+	if err != nil {
+		return // not the manager's: looked up instead
+	}
+	for _, rg := range got.Ranges() {
+		for id := uint64(rg.Lo); id <= uint64(rg.Hi); id++ {
+			if p, ok := set.Pos(uint32(id)); ok {
+				run.Known(p, s)
+			}
+		}
+	}
+}
+
+// stepArray moves the array on: attach Detached indexes, look up
+// Uncertain ones, end early when the success policy is met, submit more.
+// It returns when to look again.
+func (r *FluxJobReconciler) stepArray(ctx context.Context, obj *fluxjobv1.FluxJob, m *marker, rt broker.Route, run *array.Run, tpl *jobspec.Template) (time.Duration, error) {
+	if _, _, err := rt.Get(); err != nil {
+		if _, unreachable := rt.State(); unreachable == "" {
+			return 200 * time.Millisecond, nil // still connecting
+		}
+		return r.Options.UnreachableRetry, nil
+	}
+	r.attachDetached(ctx, obj, rt, run)
+	wait, err := r.resolveUncertain(ctx, obj, *m, rt, run)
+	if err != nil {
+		return 0, err
+	}
+	if run.Policy != nil && run.Policy.Met(run.Bits(array.Succeeded), run.Counts().Succeeded) && !run.Ending() {
+		run.EndEarly()
+		logf.FromContext(ctx).Info("array success policy met; cancelling the active indexes")
+	}
+	if run.Ending() {
+		return minRequeue(wait, r.cancelActive(ctx, obj, rt, run, "success policy of FluxJob "+obj.Namespace+"/"+obj.Name+" met")), nil
+	}
+	d, err := r.submitIndexes(ctx, obj, m, rt, run, tpl)
+	return minRequeue(wait, d), err
+}
+
+// callbacks returns what the future of the index at position p reports
+// into run.
+func (r *FluxJobReconciler) callbacks(run *array.Run, p int) broker.IndexCallbacks {
+	return broker.IndexCallbacks{
+		ID: func(id job.ID) { run.SetID(p, id) },
+		Start: func() {
+			if run.Move(p, array.Running, array.Active) {
+				r.Tracker.Poke(run.Key)
+			}
+		},
+		Done: func(out broker.Outcome) {
+			run.Move(p, indexEnd(out, run.Ending()))
+			if !out.Kind.Final() {
+				run.Lost(p)
+			}
+			r.Tracker.Poke(run.Key)
+		},
+	}
+}
+
+// indexEnd is the state an index's outcome puts it in. ending: the array
+// is cancelling what is left.
+func indexEnd(out broker.Outcome, ending bool) array.State {
+	switch {
+	case !out.Kind.Final():
+		return array.Detached // replaced by Lost
+	case out.Kind == broker.OutcomeExited && out.ExitCode == 0:
+		return array.Succeeded
+	case ending && out.Kind == broker.OutcomeException && out.ExcType == "cancel":
+		return array.Cancelled
+	}
+	return array.Failed
+}
+
+// attachDetached follows again the indexes whose future was lost.
+func (r *FluxJobReconciler) attachDetached(ctx context.Context, obj *fluxjobv1.FluxJob, rt broker.Route, run *array.Run) {
+	for _, p := range run.In(array.Detached, arrayStepMax) {
+		id := run.ID(p)
+		if err := broker.AttachIndex(ctx, rt, id, r.callbacks(run, p)); err != nil {
+			logf.FromContext(ctx).Info("cannot attach to an index's Flux job yet", "index", run.Set.At(p), "jobid", id.F58(), "error", err.Error())
+			return
+		}
+		run.Move(p, array.Active, array.Detached)
+	}
+}
+
+// resolveUncertain looks the Uncertain indexes up by name (see above):
+// found ones are followed or recorded, missing ones become Unsubmitted
+// once job-list has caught up after the adopt window. It returns when to
+// look again while some wait.
+func (r *FluxJobReconciler) resolveUncertain(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, rt broker.Route, run *array.Run) (time.Duration, error) {
+	ps := run.In(array.Uncertain, arrayStepMax)
+	if len(ps) == 0 {
+		return 0, nil
+	}
+	log := logf.FromContext(ctx)
+	missing, d := r.lookupIndexes(ctx, obj, m, rt, run, ps)
+	if d > 0 || len(missing) == 0 {
+		return d, nil
+	}
+	at := obj.CreationTimestamp.Time
+	if m.At != nil {
+		at = m.At.Time
+	}
+	age := r.now().Sub(at)
+	if wait := r.Options.AdoptWindow - age; wait > 0 {
+		log.Info("array indexes may not be listed by job-list yet; looking again before submitting them", "indexes", len(missing), "retryIn", wait)
+		return wait, nil
+	}
+	if err := broker.CatchUpOn(ctx, rt, r.Options.RPCTimeout); err != nil {
+		log.Info("job-list has not caught up with job-manager yet; looking again before submitting", "error", err.Error())
+		return r.Options.UnreachableRetry, nil
+	}
+	missing, d = r.lookupIndexes(ctx, obj, m, rt, run, missing)
+	if d > 0 {
+		return d, nil
+	}
+	if r.Options.PurgeAge > 0 && age > r.Options.PurgeAge {
+		msg := fmt.Sprintf("%d indexes of this array were being submitted %s ago, longer than the Flux instance keeps finished jobs (%s), and have no Flux job left: they may have run and been purged, so they are not submitted again",
+			len(missing), age.Round(time.Second), r.Options.PurgeAge)
+		r.w.event(obj, corev1.EventTypeWarning, fluxjobv1.ReasonSubmissionUnknown, "Submit", msg)
+		for _, p := range missing {
+			run.Move(p, array.Failed, array.Uncertain)
+		}
+		return 0, nil
+	}
+	log.Info("array indexes of an earlier submission left no Flux job; submitting them again", "indexes", len(missing))
+	for _, p := range missing {
+		run.Move(p, array.Unsubmitted, array.Uncertain)
+	}
+	return 0, nil
+}
+
+// lookupIndexes looks the indexes at positions ps up by name, records
+// what it found, and returns those not found (or a requeue delay when
+// Flux cannot be asked).
+func (r *FluxJobReconciler) lookupIndexes(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, rt broker.Route, run *array.Run, ps []int) ([]int, time.Duration) {
+	var missing []int
+	for start := 0; start < len(ps); start += arrayLookupChunk {
+		chunk := ps[start:min(start+arrayLookupChunk, len(ps))]
+		names := make([]string, len(chunk))
+		for i, p := range chunk {
+			names[i] = jobspec.IndexName(obj, int(run.Set.At(p)), 0)
+		}
+		found, err := broker.LookupNames(ctx, rt, names, m.After, r.Options.RPCTimeout)
+		if err != nil {
+			logf.FromContext(ctx).Info("cannot look array indexes up yet", "error", err.Error())
+			return nil, r.Options.UnreachableRetry
+		}
+		for i, p := range chunk {
+			j, ok := found[names[i]]
+			switch {
+			case !ok:
+				missing = append(missing, p)
+			case j.Active:
+				run.SetID(p, j.ID)
+				if err := broker.AttachIndex(ctx, rt, j.ID, r.callbacks(run, p)); err != nil {
+					run.Move(p, array.Detached, array.Active)
+				}
+			default:
+				run.SetID(p, j.ID)
+				end := array.Failed
+				if j.Success {
+					end = array.Succeeded
+				}
+				run.Move(p, end)
+			}
+		}
+	}
+	return missing, 0
+}
+
+// submitIndexes submits the next indexes parallelism allows, after a
+// marker covering them (see above).
+func (r *FluxJobReconciler) submitIndexes(ctx context.Context, obj *fluxjobv1.FluxJob, m *marker, rt broker.Route, run *array.Run, tpl *jobspec.Template) (time.Duration, error) {
+	if obj.Spec.Suspend {
+		return 0, nil // submitted indexes go on; no new ones
+	}
+	c := run.Counts()
+	room := min(c.Unsubmitted, arrayStepMax)
+	if p := obj.Spec.Array.Parallelism; p != nil {
+		room = min(room, int(*p)-c.InFlight())
+	}
+	if room <= 0 {
+		return 0, nil
+	}
+	next := run.NextUnsubmitted()
+	if through := run.Through(); next+room > through {
+		batch := min(max(arrayBatchMin, through), arrayBatchMax)
+		want := min(c.Indexes, max(next+room, through+batch))
+		if err := r.markArray(ctx, obj, m, rt, want); err != nil {
+			return 0, err
+		}
+		run.SetThrough(want)
+	}
+	ps := run.Take(room, run.Through())
+	urgency := submitUrgency(obj)
+	opts := job.SubmitOptions{Urgency: &urgency, Debug: obj.Spec.Debug}
+	for i, p := range ps {
+		err := broker.SubmitIndex(ctx, rt, tpl.Render(int(run.Set.At(p)), 0), opts, r.callbacks(run, p))
+		if err != nil {
+			logf.FromContext(ctx).Info("the executor did not take the array's jobs; retrying", "error", err.Error())
+			for _, q := range ps[i:] {
+				run.Move(q, array.Unsubmitted, array.Submitting)
+			}
+			return r.Options.UnreachableRetry, nil
+		}
+	}
+	if len(ps) > 0 {
+		logf.FromContext(ctx).V(1).Info("submitted array indexes", "count", len(ps), "first", run.Set.At(ps[0]))
+	}
+	if c.Unsubmitted > len(ps) && len(ps) == arrayStepMax {
+		return time.Millisecond, nil // more to submit at once
+	}
+	return 0, nil
+}
+
+// markArray writes the submission marker with high-water mark through,
+// in the one locked patch a submission needs (with the finalizer): a
+// conflict means the object changed since it was read, and nothing is
+// submitted. The anchor of the array's first marker is kept, so that a
+// lookup covers the jobs that ended since the array began.
+func (r *FluxJobReconciler) markArray(ctx context.Context, obj *fluxjobv1.FluxJob, m *marker, rt broker.Route, through int) error {
+	after := m.After
+	if after == 0 {
+		a, err := r.Tracker.Anchor(ctx, rt, r.Options.RPCTimeout)
+		if err != nil && !broker.IsConnectionError(err) {
+			logf.FromContext(ctx).Info("no anchor job for the array's marker; a lookup after a crash will scan all of job-list", "error", err.Error())
+		}
+		after = a
+	}
+	sm := submitMarker{UID: obj.UID, At: fluxjobv1.NewPreciseTime(r.now()), Instance: rt.Name, InstanceID: rt.InstanceID(), After: after, Through: through}
+	base := obj.DeepCopy()
+	if err := sm.setOn(obj); err != nil {
+		return err
+	}
+	if err := r.w.patch(ctx, obj, base, false); err != nil {
+		return fmt.Errorf("recording the array's submission mark (nothing submitted): %w", err)
+	}
+	m.merge(sm)
+	m.Instance, m.InstanceID = sm.Instance, sm.InstanceID
+	return nil
+}
+
+// cancelActive asks Flux to cancel the active indexes of an ending array;
+// it returns when to look again.
+func (r *FluxJobReconciler) cancelActive(ctx context.Context, obj *fluxjobv1.FluxJob, rt broker.Route, run *array.Run, reason string) time.Duration {
+	_, ctl, err := rt.Get()
+	if err != nil {
+		return r.Options.UnreachableRetry
+	}
+	for _, p := range run.ToCancel(arrayStepMax) {
+		id := run.ID(p)
+		cctx, cancel := context.WithTimeout(ctx, r.Options.RPCTimeout)
+		err := job.Cancel(cctx, ctl, id, reason)
+		cancel()
+		var fe *flux.Error
+		switch {
+		case err == nil, errors.Is(err, syscall.ENOENT):
+			// Cancelled, or already inactive: its future reports the end.
+		case errors.As(err, &fe):
+			logf.FromContext(ctx).Info("Flux refused to cancel an index's job", "jobid", id.F58(), "error", err.Error())
+		default:
+			run.Move(p, array.Detached, array.Cancelling) // asked again after re-attaching
+			return r.Options.UnreachableRetry
+		}
+	}
+	if run.Counts().InFlight() > 0 {
+		return time.Second
+	}
+	return 0
+}
+
+// arrayProgress is the status input of run.
+func arrayProgress(obj *fluxjobv1.FluxJob, run *array.Run) *arrayInput {
+	c := run.Counts()
+	return &arrayInput{status: run.Status(), counts: c, ending: run.Ending(),
+		policyMet: run.Policy != nil && run.Policy.Met(run.Bits(array.Succeeded), c.Succeeded)}
+}
+
+// arrayState is the phase of an array from its counts.
+func arrayState(obj *fluxjobv1.FluxJob, a *arrayInput) jobState {
+	c := a.counts
+	var js jobState
+	summary := fmt.Sprintf("%d of %d indexes succeeded, %d failed, %d active", c.Succeeded, c.Indexes, c.Failed, c.InFlight())
+	switch {
+	case a.policyMet && c.InFlight() == 0:
+		js.phase, js.reason = fluxjobv1.PhaseSucceeded, fluxjobv1.ReasonSuccessPolicy
+		js.message = "success policy met: " + summary
+	case c.Done() && c.Failed > 0:
+		js.phase, js.reason = fluxjobv1.PhaseFailed, fluxjobv1.ReasonIndexesFailed
+		js.message = summary
+	case c.Done() && c.Cancelled > 0:
+		js.phase, js.reason, js.message = fluxjobv1.PhaseCancelled, fluxjobv1.ReasonCancelled, summary
+	case c.Done():
+		js.phase, js.reason, js.message = fluxjobv1.PhaseSucceeded, fluxjobv1.ReasonCompleted, summary
+	case c.Running > 0 || c.Succeeded+c.Failed > 0:
+		js.phase, js.reason, js.message = fluxjobv1.PhaseRunning, fluxjobv1.ReasonStarted, summary
+	case c.InFlight() > 0:
+		js.phase, js.reason, js.message = fluxjobv1.PhaseSubmitted, fluxjobv1.ReasonSubmitted, summary
+	default:
+		js.phase, js.reason, js.message = fluxjobv1.PhasePending, fluxjobv1.ReasonPending, "Waiting to submit "+fmt.Sprint(c.Indexes)+" indexes"
+	}
+	if obj.Spec.Suspend && !js.phase.IsTerminal() {
+		js.message = "suspended: no more indexes are submitted; " + summary
+		if c.InFlight() == 0 {
+			js.phase, js.reason = fluxjobv1.PhaseSuspended, fluxjobv1.ReasonSuspended
+		}
+	}
+	if a.ending && !js.phase.IsTerminal() {
+		js.message = "ending: cancelling the active indexes; " + summary
+	}
+	return js
+}
+
+// setArrayConditions replaces the single job's Submitted condition by the
+// array's.
+func setArrayConditions(st *fluxjobv1.FluxJobStatus, a *arrayInput, gen int64, now metav1.Time) {
+	c := a.counts
+	submitted := c.Indexes - c.Unsubmitted - c.Uncertain - c.Submitting
+	if submitted <= 0 || (c.Cancelled == c.Indexes) {
+		return
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fluxjobv1.ConditionSubmitted, Status: metav1.ConditionTrue,
+		Reason: fluxjobv1.ReasonSubmitted, Message: fmt.Sprintf("%d of %d indexes submitted to Flux", submitted, c.Indexes),
+		ObservedGeneration: gen, LastTransitionTime: now})
+}
+
+// finalizeArray handles an array FluxJob marked for deletion: no more
+// submissions, the active indexes cancelled (after finding, by name, any
+// an earlier manager may have submitted), then the finalizer removed once
+// none is active or CancelTimeout after the deletion.
+func (r *FluxJobReconciler) finalizeArray(ctx context.Context, obj *fluxjobv1.FluxJob, m marker) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	release := func() (ctrl.Result, error) {
+		base := obj.DeepCopy()
+		controllerutil.RemoveFinalizer(obj, fluxjobv1.CancelFinalizer)
+		if err := r.w.patch(ctx, obj, base, false); err != nil {
+			return ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
+		}
+		r.arrays.Forget(obj.UID)
+		log.Info("finalizer removed")
+		return ctrl.Result{}, nil
+	}
+	if !controllerutil.ContainsFinalizer(obj, fluxjobv1.CancelFinalizer) {
+		r.arrays.Forget(obj.UID)
+		return ctrl.Result{}, nil
+	}
+	if obj.Status.Phase.IsTerminal() || !m.attempted() {
+		return release()
+	}
+	deadline := obj.DeletionTimestamp.Add(r.Options.CancelTimeout)
+	now := r.now()
+	run, _, fail := r.arrayRun(obj, m, nil)
+	if fail != nil {
+		return release() // nothing could have been submitted
+	}
+	run.EndEarly()
+	rt := routeOf(r.Instances, obj, m)
+	if _, _, err := rt.Get(); err == nil {
+		r.attachDetached(ctx, obj, rt, run)
+		if _, err := r.resolveUncertain(ctx, obj, m, rt, run); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.cancelActive(ctx, obj, rt, run, fmt.Sprintf("FluxJob %s/%s deleted", obj.Namespace, obj.Name))
+	}
+	c := run.Counts()
+	if c.InFlight() == 0 {
+		return release()
+	}
+	if now.After(deadline) {
+		msg := fmt.Sprintf("%d indexes of the array were not seen to end within %s of the deletion; they may still run", c.InFlight(), r.Options.CancelTimeout)
+		r.w.event(obj, corev1.EventTypeWarning, "CancelTimeout", "Cancel", msg)
+		return release()
+	}
+	return ctrl.Result{RequeueAfter: min(time.Second, deadline.Sub(now)+10*time.Millisecond)}, nil
+}
+
+// arrayDependency decides a dependency on the array dep: Flux's
+// dependencies name one job ID, and an array has one per index, so the
+// controller holds the dependant itself until the array's phase settles
+// the condition: afterok when the array Succeeded (every index, or its
+// success policy), afternotok when it Failed or was Cancelled, afterany
+// when it finished, afterstart (after) once it is Running or finished. ok:
+// satisfied (the dependant is submitted with no Flux dependency on it);
+// a failure: it never can be.
+func arrayDependency(d fluxjobv1.Dependency, dep *fluxjobv1.FluxJob) (bool, *failure) {
+	p := dep.Status.Phase
+	never := func() (bool, *failure) {
+		return false, &failure{Reason: fluxjobv1.ReasonDependencyFailed, Message: fmt.Sprintf(
+			"dependency %s on array FluxJob %q can never be satisfied: it ended %s (%s)", jobspec.Scheme(d.Condition), d.Name, p, dep.Status.Message)}
+	}
+	switch jobspec.Scheme(d.Condition) {
+	case string(fluxjobv1.DependAfterOK):
+		if p == fluxjobv1.PhaseSucceeded {
+			return true, nil
+		}
+		if p.IsTerminal() {
+			return never()
+		}
+	case string(fluxjobv1.DependAfterNotOK):
+		if p == fluxjobv1.PhaseFailed || p == fluxjobv1.PhaseCancelled {
+			return true, nil
+		}
+		if p.IsTerminal() {
+			return never()
+		}
+	case string(fluxjobv1.DependAfterAny):
+		return p.IsTerminal(), nil
+	case string(fluxjobv1.DependAfterStart):
+		return p == fluxjobv1.PhaseRunning || p.IsTerminal(), nil
+	}
+	return false, nil
+}

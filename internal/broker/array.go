@@ -1,0 +1,119 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/fluxjob/fluxjob-operator/fluxbridge"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
+)
+
+// The verbs of an array's indexes (controllers/array.go). An index's job
+// is followed by a future like any other, but what its callbacks report
+// goes to the caller's IndexCallbacks, not into a View: an array keeps one
+// byte of state and a job ID per index (internal/array), not an eventlog.
+
+// IndexCallbacks receive what one index's future reports. They run on the
+// future's callback goroutine and must not block.
+type IndexCallbacks struct {
+	// ID is called with the job ID once Flux accepted the job.
+	ID func(job.ID)
+	// Start is called on the job's start event.
+	Start func()
+	// Done is called once with how the future ended.
+	Done func(Outcome)
+}
+
+// SubmitIndex submits jobspec to rt's instance and reports to cb. An error
+// means the executor did not take the job: it was not submitted.
+func SubmitIndex(ctx context.Context, rt Route, jobspec []byte, opts job.SubmitOptions, cb IndexCallbacks) error {
+	exec, _, err := rt.Get()
+	if err != nil {
+		return err
+	}
+	f, err := exec.Submit(ctx, jobspec, opts)
+	if err != nil {
+		return fmt.Errorf("submitting to Flux instance %s: %w", rt.Name, err)
+	}
+	bindIndex(rt.Name, f, cb, true)
+	return nil
+}
+
+// AttachIndex follows the existing job id (proved to be the index's by
+// its name) and reports to cb.
+func AttachIndex(ctx context.Context, rt Route, id job.ID, cb IndexCallbacks) error {
+	exec, _, err := rt.Get()
+	if err != nil {
+		return err
+	}
+	f, err := exec.Attach(ctx, id)
+	if err != nil {
+		return fmt.Errorf("attaching to Flux job %s: %w", id.F58(), err)
+	}
+	submissionsTotal.WithLabelValues(rt.Name, "adopted").Inc()
+	bindIndex(rt.Name, f, cb, false)
+	return nil
+}
+
+func bindIndex(instance string, f *fluxbridge.Future, cb IndexCallbacks, submitted bool) {
+	f.AddJobIDCallback(func(f *fluxbridge.Future) {
+		id, err := f.JobID(context.Background())
+		if submitted {
+			if err == nil {
+				submissionsTotal.WithLabelValues(instance, "success").Inc()
+			} else {
+				submissionsTotal.WithLabelValues(instance, "error").Inc()
+			}
+		}
+		if err == nil {
+			cb.ID(id)
+		}
+	})
+	_ = f.AddEventCallback(job.EventStart, func(*fluxbridge.Future, job.Event) { cb.Start() })
+	f.AddDoneCallback(func(f *fluxbridge.Future) {
+		res, err := f.Result(context.Background())
+		cb.Done(Classify(res, err))
+	})
+}
+
+// Listed is what job-list says of one job found by name.
+type Listed struct {
+	ID     job.ID
+	Active bool
+	// Success: inactive and successful (exit 0, no fatal exception).
+	Success bool
+	// Result is job-list's result of an inactive job.
+	Result job.Result
+}
+
+// LookupNames finds the jobs named names on rt's instance that are active
+// or became inactive after the job anchor was submitted (see Lookup), in
+// one job-list request: the RFC 31 name constraint takes a list. A name
+// with more than one job maps to the newest.
+func LookupNames(ctx context.Context, rt Route, names []string, anchor job.ID, timeout time.Duration) (map[string]Listed, error) {
+	_, c, err := rt.Get()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	since, err := sinceAnchor(ctx, c, anchor)
+	if err != nil {
+		return nil, fmt.Errorf("looking up %d Flux jobs by name: %w", len(names), err)
+	}
+	opts := job.ListOptions{Attrs: []string{"name", "state", "result", "success"}, Constraint: job.Name(names...),
+		MaxEntries: 2 * len(names), Since: since}
+	jobs, err := job.List(ctx, c, opts)
+	if err != nil {
+		return nil, fmt.Errorf("looking up %d Flux jobs by name in job-list: %w", len(names), err)
+	}
+	out := make(map[string]Listed, len(jobs))
+	for _, j := range jobs {
+		if _, dup := out[j.Name]; dup {
+			continue // newest first
+		}
+		out[j.Name] = Listed{ID: j.ID, Active: j.State&job.StateInactive == 0, Success: j.Success, Result: j.Result}
+	}
+	return out, nil
+}
