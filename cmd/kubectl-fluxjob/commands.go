@@ -38,6 +38,11 @@ func (a *app) events(ctx context.Context) error {
 		return err
 	}
 	defer c.Close()
+	if id == 0 {
+		if id, err = a.indexJob(ctx, c, obj, a.opts.follow); err != nil {
+			return err
+		}
+	}
 	if !a.opts.follow {
 		var resp struct {
 			Eventlog string `json:"eventlog"`

@@ -45,6 +45,9 @@ func (a *app) jobOf(ctx context.Context, wait bool) (*fluxjobv1.FluxJob, job.ID,
 		if obj.Status.JobID != 0 {
 			return obj, job.ID(obj.Status.JobID), nil
 		}
+		if obj.Spec.Array != nil {
+			return obj, 0, a.checkIndex(obj) // the index's job is looked up in Flux (indexes.go)
+		}
 		if !wait || obj.Status.Phase.IsTerminal() {
 			return obj, 0, fmt.Errorf("FluxJob %s has no Flux job (phase %s: %s)", obj.Name, phaseOf(obj), obj.Status.Message)
 		}
@@ -78,7 +81,7 @@ func (a *app) logs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !a.opts.follow && !started(obj) {
+	if !a.opts.follow && !started(obj) && obj.Spec.Array == nil {
 		return fmt.Errorf("FluxJob %s has not started (phase %s); -f waits for its output", obj.Name, phaseOf(obj))
 	}
 	c, err := a.dialFlux(ctx, obj)
@@ -86,6 +89,11 @@ func (a *app) logs(ctx context.Context) error {
 		return err
 	}
 	defer c.Close()
+	if id == 0 {
+		if id, err = a.indexJob(ctx, c, obj, a.opts.follow); err != nil {
+			return err
+		}
+	}
 	out, errw := a.env.stdout, a.env.stderr
 	if a.opts.onlyStderr {
 		// one stream selected: it goes to stdout, for pipes

@@ -1,7 +1,8 @@
 // Command kubectl-fluxjob is a kubectl plugin for FluxJobs:
 //
-//	kubectl fluxjob logs NAME [-f] [--stdout|--stderr] [--rank N]
-//	kubectl fluxjob events NAME [-f]
+//	kubectl fluxjob logs NAME [-f] [--stdout|--stderr] [--rank N] [--index I]
+//	kubectl fluxjob events NAME [-f] [--index I]
+//	kubectl fluxjob indexes NAME
 //	kubectl fluxjob describe NAME
 //	kubectl fluxjob cancel NAME [--message TEXT]
 //	kubectl fluxjob hold NAME
@@ -65,7 +66,9 @@ Commands:
                  --stdout         only standard output
                  --stderr         only standard error
                  --rank N         only task rank N
-  events NAME    print the Flux job's eventlog (-f: follow until it ends)
+                 --index I        of an array FluxJob: index I's job
+  events NAME    print the Flux job's eventlog (-f: follow until it ends; --index I of an array)
+  indexes NAME   an array FluxJob's indexes: index, Flux job ID, state, result (from Flux's job-list)
   describe NAME  the FluxJob's state, its output tail and its Kubernetes events
   cancel NAME    cancel the Flux job (--message TEXT: the reason)
   hold NAME      hold a pending job: spec.urgency 0 (the previous urgency is kept in an annotation)
@@ -112,6 +115,8 @@ func run(ctx context.Context, args []string, e env) error {
 		return a.logs(ctx)
 	case "events":
 		return a.events(ctx)
+	case "indexes":
+		return a.indexes(ctx)
 	case "describe":
 		return a.describe(ctx)
 	case "cancel":
@@ -121,5 +126,5 @@ func run(ctx context.Context, args []string, e env) error {
 	case "release":
 		return a.release(ctx)
 	}
-	return fmt.Errorf("unknown command %q (logs, events, describe, cancel, hold, release)", o.command)
+	return fmt.Errorf("unknown command %q (logs, events, indexes, describe, cancel, hold, release)", o.command)
 }

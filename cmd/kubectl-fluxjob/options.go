@@ -21,6 +21,7 @@ type options struct {
 	onlyStdout bool
 	onlyStderr bool
 	rank       int // -1: every rank
+	index      int // an array's index; -1: none
 	// cancel
 	message string
 
@@ -32,8 +33,9 @@ type options struct {
 
 // commandFlags are the flags each command accepts besides the global ones.
 var commandFlags = map[string][]string{
-	"logs":     {"follow", "stdout", "stderr", "rank"},
-	"events":   {"follow"},
+	"logs":     {"follow", "stdout", "stderr", "rank", "index"},
+	"events":   {"follow", "index"},
+	"indexes":  nil,
 	"describe": nil,
 	"cancel":   {"message"},
 	"hold":     nil,
@@ -44,6 +46,7 @@ var commandFlags = map[string][]string{
 func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	o := &options{
 		rank:      -1,
+		index:     -1,
 		loading:   clientcmd.NewDefaultClientConfigLoadingRules(),
 		overrides: &clientcmd.ConfigOverrides{},
 	}
@@ -54,6 +57,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.onlyStdout, "stdout", false, "only standard output")
 	fs.BoolVar(&o.onlyStderr, "stderr", false, "only standard error")
 	fs.IntVar(&o.rank, "rank", -1, "only this task rank")
+	fs.IntVar(&o.index, "index", -1, "the index of an array FluxJob")
 	fs.StringVar(&o.message, "message", "", "the reason of a cancel")
 	o.target.bindFlags(fs)
 	fs.StringVar(&o.loading.ExplicitPath, "kubeconfig", "", "path to the kubeconfig file")
@@ -72,14 +76,14 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	o.command = pos[0]
 	allowed, ok := commandFlags[o.command]
 	if !ok {
-		return nil, fmt.Errorf("unknown command %q (logs, events, describe, cancel, hold, release)", o.command)
+		return nil, fmt.Errorf("unknown command %q (logs, events, indexes, describe, cancel, hold, release)", o.command)
 	}
 	if len(pos) != 2 {
 		return nil, fmt.Errorf("%s takes one FluxJob name, got %d arguments", o.command, len(pos)-1)
 	}
 	o.name = pos[1]
 	var wrong []string
-	for _, f := range []string{"follow", "stdout", "stderr", "rank", "message"} {
+	for _, f := range []string{"follow", "stdout", "stderr", "rank", "index", "message"} {
 		if fs.Changed(f) && !contains(allowed, f) {
 			wrong = append(wrong, "--"+f)
 		}
@@ -89,6 +93,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.onlyStdout && o.onlyStderr {
 		return nil, fmt.Errorf("--stdout and --stderr exclude each other (neither prints both)")
+	}
+	if fs.Changed("index") && o.index < 0 {
+		return nil, fmt.Errorf("--index must be an array index (0 or more), got %d", o.index)
 	}
 	if fs.Changed("rank") && o.rank < 0 {
 		return nil, fmt.Errorf("--rank must be a task rank (0 or more), got %d", o.rank)
