@@ -502,7 +502,11 @@ func (r *FluxJobReconciler) finalizeArray(ctx context.Context, obj *fluxjobv1.Fl
 		r.arrays.Forget(obj.UID)
 		return ctrl.Result{}, nil
 	}
-	if obj.Status.Phase.IsTerminal() || !m.attempted() {
+	// A finished array has no active index, unless it was failed at a
+	// gate (route.go) while indexes an earlier manager submitted ran.
+	ended := obj.Status.Phase.IsTerminal() && (obj.Status.Array != nil && obj.Status.Array.Active == 0 ||
+		obj.Status.Array == nil && m.Through == 0)
+	if ended || !m.attempted() {
 		return release()
 	}
 	deadline := obj.DeletionTimestamp.Add(r.Options.CancelTimeout)

@@ -213,7 +213,9 @@ func (r *FluxJobReconciler) notAdmitted(ctx context.Context, obj *fluxjobv1.Flux
 // may still be catching up, or (failing, the gate would end the FluxJob)
 // the broker cannot be asked yet.
 func (r *FluxJobReconciler) followEarlier(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, failing bool) (d time.Duration, done bool, err error) {
-	if obj.Status.JobID != 0 || !m.attempted() {
+	if obj.Status.JobID != 0 || !m.attempted() || obj.Spec.Array != nil {
+		// An array's indexes have names of their own: a FluxJob failed
+		// at a gate cancels them when deleted (finalizeArray).
 		return 0, false, nil
 	}
 	if v, ok := r.Tracker.Get(obj.UID); ok && v.HasJobID {
