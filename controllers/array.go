@@ -258,6 +258,9 @@ func (r *FluxJobReconciler) resolveUncertain(ctx context.Context, obj *fluxjobv1
 	if m.At != nil {
 		at = m.At.Time
 	}
+	if lost := run.LostAt(); lost.After(at) {
+		at = lost // a submission whose answer was lost may still be in job-ingest
+	}
 	age := r.now().Sub(at)
 	if wait := r.Options.AdoptWindow - age; wait > 0 {
 		log.Info("array indexes may not be listed by job-list yet; looking again before submitting them", "indexes", len(missing), "retryIn", wait)

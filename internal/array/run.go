@@ -8,6 +8,7 @@ package array
 
 import (
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -79,6 +80,8 @@ type Run struct {
 	through int
 	// cancelAsked: the array is ending; no more submissions.
 	cancelAsked bool
+	// lostAt: when a submission last lost its answer (Lost without an ID).
+	lostAt time.Time
 }
 
 // New returns the run of set, of which the positions below through may
@@ -230,9 +233,18 @@ func (r *Run) Lost(p int) {
 	defer r.mu.Unlock()
 	if r.ids[p] != 0 {
 		r.moveLocked(p, Detached)
-	} else {
-		r.moveLocked(p, Uncertain)
+	} else if r.moveLocked(p, Uncertain) {
+		r.lostAt = time.Now()
 	}
+}
+
+// LostAt returns when a submission last lost its answer (zero: never):
+// its request may still be inside job-ingest, so the adopt window counts
+// from then.
+func (r *Run) LostAt() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lostAt
 }
 
 // EndEarly stops submissions: every Unsubmitted index becomes Cancelled.
