@@ -519,7 +519,7 @@ func (r *FluxJobReconciler) finalizeArray(ctx context.Context, obj *fluxjobv1.Fl
 		return release() // nothing could have been submitted
 	}
 	run.EndEarly()
-	rt := routeOf(r.Instances, obj, m)
+	rt := r.routeOf(ctx, obj, m)
 	if _, _, err := rt.Get(); err == nil {
 		r.attachDetached(ctx, obj, rt, run)
 		if _, err := r.resolveUncertain(ctx, obj, m, rt, run); err != nil {
