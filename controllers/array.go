@@ -124,6 +124,11 @@ func (r *FluxJobReconciler) arrayRun(obj *fluxjobv1.FluxJob, m marker, deps []jo
 	if obj.Spec.Waitable {
 		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.waitable cannot be used with spec.array"}
 	}
+	if obj.Spec.BackoffLimit != nil || obj.Spec.FailurePolicy != nil {
+		// Per-index attempts (fluxjob-<uid>-<index>.<attempt>) are not
+		// wired into arrays yet: refused rather than ignored.
+		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.backoffLimit and spec.failurePolicy are not supported with spec.array yet"}
+	}
 	set, err := idset.Parse(spec.Indexes, fluxjobv1.MaxArrayIndexes)
 	if err != nil {
 		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.array.indexes: " + err.Error()}
