@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux/fluxtest"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/munge/mungetest"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
 )
@@ -41,7 +43,8 @@ type sshUser struct {
 // so the broker and a real munged (Debian's munge) see the user as a
 // process of theirs would be seen. Each FluxJob's Flux job has the
 // userid of its namespace's account, signed with munge through that
-// account's SSH connection; a namespace no account selects waits
+// account's SSH connection (or, for carol, with curve and the certificate
+// a CA issued for her uid, munged never asked); a namespace no account selects waits
 // (NoAccount); the owner-only waitable flag is refused before
 // submission (OwnerOnly) with flux-core's words; nothing a FluxJob
 // carries picks the account.
@@ -62,7 +65,7 @@ func TestEnvtestAccounts(t *testing.T) {
 	b := h.newBroker(testbroker.Options{Dir: dir, AllowGuests: true, FluxSecurity: true})
 
 	users := map[string]*sshUser{}
-	for i, name := range []string{"fluxbot", "alice", "bob"} {
+	for i, name := range []string{"fluxbot", "alice", "bob", "carol"} {
 		signer, pemKey, err := fluxtest.NewKey()
 		if err != nil {
 			t.Fatal(err)
@@ -92,9 +95,25 @@ func TestEnvtestAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
+	// carol signs with curve: a certificate a CA issued for her uid.
+	ca, err := sign.NewCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	carolCert, err := sign.NewCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	carolCert.SetMeta("userid", sign.KindInt64, fmt.Sprint(users["carol"].uid))
+	if err := sign.SignCert(ca, carolCert); err != nil {
+		t.Fatal(err)
+	}
 	for name, u := range users {
 		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "ssh-" + name}, Type: corev1.SecretTypeSSHAuth,
 			Data: map[string][]byte{fluxjobv1.SSHPrivateKeyKey: u.key, fluxjobv1.SSHKnownHostsKey: srv.KnownHosts}}
+		if name == "carol" {
+			sec.Data[fluxjobv1.CurveCertKey], sec.Data[fluxjobv1.CurveKeyKey] = carolCert.MarshalPublic(), carolCert.MarshalSecret()
+		}
 		if err := h.c.Create(context.Background(), sec); err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +129,7 @@ func TestEnvtestAccounts(t *testing.T) {
 	}
 	nsB := h.newNamespace("b", map[string]string{"team": "b"})
 	nsC := h.newNamespace("c", map[string]string{"team": "c"})
+	nsD := h.newNamespace("d", map[string]string{"team": "d"})
 
 	// team a may use the owner's powers by the manager's policy; its
 	// account is a guest all the same, which Flux decides.
@@ -119,22 +139,26 @@ func TestEnvtestAccounts(t *testing.T) {
 		ir.Transports = broker.DefaultTransports(h.cfg)
 	})
 	account := func(name, team string) fluxjobv1.FluxEndpointAccount {
-		return fluxjobv1.FluxEndpointAccount{Name: name, User: name, SecretRef: fluxjobv1.SecretReference{Name: "ssh-" + name},
+		a := fluxjobv1.FluxEndpointAccount{Name: name, User: name, SecretRef: fluxjobv1.SecretReference{Name: "ssh-" + name},
 			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"team": team}}, MungeSocket: munged.Socket}
+		if name == "carol" {
+			a.Signing, a.MungeSocket = fluxjobv1.SigningCurve, ""
+		}
+		return a
 	}
 	name := h.ns + "-hpc"
 	fe := &fluxjobv1.FluxEndpoint{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fluxjobv1.FluxEndpointSpec{
 		Connection: fluxjobv1.FluxEndpointConnection{URI: srv.URI("fluxbot", b.SocketPath()),
 			SecretRef: &fluxjobv1.SecretReference{Name: "ssh-fluxbot"}},
 		NamespaceSelector: &metav1.LabelSelector{},
-		Accounts:          []fluxjobv1.FluxEndpointAccount{account("alice", "a"), account("bob", "b")},
+		Accounts:          []fluxjobv1.FluxEndpointAccount{account("alice", "a"), account("bob", "b"), account("carol", "d")},
 	}}
 	if err := h.c.Create(context.Background(), fe); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.c.Delete(context.Background(), fe) })
-	fi := h.waitInstance(name, 30*time.Second, "Ready with both accounts connected", func(fi *fluxjobv1.FluxEndpoint) bool {
-		if !instanceReady(fi) || len(fi.Status.Accounts) != 2 {
+	fi := h.waitInstance(name, 30*time.Second, "Ready with every account connected", func(fi *fluxjobv1.FluxEndpoint) bool {
+		if !instanceReady(fi) || len(fi.Status.Accounts) != 3 {
 			return false
 		}
 		for _, a := range fi.Status.Accounts {
@@ -171,7 +195,8 @@ func TestEnvtestAccounts(t *testing.T) {
 	// picks the account.
 	h.createIn(h.ns, "as-alice", onInstance(name, "true"))
 	h.createIn(nsB, "as-bob", onInstance(name, "true"))
-	for _, c := range []struct{ ns, name, user string }{{h.ns, "as-alice", "alice"}, {nsB, "as-bob", "bob"}} {
+	h.createIn(nsD, "as-carol", onInstance(name, "true"))
+	for _, c := range []struct{ ns, name, user string }{{h.ns, "as-alice", "alice"}, {nsB, "as-bob", "bob"}, {nsD, "as-carol", "carol"}} {
 		obj := h.waitForIn(c.ns, c.name, 30*time.Second, "Succeeded", func(o *fluxjobv1.FluxJob) bool { return o.Status.Phase == fluxjobv1.PhaseSucceeded })
 		if got, want := userOf(obj.Status.JobID), users[c.user].uid; got != want {
 			t.Errorf("%s/%s: Flux userid %d, want %d (account %s)", c.ns, c.name, got, want, c.user)
@@ -184,8 +209,8 @@ func TestEnvtestAccounts(t *testing.T) {
 			t.Errorf("no munged forwarding for %s: %q", u, fwd)
 		}
 	}
-	if slices.ContainsFunc(fwd, func(f string) bool { return strings.HasPrefix(f, "fluxbot:") }) {
-		t.Errorf("the endpoint's own connection asked munged: %q", fwd)
+	if slices.ContainsFunc(fwd, func(f string) bool { return strings.HasPrefix(f, "fluxbot:") || strings.HasPrefix(f, "carol:") }) {
+		t.Errorf("the endpoint's own connection or the curve account asked munged: %q", fwd)
 	}
 
 	// A held job of alice's: Flux refuses a guest's raise above 16 (team a

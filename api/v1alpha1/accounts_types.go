@@ -36,6 +36,28 @@ const (
 	ReasonOwnerOnly = "OwnerOnly"
 )
 
+// AccountSigning is how an account's jobspecs are signed.
+// +kubebuilder:validation:Enum=Munge;Curve
+type AccountSigning string
+
+const (
+	// SigningMunge: a MUNGE credential from the endpoint host's munged,
+	// through the account's SSH connection (the default).
+	SigningMunge AccountSigning = "Munge"
+	// SigningCurve: flux-security's curve mechanism, with the account's
+	// certificate from its Secret (CurveCertKey, CurveKeyKey), issued by a
+	// CA the instance trusts ([sign.curve] require-ca) for the account's
+	// uid (its metadata "userid", which the envelope claims).
+	SigningCurve AccountSigning = "Curve"
+
+	// CurveCertKey is the key of a curve account's certificate (the
+	// public file flux-security keeps as ~/.flux/curve/sig.pub) in its
+	// Secret.
+	CurveCertKey = "curve-cert"
+	// CurveKeyKey is the key of its secret file (~/.flux/curve/sig).
+	CurveKeyKey = "curve-key"
+)
+
 // UnmappedNamespacePolicy says what becomes of FluxJobs of an admitted
 // namespace that no account of the FluxEndpoint selects.
 // +kubebuilder:validation:Enum=Refuse;EndpointConnection
@@ -79,6 +101,10 @@ type FluxEndpointAccount struct {
 	// spec.connection.secretRef does.
 	// +required
 	SecretRef SecretReference `json:"secretRef"`
+	// Signing is how this account's jobspecs are signed: Munge (default)
+	// or Curve (the Secret then also holds curve-cert and curve-key).
+	// +optional
+	Signing AccountSigning `json:"signing,omitempty"`
 	// MungeSocket is munged's socket on the endpoint's host, reached
 	// through the account's SSH connection (a forwarded unix socket, so
 	// munged vouches for the SSH user). Default
@@ -96,8 +122,9 @@ type FluxEndpointAccountStatus struct {
 	Name string `json:"name"`
 	// Connected is true while the manager holds the account's connection.
 	Connected bool `json:"connected"`
-	// UserID is the uid munged vouches for on the endpoint's host: the
-	// Flux userid of this account's jobs.
+	// UserID is the uid munged vouches for on the endpoint's host, or the
+	// uid a curve account's certificate was issued for: the Flux userid of
+	// this account's jobs.
 	// +optional
 	UserID *int64 `json:"userID,omitempty"`
 	// Message is the last connection or signing error.

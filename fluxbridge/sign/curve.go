@@ -69,6 +69,9 @@ func (c *Cert) SetMeta(key string, kind byte, value string) {
 	c.Meta = append(c.Meta, Field{key, kind, value})
 }
 
+// UserID is the uid a CA issued the certificate for (metadata "userid").
+func (c *Cert) UserID() (int64, bool) { return metaInt(c, "userid") }
+
 // maxCertFile bounds a certificate file, as flux-security's reader does.
 const maxCertFile = 1 << 20
 

@@ -7,12 +7,14 @@ import (
 	"strings"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 )
 
 // Accounts
@@ -43,8 +45,12 @@ type AccountConfig struct {
 	URI string
 	// DialOptions carry the account's SSH identity.
 	DialOptions []flux.Option
-	// MungeSocket is munged's socket on the endpoint's host.
+	// MungeSocket is munged's socket on the endpoint's host (munge
+	// signing).
 	MungeSocket string
+	// Curve is the account's curve certificate, with its secret key
+	// (curve signing, instead of munge).
+	Curve *sign.Cert
 	// Key identifies the connection settings (URI, Secret version, socket).
 	Key string
 }
@@ -53,7 +59,11 @@ func (a AccountConfig) key() string {
 	if a.Key != "" {
 		return a.Name + "|" + a.Key
 	}
-	return a.Name + "|" + a.URI + "|" + a.MungeSocket
+	k := a.Name + "|" + a.URI + "|" + a.MungeSocket
+	if a.Curve != nil {
+		k += "|curve|" + string(a.Curve.MarshalPublic())
+	}
+	return k
 }
 
 // accountLabel is an account connector's instance label in metrics and logs.
@@ -64,7 +74,7 @@ func accountLabel(instance, account string) string { return instance + "/" + acc
 // eventlog event source (the journal is the owner's only).
 func (a AccountConfig) connectorOptions(base ConnectorOptions, log logr.Logger, instance string) ConnectorOptions {
 	o := base
-	o.URI, o.DialOptions, o.MungeSocket = a.URI, a.DialOptions, a.MungeSocket
+	o.URI, o.DialOptions, o.MungeSocket, o.Curve = a.URI, a.DialOptions, a.MungeSocket, a.Curve
 	o.EventSource = fluxbridge.EventSourceEventlog
 	o.Instance = accountLabel(instance, a.Name)
 	o.Logger = log.WithValues("instance", instance, "account", a.Name)
@@ -152,6 +162,24 @@ func (r *Registry) AccountStates(name string) []fluxjobv1.FluxEndpointAccountSta
 	return out
 }
 
+// curveCert reads a curve account's certificate from its Secret: it must
+// carry the uid it was issued for (a CA's "userid"), which the envelope
+// claims.
+func curveCert(sec *corev1.Secret) (*sign.Cert, error) {
+	pub, key := sec.Data[fluxjobv1.CurveCertKey], sec.Data[fluxjobv1.CurveKeyKey]
+	if len(pub) == 0 || len(key) == 0 {
+		return nil, fmt.Errorf("Secret %s/%s must have non-empty keys %q and %q for curve signing", sec.Namespace, sec.Name, fluxjobv1.CurveCertKey, fluxjobv1.CurveKeyKey)
+	}
+	c, err := sign.ParseCert(pub, key)
+	if err != nil {
+		return nil, fmt.Errorf("Secret %s/%s: %w", sec.Namespace, sec.Name, err)
+	}
+	if _, ok := c.UserID(); !ok {
+		return nil, fmt.Errorf("Secret %s/%s: the curve certificate has no \"userid\" (a CA issues one for a uid; that is the uid the jobs claim)", sec.Namespace, sec.Name)
+	}
+	return c, nil
+}
+
 // accountURI is the endpoint's ssh:// URI logged in as user (the URI's
 // own user when empty).
 func accountURI(endpoint, user string) (string, error) {
@@ -180,17 +208,21 @@ func (r Resolver) resolveAccounts(ctx context.Context, fi *fluxjobv1.FluxEndpoin
 		if err != nil {
 			return nil, nil, err
 		}
-		opts, version, err := r.sshOptions(ctx, a.SecretRef.Name)
+		opts, sec, err := r.sshSecret(ctx, a.SecretRef.Name)
 		if err != nil {
 			return nil, nil, fmt.Errorf("spec.accounts[%s]: %w", a.Name, err)
 		}
-		sock := a.MungeSocket
-		if sock == "" {
-			sock = fluxjobv1.DefaultMungeSocket
+		ac := AccountConfig{Name: a.Name, Selector: sel, URI: uri, DialOptions: opts}
+		if a.Signing == fluxjobv1.SigningCurve {
+			if ac.Curve, err = curveCert(sec); err != nil {
+				return nil, nil, fmt.Errorf("spec.accounts[%s]: %w", a.Name, err)
+			}
+		} else if ac.MungeSocket = a.MungeSocket; ac.MungeSocket == "" {
+			ac.MungeSocket = fluxjobv1.DefaultMungeSocket
 		}
-		key := strings.Join([]string{uri, a.SecretRef.Name, version, sock}, "\x00")
-		out = append(out, AccountConfig{Name: a.Name, Selector: sel, URI: uri, DialOptions: opts, MungeSocket: sock, Key: key})
-		ident = append(ident, "account", a.Name, key)
+		ac.Key = strings.Join([]string{uri, a.SecretRef.Name, sec.ResourceVersion, ac.MungeSocket, string(a.Signing)}, "\x00")
+		out = append(out, ac)
+		ident = append(ident, "account", a.Name, ac.Key)
 	}
 	return out, ident, nil
 }

@@ -1,11 +1,16 @@
 package broker
 
 import (
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/labels"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/sign"
 )
 
 // TestRouteFor: the first account whose selector selects the namespace
@@ -88,5 +93,34 @@ func TestAccountURI(t *testing.T) {
 	}
 	if _, err := accountURI("local:///run/flux/local", "x"); err == nil {
 		t.Error("a local:// URI got accounts")
+	}
+}
+
+// TestCurveCertFromSecret: a curve account's Secret must hold both
+// certificate files, and the certificate the uid it was issued for.
+func TestCurveCertFromSecret(t *testing.T) {
+	issued, _ := sign.NewCert()
+	issued.SetMeta("userid", sign.KindInt64, "1234")
+	bare, _ := sign.NewCert()
+	other, _ := sign.NewCert()
+	sec := func(pub, key []byte) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"},
+			Data: map[string][]byte{fluxjobv1.CurveCertKey: pub, fluxjobv1.CurveKeyKey: key}}
+	}
+	if c, err := curveCert(sec(issued.MarshalPublic(), issued.MarshalSecret())); err != nil || c == nil {
+		t.Fatalf("issued certificate: %v", err)
+	}
+	for _, tc := range []struct {
+		name     string
+		pub, key []byte
+		want     string
+	}{
+		{"missing key", issued.MarshalPublic(), nil, "must have non-empty keys"},
+		{"no userid", bare.MarshalPublic(), bare.MarshalSecret(), "no \"userid\""},
+		{"another's secret key", issued.MarshalPublic(), other.MarshalSecret(), "not the public certificate's"},
+	} {
+		if _, err := curveCert(sec(tc.pub, tc.key)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -66,6 +66,10 @@ type ConnectorOptions struct {
 	// vouches for the SSH user). Connecting asks munged once for the uid
 	// it vouches for; a failure there fails the connection attempt.
 	MungeSocket string
+	// Curve, when set (instead of MungeSocket), signs every submission
+	// with flux-security's curve mechanism with this certificate, as the
+	// uid it was issued for.
+	Curve *sign.Cert
 }
 
 // dialOptions are the options of every connection: the transport's, then
@@ -98,7 +102,7 @@ type Connector struct {
 	ctl         *flux.Conn
 	lastErr     error
 	instanceID  string // InstanceIdentity of the connected instance
-	signerUID   int64  // the uid munged vouches for (MungeSocket), else -1
+	signerUID   int64  // the uid munged vouches for (MungeSocket) or Curve's, else -1
 	generation  uint64 // counts successful connects
 	onReconnect []func()
 	// onStateChange, if set (by the Registry, through
@@ -264,7 +268,12 @@ func (c *Connector) connect(ctx context.Context) (*fluxbridge.Executor, *flux.Co
 	}
 	uid := int64(-1)
 	var newSigner func(*flux.Conn) sign.Signer
-	if sock := c.opts.MungeSocket; sock != "" {
+	if cert := c.opts.Curve; cert != nil {
+		u, _ := cert.UserID()
+		uid = u
+		s := &sign.Curve{Cert: cert, UserID: uint32(u)}
+		newSigner = func(*flux.Conn) sign.Signer { return s }
+	} else if sock := c.opts.MungeSocket; sock != "" {
 		u, err := job.MungeSigner(ctl, sock).UID(dctx)
 		if err != nil {
 			_ = ctl.Close()

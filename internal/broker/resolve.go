@@ -163,23 +163,32 @@ func (r Resolver) execAllowed(c fluxjobv1.FluxEndpointConnection) (reason, msg s
 // the ssh transport's dial options and the Secret's resourceVersion (a
 // rotated key makes a new connection).
 func (r Resolver) sshOptions(ctx context.Context, name string) ([]flux.Option, string, error) {
+	opts, sec, err := r.sshSecret(ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
+	return opts, sec.ResourceVersion, nil
+}
+
+// sshSecret is sshOptions, returning the Secret read.
+func (r Resolver) sshSecret(ctx context.Context, name string) ([]flux.Option, *corev1.Secret, error) {
 	if r.Transports.SSH == nil {
-		return nil, "", fmt.Errorf("this manager was built without the ssh transport")
+		return nil, nil, fmt.Errorf("this manager was built without the ssh transport")
 	}
 	if r.Namespace == "" {
-		return nil, "", fmt.Errorf("the manager's namespace is not known (set POD_NAMESPACE or --manager-namespace): it is the only namespace ssh Secrets are read from")
+		return nil, nil, fmt.Errorf("the manager's namespace is not known (set POD_NAMESPACE or --manager-namespace): it is the only namespace ssh Secrets are read from")
 	}
 	var sec corev1.Secret
 	if err := r.Reader.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, &sec); err != nil {
-		return nil, "", fmt.Errorf("reading Secret %s/%s: %w", r.Namespace, name, err)
+		return nil, nil, fmt.Errorf("reading Secret %s/%s: %w", r.Namespace, name, err)
 	}
 	key, kh := sec.Data[fluxjobv1.SSHPrivateKeyKey], sec.Data[fluxjobv1.SSHKnownHostsKey]
 	if len(key) == 0 || len(kh) == 0 {
-		return nil, "", fmt.Errorf("ssh Secret %s/%s must have non-empty keys %q and %q", r.Namespace, name, fluxjobv1.SSHPrivateKeyKey, fluxjobv1.SSHKnownHostsKey)
+		return nil, nil, fmt.Errorf("ssh Secret %s/%s must have non-empty keys %q and %q", r.Namespace, name, fluxjobv1.SSHPrivateKeyKey, fluxjobv1.SSHKnownHostsKey)
 	}
 	opts, err := r.Transports.SSH(key, kh)
 	if err != nil {
-		return nil, "", fmt.Errorf("ssh Secret %s/%s: %w", r.Namespace, name, err)
+		return nil, nil, fmt.Errorf("ssh Secret %s/%s: %w", r.Namespace, name, err)
 	}
-	return opts, sec.ResourceVersion, nil
+	return opts, &sec, nil
 }
