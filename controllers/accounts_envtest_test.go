@@ -190,9 +190,8 @@ func TestEnvtestAccounts(t *testing.T) {
 		return info.UserID
 	}
 
-	// Each namespace's job runs as its account. The FluxJobs in team a
-	// name instances and carry annotations of their own: none of it
-	// picks the account.
+	// Each namespace's job runs as its account: the three FluxJobs have
+	// the same spec, only their namespaces differ.
 	h.createIn(h.ns, "as-alice", onInstance(name, "true"))
 	h.createIn(nsB, "as-bob", onInstance(name, "true"))
 	h.createIn(nsD, "as-carol", onInstance(name, "true"))
