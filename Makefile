@@ -127,7 +127,7 @@ fuzz: ## Run every Fuzz target in the repo for FUZZTIME each (default 30s).
 	FUZZTIME="$(FUZZTIME)" bash hack/fuzz.sh
 
 .PHONY: soak
-soak: envtest build ## SIGKILL and restart the manager 100 times while FluxJobs flow (most kills aimed at the submit window); print kills, in-window kills, duplicates, lost (hack/soak).
+soak: envtest build ## SIGKILL and restart the manager 100 times while FluxJobs flow (most kills aimed at the submit window), then 20 times inside array submission batches; print kills, in-window kills, duplicates, missing indexes, lost (hack/soak).
 	$(GO) run ./hack/soak
 
 .PHONY: test-e2e-kind

@@ -229,6 +229,7 @@ func suites(root string) []suite {
 			"the API-server-cost rows are what kube-apiserver and etcd spend in CPU per request of each kind a FluxJob costs them; " +
 			"the status-lever rows take a status write's cost apart (patch type, content, validation, size; issue 15 part 4); " +
 			"the side-by-side rows run N FluxJobs through the manager binary and then `flux submit --cc=1-N --wait` on the same broker (flux-core when on PATH, else the test broker), fresh and with 20,000 inactive jobs, with each process's CPU per job (issue 15 part 1); " +
+			"the array rows run one FluxJob of 1,000 and of 10,000 indexes through the manager binary and then `flux submit --cc=1-N --wait` on the same broker, and hold 100,000 indexes of one FluxJob for the manager's RSS per index (issue 21); " +
 			"CPU profile and binary in bin/bench/controllers.{cpu.pprof,test}, kube-apiserver and etcd CPU profiles in bin/bench/{apiserver,etcd}-*.cpu.pprof, the manager's heap profile at 10,000 FluxJobs in bin/bench/controller-10000.heap.pprof",
 			Args: goBench("./controllers", "^BenchmarkController", "-benchtime", "1x", "-timeout", "90m",
 				"-cpuprofile", filepath.Join(profDir, "controllers.cpu.pprof"), "-o", filepath.Join(profDir, "controllers.test")),
@@ -471,7 +472,19 @@ var targets = []target{
 	{Name: "Kubernetes path vs native flux submit --cc (throughput ratio)", Bench: sideBySideReal, Unit: "k8s/native", Limit: 0.8},
 	{Name: "broker CPU per FluxJob vs per native job", Bench: sideBySideReal, Unit: "broker-cpu-ratio", Max: true, Limit: 1.1},
 	{Name: "apiserver+etcd CPU per FluxJob", Bench: sideBySideAny, Unit: "apiserver+etcd-cpu-ms/job", Max: true, Limit: 15},
+	// Issue 21: one array FluxJob side by side with flux submit --cc
+	// (controllers' BenchmarkControllerArray, BenchmarkControllerArrayMemory).
+	{Name: "one array FluxJob vs flux submit --cc=1-N --wait (throughput ratio)", Bench: arrayReal, Unit: "k8s/native", Limit: 0.9},
+	{Name: "manager API requests per array (constant, not per index)", Bench: arrayAny, Unit: "api-requests/array", Max: true, Limit: 40},
+	{Name: "manager RSS per index at 100,000 indexes", Bench: regexp.MustCompile(`^controllers: ControllerArrayMemory$`), Unit: "rss-bytes/index", Max: true, Limit: 1024},
 }
+
+// The rows of controllers' BenchmarkControllerArray: with flux-core, and
+// with either broker.
+var (
+	arrayReal = regexp.MustCompile(`^controllers: ControllerArray/broker=flux-core/indexes=\d+$`)
+	arrayAny  = regexp.MustCompile(`^controllers: ControllerArray/broker=[^/]+/indexes=\d+$`)
+)
 
 // The rows of controllers' BenchmarkManagerHostileBroker (256 MiB: the
 // manager container's memory limit in config/manager/manager.yaml).

@@ -1,0 +1,184 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+)
+
+// BenchmarkControllerArray is issue 21's array row: on one broker (a real
+// `flux start --test-size=1` when flux-core is on PATH, else the test
+// broker process), one FluxJob of N indexes run by the manager binary in
+// its own process, then `flux submit --cc=1-N --wait` of the same job on
+// the same instance (flux-core only), for N = 1,000 and 10,000
+// ($ARRAY_BENCH_SIZES, comma-separated, overrides them). The jobs run in
+// flux-core's test execution mode, as BenchmarkControllerSideBySide's do.
+//
+// Metrics per row: indexes/s (the FluxJob's creation to Succeeded),
+// native-jobs/s and k8s/native (goal >= 0.9), api-requests/array (the
+// manager's requests to the API server for the whole array: goal constant,
+// not per index), status-writes/array, object-writes/array (marker
+// patches), and CPU per index of the manager and the broker.
+func BenchmarkControllerArray(b *testing.B) {
+	sizes := []int{1000, 10000}
+	if v := os.Getenv("ARRAY_BENCH_SIZES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 {
+				b.Fatalf("ARRAY_BENCH_SIZES=%q", v)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	e := newControlPlane(b)
+	br := startSideBroker(b)
+	e.uri = br.uri
+	m := e.startManagerProcess(b)
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("broker=%s/indexes=%d", br.kind, n), func(b *testing.B) {
+			for range b.N {
+				arrayRow(b, e, br, m, n)
+			}
+		})
+	}
+}
+
+// arrayRow runs one row: the array FluxJob, then the native submission.
+func arrayRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess, n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	b.Logf("load average before the row: %s", loadAvg())
+	spec := sideJobspec(b, br.kind == kindFluxCore)
+	ns := e.namespace(b)
+	before := e.sideCPU(b, br, m)
+	metrics0 := m.metricsText(b, ctx)
+	start := time.Now()
+	obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "array"},
+		Spec: fluxjobv1.FluxJobSpec{Jobspec: spec, Array: &fluxjobv1.ArraySpec{Indexes: "1-" + strconv.Itoa(n)}}}
+	if err := e.c.Create(ctx, obj); err != nil {
+		b.Fatal(err)
+	}
+	var got fluxjobv1.FluxJob
+	for {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(obj), &got); err != nil {
+			b.Fatal(err)
+		}
+		if got.Status.Phase.IsTerminal() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			b.Fatalf("the array did not finish: %s", got.Status.Message)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	k8s := time.Since(start)
+	if got.Status.Phase != fluxjobv1.PhaseSucceeded {
+		b.Fatalf("the array ended %s: %s", got.Status.Phase, got.Status.Message)
+	}
+	after := e.sideCPU(b, br, m)
+	metrics1 := m.metricsText(b, ctx)
+	since := func(name, label string) map[string]float64 {
+		out := sumByLabel(metrics1, name, label)
+		for k, v := range sumByLabel(metrics0, name, label) {
+			out[k] -= v
+		}
+		return out
+	}
+	reqs := sumSamples(metrics1, "rest_client_requests_total") - sumSamples(metrics0, "rest_client_requests_total")
+	methods := since("rest_client_requests_total", "method")
+	writes := since("fluxjob_status_patches_total", "result")
+	br.jobs += n
+	per := float64(n)
+	cpu := func(k string) float64 { return float64((after[k] - before[k]).Microseconds()) / 1000 / per }
+	b.ReportMetric(per/k8s.Seconds(), "indexes/s")
+	b.ReportMetric(reqs, "api-requests/array")
+	b.ReportMetric(writes["success"], "status-writes/array")
+	b.ReportMetric(methods["PATCH"]-writes["success"]-writes["conflict"], "object-writes/array")
+	b.ReportMetric(cpu("manager"), "manager-cpu-ms/index")
+	b.ReportMetric(cpu("broker"), "broker-cpu-ms/index")
+	b.Logf("one FluxJob of %d indexes: %s (%.1f indexes/s); manager API requests %.0f (%s), status writes %.0f; CPU per index: manager %.3f ms, broker %.3f ms, kube-apiserver+etcd %.3f ms; load average %s",
+		n, k8s.Round(time.Millisecond), per/k8s.Seconds(), reqs, perMethod(methods, 1), writes["success"], cpu("manager"), cpu("broker"),
+		cpu("kube-apiserver")+cpu("etcd"), loadAvg())
+	if br.kind != kindFluxCore {
+		return
+	}
+	nat, client, err := br.nativeSubmit(ctx, n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	br.jobs += n
+	b.ReportMetric(per/nat.Seconds(), "native-jobs/s")
+	b.ReportMetric(nat.Seconds()/k8s.Seconds(), "k8s/native")
+	b.ReportMetric(float64(client.Microseconds())/1000/per, "native-client-cpu-ms/job")
+	b.Logf("flux submit --cc=1-%d --wait: %s (%.1f/s); array / native = %.2f; load average %s",
+		n, nat.Round(time.Millisecond), per/nat.Seconds(), nat.Seconds()/k8s.Seconds(), loadAvg())
+}
+
+// BenchmarkControllerArrayMemory is the manager's memory per index: one
+// FluxJob of 100,000 indexes ($ARRAY_MEMORY_INDEXES) held in Flux
+// (urgency 0, so every index's job stays active and followed), the
+// manager binary in its own process against the test broker process.
+// rss-bytes/index is the manager's RSS growth from before the array to
+// when every index is submitted, per index (goal <= 1 KiB).
+func BenchmarkControllerArrayMemory(b *testing.B) {
+	n := envInt(b, "ARRAY_MEMORY_INDEXES", 100000)
+	e := newBenchEnv(b)
+	m := e.startManagerProcess(b)
+	for range b.N {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		ns := e.namespace(b)
+		time.Sleep(2 * time.Second) // the manager settles after start
+		rss0 := m.statusKiB(b, "VmRSS")
+		zero := int32(0)
+		obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "big"},
+			Spec: fluxjobv1.FluxJobSpec{Command: []string{"true"}, Urgency: &zero,
+				Array: &fluxjobv1.ArraySpec{Indexes: "0-" + strconv.Itoa(n-1)}}}
+		start := time.Now()
+		if err := e.c.Create(ctx, obj); err != nil {
+			b.Fatal(err)
+		}
+		var got fluxjobv1.FluxJob
+		for {
+			if err := e.c.Get(ctx, client.ObjectKeyFromObject(obj), &got); err != nil {
+				b.Fatal(err)
+			}
+			if a := got.Status.Array; a != nil && a.Pending == 0 && a.Active == int32(n) {
+				break
+			}
+			if got.Status.Phase.IsTerminal() {
+				b.Fatalf("the array ended %s: %s", got.Status.Phase, got.Status.Message)
+			}
+			select {
+			case <-ctx.Done():
+				b.Fatalf("the array was not submitted: %s", got.Status.Message)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		b.Logf("%d indexes submitted and held in %s; load average %s", n, time.Since(start).Round(time.Millisecond), loadAvg())
+		time.Sleep(3 * time.Second)
+		rss := m.statusKiB(b, "VmRSS")
+		metrics := m.metrics(b, ctx)
+		b.ReportMetric(float64(rss-rss0)*1024/float64(n), "rss-bytes/index")
+		b.ReportMetric(float64(rss)/1024, "rss-MiB")
+		b.ReportMetric(metrics["go_memstats_heap_alloc_bytes"]/float64(n), "heap-bytes/index")
+		b.Logf("manager RSS %.1f MiB before the array, %.1f MiB with %d held indexes: %.0f bytes/index (heap %.1f MiB, %.0f goroutines); load average %s",
+			float64(rss0)/1024, float64(rss)/1024, n, float64(rss-rss0)*1024/float64(n),
+			metrics["go_memstats_heap_alloc_bytes"]/(1<<20), metrics["go_goroutines"], loadAvg())
+		if err := e.c.Delete(ctx, obj); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+	}
+}
+
