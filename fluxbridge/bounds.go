@@ -1,6 +1,9 @@
 package fluxbridge
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
@@ -33,7 +36,65 @@ const (
 	// may then miss repeated events, never the ones a job's outcome is
 	// read from unless the broker floods those too.
 	MaxQueuedEvents = 256
+	// MaxRepeatedEventBytes bounds, per Executor (one per connection to a
+	// Flux instance), the estimated memory of the repeatable events its
+	// Futures keep together: every event but the first of each lifecycle
+	// event (protectedEvent). The per-Future bounds above alone let a
+	// broker that streams events to every job hold tens of KiB per job, a
+	// manager with 10,000 jobs past its memory limit; beyond this budget a
+	// repeatable event is neither kept nor delivered (EventsDropped).
+	MaxRepeatedEventBytes = 8 << 20
+	// eventOverhead is what one kept event costs besides its context (the
+	// job.Event value and its slots).
+	eventOverhead = 96
+	// freeContextCost is the context cost the first event of each name
+	// keeps without charge: a usual eventlog's events fit in it, so jobs
+	// that behave take nothing from the budget.
+	freeContextCost = 1 << 10
 )
+
+// eventBudget is the share of MaxRepeatedEventBytes an Executor's Futures
+// have taken.
+type eventBudget struct {
+	used atomic.Int64
+	max  int64
+}
+
+func newEventBudget(max int) *eventBudget { return &eventBudget{max: int64(max)} }
+
+// take reserves n bytes, or reports false if that would exceed the budget.
+func (b *eventBudget) take(n int) bool {
+	if b.used.Add(int64(n)) > b.max {
+		b.used.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func (b *eventBudget) give(n int) { b.used.Add(-int64(n)) }
+
+// budgetCharge is what one Future holds of its executor's budget. It is
+// apart from the Future so that a cleanup can return it once the Future
+// is unreachable.
+type budgetCharge struct {
+	b  *eventBudget
+	mu sync.Mutex
+	n  int
+}
+
+func (c *budgetCharge) add(n int) {
+	c.mu.Lock()
+	c.n += n
+	c.mu.Unlock()
+}
+
+func (c *budgetCharge) release() {
+	c.mu.Lock()
+	n := c.n
+	c.n = 0
+	c.mu.Unlock()
+	c.b.give(n)
+}
 
 // protectedEvent reports whether ev is one of the events a job's state
 // and outcome are read from (lifecycle events and fatal exceptions),
@@ -61,12 +122,40 @@ func (f *Future) boundEventLocked(ev job.Event) job.Event {
 }
 
 // storeEventLocked appends ev to f.events, dropping one event if that
-// makes more than MaxStoredEvents. f.mu is held.
-func (f *Future) storeEventLocked(ev job.Event) {
+// makes more than MaxStoredEvents. What a Future keeps beyond one event of
+// each name with a small context (freeContextCost) is charged to its
+// executor's budget: if that is spent, ev is not kept and
+// storeEventLocked reports false (the caller then does not deliver it
+// either). The first lifecycle event of each name and the first fatal
+// exception are always kept, charged or not. f.mu is held.
+func (f *Future) storeEventLocked(ev job.Event) bool {
+	bit := uint16(1) << eventBits[ev.Name]
+	cost := eventOverhead + job.ContextCost(ev.Context)
+	if f.seen&bit == 0 {
+		cost = max(0, cost-eventOverhead-freeContextCost)
+	}
+	protected := protectedEvent(ev) && f.seen&bit == 0 || ev.Name == "exception" && protectedEvent(ev) && !f.fatalSeen
+	f.seen |= bit
+	if ev.Name == "exception" && protectedEvent(ev) {
+		f.fatalSeen = true
+	}
+	switch {
+	case f.charge == nil || cost == 0:
+		cost = 0
+	case protected:
+		f.charge.b.used.Add(int64(cost)) // never refused: bounded by the few lifecycle names
+		f.charge.add(cost)
+	case !f.charge.b.take(cost):
+		f.eventsDropped++
+		return false
+	default:
+		f.charge.add(cost)
+	}
 	f.events = append(f.events, ev)
+	f.charges = append(f.charges, cost)
 	f.ctxCost += job.ContextCost(ev.Context)
 	if len(f.events) <= MaxStoredEvents {
-		return
+		return true
 	}
 	drop := 0
 	for i, e := range f.events {
@@ -75,10 +164,25 @@ func (f *Future) storeEventLocked(ev job.Event) {
 			break
 		}
 	}
+	if c := f.charges[drop]; c != 0 {
+		f.charge.add(-c)
+		f.charge.b.give(c)
+	}
 	f.ctxCost -= job.ContextCost(f.events[drop].Context)
 	f.events = append(f.events[:drop], f.events[drop+1:]...)
+	f.charges = append(f.charges[:drop], f.charges[drop+1:]...)
 	f.eventsDropped++
+	return true
 }
+
+// eventBits numbers the names in Events, for a Future's set of names seen.
+var eventBits = func() map[string]uint8 {
+	m := make(map[string]uint8, len(Events))
+	for name := range Events {
+		m[name] = uint8(len(m))
+	}
+	return m
+}()
 
 // trimQueueLocked drops waiting event callback calls while more than
 // MaxQueuedEvents per event callback wait. f.mu is held.

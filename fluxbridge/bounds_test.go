@@ -2,10 +2,13 @@ package fluxbridge
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
@@ -188,5 +191,85 @@ func TestJournalSourceBounds(t *testing.T) {
 			tt.feed(s)
 			tt.check(t, s)
 		})
+	}
+}
+
+// TestEventBudget: many Futures of one executor, each fed a job's usual
+// eventlog and then an endless stream of repeatable events (priority
+// events, as BenchmarkManagerHostileBroker's endless-stream broker sends
+// to every job). Jobs that behave take nothing from the executor's budget;
+// the stream takes it all and no more, whatever the number of jobs; every
+// Future still keeps its lifecycle events and reads its outcome; and the
+// budget comes back once the Futures are gone.
+func TestEventBudget(t *testing.T) {
+	const jobs = 10000
+	b := newEventBudget(1 << 20)
+	l := logr.Discard()
+	usual := []job.Event{
+		event("submit", map[string]any{"userid": float64(1), "urgency": float64(16), "flags": float64(0), "version": float64(1)}),
+		event("validate", nil),
+		event("depend", nil),
+		event("priority", map[string]any{"priority": float64(16)}),
+		event("alloc", map[string]any{"annotations": map[string]any{"sched": map[string]any{"resource_summary": "rank0/core0"}}}),
+		event("start", nil),
+	}
+	futures := make([]*Future, jobs)
+	for i := range futures {
+		f := newFuture(&l, b)
+		if err := f.setJobID(job.ID(i + 1)); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range usual {
+			f.handleEvent(ev)
+		}
+		futures[i] = f
+	}
+	if used := b.used.Load(); used != 0 {
+		t.Fatalf("%d jobs with a usual eventlog took %d bytes of the budget, want 0", jobs, used)
+	}
+	for _, f := range futures {
+		for i := range 200 {
+			f.handleEvent(event("priority", map[string]any{"priority": float64(i), "pad": strings.Repeat("p", 200)}))
+		}
+		f.handleEvent(event("finish", map[string]any{"status": float64(0)}))
+		f.runCallbacks(0)
+	}
+	if used := b.used.Load(); used > b.max {
+		t.Fatalf("the budget holds %d bytes, over its %d", used, b.max)
+	}
+	kept := 0
+	for i, f := range futures {
+		f.mu.Lock()
+		names := map[string]bool{}
+		for _, ev := range f.events {
+			names[ev.Name] = true
+		}
+		kept += len(f.events)
+		f.mu.Unlock()
+		for _, n := range []string{"submit", "alloc", "start", "finish"} {
+			if !names[n] {
+				t.Fatalf("future %d lost its %q event", i, n)
+			}
+		}
+		if res, err := f.Result(expired()); err != nil || res != 0 {
+			t.Fatalf("future %d: Result = %d, %v", i, res, err)
+		}
+	}
+	if limit := jobs*(len(usual)+1) + int(b.max)/eventOverhead; kept > limit {
+		t.Fatalf("%d events kept by %d futures, want at most %d", kept, jobs, limit)
+	}
+	if futures[jobs-1].EventsDropped() == 0 {
+		t.Error("the last future dropped nothing: the budget did not bind")
+	}
+	futures = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for b.used.Load() != 0 {
+		runtime.GC()
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d bytes of the budget still held after the futures were dropped", b.used.Load())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

@@ -130,6 +130,10 @@ type Executor struct {
 	next    atomic.Uint32
 	wg      sync.WaitGroup // worker and future goroutines
 
+	// budget bounds the repeatable events all of this executor's
+	// Futures keep (bounds.go).
+	budget *eventBudget
+
 	mu       sync.Mutex
 	shutdown bool
 	broken   error
@@ -153,7 +157,8 @@ func NewExecutor(ctx context.Context, opts ExecutorOptions) (*Executor, error) {
 	if prefix == "" {
 		prefix = "FluxExecutor-" + strconv.FormatInt(executorCount.Add(1)-1, 10)
 	}
-	e := &Executor{log: opts.Logger.WithName("fluxbridge").WithValues("executor", prefix), prefix: prefix}
+	e := &Executor{log: opts.Logger.WithName("fluxbridge").WithValues("executor", prefix), prefix: prefix,
+		budget: newEventBudget(MaxRepeatedEventBytes)}
 	conns := make([]*flux.Conn, 0, n)
 	for i := 0; i < n; i++ {
 		c, err := flux.Dial(ctx, opts.URI, opts.DialOptions...)
@@ -308,7 +313,7 @@ func (e *Executor) schedule(r *request) (*Future, error) {
 	if e.shutdown {
 		return nil, ErrShutdown
 	}
-	f := newFuture(&e.log)
+	f := newFuture(&e.log, e.budget)
 	if r.attach {
 		f.id, f.idSet = r.id, true
 	}

@@ -121,10 +121,25 @@ type Future struct {
 	// eventsDropped counts what the bounds dropped (bounds.go).
 	ctxCost       int
 	eventsDropped int
+	// seen marks the event names received (bounds.go: the first of each
+	// name is free up to a small context), fatalSeen a fatal exception;
+	// charges holds, per stored event, what it took from the executor's
+	// budget (0: nothing).
+	seen      uint16
+	fatalSeen bool
+	charges   []int
+	charge    *budgetCharge
 }
 
-func newFuture(log *logr.Logger) *Future {
-	return &Future{log: log}
+func newFuture(log *logr.Logger, b *eventBudget) *Future {
+	f := &Future{log: log}
+	if b != nil {
+		f.charge = &budgetCharge{b: b}
+		// A Future nobody references any more gives its events' share
+		// of the budget back.
+		runtime.AddCleanup(f, func(c *budgetCharge) { c.release() }, f.charge)
+	}
+	return f
 }
 
 // JobID returns the ID of the future's job, waiting until it is known or
@@ -423,13 +438,14 @@ func (f *Future) handleEvent(ev job.Event) {
 			f.events = make([]job.Event, 0, 10)
 		}
 		ev = f.boundEventLocked(ev) // bounds.go: the broker is untrusted
-		f.storeEventLocked(ev)
-		for _, cb := range f.eventCBs {
-			if cb.matches(ev.Name) {
-				f.queue = append(f.queue, invocation{eventFn: cb.fn, ev: ev})
+		if f.storeEventLocked(ev) {
+			for _, cb := range f.eventCBs {
+				if cb.matches(ev.Name) {
+					f.queue = append(f.queue, invocation{eventFn: cb.fn, ev: ev})
+				}
 			}
+			f.trimQueueLocked()
 		}
-		f.trimQueueLocked()
 	}
 	if f.decided {
 		return

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
+	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
@@ -18,8 +19,15 @@ import (
 // maxTrackedEvents bounds the eventlog events kept per job in memory. A
 // Flux job's main eventlog is short (submit ... clean, about a dozen
 // events), but urgency/priority/debug events can repeat; once the bound is
-// reached the oldest repeatable events are dropped first.
-const maxTrackedEvents = 128
+// reached the oldest repeatable events are dropped first. The status shows
+// at most the last fluxjobv1.MaxStatusEvents of them.
+const maxTrackedEvents = fluxjobv1.MaxStatusEvents
+
+// repeatContextCost bounds the context of an event kept for a job that
+// already has one of that name: its essential members (job.EssentialKeys)
+// and what fits. A broker streaming events to every job then holds a few
+// KiB per job here, not tens (fluxbridge's budget bounds the Futures').
+const repeatContextCost = 256
 
 // OutcomeKind says how a Flux job's future ended.
 type OutcomeKind int
@@ -293,7 +301,15 @@ func (t *Tracker) SetInstance(uid types.UID, token uint64, instance string) {
 
 // AddEvent records an eventlog event reported by the future with token.
 func (t *Tracker) AddEvent(uid types.UID, token uint64, ev job.Event) {
-	t.update(uid, token, func(o *View) { o.Events = appendBounded(o.Events, ev, maxTrackedEvents) })
+	t.update(uid, token, func(o *View) {
+		for i := range o.Events {
+			if o.Events[i].Name == ev.Name {
+				ev.Context = job.ClipContext(ev.Context, repeatContextCost)
+				break
+			}
+		}
+		o.Events = appendBounded(o.Events, ev, maxTrackedEvents)
+	})
 }
 
 // Finish records how the future with token completed.

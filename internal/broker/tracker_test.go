@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -177,5 +178,39 @@ func TestAppendBoundedOrdersByTimestamp(t *testing.T) {
 	}
 	if got := fmt.Sprint(names); got != "[submit alloc start finish release]" {
 		t.Fatalf("order %s", got)
+	}
+}
+
+// TestTrackerBoundsAStream: a broker streaming events to a job (an endless
+// eventlog of priority events with padded contexts) leaves the tracker at
+// most maxTrackedEvents events for it, repeated ones with clipped contexts
+// (their essential members kept), and its lifecycle events.
+func TestTrackerBoundsAStream(t *testing.T) {
+	tr := NewTracker(16)
+	uid := types.UID("u")
+	tok := tr.Begin(uid, types.NamespacedName{Namespace: "ns", Name: "n"}, true)
+	tr.AddEvent(uid, tok, job.Event{Timestamp: 1, Name: "submit", Context: map[string]any{"userid": float64(1)}})
+	tr.AddEvent(uid, tok, job.Event{Timestamp: 2, Name: "start"})
+	pad := strings.Repeat("p", 4000)
+	for i := range 10000 {
+		tr.AddEvent(uid, tok, job.Event{Timestamp: 3 + float64(i), Name: "priority", Context: map[string]any{"priority": float64(i), "pad": pad}})
+	}
+	v, _ := tr.Get(uid)
+	if len(v.Events) > maxTrackedEvents {
+		t.Fatalf("%d events tracked, bound %d", len(v.Events), maxTrackedEvents)
+	}
+	cost, names := 0, map[string]bool{}
+	for _, ev := range v.Events {
+		names[ev.Name] = true
+		cost += job.ContextCost(ev.Context)
+	}
+	if !names["submit"] || !names["start"] {
+		t.Fatalf("lifecycle events lost: %v", names)
+	}
+	if limit := 4500 + maxTrackedEvents*repeatContextCost; cost > limit {
+		t.Fatalf("tracked contexts cost %d bytes, want at most %d", cost, limit)
+	}
+	if last := v.Events[len(v.Events)-1]; last.Context["priority"] != float64(9999) {
+		t.Fatalf("the latest priority event lost its essential member: %v", last.Context)
 	}
 }
