@@ -228,7 +228,7 @@ func TestEventBudget(t *testing.T) {
 		t.Fatalf("%d jobs with a usual eventlog took %d bytes of the budget, want 0", jobs, used)
 	}
 	for _, f := range futures {
-		for i := range 200 {
+		for i := range 50 {
 			f.handleEvent(event("priority", map[string]any{"priority": float64(i), "pad": strings.Repeat("p", 200)}))
 		}
 		f.handleEvent(event("finish", map[string]any{"status": float64(0)}))
