@@ -181,4 +181,3 @@ func BenchmarkControllerArrayMemory(b *testing.B) {
 		cancel()
 	}
 }
-

@@ -27,7 +27,7 @@ var takenNames = map[string]string{
 	"ocirepository": "source.toolkit.fluxcd.io", "ocirepo": "source.toolkit.fluxcd.io",
 	"helmrepository": "source.toolkit.fluxcd.io", "helmrepo": "source.toolkit.fluxcd.io",
 	"helmchart": "source.toolkit.fluxcd.io", "hc": "source.toolkit.fluxcd.io",
-	"bucket": "source.toolkit.fluxcd.io",
+	"bucket":      "source.toolkit.fluxcd.io",
 	"minicluster": "flux-framework.org", "miniclusters": "flux-framework.org",
 	"ep": "core/v1 endpoints", "endpoints": "core/v1", "po": "core/v1 pods", "svc": "core/v1 services",
 	"ns": "core/v1 namespaces", "no": "core/v1 nodes", "cm": "core/v1 configmaps", "sa": "core/v1 serviceaccounts",
