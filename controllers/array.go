@@ -68,7 +68,23 @@ const (
 	// arrayStepMax is the most indexes one reconcile submits, looks up
 	// or cancels: a reconcile stays short, the next one continues.
 	arrayStepMax = 8192
+	// arrayStatusPace is the least time between two status writes of a
+	// running array: its counts change with every index, so the writer's
+	// pace (written.Pace) alone would write about once a second for as
+	// long as the array runs. The final write is not held.
+	arrayStatusPace = 5 * time.Second
 )
+
+// arrayPace is writer.pace with arrayStatusPace for a running array.
+func (r *FluxJobReconciler) arrayPace(obj *fluxjobv1.FluxJob, st fluxjobv1.FluxJobStatus) time.Duration {
+	if wait := r.w.pace(obj, st); wait > 0 || st.Phase.IsTerminal() || !significantChange(obj.Status, st) {
+		return wait
+	}
+	if ago, ok := r.written.Since(obj.UID, r.now()); ok && ago < arrayStatusPace {
+		return arrayStatusPace - ago
+	}
+	return 0
+}
 
 // arrayInput is an array's part of the status input.
 type arrayInput struct {
@@ -97,7 +113,7 @@ func (r *FluxJobReconciler) reconcileArray(ctx context.Context, obj *fluxjobv1.F
 	}
 	in.reachability(rt)
 	st := computeStatus(obj, in, r.now())
-	if wait := r.w.pace(obj, st); wait > 0 {
+	if wait := r.arrayPace(obj, st); wait > 0 {
 		return ctrl.Result{RequeueAfter: minRequeue(wait, requeue)}, nil
 	}
 	if err := r.w.writeStatus(ctx, obj, st); err != nil {

@@ -349,3 +349,21 @@ func TestEnvtestArrayDependencies(t *testing.T) {
 	obj := h.waitPhase("never", fluxjobv1.PhaseFailed, 30*time.Second)
 	requireCondition(t, obj, fluxjobv1.ConditionFailed, metav1.ConditionTrue, fluxjobv1.ReasonDependencyFailed)
 }
+
+// TestEnvtestArrayStatusPace: an array whose counts change every second
+// for about 8 seconds is written at most every arrayStatusPace, plus the
+// final write (the writer's own 1 s pace would write about 8 times).
+func TestEnvtestArrayStatusPace(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{})
+	h.start()
+	spec := arraySpec("0-7", "sleep", "1")
+	one := int32(1)
+	spec.Array.Parallelism = &one
+	h.create("paced", spec)
+	h.waitPhase("paced", fluxjobv1.PhaseSucceeded, 60*time.Second)
+	status, _, phases := h.counts.writesAfter("paced", fluxjobv1.PhaseSucceeded, 5*time.Second)
+	t.Logf("8 indexes of 1 s one after another: %d status writes %v", status, phases)
+	if status > 4 {
+		t.Errorf("%d status writes for an array running ~8 s: want at most one per %s and the final one", status, arrayStatusPace)
+	}
+}
