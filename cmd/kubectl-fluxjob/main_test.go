@@ -307,8 +307,10 @@ func (n *notifyWriter) String() string {
 	return n.buf.String()
 }
 
-// slowJob prints a line, sleeps 2s, then two more lines.
-var slowJob = []string{"sh", "-c", "echo first; sleep 2; echo second >&2; echo third"}
+// slowJob prints a line, sleeps 6s, then two more lines. The sleep is
+// the margin within which the first line must reach the plugin and the
+// test must read the FluxJob still Running: 2s was too short at load 20.
+var slowJob = []string{"sh", "-c", "echo first; sleep 6; echo second >&2; echo third"}
 
 // followSlow runs `logs slow -f` with runLogs (started before the job
 // prints) and checks that the first line shows while the FluxJob still
