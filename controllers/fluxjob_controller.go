@@ -155,6 +155,7 @@ func (r *FluxJobReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	tr := r.Tracker
 	r.Instances.OnConnect(func(instance string) { tr.PokeUnsettled(instance) })
 	r.Instances.OnChange(func(string) { r.waiting.pokeAll(tr) })
+	r.Instances.OnWaiting(func(instance string, old, new broker.Waiting) { tr.PokeWaiting(instance, old, new) })
 	dependants := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 		return dependants(ctx, r.Client, o)
 	})
@@ -282,6 +283,11 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		in.UrgencyRejected = view.UrgencyError
 	}
 	in.reachability(rt)
+	if tracked && view.HasJobID {
+		if sum := view.Summary(); wantsWaiting(sum) {
+			in.Waiting = rt.Waiting(r.now(), sum.UserID) // pending.go
+		}
+	}
 	if hold, after := r.gateOutput(ctx, &obj, rt, &in); hold {
 		return ctrl.Result{RequeueAfter: after}, nil
 	}

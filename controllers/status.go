@@ -50,6 +50,10 @@ type statusInput struct {
 	Hold *hold
 	// Array is an array's progress (array.go); nil for a single job.
 	Array *arrayInput
+	// Waiting is the instance's latest read of its queues and the
+	// scheduler's annotations, read only for a job waiting in SCHED
+	// (pending.go); zero otherwise.
+	Waiting broker.Waiting
 }
 
 // reachability sets Unreachable or Reachable from the route's connection
@@ -148,6 +152,7 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 	if js.phase.IsTerminal() && in.Output != nil {
 		st.Output = in.Output
 	}
+	st.Pending = pending(obj, js.phase, in, now)
 	st.ObservedGeneration = gen
 	setConditions(&st, obj, js, in, gen, nowT)
 	setAdmission(&st, in.Admission, gen, nowT)

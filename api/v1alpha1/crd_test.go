@@ -54,7 +54,7 @@ func TestCRDShape(t *testing.T) {
 			cols = append(cols, c.Name+"="+c.JSONPath)
 		}
 	}
-	want := []string{"JobID=.status.jobIDF58", "Phase=.status.phase", "Exit=.status.exitStatus",
+	want := []string{"JobID=.status.jobIDF58", "Phase=.status.phase", "Reason=.status.pending.reason", "Exit=.status.exitStatus",
 		"Age=.metadata.creationTimestamp", "Duration=.status.duration"}
 	if !slices.Equal(cols, want) {
 		t.Errorf("printer columns = %v, want %v", cols, want)

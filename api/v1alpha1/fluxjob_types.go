@@ -511,6 +511,9 @@ type FluxJobStatus struct {
 	// Array counts an array's indexes by state (spec.array).
 	// +optional
 	Array *ArrayStatus `json:"array,omitempty"`
+	// Pending is why the FluxJob waits (pending_types.go); absent once its job started.
+	// +optional
+	Pending *FluxJobPending `json:"pending,omitempty"`
 }
 
 // FluxJob runs one job on a Flux instance.
@@ -521,6 +524,7 @@ type FluxJobStatus struct {
 // +kubebuilder:resource:shortName=fj,categories=flux
 // +kubebuilder:printcolumn:name="JobID",type=string,JSONPath=`.status.jobIDF58`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.pending.reason`
 // +kubebuilder:printcolumn:name="Exit",type=integer,JSONPath=`.status.exitStatus`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`

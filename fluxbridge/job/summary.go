@@ -2,6 +2,7 @@ package job
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 )
 
@@ -22,7 +23,17 @@ const (
 	EventClean       = "clean"
 	EventDebug       = "debug"
 	EventFluxRestart = "flux-restart"
+	// EventDependencyAdd and EventDependencyRemove hold a job in DEPEND
+	// until every description added was removed (RFC 26; posted by the
+	// dependency-after, begin-time and dependency-singleton plugins, and
+	// by flux-accounting for its limits).
+	EventDependencyAdd    = "dependency-add"
+	EventDependencyRemove = "dependency-remove"
 )
+
+// MaxSummaryDependencies bounds the outstanding dependencies a Summary
+// keeps (a broker is untrusted input); the count goes on.
+const MaxSummaryDependencies = 16
 
 // Summary is what a job's main eventlog says about the job, read once:
 // fold the events into it with Add, in eventlog order. A zero Summary is a
@@ -56,6 +67,25 @@ type Summary struct {
 	// the job, of any severity, in eventlog order (a failure policy
 	// matches them; non-fatal ones do not end the job).
 	Exceptions []ExceptionContext
+
+	// UserID is the submitting user ("submit" event), -1 if unknown.
+	UserID int
+	// UrgencyTime is when the latest urgency was set (submit or urgency).
+	UrgencyTime float64
+	// ValidateTime, DependTime and PriorityTime are the times of the
+	// "validate" (the job entered DEPEND), "depend" (its dependencies were
+	// met: PRIORITY) and latest "priority" events (SCHED).
+	ValidateTime float64
+	DependTime   float64
+	PriorityTime float64
+	// Priority is the latest priority, or -1 while none was seen.
+	Priority int
+	// Dependencies are the descriptions added and not removed yet, in the
+	// order they were added (at most MaxSummaryDependencies; Pending
+	// counts them all), and DependencyTime the latest addition's time.
+	Dependencies   []string
+	Pending        int
+	DependencyTime float64
 }
 
 // MaxSummaryExceptions bounds Summary.Exceptions: a broker may raise any
@@ -64,24 +94,38 @@ const MaxSummaryExceptions = 8
 
 // NewSummary returns the Summary of events, in eventlog order.
 func NewSummary(events []Event) Summary {
-	s := Summary{Urgency: -1}
+	s := Summary{Urgency: -1, Priority: -1, UserID: -1}
 	for i := range events {
 		s.Add(events[i])
 	}
 	return s
 }
 
-// Add folds one event into s. A zero Summary reads Urgency as 0 until an
-// event sets it; use NewSummary for -1.
+// Add folds one event into s. A zero Summary reads Urgency, Priority and
+// UserID as 0 until an event sets them; use NewSummary for -1.
 func (s *Summary) Add(ev Event) {
 	switch ev.Name {
 	case EventSubmit, EventUrgency:
 		if u, ok := ContextInt(ev.Context, "urgency"); ok {
-			s.Urgency = u
+			s.Urgency, s.UrgencyTime = u, ev.Timestamp
 		}
 		if ev.Name == EventSubmit {
 			s.SubmitTime = ev.Timestamp
+			if u, ok := ContextInt(ev.Context, "userid"); ok {
+				s.UserID = u
+			}
 		}
+	case EventValidate:
+		s.ValidateTime = ev.Timestamp
+	case EventDepend:
+		s.DependTime = ev.Timestamp
+	case EventPriority:
+		s.PriorityTime = ev.Timestamp
+		if p, ok := ContextInt(ev.Context, "priority"); ok {
+			s.Priority = p
+		}
+	case EventDependencyAdd, EventDependencyRemove:
+		s.dependency(ev)
 	case EventAlloc:
 		s.AllocTime = ev.Timestamp
 	case EventStart:
@@ -98,6 +142,31 @@ func (s *Summary) Add(ev Event) {
 		s.Status, s.HasStatus = FinishStatus(ev)
 	case EventClean:
 		s.CleanTime = ev.Timestamp
+	}
+}
+
+// dependency folds a dependency-add or dependency-remove event in: flux-core
+// keeps one entry per description (an equal description added twice is
+// one, removed once).
+func (s *Summary) dependency(ev Event) {
+	desc, _ := ev.Context["description"].(string)
+	i := slices.Index(s.Dependencies, desc)
+	if ev.Name == EventDependencyAdd {
+		s.DependencyTime = ev.Timestamp
+		if i >= 0 {
+			return
+		}
+		s.Pending++
+		if len(s.Dependencies) < MaxSummaryDependencies {
+			s.Dependencies = append(s.Dependencies, desc)
+		}
+		return
+	}
+	if i >= 0 {
+		s.Dependencies = slices.Delete(s.Dependencies, i, i+1)
+	}
+	if i >= 0 || s.Pending > len(s.Dependencies) {
+		s.Pending--
 	}
 }
 

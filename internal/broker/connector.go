@@ -109,6 +109,9 @@ type Connector struct {
 	// setStateHook), runs after every connect and disconnect; it must not
 	// block.
 	onStateChange func()
+	// waiting reads the instance's queues and the scheduler's annotations
+	// while FluxJobs wait on it (waiting.go).
+	waiting waitingWatch
 }
 
 // NewConnector returns a connector; nothing is dialled until Start.
@@ -148,6 +151,14 @@ func (c *Connector) setStateHook(fn func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.onStateChange = fn
+}
+
+// setWaitingHook sets the function run after every read of the
+// instance's Waiting; it must not block.
+func (c *Connector) setWaitingHook(fn func(old, new Waiting)) {
+	c.waiting.mu.Lock()
+	defer c.waiting.mu.Unlock()
+	c.waiting.onChange = fn
 }
 
 // Get returns the current executor and control connection, or an error
@@ -311,6 +322,7 @@ func (c *Connector) watch(ctx context.Context, exec *fluxbridge.Executor, ctl *f
 			if err := exec.Err(); err != nil {
 				return err
 			}
+			c.waiting.tick(ctx, time.Now(), ctl)
 		}
 	}
 }

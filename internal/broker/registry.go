@@ -100,6 +100,7 @@ type Registry struct {
 	pending   []*instanceEntry // Set before Start
 	onConnect []func(instance string)
 	onChange  []func(instance string)
+	onWaiting []func(instance string, old, new Waiting)
 }
 
 // NewRegistry returns an empty registry; opts (backoff, timeouts,
@@ -155,6 +156,7 @@ func (r *Registry) hook(name string, conn *Connector) {
 		}
 	})
 	conn.setStateHook(func() { r.changed(name) })
+	conn.setWaitingHook(func(old, new Waiting) { r.waitingChanged(name, old, new) })
 }
 
 func (r *Registry) changed(name string) {
