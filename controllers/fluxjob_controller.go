@@ -32,6 +32,7 @@ import (
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/internal/array"
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/pending"
 	"github.com/fluxjob/fluxjob-operator/internal/written"
 )
 
@@ -284,8 +285,8 @@ func (r *FluxJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	in.reachability(rt)
 	if tracked && view.HasJobID {
-		if sum := view.Summary(); wantsWaiting(sum) {
-			in.Waiting = rt.Waiting(r.now(), sum.UserID) // pending.go
+		if sum := view.Summary(); pending.WantsWaiting(sum) {
+			in.Waiting = rt.Waiting(r.now(), sum.UserID)
 		}
 	}
 	if hold, after := r.gateOutput(ctx, &obj, rt, &in); hold {

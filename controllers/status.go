@@ -152,7 +152,7 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 	if js.phase.IsTerminal() && in.Output != nil {
 		st.Output = in.Output
 	}
-	st.Pending = pending(obj, js.phase, in, now)
+	st.Pending = pendingOf(obj, js.phase, in, now)
 	st.ObservedGeneration = gen
 	setConditions(&st, obj, js, in, gen, nowT)
 	setAdmission(&st, in.Admission, gen, nowT)

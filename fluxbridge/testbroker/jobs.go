@@ -464,7 +464,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 			s.cleanupPending(ctx, j)
 			return
 		}
-		held := j.priority == 0 || s.schedPaused
+		held := j.priority == 0 || s.schedPaused || s.queueStoppedLocked(j.queue)
 		s.mu.Unlock()
 		if held {
 			if !waitWake(ctx, j) {
@@ -472,7 +472,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 			}
 			continue
 		}
-		switch s.pause(ctx, j, d.Sched, func() bool { return j.fatal || j.priority == 0 || s.schedPaused }) {
+		switch s.pause(ctx, j, d.Sched, func() bool { return j.fatal || j.priority == 0 || s.schedPaused || s.queueStoppedLocked(j.queue) }) {
 		case pauseDone:
 			return
 		case pauseInterrupted:
@@ -481,7 +481,7 @@ func (s *Server) runJob(ctx context.Context, j *jobRecord) {
 		if !s.lockLive(ctx) {
 			return
 		}
-		if j.fatal || j.priority == 0 || s.schedPaused {
+		if j.fatal || j.priority == 0 || s.schedPaused || s.queueStoppedLocked(j.queue) {
 			s.mu.Unlock()
 			continue
 		}

@@ -60,6 +60,9 @@ type Server struct {
 	submitErr     *rpcError
 	responseDelay time.Duration
 	schedPaused   bool
+	// queueStates are the queues' states that differ from enabled and
+	// started, by name ("" the anonymous queue; queues.go).
+	queueStates map[string]queueState
 	// listLag is how long after its submission a job appears in
 	// job-list (see Options.ListLag).
 	listLag time.Duration
