@@ -48,4 +48,3 @@ func TestPendingStatusSince(t *testing.T) {
 		t.Fatalf("Estimate: %+v", p)
 	}
 }
-
