@@ -124,9 +124,9 @@ func (h *harness) checkEventsKept(obj *fluxjobv1.FluxJob, id job.ID) {
 	h.t.Helper()
 	var want []string
 	for _, ev := range h.brokerEvents(id) {
-		// Only the events the executor exposes (fluxbridge.Events, those
-		// of flux-core's Python FluxExecutor: not validate) can be kept.
-		if fluxbridge.IsEvent(ev.Name) {
+		// Only the events the executor records (fluxbridge.Events, those
+		// of flux-core's Python FluxExecutor, and WaitEvents) can be kept.
+		if fluxbridge.IsDelivered(ev.Name) {
 			want = append(want, ev.Name)
 		}
 		if ev.Name == "finish" {

@@ -29,6 +29,25 @@ func IsEvent(name string) bool {
 	return ok
 }
 
+// WaitEvents are the eventlog events, beyond Events, that a Future also
+// records and hands to AddAllEventsCallback (not to AddEventCallback, which
+// keeps to Events as the Python executor does): "validate" (the job entered
+// DEPEND) and "dependency-add" / "dependency-remove" (what it waits for
+// there), which say why a job waits. Do not modify.
+var WaitEvents = map[string]struct{}{
+	job.EventValidate: {}, job.EventDependencyAdd: {}, job.EventDependencyRemove: {},
+}
+
+// IsDelivered reports whether a Future records events called name and
+// hands them to AddAllEventsCallback: Events and WaitEvents.
+func IsDelivered(name string) bool {
+	if IsEvent(name) {
+		return true
+	}
+	_, ok := WaitEvents[name]
+	return ok
+}
+
 type futureState uint8
 
 const (
@@ -330,9 +349,9 @@ func (f *Future) AddEventCallback(name string, fn func(*Future, job.Event)) erro
 	return nil
 }
 
-// AddAllEventsCallback is AddEventCallback for every name in Events at
-// once: fn is called with each event the future exposes, past events
-// replayed at once, in order. It costs one registration instead of one
+// AddAllEventsCallback is AddEventCallback for every name in Events, and
+// WaitEvents, at once: fn is called with each event the future records,
+// past events replayed at once, in order. It costs one registration instead of one
 // per name.
 func (f *Future) AddAllEventsCallback(fn func(*Future, job.Event)) {
 	f.addEventCallback(eventCallback{fn: fn})
@@ -431,7 +450,7 @@ func (f *Future) decideLocked(r int, err error) bool {
 func (f *Future) handleEvent(ev job.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if IsEvent(ev.Name) {
+	if IsDelivered(ev.Name) {
 		if f.events == nil {
 			// submit, depend, priority, alloc, start, finish, release,
 			// free, clean: one allocation for a job's usual events

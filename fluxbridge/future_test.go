@@ -585,21 +585,25 @@ func TestFuturePumpOrder(t *testing.T) {
 	}
 }
 
-// AddAllEventsCallback gets every exposed event, past ones replayed in
-// order, interleaved with per-name callbacks in registration order; names
-// outside Events are not delivered.
+// AddAllEventsCallback gets every exposed event (Events and WaitEvents),
+// past ones replayed in order, interleaved with per-name callbacks in
+// registration order; other names are not delivered.
 func TestFutureAllEventsCallback(t *testing.T) {
 	f := testFuture(t)
 	var got []string
 	post(f, event("submit", nil))
-	post(f, event("validate", nil)) // not in Events
+	post(f, event("memo", nil)) // in neither
+	post(f, event("validate", nil))
 	f.AddAllEventsCallback(func(_ *Future, ev job.Event) { got = append(got, "all:"+ev.Name) })
 	if err := f.AddEventCallback("alloc", func(_ *Future, ev job.Event) { got = append(got, "one:"+ev.Name) }); err != nil {
 		t.Fatal(err)
 	}
 	post(f, event("depend", nil))
 	post(f, event("alloc", nil))
-	want := "all:submit all:depend all:alloc one:alloc"
+	if err := f.AddEventCallback("validate", nil); !errors.Is(err, ErrUnknownEvent) {
+		t.Errorf("AddEventCallback(validate): %v, want ErrUnknownEvent", err)
+	}
+	want := "all:submit all:validate all:depend all:alloc one:alloc"
 	if s := strings.Join(got, " "); s != want {
 		t.Fatalf("calls %q, want %q", s, want)
 	}

@@ -199,7 +199,7 @@ func (s *journalSource) pushLocked(sub *journalSub, evs []job.Event) {
 		if sub.done {
 			return
 		}
-		if !IsEvent(ev.Name) {
+		if !IsDelivered(ev.Name) {
 			continue
 		}
 		if sub.deliver == nil || sub.replaying {
@@ -384,7 +384,7 @@ func (s *journalSource) follow(id job.ID, attach bool, deliver func(job.Event), 
 			if sub.done {
 				return
 			}
-			if !IsEvent(ev.Name) {
+			if !IsDelivered(ev.Name) {
 				continue
 			}
 			sub.known = append(sub.known, ev)
