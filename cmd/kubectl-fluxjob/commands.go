@@ -122,6 +122,16 @@ func (a *app) describe(ctx context.Context) error {
 		row("Urgency", strconv.Itoa(int(*obj.Spec.Urgency)))
 	}
 	row("Message", st.Message)
+	if p := st.Pending; p != nil {
+		v := p.Reason + ": " + p.Message
+		if p.Since != nil {
+			v += " (since " + p.Since.Format(time.RFC3339) + ")"
+		}
+		row("Waiting", v)
+		if p.EstimatedStartTime != nil {
+			row("Estimated start", p.EstimatedStartTime.Format(time.RFC3339))
+		}
+	}
 	for _, t := range []struct {
 		k string
 		v *metav1.Time

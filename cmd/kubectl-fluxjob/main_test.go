@@ -393,6 +393,12 @@ func TestHoldReleaseCancel(t *testing.T) {
 	if obj.Annotations[HeldUrgencyAnnotation] != "12" {
 		t.Fatalf("annotations %v", obj.Annotations)
 	}
+	w.waitFor("pending", "pending reason Held", func(o *fluxjobv1.FluxJob) bool {
+		return o.Status.Pending != nil && o.Status.Pending.Reason == fluxjobv1.PendingHeld
+	})
+	if o, _, err := w.pluginOut("describe", "pending"); err != nil || !strings.Contains(o, "Waiting:") || !strings.Contains(o, "Held: Held in Flux at urgency 0") {
+		t.Fatalf("describe of a held job: %v\n%s", err, o)
+	}
 	if o, _, err := w.pluginOut("release", "pending"); err != nil || !strings.Contains(o, "released (urgency 0 -> 12)") {
 		t.Fatalf("release: %q %v", o, err)
 	}
