@@ -29,7 +29,7 @@ func TestWaitingReads(t *testing.T) {
 		Backoff:       wait.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 1 << 20, Cap: 100 * time.Millisecond},
 		CheckInterval: 10 * time.Millisecond, ShutdownTimeout: time.Second,
 	})
-	c.waiting.timeout = 300 * time.Millisecond
+	c.waiting.timeout = time.Second
 	var mu sync.Mutex
 	var reads []Waiting
 	c.setWaitingHook(func(_, w Waiting) {
@@ -74,9 +74,17 @@ func TestWaitingReads(t *testing.T) {
 	waitUntil(t, "the stop read", func() bool {
 		return c.Waiting(time.Now(), -1).Queues["debug"] == QueueState{Enabled: true, StopReason: "maintenance window"}
 	})
+	// Between two answered reads, at least the pace (an overdue read is
+	// reported before its answer: that report is not a read).
 	mu.Lock()
-	for i := 1; i < len(reads); i++ {
-		if gap := reads[i].At.Sub(reads[i-1].At); gap < WaitingPace {
+	var answered []Waiting
+	for _, r := range reads {
+		if !strings.Contains(r.Err, "no answer") {
+			answered = append(answered, r)
+		}
+	}
+	for i := 1; i < len(answered); i++ {
+		if gap := answered[i].At.Sub(answered[i-1].At); gap < WaitingPace {
 			t.Errorf("reads %d and %d %s apart, less than the pace %s", i-1, i, gap, WaitingPace)
 		}
 	}
