@@ -175,11 +175,17 @@ func (f *Future) storeEventLocked(ev job.Event) bool {
 	return true
 }
 
-// eventBits numbers the names in Events, for a Future's set of names seen.
+// eventBits numbers the names a Future records (Events and WaitEvents:
+// 16, the bits of a uint16), for its set of names seen.
 var eventBits = func() map[string]uint8 {
-	m := make(map[string]uint8, len(Events))
-	for name := range Events {
-		m[name] = uint8(len(m))
+	m := make(map[string]uint8, len(Events)+len(WaitEvents))
+	for _, set := range []map[string]struct{}{Events, WaitEvents} {
+		for name := range set {
+			m[name] = uint8(len(m))
+		}
+	}
+	if len(m) > 16 {
+		panic("fluxbridge: more recorded event names than bits in Future.seen")
 	}
 	return m
 }()

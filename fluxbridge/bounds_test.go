@@ -273,3 +273,23 @@ func TestEventBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestEventBitsDistinct: every recorded event name (Events and
+// WaitEvents) has a bit of its own in Future.seen, so that a validate or
+// dependency-add seen first does not make alloc or start look seen (and
+// lose their free, never-refused first copy).
+func TestEventBitsDistinct(t *testing.T) {
+	seen := map[uint8]string{}
+	for _, set := range []map[string]struct{}{Events, WaitEvents} {
+		for name := range set {
+			b, ok := eventBits[name]
+			if !ok {
+				t.Errorf("%s has no bit", name)
+			}
+			if other, dup := seen[b]; dup {
+				t.Errorf("%s and %s share bit %d", name, other, b)
+			}
+			seen[b] = name
+		}
+	}
+}
