@@ -397,12 +397,13 @@ func (t *Tracker) PokeUnsettled(instances ...string) []types.NamespacedName {
 }
 
 // keepEvent reports whether an event must survive trimming: the ones the
-// status is computed from, the pending reason's included (urgency events
-// are not: the latest one is the newest, and the oldest go first).
+// status is computed from, validate and depend included (the pending
+// reason); repeatable ones (urgency, priority, dependency-add/-remove) are
+// not: a broker may stream them, and the oldest go first.
 func keepEvent(ev job.Event) bool {
 	switch ev.Name {
 	case job.EventSubmit, job.EventAlloc, job.EventStart, job.EventFinish, job.EventClean, job.EventException,
-		job.EventValidate, job.EventDepend, job.EventPriority, job.EventDependencyAdd, job.EventDependencyRemove:
+		job.EventValidate, job.EventDepend:
 		return true
 	}
 	return false
