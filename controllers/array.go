@@ -511,17 +511,7 @@ func setArrayConditions(st *fluxjobv1.FluxJobStatus, a *arrayInput, gen int64, n
 // an earlier manager may have submitted), then the finalizer removed once
 // none is active or CancelTimeout after the deletion.
 func (r *FluxJobReconciler) finalizeArray(ctx context.Context, obj *fluxjobv1.FluxJob, m marker) (ctrl.Result, error) {
-	log := logf.FromContext(ctx)
-	release := func() (ctrl.Result, error) {
-		base := obj.DeepCopy()
-		controllerutil.RemoveFinalizer(obj, fluxjobv1.CancelFinalizer)
-		if err := r.w.patch(ctx, obj, base, false); err != nil {
-			return ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
-		}
-		r.arrays.Forget(obj.UID)
-		log.Info("finalizer removed")
-		return ctrl.Result{}, nil
-	}
+	release := func() (ctrl.Result, error) { return r.releaseFinalizer(ctx, obj, r.arrays.Forget) }
 	if !controllerutil.ContainsFinalizer(obj, fluxjobv1.CancelFinalizer) {
 		r.arrays.Forget(obj.UID)
 		return ctrl.Result{}, nil

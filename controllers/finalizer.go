@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -40,6 +41,19 @@ func jobEnded(v broker.View) bool {
 	return v.Summary().Ended() || k.Final() && k != broker.OutcomeExited && k != broker.OutcomeException
 }
 
+// releaseFinalizer removes the cancel finalizer from obj, then forgets
+// what forget holds of it (the tracker's view, an array's run).
+func (r *FluxJobReconciler) releaseFinalizer(ctx context.Context, obj *fluxjobv1.FluxJob, forget func(types.UID)) (ctrl.Result, error) {
+	base := obj.DeepCopy()
+	controllerutil.RemoveFinalizer(obj, fluxjobv1.CancelFinalizer)
+	if err := r.w.patch(ctx, obj, base, false); err != nil {
+		return ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
+	}
+	forget(obj.UID)
+	logf.FromContext(ctx).Info("finalizer removed")
+	return ctrl.Result{}, nil
+}
+
 // finalize handles a FluxJob marked for deletion: a Flux job that has not
 // ended is cancelled and waited for, at most until CancelTimeout after the
 // deletion timestamp; then the finalizer is removed (with a Warning event
@@ -50,16 +64,7 @@ func (r *FluxJobReconciler) finalize(ctx context.Context, obj *fluxjobv1.FluxJob
 		return ctrl.Result{}, nil
 	}
 	log := logf.FromContext(ctx)
-	release := func() (ctrl.Result, error) {
-		base := obj.DeepCopy()
-		controllerutil.RemoveFinalizer(obj, fluxjobv1.CancelFinalizer)
-		if err := r.w.patch(ctx, obj, base, false); err != nil {
-			return ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
-		}
-		r.Tracker.Forget(obj.UID)
-		log.Info("finalizer removed")
-		return ctrl.Result{}, nil
-	}
+	release := func() (ctrl.Result, error) { return r.releaseFinalizer(ctx, obj, r.Tracker.Forget) }
 	rt := r.routeOf(ctx, obj, m)
 	view, tracked := r.Tracker.Get(obj.UID)
 	id := job.ID(obj.Status.JobID)
