@@ -166,6 +166,16 @@ func (s *Server) queueRequest(req *wire.Message, flag string) (names []string, o
 	return []string{name}, on, reason, nil
 }
 
+// updateQueuesLocked applies fn to the state of each queue in names.
+// s.mu is held.
+func (s *Server) updateQueuesLocked(names []string, fn func(*queueState)) {
+	for _, n := range names {
+		q := s.queueStates[n]
+		fn(&q)
+		s.setQueueStateLocked(n, q)
+	}
+}
+
 // handleQueueStart serves job-manager.queue-start {"name"?, "start",
 // "reason"?, "all", "nocheckpoint"?} (queue.c queue_start_cb): a stopped
 // queue's jobs stay in SCHED; starting it lets them be allocated.
@@ -176,14 +186,12 @@ func (s *Server) handleQueueStart(c *conn, req *wire.Message) {
 		return
 	}
 	s.mu.Lock()
-	for _, n := range names {
-		q := s.queueStates[n]
+	s.updateQueuesLocked(names, func(q *queueState) {
 		q.stopped, q.stopReason = !start, ""
 		if !start {
 			q.stopReason = reason
 		}
-		s.setQueueStateLocked(n, q)
-	}
+	})
 	if start {
 		for _, j := range s.order {
 			if j.state == stateSched {
@@ -204,14 +212,12 @@ func (s *Server) handleQueueEnable(c *conn, req *wire.Message) {
 		return
 	}
 	s.mu.Lock()
-	for _, n := range names {
-		q := s.queueStates[n]
+	s.updateQueuesLocked(names, func(q *queueState) {
 		q.disabled, q.disableReason = !enable, ""
 		if !enable {
 			q.disableReason = reason
 		}
-		s.setQueueStateLocked(n, q)
-	}
+	})
 	s.mu.Unlock()
 	s.respond(c, req, nil)
 }
