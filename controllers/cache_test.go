@@ -202,6 +202,12 @@ func TestCompactMarker(t *testing.T) {
 			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at, Instance: "a"}, false},
 		{"unreadable", map[string]string{fluxjobv1.SubmitAttemptAnnotation: "{"},
 			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at}, false},
+		// An array's marker on an instance with no job yet has no
+		// anchor; its high-water mark is in the annotation only.
+		{"an array's high-water mark, no anchor", map[string]string{fluxjobv1.SubmitAttemptAnnotation: marker(submitMarker{UID: "u", At: at, Instance: "a", Through: 1024})},
+			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at, Instance: "a"}, false},
+		{"an anchor, no job ID yet", map[string]string{fluxjobv1.SubmitAttemptAnnotation: marker(submitMarker{UID: "u", At: at, Instance: "a", After: 7})},
+			fluxjobv1.FluxJobStatus{SubmitAttemptTime: &at, Instance: "a"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,6 +226,12 @@ func TestCompactMarker(t *testing.T) {
 				recordedInstance(before) != recordedInstance(obj) || recordedInstanceID(before) != recordedInstanceID(obj) {
 				t.Fatalf("compaction changed what the marker says: %v/%q/%q -> %v/%q/%q", a, recordedInstance(before),
 					recordedInstanceID(before), b, recordedInstance(obj), recordedInstanceID(obj))
+			}
+			// What a recovery reads from the marker beyond the status:
+			// the high-water mark always, the anchor until the job ID.
+			mb, mo := readMarker(before), readMarker(obj)
+			if mb.Through != mo.Through || obj.Status.JobID == 0 && mb.After != mo.After {
+				t.Fatalf("compaction lost the marker's through/after: %d/%d -> %d/%d", mb.Through, mb.After, mo.Through, mo.After)
 			}
 		})
 	}

@@ -200,8 +200,9 @@ func markerInStatus(obj *fluxjobv1.FluxJob) bool {
 	m, ok, err := parseMarker(obj)
 	st := &obj.Status
 	// The anchor is in the annotation only: kept until the job ID is in
-	// the status (the lookup it bounds is for a FluxJob without one).
+	// the status (the lookup it bounds is for a FluxJob without one). An
+	// array's high-water mark is in the annotation only, and always read.
 	return ok && err == nil && st.SubmitAttemptTime != nil && st.SubmitAttemptTime.Equal(m.At.Time) &&
-		(m.After == 0 || st.JobID != 0) &&
+		(m.After == 0 || st.JobID != 0) && m.Through == 0 &&
 		(m.Instance == "" || st.Instance == m.Instance) && (m.InstanceID == "" || st.InstanceID == m.InstanceID)
 }

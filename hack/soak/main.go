@@ -70,7 +70,7 @@ func run(args []string) error {
 	goArgs = append(goArgs, "./test/e2e/")
 	cmd := exec.CommandContext(ctx, goCommand(), goArgs...)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("SOAK_KILLS=%d", *kills), fmt.Sprintf("SOAK_JOBS=%d", *jobs),
-		fmt.Sprintf("SOAK_MIN_WINDOW_KILLS=%d", *minWindow), fmt.Sprintf("SOAK_ARRAY_KILLS=%d", *arrayKills), "SOAK_ARRAYS=1")
+		fmt.Sprintf("SOAK_MIN_WINDOW_KILLS=%d", *minWindow), fmt.Sprintf("SOAK_ARRAY_KILLS=%d", *arrayKills))
 	if *seed != "" {
 		cmd.Env = append(cmd.Env, "SOAK_SEED="+*seed)
 	}

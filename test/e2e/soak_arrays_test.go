@@ -27,15 +27,11 @@ import (
 // kill; SOAK_ARRAY_KILLS (default 8) sizes it; SOAK_SEED replays a
 // schedule (the seed is printed).
 //
-// It is not part of `make test` yet: with SOAK_SEED=8843305946324683751 it
-// found 186 duplicate indexes (every index job the broker held at the
-// first kill, inside the first array's first batch, was submitted again):
-// arrays are not yet exactly-once across manager kills. `make soak` runs it
-// (SOAK_ARRAYS=1).
+// With SOAK_SEED=8843305946324683751 it found every index job the broker
+// held at the first kill submitted again: the informer cache dropped the
+// first array's marker annotation (no anchor on a fresh instance), and
+// with it the high-water mark. markerInStatus keeps it now.
 func TestManagerKillSoakArrays(t *testing.T) {
-	if os.Getenv("SOAK_ARRAYS") != "1" {
-		t.Skip("known failure, see the doc comment: arrays are not yet exactly-once across manager kills; run with SOAK_ARRAYS=1 (make soak)")
-	}
 	kills := envInt("SOAK_ARRAY_KILLS", 8)
 	seed := rand.Uint64()
 	if v, err := strconv.ParseUint(os.Getenv("SOAK_SEED"), 10, 64); err == nil {
