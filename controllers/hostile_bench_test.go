@@ -25,8 +25,23 @@ import (
 // hostileWindow is how long the manager is watched under a hostile
 // broker, once after the broker turns hostile and once after a restart:
 // longer than a keepalive interval plus its timeout (15s + 10s), so that a
-// broker that stops answering is noticed inside it.
-const hostileWindow = 45 * time.Second
+// broker that stops answering is noticed inside it. HOSTILE_WINDOW
+// (a duration) lengthens it: 10,000 re-attached streams take minutes to
+// fill.
+var hostileWindow = 45 * time.Second
+
+// hostileJobs is how many FluxJobs run before the broker turns hostile;
+// HOSTILE_JOBS changes it (the 10,000-job rows of docs/benchmarks.md).
+var hostileJobs = 1000
+
+func init() {
+	if d, err := time.ParseDuration(os.Getenv("HOSTILE_WINDOW")); err == nil && d > 0 {
+		hostileWindow = d
+	}
+	if n, err := strconv.Atoi(os.Getenv("HOSTILE_JOBS")); err == nil && n > 0 {
+		hostileJobs = n
+	}
+}
 
 // BenchmarkManagerHostileBroker measures the manager binary (as
 // config/manager/manager.yaml runs it: GOMEMLIMIT from its 256 MiB limit,
@@ -36,7 +51,7 @@ const hostileWindow = 45 * time.Second
 // -hostile MODE), FluxEndpoint, namespace and manager process (no
 // implicit instance, --watch-namespaces that namespace):
 //
-//  1. 1,000 FluxJobs of `sleep inf` are created and reach Running (one
+//  1. 1,000 FluxJobs (hostileJobs) of `sleep inf` are created and reach Running (one
 //     eventlog stream each);
 //  2. the manager's VmHWM is reset (/proc/PID/clear_refs 5), the broker
 //     is sent SIGUSR1 and turns hostile, 50 more FluxJobs of `sleep 5`
@@ -54,7 +69,7 @@ const hostileWindow = 45 * time.Second
 // logs the FluxEndpoint's Ready reasons and the FluxJobs' phases and
 // FluxReachable reasons.
 func BenchmarkManagerHostileBroker(b *testing.B) {
-	const running, fresh = 1000, 50
+	running, fresh := hostileJobs, 50
 	e := newControlPlane(b)
 	brokerBin := buildBroker(b)
 	// One manager binary for every row.
