@@ -92,6 +92,9 @@ type arrayInput struct {
 	counts    array.Counts
 	policyMet bool
 	ending    bool
+	// failReason and failMessage: the array fails (FailJob,
+	// maxFailedIndexes) once no index is active.
+	failReason, failMessage string
 }
 
 // reconcileArray is Reconcile's path for an admitted array FluxJob (after
@@ -140,10 +143,12 @@ func (r *FluxJobReconciler) arrayRun(obj *fluxjobv1.FluxJob, m marker, deps []jo
 	if obj.Spec.Waitable {
 		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.waitable cannot be used with spec.array"}
 	}
-	if obj.Spec.BackoffLimit != nil || obj.Spec.FailurePolicy != nil {
-		// Per-index attempts (fluxjob-<uid>-<index>.<attempt>) are not
-		// wired into arrays yet: refused rather than ignored.
-		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.backoffLimit and spec.failurePolicy are not supported with spec.array yet"}
+	if obj.Spec.BackoffLimit != nil {
+		// The schema refuses it too; an object stored before it did.
+		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.backoffLimit is not used with spec.array: set spec.array.backoffLimitPerIndex"}
+	}
+	if spec.MaxFailedIndexes != nil && spec.BackoffLimitPerIndex == nil {
+		return nil, nil, &failure{Reason: fluxjobv1.ReasonInvalidArray, Message: "spec.array.maxFailedIndexes needs spec.array.backoffLimitPerIndex"}
 	}
 	set, err := idset.Parse(spec.Indexes, fluxjobv1.MaxArrayIndexes)
 	if err != nil {
@@ -162,10 +167,14 @@ func (r *FluxJobReconciler) arrayRun(obj *fluxjobv1.FluxJob, m marker, deps []jo
 		through = set.Len() // unreadable: any index may have been submitted
 	}
 	run := array.New(obj.UID, key(obj), set, through)
-	run.Template, run.Policy = tpl, policy
+	run.Template, run.Policy, run.Retry = tpl, policy, array.RetryOf(spec, obj.Spec.FailurePolicy)
 	if st := obj.Status.Array; st != nil {
 		known(run, set, st.SucceededIndexes, array.Succeeded)
 		known(run, set, st.FailedIndexes, array.Failed)
+		run.SetRetries(int(st.Retries))
+	}
+	if c := meta.FindStatusCondition(obj.Status.Conditions, fluxjobv1.ConditionFailureTarget); c != nil && c.Status == metav1.ConditionTrue {
+		run.Fail(c.Reason, c.Message) // an earlier manager was ending it
 	}
 	r.arrays.Put(run)
 	return run, tpl, nil
@@ -204,12 +213,25 @@ func (r *FluxJobReconciler) stepArray(ctx context.Context, obj *fluxjobv1.FluxJo
 	if err != nil {
 		return 0, err
 	}
+	if lim := obj.Spec.Array.MaxFailedIndexes; lim != nil {
+		if n := run.Counts().Failed; n > int(*lim) {
+			run.Fail(fluxjobv1.ReasonMaxFailedIndexesExceeded, fmt.Sprintf("%d indexes failed, more than maxFailedIndexes %d", n, *lim))
+		}
+	}
+	why := "success policy of FluxJob " + obj.Namespace + "/" + obj.Name + " met"
+	if reason, msg := run.Failure(); reason != "" {
+		why = fmt.Sprintf("FluxJob %s/%s fails (%s): %s", obj.Namespace, obj.Name, reason, msg)
+		if !run.Ending() {
+			run.EndEarly()
+			logf.FromContext(ctx).Info("array fails; cancelling the active indexes", "reason", reason, "message", msg)
+		}
+	}
 	if run.Policy != nil && run.Policy.Met(run.Bits(array.Succeeded), run.Counts().Succeeded) && !run.Ending() {
 		run.EndEarly()
 		logf.FromContext(ctx).Info("array success policy met; cancelling the active indexes")
 	}
 	if run.Ending() {
-		return minRequeue(wait, r.cancelActive(ctx, obj, rt, run, "success policy of FluxJob "+obj.Namespace+"/"+obj.Name+" met")), nil
+		return minRequeue(wait, r.cancelActive(ctx, obj, rt, run, why)), nil
 	}
 	d, err := r.submitIndexes(ctx, obj, m, rt, run, tpl)
 	return minRequeue(wait, d), err
@@ -226,27 +248,10 @@ func (r *FluxJobReconciler) callbacks(run *array.Run, p int) broker.IndexCallbac
 			}
 		},
 		Done: func(out broker.Outcome) {
-			run.Move(p, indexEnd(out, run.Ending()))
-			if !out.Kind.Final() {
-				run.Lost(p)
-			}
+			indexDone(run, p, out) // arrayretry.go
 			r.Tracker.Poke(run.Key)
 		},
 	}
-}
-
-// indexEnd is the state an index's outcome puts it in. ending: the array
-// is cancelling what is left.
-func indexEnd(out broker.Outcome, ending bool) array.State {
-	switch {
-	case !out.Kind.Final():
-		return array.Detached // replaced by Lost
-	case out.Kind == broker.OutcomeExited && out.ExitCode == 0:
-		return array.Succeeded
-	case ending && out.Kind == broker.OutcomeException && out.ExcType == "cancel":
-		return array.Cancelled
-	}
-	return array.Failed
 }
 
 // attachDetached follows again the indexes whose future was lost.
@@ -271,7 +276,7 @@ func (r *FluxJobReconciler) resolveUncertain(ctx context.Context, obj *fluxjobv1
 		return 0, nil
 	}
 	log := logf.FromContext(ctx)
-	missing, d := r.lookupIndexes(ctx, obj, m, rt, run, ps)
+	missing, ended, d := r.lookupIndexes(ctx, obj, m, rt, run, ps)
 	if d > 0 || len(missing) == 0 {
 		return d, nil
 	}
@@ -282,6 +287,9 @@ func (r *FluxJobReconciler) resolveUncertain(ctx context.Context, obj *fluxjobv1
 	if lost := run.LostAt(); lost.After(at) {
 		at = lost // a submission whose answer was lost may still be in job-ingest
 	}
+	if ended.After(at) {
+		at = ended // a retry follows its attempt's end: it may still be in job-ingest
+	}
 	age := r.now().Sub(at)
 	if wait := r.Options.AdoptWindow - age; wait > 0 {
 		log.Info("array indexes may not be listed by job-list yet; looking again before submitting them", "indexes", len(missing), "retryIn", wait)
@@ -291,7 +299,7 @@ func (r *FluxJobReconciler) resolveUncertain(ctx context.Context, obj *fluxjobv1
 		log.Info("job-list has not caught up with job-manager yet; looking again before submitting", "error", err.Error())
 		return r.Options.UnreachableRetry, nil
 	}
-	missing, d = r.lookupIndexes(ctx, obj, m, rt, run, missing)
+	missing, _, d = r.lookupIndexes(ctx, obj, m, rt, run, missing)
 	if d > 0 {
 		return d, nil
 	}
@@ -304,50 +312,83 @@ func (r *FluxJobReconciler) resolveUncertain(ctx context.Context, obj *fluxjobv1
 		}
 		return 0, nil
 	}
-	log.Info("array indexes of an earlier submission left no Flux job; submitting them again", "indexes", len(missing))
+	log.Info("array indexes of an earlier submission left no Flux job for their current attempt; submitting them", "indexes", len(missing))
 	for _, p := range missing {
-		run.Move(p, array.Unsubmitted, array.Uncertain)
+		run.Resubmit(p)
 	}
 	return 0, nil
 }
 
-// lookupIndexes looks the indexes at positions ps up by name, records
-// what it found, and returns those not found (or a requeue delay when
-// Flux cannot be asked).
-func (r *FluxJobReconciler) lookupIndexes(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, rt broker.Route, run *array.Run, ps []int) ([]int, time.Duration) {
+// lookupIndexes looks the indexes at positions ps up by name, every
+// attempt name an index may have (0..Retry.Window), records what it found,
+// and returns those whose current attempt has no Flux job (never
+// submitted, or a retry to submit after an attempt that ended), when the
+// latest of the ended attempts a retry follows ended, or a requeue delay
+// when Flux cannot be asked.
+func (r *FluxJobReconciler) lookupIndexes(ctx context.Context, obj *fluxjobv1.FluxJob, m marker, rt broker.Route, run *array.Run, ps []int) ([]int, time.Time, time.Duration) {
 	var missing []int
-	for start := 0; start < len(ps); start += arrayLookupChunk {
-		chunk := ps[start:min(start+arrayLookupChunk, len(ps))]
-		names := make([]string, len(chunk))
-		for i, p := range chunk {
-			names[i] = jobspec.IndexName(obj, int(run.Set.At(p)), 0)
+	var ended time.Time
+	window := 0
+	if run.Retry != nil {
+		window = run.Retry.Window
+	}
+	per := max(1, arrayLookupChunk/(window+1))
+	for start := 0; start < len(ps); start += per {
+		chunk := ps[start:min(start+per, len(ps))]
+		names := make([]string, 0, len(chunk)*(window+1))
+		for _, p := range chunk {
+			for k := 0; k <= window; k++ {
+				names = append(names, jobspec.IndexName(obj, int(run.Set.At(p)), k))
+			}
 		}
 		found, err := broker.LookupNames(ctx, rt, names, m.After, r.Options.RPCTimeout)
 		if err != nil {
 			logf.FromContext(ctx).Info("cannot look array indexes up yet", "error", err.Error())
-			return nil, r.Options.UnreachableRetry
+			return nil, time.Time{}, r.Options.UnreachableRetry
 		}
 		for i, p := range chunk {
-			j, ok := found[names[i]]
-			switch {
-			case !ok:
-				missing = append(missing, p)
-			case j.Active:
+			a := foundAttempts(run.Retry, names[i*(window+1):(i+1)*(window+1)], found)
+			if a.Newest < 0 {
+				missing = append(missing, p) // at the attempt the run knows (0 after a restart)
+				continue
+			}
+			run.Recovered(p, a.Newest, a.Ignored)
+			j := a.Job
+			if j.Active {
 				run.SetID(p, j.ID)
 				if err := broker.AttachIndex(ctx, rt, j.ID, r.callbacks(run, p)); err != nil {
 					run.Move(p, array.Detached, array.Active)
 				}
-			default:
-				run.SetID(p, j.ID)
-				end := array.Failed
-				if j.Success {
-					end = array.Succeeded
-				}
-				run.Move(p, end)
+				continue
 			}
+			if j.Success {
+				run.SetID(p, j.ID)
+				run.Move(p, array.Succeeded)
+				continue
+			}
+			v := judgeIndex(run.Retry, a.Newest, a.Counted, a.Ignored, endingOfListed(j), run.Ending())
+			if v.Step == stepRetry {
+				// Attempt Newest+1 follows, submitted once the lookup
+				// after the catch-up barrier did not find it either.
+				run.Recovered(p, a.Newest+1, a.Ignored+boolInt(!v.Counted))
+				missing = append(missing, p)
+				if j.Inactive.After(ended) {
+					ended = j.Inactive
+				}
+				continue
+			}
+			run.SetID(p, j.ID)
+			applyIndexVerdict(run, p, v, int32(run.Set.At(p)))
 		}
 	}
-	return missing, 0
+	return missing, ended, 0
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // submitIndexes submits the next indexes parallelism allows, after a
@@ -377,7 +418,7 @@ func (r *FluxJobReconciler) submitIndexes(ctx context.Context, obj *fluxjobv1.Fl
 	urgency := submitUrgency(obj)
 	opts := job.SubmitOptions{Urgency: &urgency, Debug: obj.Spec.Debug}
 	for i, p := range ps {
-		err := broker.SubmitIndex(ctx, rt, tpl.Render(int(run.Set.At(p)), 0), opts, r.callbacks(run, p))
+		err := broker.SubmitIndex(ctx, rt, tpl.Render(int(run.Set.At(p)), run.Attempt(p)), opts, r.callbacks(run, p))
 		if err != nil {
 			logf.FromContext(ctx).Info("the executor did not take the array's jobs; retrying", "error", err.Error())
 			for _, q := range ps[i:] {
@@ -454,8 +495,10 @@ func (r *FluxJobReconciler) cancelActive(ctx context.Context, obj *fluxjobv1.Flu
 // arrayProgress is the status input of run.
 func arrayProgress(obj *fluxjobv1.FluxJob, run *array.Run) *arrayInput {
 	c := run.Counts()
-	return &arrayInput{status: run.Status(), counts: c, ending: run.Ending(),
+	a := &arrayInput{status: run.Status(), counts: c, ending: run.Ending(),
 		policyMet: run.Policy != nil && run.Policy.Met(run.Bits(array.Succeeded), c.Succeeded)}
+	a.failReason, a.failMessage = run.Failure()
+	return a
 }
 
 // arrayState is the phase of an array from its counts.
@@ -464,6 +507,9 @@ func arrayState(obj *fluxjobv1.FluxJob, a *arrayInput) jobState {
 	var js jobState
 	summary := fmt.Sprintf("%d of %d indexes succeeded, %d failed, %d active", c.Succeeded, c.Indexes, c.Failed, c.InFlight())
 	switch {
+	case a.failReason != "" && c.InFlight() == 0:
+		js.phase, js.reason = fluxjobv1.PhaseFailed, a.failReason
+		js.message = a.failMessage + ": " + summary
 	case a.policyMet && c.InFlight() == 0:
 		js.phase, js.reason = fluxjobv1.PhaseSucceeded, fluxjobv1.ReasonSuccessPolicy
 		js.message = "success policy met: " + summary
@@ -489,6 +535,9 @@ func arrayState(obj *fluxjobv1.FluxJob, a *arrayInput) jobState {
 	}
 	if a.ending && !js.phase.IsTerminal() {
 		js.message = "ending: cancelling the active indexes; " + summary
+		if a.failReason != "" {
+			js.message = "failing (" + a.failMessage + "): cancelling the active indexes; " + summary
+		}
 	}
 	return js
 }
@@ -496,6 +545,11 @@ func arrayState(obj *fluxjobv1.FluxJob, a *arrayInput) jobState {
 // setArrayConditions replaces the single job's Submitted condition by the
 // array's.
 func setArrayConditions(st *fluxjobv1.FluxJobStatus, a *arrayInput, gen int64, now metav1.Time) {
+	if a.failReason != "" {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fluxjobv1.ConditionFailureTarget, Status: metav1.ConditionTrue,
+			Reason: a.failReason, Message: fluxjobv1.Clip(a.failMessage, fluxjobv1.MaxMessageLength),
+			ObservedGeneration: gen, LastTransitionTime: now})
+	}
 	c := a.counts
 	submitted := c.Indexes - c.Unsubmitted - c.Uncertain - c.Submitting
 	if submitted <= 0 || (c.Cancelled == c.Indexes) {

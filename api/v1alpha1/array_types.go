@@ -22,12 +22,31 @@ const (
 	// ReasonSuccessPolicy: an array's success policy was met; the indexes still running were
 	// cancelled.
 	ReasonSuccessPolicy = "SuccessPolicyMet"
+	// ReasonMaxFailedIndexesExceeded: more indexes failed than spec.array.maxFailedIndexes
+	// allows; the indexes still active were cancelled (batch/v1's reason).
+	ReasonMaxFailedIndexesExceeded = "MaxFailedIndexesExceeded"
+
+	// ConditionFailureTarget is set on an array that is going to fail (a FailJob rule matched,
+	// or maxFailedIndexes was exceeded) while its active indexes are being cancelled; Failed
+	// follows once none is active (batch/v1's FailureTarget). A manager that restarts reads it
+	// and keeps ending the array.
+	ConditionFailureTarget = "FailureTarget"
+
+	// MaxBackoffLimitPerIndex is the largest spec.array.backoffLimitPerIndex: after a manager
+	// restart, each index not final in the status is looked up under every attempt name it may
+	// have (fluxjob-<uid>-<index>.<attempt>), so the limit bounds that lookup.
+	MaxBackoffLimitPerIndex = 100
+	// MaxIgnoredPerIndex is how many failures of one index a failure policy rule with action
+	// Ignore may retry without counting them (batch/v1 has no bound): the attempt numbers of an
+	// index stay below backoffLimitPerIndex+1+MaxIgnoredPerIndex, which a lookup covers.
+	MaxIgnoredPerIndex = 10
 )
 
 // ArraySpec makes a FluxJob an array: one Flux job per index, as `flux submit --cc=INDEXES`.
 // Each index's job gets the index in FLUX_JOB_CC, and "{cc}" in spec.command, spec.env values and
 // spec.workingDir replaced by it (Python format syntax as flux-core's submit: "{cc:03d}" pads).
 // With spec.jobspec, FLUX_JOB_CC is set and "{cc}" is replaced in the tasks' commands.
+// +kubebuilder:validation:XValidation:rule="!has(self.maxFailedIndexes) || has(self.backoffLimitPerIndex)",message="spec.array.maxFailedIndexes needs spec.array.backoffLimitPerIndex"
 type ArraySpec struct {
 	// Indexes is the set of indexes, as flux submit --cc takes it: "0-99,200" (ascending ranges
 	// and singletons; at most 1,048,576 indexes, each at most 2147483647).
@@ -49,6 +68,25 @@ type ArraySpec struct {
 	// succeeds when every index succeeded.
 	// +optional
 	SuccessPolicy *ArraySuccessPolicy `json:"successPolicy,omitempty"`
+
+	// BackoffLimitPerIndex is how many failed attempts of each index are retried, each as a new
+	// Flux job named fluxjob-<uid>-<index>.<attempt> (batch/v1 backoffLimitPerIndex; flux-core
+	// has no retry). An index that fails past it is failed (status.array.failedIndexes) and the
+	// others go on. spec.failurePolicy applies to each index's failed attempts (FailIndex fails
+	// the index, FailJob the array, Ignore retries without counting). Omitted: an index is not
+	// retried (a failurePolicy's Ignore rule still retries it).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	BackoffLimitPerIndex *int32 `json:"backoffLimitPerIndex,omitempty"`
+
+	// MaxFailedIndexes fails the array as soon as more indexes than this failed, cancelling the
+	// indexes still active and submitting no more (batch/v1 maxFailedIndexes; reason
+	// MaxFailedIndexesExceeded). Needs backoffLimitPerIndex. Omitted: every index runs.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1048576
+	MaxFailedIndexes *int32 `json:"maxFailedIndexes,omitempty"`
 }
 
 // ArraySuccessPolicy is batch/v1's successPolicy for an array.
@@ -110,6 +148,11 @@ type ArrayStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=8192
 	FailedIndexes string `json:"failedIndexes,omitempty"`
+	// Retries counts the attempts beyond the first submitted for the indexes (failed attempts
+	// retried, counted toward backoffLimitPerIndex or ignored). Retries decided in the last
+	// seconds before a manager restart may be missing from it.
+	// +optional
+	Retries int32 `json:"retries,omitempty"`
 	// IndexesTruncated is true when succeededIndexes or failedIndexes did not fit MaxIndexSetLength
 	// and hold only their smallest members (the counts are exact; kubectl fluxjob indexes lists
 	// every index from Flux).

@@ -206,6 +206,7 @@ type EnvVar struct {
 // +kubebuilder:validation:XValidation:rule="has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.failurePolicy) == has(oldSelf.failurePolicy)",message="spec.backoffLimit and spec.failurePolicy are immutable (they cannot be added or removed)"
 // +kubebuilder:validation:XValidation:rule="!has(self.waitable) || !self.waitable || !(has(self.backoffLimit) || has(self.failurePolicy))",message="spec.waitable cannot be combined with spec.backoffLimit or spec.failurePolicy: only the final Flux job would be reaped"
 // +kubebuilder:validation:XValidation:rule="has(self.array) == has(oldSelf.array)",message="spec.array is immutable (it cannot be added or removed)"
+// +kubebuilder:validation:XValidation:rule="!has(self.array) || !has(self.backoffLimit)",message="spec.backoffLimit is not used with spec.array: set spec.array.backoffLimitPerIndex"
 type FluxJobSpec struct {
 	// Jobspec is a complete Flux jobspec, version 1 (Flux RFC 25 / RFC 14), given as an object.
 	// The schema only requires an object: CEL cannot see inside an object whose fields the schema
@@ -374,7 +375,8 @@ type FluxJobSpec struct {
 
 	// BackoffLimit is how many failed attempts are retried, each as a new Flux job (batch/v1
 	// backoffLimit; flux-core has no retry). Default 0: a failed job is not retried. Failures a
-	// failure policy rule ignores do not count.
+	// failure policy rule ignores do not count. Not with spec.array: an array's indexes are
+	// retried by spec.array.backoffLimitPerIndex.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10000

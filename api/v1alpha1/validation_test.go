@@ -271,6 +271,16 @@ debug: true
 				want: []string{"spec.waitable cannot be combined with spec.backoffLimit"}},
 			{name: "negative-backoff-limit", spec: "command: [\"true\"]\nbackoffLimit: -1\n",
 				want: []string{"spec.backoffLimit", "greater than or equal to 0"}},
+			{name: "array-per-index-retries", spec: "command: [\"true\"]\narray: {indexes: \"0-9\", backoffLimitPerIndex: 2, maxFailedIndexes: 3}\n" +
+				"failurePolicy:\n  rules:\n  - {action: FailIndex, onExitCodes: {operator: In, values: [3]}}\n"},
+			{name: "array-max-failed-without-per-index", spec: "command: [\"true\"]\narray: {indexes: \"0-9\", maxFailedIndexes: 3}\n",
+				want: []string{"spec.array.maxFailedIndexes needs spec.array.backoffLimitPerIndex"}},
+			{name: "array-with-backoff-limit", spec: "command: [\"true\"]\nbackoffLimit: 2\narray: {indexes: \"0-9\"}\n",
+				want: []string{"spec.backoffLimit is not used with spec.array"}},
+			{name: "array-per-index-too-high", spec: "command: [\"true\"]\narray: {indexes: \"0-9\", backoffLimitPerIndex: 101}\n",
+				want: []string{"spec.array.backoffLimitPerIndex", "less than or equal to 100"}},
+			{name: "array-max-failed-negative", spec: "command: [\"true\"]\narray: {indexes: \"0-9\", backoffLimitPerIndex: 1, maxFailedIndexes: -1}\n",
+				want: []string{"spec.array.maxFailedIndexes", "greater than or equal to 0"}},
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {

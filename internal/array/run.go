@@ -68,6 +68,8 @@ type Run struct {
 	Template *jobspec.Template
 	// Policy is the success policy (nil: none).
 	Policy *Policy
+	// Retry is the per-index retry settings (nil: none; retry.go).
+	Retry *Retry
 
 	mu     sync.Mutex
 	st     []State
@@ -82,6 +84,13 @@ type Run struct {
 	cancelAsked bool
 	// lostAt: when a submission last lost its answer (Lost without an ID).
 	lostAt time.Time
+	// attempts and ignored: per index, the attempt number and the failures
+	// ignored; nil until an index is retried (retry.go).
+	attempts, ignored []uint8
+	// retries: attempts beyond the first submitted.
+	retries int
+	// failReason, failMessage: the array fails (retry.go).
+	failReason, failMessage string
 }
 
 // New returns the run of set, of which the positions below through may
@@ -344,7 +353,14 @@ func (r *Run) Status() *fluxjobv1.ArrayStatus {
 		SucceededIndexes: ok,
 		FailedIndexes:    bad,
 		IndexesTruncated: t1 || t2,
+		Retries:          int32(r.retryCount()),
 	}
+}
+
+func (r *Run) retryCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.retries
 }
 
 // Runs holds the arrays this manager follows, by FluxJob UID.

@@ -85,6 +85,15 @@ type Listed struct {
 	Success bool
 	// Result is job-list's result of an inactive job.
 	Result job.Result
+	// ExcType, ExcSeverity and ExcNote are job-list's exception of the job
+	// (the most severe raised; ExcType "" when none was).
+	ExcType     string
+	ExcSeverity int
+	ExcNote     string
+	// WaitStatus is the job's finish status, if it finished.
+	WaitStatus *job.WaitStatus
+	// Inactive is when the job became inactive (zero: active).
+	Inactive time.Time
 }
 
 // LookupNames finds the jobs named names on rt's instance that are active
@@ -102,7 +111,8 @@ func LookupNames(ctx context.Context, rt Route, names []string, anchor job.ID, t
 	if err != nil {
 		return nil, fmt.Errorf("looking up %d Flux jobs by name: %w", len(names), err)
 	}
-	opts := job.ListOptions{Attrs: []string{"name", "state", "result", "success"}, Constraint: job.Name(names...),
+	opts := job.ListOptions{Attrs: []string{"name", "state", "result", "success", "exception_occurred", "exception_type",
+		"exception_severity", "exception_note", "waitstatus", "t_inactive"}, Constraint: job.Name(names...),
 		MaxEntries: 2 * len(names), Since: since}
 	jobs, err := job.List(ctx, c, opts)
 	if err != nil {
@@ -113,7 +123,14 @@ func LookupNames(ctx context.Context, rt Route, names []string, anchor job.ID, t
 		if _, dup := out[j.Name]; dup {
 			continue // newest first
 		}
-		out[j.Name] = Listed{ID: j.ID, Active: j.State&job.StateInactive == 0, Success: j.Success, Result: j.Result}
+		l := Listed{ID: j.ID, Active: j.State&job.StateInactive == 0, Success: j.Success, Result: j.Result, WaitStatus: j.WaitStatus}
+		if j.ExceptionOccurred {
+			l.ExcType, l.ExcSeverity, l.ExcNote = j.ExceptionType, j.ExceptionSeverity, j.ExceptionNote
+		}
+		if j.TInactive > 0 {
+			l.Inactive = time.Unix(0, int64(j.TInactive*1e9))
+		}
+		out[j.Name] = l
 	}
 	return out, nil
 }
