@@ -153,8 +153,9 @@ func fluxResult(e ending) string {
 	return "COMPLETED"
 }
 
-// hasPolicy reports whether spec asks for retries or a failure policy:
-// only then do failed attempts go through decide (and status.retry exist).
+// hasPolicy reports whether spec, of a single job, asks for retries or a
+// failure policy: only then do failed attempts go through decide (and
+// status.retry exist). An array judges its indexes (arrayretry.go).
 func hasPolicy(spec *fluxjobv1.FluxJobSpec) bool {
-	return spec.BackoffLimit != nil || spec.FailurePolicy != nil
+	return spec.Array == nil && (spec.BackoffLimit != nil || spec.FailurePolicy != nil)
 }
