@@ -73,6 +73,9 @@ const (
 	// pace (written.Pace) alone would write about once a second for as
 	// long as the array runs. The final write is not held.
 	arrayStatusPace = 5 * time.Second
+	// arraySubmitWait is when to look again while arrayStepMax indexes
+	// wait for Flux's answer.
+	arraySubmitWait = 100 * time.Millisecond
 )
 
 // arrayPace is writer.pace with arrayStatusPace for a running array.
@@ -394,15 +397,25 @@ func boolInt(b bool) int {
 // submitIndexes submits the next indexes parallelism allows, after a
 // marker covering them (see above).
 func (r *FluxJobReconciler) submitIndexes(ctx context.Context, obj *fluxjobv1.FluxJob, m *marker, rt broker.Route, run *array.Run, tpl *jobspec.Template) (time.Duration, error) {
+	c := run.Counts()
 	if obj.Spec.Suspend {
+		if c.Submitting > 0 {
+			return arraySubmitWait, nil // their job IDs come
+		}
 		return 0, nil // submitted indexes go on; no new ones
 	}
-	c := run.Counts()
-	room := min(c.Unsubmitted, arrayStepMax)
-	if p := obj.Spec.Array.Parallelism; p != nil {
-		room = min(room, int(*p)-c.InFlight())
+	// At most arrayStepMax indexes wait for Flux's answer: what the
+	// executor has not sent yet (the rendered jobspecs) stays bounded
+	// however fast reconciles come, and so does the manager's memory.
+	room := min(c.Unsubmitted, arrayStepMax-c.Submitting)
+	parallel := false // parallelism bounds room: an index's end pokes us
+	if p := obj.Spec.Array.Parallelism; p != nil && int(*p)-c.InFlight() <= room {
+		room, parallel = int(*p)-c.InFlight(), true
 	}
 	if room <= 0 {
+		if c.Submitting > 0 {
+			return arraySubmitWait, nil // the job IDs come (they poke no one)
+		}
 		return 0, nil
 	}
 	next := run.NextUnsubmitted()
@@ -430,10 +443,12 @@ func (r *FluxJobReconciler) submitIndexes(ctx context.Context, obj *fluxjobv1.Fl
 	if len(ps) > 0 {
 		logf.FromContext(ctx).V(1).Info("submitted array indexes", "count", len(ps), "first", run.Set.At(ps[0]))
 	}
-	if c.Unsubmitted > len(ps) && len(ps) == arrayStepMax {
+	if c.Unsubmitted > len(ps) && !parallel && c.Submitting+len(ps) < arrayStepMax {
 		return time.Millisecond, nil // more to submit at once
 	}
-	return 0, nil
+	// The job IDs come (they poke no one): look again for them, and for
+	// room to submit more.
+	return arraySubmitWait, nil
 }
 
 // markArray writes the submission marker with high-water mark through,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,7 +131,9 @@ func arrayRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess, n in
 // (urgency 0, so every index's job stays active and followed), the
 // manager binary in its own process against the test broker process.
 // rss-bytes/index is the manager's RSS growth from before the array to
-// when every index is submitted, per index (goal <= 1 KiB).
+// when every index is submitted, per index (goal <= 1 KiB). With
+// $BENCH_PROFILE_DIR set, the manager's heap profile with every index
+// held is written there as array-<n>.heap.pprof.
 func BenchmarkControllerArrayMemory(b *testing.B) {
 	n := envInt(b, "ARRAY_MEMORY_INDEXES", 100000)
 	e := newBenchEnv(b)
@@ -169,6 +172,9 @@ func BenchmarkControllerArrayMemory(b *testing.B) {
 		time.Sleep(3 * time.Second)
 		rss := m.statusKiB(b, "VmRSS")
 		metrics := m.metrics(b, ctx)
+		if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
+			m.writeHeapProfile(b, ctx, filepath.Join(dir, "array-"+strconv.Itoa(n)+".heap.pprof"))
+		}
 		b.ReportMetric(float64(rss-rss0)*1024/float64(n), "rss-bytes/index")
 		b.ReportMetric(float64(rss)/1024, "rss-MiB")
 		b.ReportMetric(metrics["go_memstats_heap_alloc_bytes"]/float64(n), "heap-bytes/index")

@@ -1070,6 +1070,22 @@ func (m *managerProcess) heapProfile(b *testing.B, ctx context.Context, w io.Wri
 	}
 }
 
+// writeHeapProfile writes the manager's heap profile (after a GC) to
+// path, creating its directory.
+func (m *managerProcess) writeHeapProfile(b *testing.B, ctx context.Context, path string) {
+	b.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
+	defer f.Close()
+	m.heapProfile(b, ctx, f)
+	b.Logf("heap profile of the manager: %s", repoPath(path))
+}
+
 // parseUnlabelled reads the samples without labels of a Prometheus text
 // exposition ("name value"), by name.
 func parseUnlabelled(text string) map[string]float64 {

@@ -215,7 +215,7 @@ func TestEventBudget(t *testing.T) {
 	}
 	futures := make([]*Future, jobs)
 	for i := range futures {
-		f := newFuture(&l, b)
+		f := newFuture(&l, b, nil)
 		if err := f.setJobID(job.ID(i + 1)); err != nil {
 			t.Fatal(err)
 		}

@@ -275,6 +275,39 @@ func (e *Executor) Submit(ctx context.Context, jobspec any, opts job.SubmitOptio
 	return e.schedule(&request{spec: spec, opts: opts})
 }
 
+// SubmitLean is Submit for a caller that needs only the job ID, the start
+// and the end of the job: obs is told them (see Observer) and no Future
+// is handed back. The future behind it keeps no events and no callbacks
+// but obs's, so that following many jobs at once (the indexes of an
+// array) costs little; the submission and the following of the job are
+// Submit's. Errors are Submit's; when SubmitLean returns one, obs is never
+// called.
+func (e *Executor) SubmitLean(ctx context.Context, jobspec any, opts job.SubmitOptions, obs Observer) error {
+	_, err := e.submitLean(ctx, jobspec, opts, obs)
+	return err
+}
+
+// submitLean is SubmitLean returning the future, for tests.
+func (e *Executor) submitLean(ctx context.Context, jobspec any, opts job.SubmitOptions, obs Observer) (*Future, error) {
+	if obs == nil {
+		return nil, errors.New("fluxbridge: submit: nil Observer")
+	}
+	if err := e.usable(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("fluxbridge: submit: %w", err)
+	}
+	if opts.Urgency != nil && (*opts.Urgency < 0 || *opts.Urgency > 31) {
+		return nil, fmt.Errorf("fluxbridge: submit: urgency %d out of range 0-31: %w", *opts.Urgency, syscall.EINVAL)
+	}
+	spec, err := encodeJobspec(jobspec)
+	if err != nil {
+		return nil, err
+	}
+	return e.schedule(&request{spec: spec, opts: opts, obs: obs})
+}
+
 // Attach returns a Future for an existing job, which behaves exactly like
 // one returned by Submit (its job ID is set at once). If id matches no job
 // the future completes with an error wrapping ErrNoSuchJob. Attach fails at
@@ -288,6 +321,28 @@ func (e *Executor) Attach(ctx context.Context, id job.ID) (*Future, error) {
 		return nil, fmt.Errorf("fluxbridge: attach: %w", err)
 	}
 	return e.schedule(&request{attach: true, id: id})
+}
+
+// AttachLean is Attach for a caller that needs only the job's start and
+// end, as SubmitLean is Submit's: obs.JobID is called with id at once,
+// Start if the job started (also before the attach), Done with the end.
+func (e *Executor) AttachLean(ctx context.Context, id job.ID, obs Observer) error {
+	_, err := e.attachLean(ctx, id, obs)
+	return err
+}
+
+// attachLean is AttachLean returning the future, for tests.
+func (e *Executor) attachLean(ctx context.Context, id job.ID, obs Observer) (*Future, error) {
+	if obs == nil {
+		return nil, errors.New("fluxbridge: attach: nil Observer")
+	}
+	if err := e.usable(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("fluxbridge: attach: %w", err)
+	}
+	return e.schedule(&request{attach: true, id: id, obs: obs})
 }
 
 // usable returns the error Submit and Attach fail with once the executor
@@ -313,9 +368,12 @@ func (e *Executor) schedule(r *request) (*Future, error) {
 	if e.shutdown {
 		return nil, ErrShutdown
 	}
-	f := newFuture(&e.log, e.budget)
+	f := newFuture(&e.log, e.budget, r.obs)
 	if r.attach {
 		f.id, f.idSet = r.id, true
+		if f.obs != nil {
+			f.queue = append(f.queue, invocation{fn: observeJobID, inline: true})
+		}
 	}
 	r.f = f
 	if err := e.pick().enqueue(r); err != nil {

@@ -70,10 +70,14 @@ type invocation struct {
 	result   int
 	err      error
 	retire   func()
+	// inline: a lean future's Observer call (fn), run where the step
+	// is pumped, like the executor's own steps (see Observer).
+	inline bool
 }
 
-// internal reports whether inv is one of the executor's own steps.
-func (inv *invocation) internal() bool { return inv.complete || inv.retire != nil }
+// internal reports whether inv is run where it is pumped: one of the
+// executor's own steps, or a lean future's Observer call.
+func (inv *invocation) internal() bool { return inv.complete || inv.retire != nil || inv.inline }
 
 type eventCallback struct {
 	name string // "" (AddAllEventsCallback): every event in Events
@@ -148,11 +152,17 @@ type Future struct {
 	fatalSeen bool
 	charges   []int
 	charge    *budgetCharge
+
+	// obs, when set, makes the future lean (see Observer): it keeps no
+	// events and has no callbacks but obs's.
+	obs Observer
 }
 
-func newFuture(log *logr.Logger, b *eventBudget) *Future {
-	f := &Future{log: log}
-	if b != nil {
+// newFuture returns a future charging its events to b (nil: no budget).
+// With obs it is lean: it keeps nothing to charge.
+func newFuture(log *logr.Logger, b *eventBudget, obs Observer) *Future {
+	f := &Future{log: log, obs: obs}
+	if b != nil && obs == nil {
 		f.charge = &budgetCharge{b: b}
 		// A Future nobody references any more gives its events' share
 		// of the budget back.
@@ -402,10 +412,16 @@ func (f *Future) setJobIDLocked(id job.ID, err error) {
 		f.queue = append(f.queue, invocation{fn: fn})
 	}
 	f.jobidCBs = nil
+	if f.obs != nil && err == nil {
+		f.queue = append(f.queue, invocation{fn: observeJobID, inline: true})
+	}
 }
 
 // queueDoneLocked queues the done callbacks.
 func (f *Future) queueDoneLocked() {
+	if f.obs != nil {
+		f.queue = append(f.queue, invocation{fn: observeDone, inline: true})
+	}
 	for _, fn := range f.doneCBs {
 		f.queue = append(f.queue, invocation{fn: fn})
 	}
@@ -450,7 +466,13 @@ func (f *Future) decideLocked(r int, err error) bool {
 func (f *Future) handleEvent(ev job.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if IsDelivered(ev.Name) {
+	if f.obs != nil {
+		// lean: nothing kept; the first start is all that is reported
+		if ev.Name == job.EventStart && f.seen&startBit == 0 {
+			f.seen |= startBit
+			f.queue = append(f.queue, invocation{fn: observeStart, inline: true})
+		}
+	} else if IsDelivered(ev.Name) {
 		if f.events == nil {
 			// submit, depend, priority, alloc, start, finish, release,
 			// free, clean: one allocation for a job's usual events
@@ -535,7 +557,11 @@ func (f *Future) pumpInternal() bool {
 		}
 		f.dispatching = true
 		f.mu.Unlock()
-		inv.retire()
+		if inv.retire != nil {
+			inv.retire()
+		} else {
+			f.invoke(inv)
+		}
 		f.mu.Lock()
 		f.dispatching = false
 	}

@@ -22,7 +22,7 @@ import (
 func testFuture(t *testing.T) *Future {
 	t.Helper()
 	l := logr.Discard()
-	return newFuture(&l, nil)
+	return newFuture(&l, nil, nil)
 }
 
 func event(name string, ctx map[string]any) job.Event {
@@ -456,7 +456,7 @@ func TestFutureCallbackPanic(t *testing.T) {
 		logs = append(logs, args)
 		mu.Unlock()
 	}, funcr.Options{})
-	f := newFuture(&l, nil)
+	f := newFuture(&l, nil, nil)
 	f.setRunning()
 	if err := f.setJobID(42); err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ type request struct {
 	id     job.ID
 	spec   []byte
 	opts   job.SubmitOptions
+	obs    Observer // a lean future's (SubmitLean, AttachLean)
 }
 
 // eventSource follows the events of jobs. It is the seam between the

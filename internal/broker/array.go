@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/fluxjob/fluxjob-operator/fluxbridge"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
@@ -15,7 +14,8 @@ import (
 // byte of state and a job ID per index (internal/array), not an eventlog.
 
 // IndexCallbacks receive what one index's future reports. They run on the
-// future's callback goroutine and must not block.
+// goroutine that handles the future's events (see fluxbridge.Observer)
+// and must not block.
 type IndexCallbacks struct {
 	// ID is called with the job ID once Flux accepted the job.
 	ID func(job.ID)
@@ -26,17 +26,18 @@ type IndexCallbacks struct {
 }
 
 // SubmitIndex submits jobspec to rt's instance and reports to cb. An error
-// means the executor did not take the job: it was not submitted.
+// means the executor did not take the job: it was not submitted. The
+// job is followed by a lean future (fluxbridge.Executor.SubmitLean): it
+// keeps none of the job's events, so that an array's active indexes cost
+// little each.
 func SubmitIndex(ctx context.Context, rt Route, jobspec []byte, opts job.SubmitOptions, cb IndexCallbacks) error {
 	exec, _, err := rt.Get()
 	if err != nil {
 		return err
 	}
-	f, err := exec.Submit(ctx, jobspec, opts)
-	if err != nil {
+	if err := exec.SubmitLean(ctx, jobspec, opts, &indexObserver{instance: rt.Name, cb: cb, submitted: true}); err != nil {
 		return fmt.Errorf("submitting to Flux instance %s: %w", rt.Name, err)
 	}
-	bindIndex(rt.Name, f, cb, true)
 	return nil
 }
 
@@ -47,34 +48,37 @@ func AttachIndex(ctx context.Context, rt Route, id job.ID, cb IndexCallbacks) er
 	if err != nil {
 		return err
 	}
-	f, err := exec.Attach(ctx, id)
-	if err != nil {
+	if err := exec.AttachLean(ctx, id, &indexObserver{instance: rt.Name, cb: cb}); err != nil {
 		return fmt.Errorf("attaching to Flux job %s: %w", id.F58(), err)
 	}
 	submissionsTotal.WithLabelValues(rt.Name, "adopted").Inc()
-	bindIndex(rt.Name, f, cb, false)
 	return nil
 }
 
-func bindIndex(instance string, f *fluxbridge.Future, cb IndexCallbacks, submitted bool) {
-	f.AddJobIDCallback(func(f *fluxbridge.Future) {
-		id, err := f.JobID(context.Background())
-		if submitted {
-			if err == nil {
-				submissionsTotal.WithLabelValues(instance, "success").Inc()
-			} else {
-				submissionsTotal.WithLabelValues(instance, "error").Inc()
-			}
-		}
-		if err == nil {
-			cb.ID(id)
-		}
-	})
-	_ = f.AddEventCallback(job.EventStart, func(*fluxbridge.Future, job.Event) { cb.Start() })
-	f.AddDoneCallback(func(f *fluxbridge.Future) {
-		res, err := f.Result(context.Background())
-		cb.Done(Classify(res, err))
-	})
+// indexObserver is an index's fluxbridge.Observer: it counts the
+// submission and hands what the future reports to cb.
+type indexObserver struct {
+	instance  string
+	cb        IndexCallbacks
+	submitted bool // counted in submissionsTotal at the job ID or the end
+	counted   bool // called only one at a time (fluxbridge.Observer)
+}
+
+func (o *indexObserver) JobID(id job.ID) {
+	if o.submitted {
+		o.counted = true
+		submissionsTotal.WithLabelValues(o.instance, "success").Inc()
+	}
+	o.cb.ID(id)
+}
+
+func (o *indexObserver) Start() { o.cb.Start() }
+
+func (o *indexObserver) Done(res int, err error) {
+	if o.submitted && !o.counted {
+		submissionsTotal.WithLabelValues(o.instance, "error").Inc()
+	}
+	o.cb.Done(Classify(res, err))
 }
 
 // Listed is what job-list says of one job found by name.
