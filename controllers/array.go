@@ -242,19 +242,28 @@ func (r *FluxJobReconciler) stepArray(ctx context.Context, obj *fluxjobv1.FluxJo
 
 // callbacks returns what the future of the index at position p reports
 // into run.
-func (r *FluxJobReconciler) callbacks(run *array.Run, p int) broker.IndexCallbacks {
-	return broker.IndexCallbacks{
-		ID: func(id job.ID) { run.SetID(p, id) },
-		Start: func() {
-			if run.Move(p, array.Running, array.Active) {
-				r.Tracker.Poke(run.Key)
-			}
-		},
-		Done: func(out broker.Outcome) {
-			indexDone(run, p, out) // arrayretry.go
-			r.Tracker.Poke(run.Key)
-		},
+func (r *FluxJobReconciler) callbacks(run *array.Run, p int) broker.IndexObserver {
+	return &indexFollower{r: r, run: run, p: p}
+}
+
+// indexFollower moves position p of run as its future reports.
+type indexFollower struct {
+	r   *FluxJobReconciler
+	run *array.Run
+	p   int
+}
+
+func (x *indexFollower) ID(id job.ID) { x.run.SetID(x.p, id) }
+
+func (x *indexFollower) Start() {
+	if x.run.Move(x.p, array.Running, array.Active) {
+		x.r.Tracker.Poke(x.run.Key)
 	}
+}
+
+func (x *indexFollower) Done(out broker.Outcome) {
+	indexDone(x.run, x.p, out) // arrayretry.go
+	x.r.Tracker.Poke(x.run.Key)
 }
 
 // attachDetached follows again the indexes whose future was lost.

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,6 +55,34 @@ func BenchmarkControllerArray(b *testing.B) {
 	}
 }
 
+// arrayProfileSeconds is how much of an array row the manager's CPU
+// profile covers (with $BENCH_PROFILE_DIR), from the FluxJob's creation.
+const arrayProfileSeconds = 60
+
+// profileCPU, when $BENCH_PROFILE_DIR is set, takes a CPU profile of the
+// manager for seconds from now and writes it there as
+// manager-<row>.cpu.pprof; the channel is closed once it is written (at
+// once when not profiling).
+func (m *managerProcess) profileCPU(b *testing.B, ctx context.Context, seconds int) <-chan struct{} {
+	done := make(chan struct{})
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" {
+		close(done)
+		return done
+	}
+	row := strings.NewReplacer("/", "-", "=", "").Replace(strings.TrimPrefix(b.Name(), "BenchmarkController"))
+	path := filepath.Join(dir, "manager-"+row+".cpu.pprof")
+	go func() {
+		defer close(done)
+		if err := fetchTo(ctx, http.DefaultClient, m.pprof+"/debug/pprof/profile?seconds="+strconv.Itoa(seconds), path); err != nil {
+			b.Errorf("CPU profile of the manager: %v", err)
+			return
+		}
+		b.Logf("CPU profile of the manager (first %ds): %s", seconds, repoPath(path))
+	}()
+	return done
+}
+
 // arrayRow runs one row: the array FluxJob, then the native submission.
 func arrayRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -63,6 +92,7 @@ func arrayRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess, n in
 	ns := e.namespace(b)
 	before := e.sideCPU(b, br, m)
 	metrics0 := m.metricsText(b, ctx)
+	profiled := m.profileCPU(b, ctx, arrayProfileSeconds)
 	start := time.Now()
 	obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "array"},
 		Spec: fluxjobv1.FluxJobSpec{Jobspec: spec, Array: &fluxjobv1.ArraySpec{Indexes: "1-" + strconv.Itoa(n)}}}
@@ -84,6 +114,7 @@ func arrayRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess, n in
 		}
 	}
 	k8s := time.Since(start)
+	<-profiled
 	if got.Status.Phase != fluxjobv1.PhaseSucceeded {
 		b.Fatalf("the array ended %s: %s", got.Status.Phase, got.Status.Message)
 	}

@@ -227,6 +227,9 @@ func (f *Future) trimQueueLocked() {
 func (f *Future) EventsDropped() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.history == nil {
+		return 0 // lean: nothing kept, nothing dropped
+	}
 	return f.eventsDropped
 }
 

@@ -32,6 +32,11 @@
 // per-job watches, 1.7 KB with the journal). EventSourceEventlog stays the
 // default because it works for guests too and is what flux-core's Python
 // executor does.
+//
+// A lean future (SubmitLean, AttachLean) keeps no events and no callbacks
+// but its Observer: a Future of about 160 bytes besides its event
+// source's per-job cost, for callers that follow many jobs and need only
+// their start and end (an array's indexes: BenchmarkControllerArrayMemory).
 package fluxbridge
 
 import (

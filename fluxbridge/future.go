@@ -134,34 +134,45 @@ type Future struct {
 	err         error
 	done        chan struct{} // created lazily by DoneChan
 	idReady     chan struct{} // created lazily by JobID
-	events      []job.Event
-	eventCBs    []eventCallback
-	jobidCBs    []func(*Future)
-	doneCBs     []func(*Future)
 	queue       []invocation
+	// seen marks the event names received (bounds.go: the first of each
+	// name is free up to a small context; a lean future: start).
+	seen uint16
 
+	// *history is nil in a lean future: obs, when set, makes the future
+	// lean (see Observer): it keeps no events and has no callbacks but
+	// obs's.
+	*history
+	obs Observer
+}
+
+// history is what a Future that is not lean keeps: its events (within
+// the bounds of bounds.go) and its callbacks. It is apart from the Future
+// so that a lean one does not carry it.
+type history struct {
+	events   []job.Event
+	eventCBs []eventCallback
+	jobidCBs []func(*Future)
+	doneCBs  []func(*Future)
 	// ctxCost is the estimated memory of the stored events' contexts;
 	// eventsDropped counts what the bounds dropped (bounds.go).
 	ctxCost       int
 	eventsDropped int
-	// seen marks the event names received (bounds.go: the first of each
-	// name is free up to a small context), fatalSeen a fatal exception;
-	// charges holds, per stored event, what it took from the executor's
-	// budget (0: nothing).
-	seen      uint16
+	// fatalSeen: a fatal exception was received; charges holds, per
+	// stored event, what it took from the executor's budget (0:
+	// nothing).
 	fatalSeen bool
 	charges   []int
 	charge    *budgetCharge
-
-	// obs, when set, makes the future lean (see Observer): it keeps no
-	// events and has no callbacks but obs's.
-	obs Observer
 }
 
 // newFuture returns a future charging its events to b (nil: no budget).
 // With obs it is lean: it keeps nothing to charge.
 func newFuture(log *logr.Logger, b *eventBudget, obs Observer) *Future {
 	f := &Future{log: log, obs: obs}
+	if obs == nil {
+		f.history = &history{}
+	}
 	if b != nil && obs == nil {
 		f.charge = &budgetCharge{b: b}
 		// A Future nobody references any more gives its events' share
@@ -408,19 +419,23 @@ func (f *Future) setJobIDLocked(id job.ID, err error) {
 	if f.idReady != nil {
 		close(f.idReady)
 	}
+	if f.obs != nil {
+		if err == nil {
+			f.queue = append(f.queue, invocation{fn: observeJobID, inline: true})
+		}
+		return
+	}
 	for _, fn := range f.jobidCBs {
 		f.queue = append(f.queue, invocation{fn: fn})
 	}
 	f.jobidCBs = nil
-	if f.obs != nil && err == nil {
-		f.queue = append(f.queue, invocation{fn: observeJobID, inline: true})
-	}
 }
 
 // queueDoneLocked queues the done callbacks.
 func (f *Future) queueDoneLocked() {
 	if f.obs != nil {
 		f.queue = append(f.queue, invocation{fn: observeDone, inline: true})
+		return
 	}
 	for _, fn := range f.doneCBs {
 		f.queue = append(f.queue, invocation{fn: fn})

@@ -64,9 +64,15 @@ func WatchJournal(ctx context.Context, c *flux.Conn, opts JournalOptions) (*Jour
 // block. cancel, or ctx's end, cancels the journal at the service; h
 // still gets the end.
 func StartJournal(ctx context.Context, c *flux.Conn, opts JournalOptions, h func(JournalEntry, error)) (cancel func(), err error) {
-	return startStream(ctx, c, topicJournal, journalRequest(opts), decodeJournalResponse,
-		func(err error) error { return fmt.Errorf("job: events journal: %w", err) }, h)
+	return startStream[JournalEntry](ctx, c, topicJournal, journalRequest(opts), journalCodec{}, h)
 }
+
+// journalCodec is the streamCodec of the events journal.
+type journalCodec struct{}
+
+func (journalCodec) decode(p []byte) (JournalEntry, error) { return decodeJournalResponse(p) }
+
+func (journalCodec) wrap(err error) error { return fmt.Errorf("job: events journal: %w", err) }
 
 // journalRequest is the events-journal request for opts.
 func journalRequest(opts JournalOptions) any {

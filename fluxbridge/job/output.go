@@ -378,8 +378,14 @@ func (w *OutputWatch) Close() error { return w.s.Close() }
 // block. cancel (or ctx's end) stops the watch; h still gets the end.
 func StartWatchOutput(ctx context.Context, c *flux.Conn, id ID, opts OutputOptions, h func(OutputEvent, error)) (cancel func(), err error) {
 	req := outputWatchPayload(id, opts)
-	return startStream(ctx, c, topicEventlog, req,
-		func(p []byte) (OutputEvent, error) { return decodeOutputResponse(id, p) },
-		func(err error) error { return fmt.Errorf("job %s: watching %s: %w", id, OutputPath, err) },
-		h)
+	return startStream[OutputEvent](ctx, c, topicEventlog, req, outputCodec(id), h)
+}
+
+// outputCodec is the streamCodec of an output watch.
+type outputCodec ID
+
+func (o outputCodec) decode(p []byte) (OutputEvent, error) { return decodeOutputResponse(ID(o), p) }
+
+func (o outputCodec) wrap(err error) error {
+	return fmt.Errorf("job %s: watching %s: %w", ID(o), OutputPath, err)
 }

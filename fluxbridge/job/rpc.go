@@ -320,10 +320,19 @@ func WatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions) (*
 // service; h still gets the end. ctx's end cancels the watch too.
 func StartWatchEvents(ctx context.Context, c *flux.Conn, id ID, opts WatchOptions, h func(Event, error)) (cancel func(), err error) {
 	req, path := eventWatchPayload(id, opts)
-	return startStream(ctx, c, topicEventlog, req,
-		func(p []byte) (Event, error) { return decodeEventResponse(id, path, p) },
-		func(err error) error { return fmt.Errorf("job %s: watching %s: %w", id, path, err) },
-		h)
+	return startStream[Event](ctx, c, topicEventlog, req, &eventCodec{id: id, path: path}, h)
+}
+
+// eventCodec is the streamCodec of an eventlog watch.
+type eventCodec struct {
+	id   ID
+	path string
+}
+
+func (e *eventCodec) decode(p []byte) (Event, error) { return decodeEventResponse(e.id, e.path, p) }
+
+func (e *eventCodec) wrap(err error) error {
+	return fmt.Errorf("job %s: watching %s: %w", e.id, e.path, err)
 }
 
 // eventWatchPayload builds the job-info.eventlog-watch request and

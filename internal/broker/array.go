@@ -13,16 +13,18 @@ import (
 // goes to the caller's IndexCallbacks, not into a View: an array keeps one
 // byte of state and a job ID per index (internal/array), not an eventlog.
 
-// IndexCallbacks receive what one index's future reports. They run on the
-// goroutine that handles the future's events (see fluxbridge.Observer)
-// and must not block.
-type IndexCallbacks struct {
+// IndexObserver receives what one index's future reports. Its methods
+// run on the goroutine that handles the future's events (see
+// fluxbridge.Observer), one at a time, and must not block. It is an
+// interface, not a set of funcs, so that an index costs one small value
+// (an array holds up to 100,000 of them).
+type IndexObserver interface {
 	// ID is called with the job ID once Flux accepted the job.
-	ID func(job.ID)
+	ID(job.ID)
 	// Start is called on the job's start event.
-	Start func()
+	Start()
 	// Done is called once with how the future ended.
-	Done func(Outcome)
+	Done(Outcome)
 }
 
 // SubmitIndex submits jobspec to rt's instance and reports to cb. An error
@@ -30,7 +32,7 @@ type IndexCallbacks struct {
 // job is followed by a lean future (fluxbridge.Executor.SubmitLean): it
 // keeps none of the job's events, so that an array's active indexes cost
 // little each.
-func SubmitIndex(ctx context.Context, rt Route, jobspec []byte, opts job.SubmitOptions, cb IndexCallbacks) error {
+func SubmitIndex(ctx context.Context, rt Route, jobspec []byte, opts job.SubmitOptions, cb IndexObserver) error {
 	exec, _, err := rt.Get()
 	if err != nil {
 		return err
@@ -43,7 +45,7 @@ func SubmitIndex(ctx context.Context, rt Route, jobspec []byte, opts job.SubmitO
 
 // AttachIndex follows the existing job id (proved to be the index's by
 // its name) and reports to cb.
-func AttachIndex(ctx context.Context, rt Route, id job.ID, cb IndexCallbacks) error {
+func AttachIndex(ctx context.Context, rt Route, id job.ID, cb IndexObserver) error {
 	exec, _, err := rt.Get()
 	if err != nil {
 		return err
@@ -59,7 +61,7 @@ func AttachIndex(ctx context.Context, rt Route, id job.ID, cb IndexCallbacks) er
 // submission and hands what the future reports to cb.
 type indexObserver struct {
 	instance  string
-	cb        IndexCallbacks
+	cb        IndexObserver
 	submitted bool // counted in submissionsTotal at the job ID or the end
 	counted   bool // called only one at a time (fluxbridge.Observer)
 }
