@@ -21,6 +21,7 @@ import (
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
 	"github.com/fluxjob/fluxjob-operator/internal/idset"
 	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
+	"github.com/fluxjob/fluxjob-operator/internal/pending"
 )
 
 // Arrays (spec.array)
@@ -98,6 +99,8 @@ type arrayInput struct {
 	// failReason and failMessage: the array fails (FailJob,
 	// maxFailedIndexes) once no index is active.
 	failReason, failMessage string
+	// sample is why the array's indexes wait (arraypending.go).
+	sample pending.Sample
 }
 
 // reconcileArray is Reconcile's path for an admitted array FluxJob (after
@@ -106,7 +109,7 @@ type arrayInput struct {
 func (r *FluxJobReconciler) reconcileArray(ctx context.Context, obj *fluxjobv1.FluxJob, m *marker, rt broker.Route, adm *admission, deps []job.Dependency) (ctrl.Result, error) {
 	in := statusInput{Marker: *m, Admission: adm}
 	run, tpl, fail := r.arrayRun(obj, *m, deps)
-	var requeue time.Duration
+	var requeue, hold time.Duration
 	if fail == nil {
 		var err error
 		requeue, err = r.stepArray(ctx, obj, m, rt, run, tpl)
@@ -114,12 +117,15 @@ func (r *FluxJobReconciler) reconcileArray(ctx context.Context, obj *fluxjobv1.F
 			return ctrl.Result{}, err
 		}
 		in.Array = arrayProgress(obj, run)
+		var again time.Duration
+		in.Array.sample, in.Waiting, again, hold = r.sampleArray(ctx, obj, rt, run)
+		requeue = minRequeue(requeue, again)
 	} else {
 		in.Failure = fail
 	}
 	in.reachability(rt)
 	st := computeStatus(obj, in, r.now())
-	if wait := r.arrayPace(obj, st); wait > 0 {
+	if wait := max(r.arrayPace(obj, st), hold); wait > 0 && !st.Phase.IsTerminal() {
 		return ctrl.Result{RequeueAfter: minRequeue(wait, requeue)}, nil
 	}
 	if err := r.w.writeStatus(ctx, obj, st); err != nil {

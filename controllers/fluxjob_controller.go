@@ -120,8 +120,9 @@ type FluxJobReconciler struct {
 	Options Options
 
 	now     func() time.Time
-	waiting waitList   // FluxJobs waiting for an instance (route.go)
-	arrays  array.Runs // the arrays followed (array.go)
+	waiting waitList     // FluxJobs waiting for an instance (route.go)
+	arrays  array.Runs   // the arrays followed (array.go)
+	samples arraySamples // why arrays' indexes wait (arraypending.go)
 	written written.Set
 	w       *writer
 	once    sync.Once

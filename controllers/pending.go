@@ -17,7 +17,8 @@ import (
 
 // pendingOf is status.pending for obj in phase, from the status input; an
 // untracked FluxJob with a job ID (before the re-attach after a restart)
-// keeps what its status says.
+// keeps what its status says. An array says why its indexes wait while
+// any does, even once others run (arraypending.go).
 func pendingOf(obj *fluxjobv1.FluxJob, phase fluxjobv1.FluxJobPhase, in statusInput, now time.Time) *fluxjobv1.FluxJobPending {
 	var fr pending.Reason
 	var waits bool
@@ -29,6 +30,16 @@ func pendingOf(obj *fluxjobv1.FluxJob, phase fluxjobv1.FluxJobPhase, in statusIn
 			fr.Message += " (spec.suspend)"
 		} else if waits && fr.Reason == fluxjobv1.PendingHeld && in.Obs.Summary().Urgency == 0 {
 			fr.Message += " (kubectl fluxjob release, or flux job urgency " + id.F58() + " default, releases it)"
+		}
+	case in.Array != nil:
+		fr, waits = pending.Array(in.Array.sample, obj.Spec.Queue, in.Waiting)
+		if waits && fr.Reason == fluxjobv1.PendingHeld && in.Array.sample.Summary.Urgency == 0 {
+			fr.Message += " (an urgency change applies to the indexes submitted after it; flux job urgency ID default releases one)"
+		}
+		if waits && phase == fluxjobv1.PhaseRunning {
+			// Some indexes run, others wait in Flux: the array still
+			// says why those wait.
+			phase = fluxjobv1.PhaseSubmitted
 		}
 	case in.Obs == nil && obj.Status.JobID != 0 && in.Hold == nil && (in.Admission == nil || in.Admission.OK):
 		if phase.IsTerminal() || phase == fluxjobv1.PhaseRunning {

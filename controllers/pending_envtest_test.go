@@ -2,15 +2,20 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 )
 
 // pendingIs waits for status.pending.reason to be reason (with a message
@@ -132,4 +137,106 @@ func mustGet(t *testing.T, h *harness, name string) *fluxjobv1.FluxJob {
 		t.Fatal(err)
 	}
 	return o
+}
+
+// column returns what `kubectl get fluxjob NAME` shows in column col: the
+// API server's Table of the object (the CRD's printer columns).
+func (h *harness) column(name, col string) string {
+	h.t.Helper()
+	hc, err := rest.HTTPClientFor(h.cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := strings.TrimSuffix(h.cfg.Host, "/") + "/apis/" + fluxjobv1.GroupVersion.String() + "/namespaces/" + h.ns + "/fluxjobs/" + name
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := hc.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tbl metav1.Table
+	if err := json.NewDecoder(resp.Body).Decode(&tbl); err != nil || resp.StatusCode != http.StatusOK || len(tbl.Rows) != 1 {
+		h.t.Fatalf("GET %s as a Table: %s, %v, %d rows", url, resp.Status, err, len(tbl.Rows))
+	}
+	for i, c := range tbl.ColumnDefinitions {
+		if c.Name == col && i < len(tbl.Rows[0].Cells) {
+			return fmt.Sprint(tbl.Rows[0].Cells[i])
+		}
+	}
+	h.t.Fatalf("no column %q in %+v", col, tbl.ColumnDefinitions)
+	return ""
+}
+
+// TestEnvtestArrayPendingReasons: an array whose indexes wait in Flux says
+// why in status.pending and the REASON column, from its first waiting
+// index (urgency 0 from spec.urgency, a stopped queue, the one core taken
+// by index 0 while the others wait), and the reason goes once none waits.
+func TestEnvtestArrayPendingReasons(t *testing.T) {
+	h := newHarness(t, testbroker.Options{TimeScale: 0.01, Cores: 1, Queues: []string{"batch", "debug"}, DefaultQueue: "batch"}, Options{})
+	h.start()
+
+	held := arraySpec("0-4", "true")
+	held.Urgency = ptrTo(int32(0))
+	h.create("held", held)
+	o := h.pendingIs("held", fluxjobv1.PendingHeld, "5 of 5 indexes wait in Flux; the first, index 0 (job ")
+	if !strings.Contains(o.Status.Pending.Message, "Held in Flux at urgency 0") || o.Status.Phase != fluxjobv1.PhaseSubmitted || o.Status.Pending.Since == nil {
+		t.Errorf("held array: phase %s, pending %+v", o.Status.Phase, o.Status.Pending)
+	}
+	if got := h.column("held", "Reason"); got != fluxjobv1.PendingHeld {
+		t.Errorf("REASON column %q, want %s", got, fluxjobv1.PendingHeld)
+	}
+
+	h.queueStart("debug", false, "drain")
+	stopped := arraySpec("3,5,7", "true")
+	stopped.Queue = "debug"
+	h.create("stopped", stopped)
+	h.pendingIs("stopped", fluxjobv1.PendingQueueStopped, `3 of 3 indexes wait in Flux; the first, index 3 (job `)
+	h.pendingIs("stopped", fluxjobv1.PendingQueueStopped, `Flux queue "debug" is stopped: drain`)
+	if got := h.column("stopped", "Reason"); got != fluxjobv1.PendingQueueStopped {
+		t.Errorf("REASON column %q, want %s", got, fluxjobv1.PendingQueueStopped)
+	}
+	h.queueStart("debug", true, "")
+	if o := h.waitPhase("stopped", fluxjobv1.PhaseSucceeded, 30*time.Second); o.Status.Pending != nil {
+		t.Errorf("succeeded with pending %+v", o.Status.Pending)
+	}
+
+	// One core: index 0 runs, the others wait for it; the array is
+	// Running and says why the rest waits.
+	h.create("busy", arraySpec("0-3", "sleep", "3000"))
+	o = h.waitFor("busy", 30*time.Second, "running with waiting indexes", func(o *fluxjobv1.FluxJob) bool {
+		return o.Status.Phase == fluxjobv1.PhaseRunning && o.Status.Pending != nil
+	})
+	// The index that runs is the one the scheduler took first (the
+	// submissions race); the first waiting one is the lowest other.
+	byName, first := h.brokerJobsByName(), -1
+	for i := 0; i < 4 && first < 0; i++ {
+		ids := byName[jobspec.IndexName(o, i, 0)]
+		if len(ids) != 1 {
+			t.Fatalf("index %d: Flux jobs %v", i, ids)
+		}
+		if h.fluxEventIndex(int64(ids[0]), "alloc", "", nil) < 0 {
+			first = i
+			want := fmt.Sprintf("3 of 4 indexes wait in Flux; the first, index %d (job %s): Waiting for the scheduler", i, ids[0].F58())
+			if p := o.Status.Pending; p.Reason != fluxjobv1.PendingScheduling || !strings.Contains(p.Message, want) {
+				t.Errorf("running array: pending %+v, want %q", p, want)
+			}
+		}
+	}
+	if first < 0 {
+		t.Errorf("no index of busy waits at the broker; pending %+v", o.Status.Pending)
+	}
+	if got := h.column("busy", "Reason"); got != fluxjobv1.PendingScheduling {
+		t.Errorf("REASON column %q, want %s", got, fluxjobv1.PendingScheduling)
+	}
+	for _, n := range []string{"busy", "held"} {
+		if err := h.c.Delete(context.Background(), mustGet(t, h, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
