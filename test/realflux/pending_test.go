@@ -11,11 +11,15 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 	"github.com/fluxjob/fluxjob-operator/internal/broker"
+	"github.com/fluxjob/fluxjob-operator/internal/jobspec"
 	"github.com/fluxjob/fluxjob-operator/internal/pending"
 )
 
@@ -29,7 +33,10 @@ import (
 // derives from them; then compares the two. Cases: held (urgency 0), an
 // afterok dependency on a running job, a begin time, a stopped queue
 // (with its reason, then started), a disabled queue (submission refused),
-// and a job waiting for cores (sched-simple: no estimate).
+// and a job waiting for cores (sched-simple: no estimate); and arrays
+// (their indexes submitted as the controller does, the reason read from
+// the first index's eventlog as the controller reads it): held, after a
+// running job, with a begin time, in a stopped queue.
 func TestPendingReasons(t *testing.T) {
 	needFlux(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -123,8 +130,7 @@ func pendingScenario(t *testing.T, c *flux.Conn, cores int, begin string) []stri
 	}
 	// reason follows id's eventlog up to the event named until, reads the
 	// instance's Waiting, and records the events and the reason.
-	reason := func(what string, id job.ID, until string) pending.Reason {
-		evs := events(t, c, id, until)
+	describe := func(evs []job.Event) string {
 		var parts []string
 		for _, ev := range evs {
 			p := ev.Name
@@ -135,6 +141,10 @@ func pendingScenario(t *testing.T, c *flux.Conn, cores int, begin string) []stri
 			}
 			parts = append(parts, p)
 		}
+		return alias(strings.Join(parts, ", "))
+	}
+	reason := func(what string, id job.ID, until string) pending.Reason {
+		evs := events(t, c, id, until)
 		w := broker.ReadWaiting(ctxT(t), c, nil)
 		if w.Err != "" {
 			t.Errorf("%s: ReadWaiting: %s", what, w.Err)
@@ -142,13 +152,54 @@ func pendingScenario(t *testing.T, c *flux.Conn, cores int, begin string) []stri
 		r, waits := pending.Of(id, job.NewSummary(evs), "", w)
 		si := w.Jobs[id]
 		out = append(out, fmt.Sprintf("%s: events [%s]; waits %v reason %s (%s); job-list queue %q estimate %v",
-			what, alias(strings.Join(parts, ", ")), waits, r.Reason, alias(r.Message), si.Queue, si.TEstimate > 0))
+			what, describe(evs), waits, r.Reason, alias(r.Message), si.Queue, si.TEstimate > 0))
 		return r
 	}
 	want := func(what string, r pending.Reason, reason string) {
 		if r.Reason != reason {
 			t.Errorf("%s: reason %s (%s), want %s", what, r.Reason, r.Message, reason)
 		}
+	}
+
+	// arr submits the indexes 0..n-1 of an array FluxJob as the
+	// controller does (its jobspec template, in index order, with deps)
+	// and records what the controller reads of it: the first index's
+	// eventlog (job.LookupEventlog, once it reached until), the
+	// instance's Waiting, and the reason internal/pending.Array derives.
+	var arrays []job.ID
+	arr := func(name string, n int, spec fluxjobv1.FluxJobSpec, urgency int, deps []job.Dependency, until string) pending.Reason {
+		obj := &fluxjobv1.FluxJob{ObjectMeta: metav1.ObjectMeta{UID: types.UID("pending-" + name), Name: name, Namespace: "ns"}, Spec: spec}
+		obj.Spec.Array = &fluxjobv1.ArraySpec{Indexes: fmt.Sprintf("0-%d", n-1)}
+		tpl, jerr := jobspec.BuildTemplate(obj, append(deps, jobspec.BeginTime(obj)...)...)
+		if jerr != nil {
+			t.Fatalf("array %s: %v", name, jerr)
+		}
+		var first job.ID
+		for i := range n {
+			u := urgency
+			id, err := job.Submit(ctxT(t), c, tpl.Render(i, 0), job.SubmitOptions{Urgency: &u})
+			if err != nil {
+				out = append(out, fmt.Sprintf("array %s index %d: %s", name, i, errObs(err)))
+				return pending.Reason{}
+			}
+			ids[id] = fmt.Sprintf("%s.%d", name, i)
+			arrays = append(arrays, id)
+			if i == 0 {
+				first = id
+			}
+		}
+		events(t, c, first, until)
+		evs, err := job.LookupEventlog(ctxT(t), c, first)
+		if err != nil {
+			t.Fatalf("array %s: %v", name, err)
+		}
+		w := broker.ReadWaiting(ctxT(t), c, nil)
+		if w.Err != "" {
+			t.Errorf("array %s: ReadWaiting: %s", name, w.Err)
+		}
+		r, waits := pending.Array(pending.Sample{Waiting: n, Indexes: n, Index: 0, ID: first, Summary: job.NewSummary(evs)}, spec.Queue, w)
+		out = append(out, fmt.Sprintf("array %s: eventlog [%s]; waits %v reason %s (%s)", name, describe(evs), waits, r.Reason, alias(r.Message)))
+		return r
 	}
 
 	rpc("queue-list", "job-manager.queue-list", struct{}{})
@@ -158,11 +209,14 @@ func pendingScenario(t *testing.T, c *flux.Conn, cores int, begin string) []stri
 
 	held := sub("H", "", 0, nil, "true")
 	want("held", reason("held", held, "priority"), fluxjobv1.PendingHeld)
+	want("held array", arr("AH", 3, fluxjobv1.FluxJobSpec{Command: []string{"true"}}, 0, nil, "priority"), fluxjobv1.PendingHeld)
 
 	b := sub("B", "", 16, nil, "sleep", "300")
 	events(t, c, b, "start")
 	d := sub("D", "", 16, []job.Dependency{{Scheme: "afterok", Value: b.F58()}}, "true")
 	want("afterok on running B", reason("afterok on running B", d, "validate"), fluxjobv1.PendingDependency)
+	want("array after running B", arr("AD", 2, fluxjobv1.FluxJobSpec{Command: []string{"true"}}, 16,
+		[]job.Dependency{{Scheme: "afterok", Value: b.F58()}}, "validate"), fluxjobv1.PendingDependency)
 
 	bt := sub("T", "", 16, []job.Dependency{{Scheme: "begin-time", Value: begin}}, "true")
 	r := reason("begin time", bt, "validate")
@@ -170,12 +224,23 @@ func pendingScenario(t *testing.T, c *flux.Conn, cores int, begin string) []stri
 	if !strings.Contains(r.Message, "begin-time="+begin) {
 		t.Errorf("begin time: message %q does not quote begin-time=%s", r.Message, begin)
 	}
+	beginT, err := strconv.ParseFloat(begin, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := metav1.NewTime(time.Unix(int64(beginT), 0))
+	r = arr("AT", 2, fluxjobv1.FluxJobSpec{Command: []string{"true"}, BeginTime: &at}, 16, nil, "validate")
+	want("array with a begin time", r, fluxjobv1.PendingBeginTime)
+	if !strings.Contains(r.Message, "begin-time="+begin) {
+		t.Errorf("array with a begin time: message %q does not quote begin-time=%s", r.Message, begin)
+	}
 
 	rpc("stop debug without all", "job-manager.queue-start", map[string]any{"start": false, "all": false})
 	rpc("stop debug", "job-manager.queue-start", map[string]any{"name": "debug", "start": false, "reason": "maintenance window", "all": false})
 	rpc("queue-status debug stopped", "job-manager.queue-status", map[string]any{"name": "debug"})
 	s := sub("S", "debug", 16, nil, "true")
 	want("stopped queue", reason("stopped queue", s, "priority"), fluxjobv1.PendingQueueStopped)
+	want("array in a stopped queue", arr("AS", 2, fluxjobv1.FluxJobSpec{Command: []string{"true"}, Queue: "debug"}, 16, nil, "priority"), fluxjobv1.PendingQueueStopped)
 	rpc("start debug", "job-manager.queue-start", map[string]any{"name": "debug", "start": true, "all": false})
 	out = append(out, "stopped queue started: "+strings.Join(names(events(t, c, s, "alloc")), " "))
 
@@ -201,7 +266,7 @@ func pendingScenario(t *testing.T, c *flux.Conn, cores int, begin string) []stri
 	events(t, c, full, "start")
 	g := sub("G", "", 16, nil, "true")
 	want("waiting for cores", reason("waiting for cores", g, "priority"), fluxjobv1.PendingScheduling)
-	for _, id := range []job.ID{held, d, bt, full, g} {
+	for _, id := range append([]job.ID{held, d, bt, full, g}, arrays...) {
 		_ = job.Cancel(ctxT(t), c, id, "")
 	}
 	return out
