@@ -573,8 +573,9 @@ func arrayState(obj *fluxjobv1.FluxJob, a *arrayInput) jobState {
 }
 
 // setArrayConditions replaces the single job's Submitted condition by the
-// array's.
-func setArrayConditions(st *fluxjobv1.FluxJobStatus, a *arrayInput, gen int64, now metav1.Time) {
+// array's, keeping the lastTransitionTime of old's (the status before
+// setConditions, which sets the single job's) while it stays True.
+func setArrayConditions(st *fluxjobv1.FluxJobStatus, old []metav1.Condition, a *arrayInput, gen int64, now metav1.Time) {
 	if a.failReason != "" {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fluxjobv1.ConditionFailureTarget, Status: metav1.ConditionTrue,
 			Reason: a.failReason, Message: fluxjobv1.Clip(a.failMessage, fluxjobv1.MaxMessageLength),
@@ -584,6 +585,9 @@ func setArrayConditions(st *fluxjobv1.FluxJobStatus, a *arrayInput, gen int64, n
 	submitted := c.Indexes - c.Unsubmitted - c.Uncertain - c.Submitting
 	if submitted <= 0 || (c.Cancelled == c.Indexes) {
 		return
+	}
+	if prev := meta.FindStatusCondition(old, fluxjobv1.ConditionSubmitted); prev != nil && prev.Status == metav1.ConditionTrue {
+		now = prev.LastTransitionTime
 	}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fluxjobv1.ConditionSubmitted, Status: metav1.ConditionTrue,
 		Reason: fluxjobv1.ReasonSubmitted, Message: fmt.Sprintf("%d of %d indexes submitted to Flux", submitted, c.Indexes),

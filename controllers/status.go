@@ -157,7 +157,7 @@ func computeStatus(obj *fluxjobv1.FluxJob, in statusInput, now time.Time) fluxjo
 	setConditions(&st, obj, js, in, gen, nowT)
 	setAdmission(&st, in.Admission, gen, nowT)
 	if in.Array != nil {
-		setArrayConditions(&st, in.Array, gen, nowT)
+		setArrayConditions(&st, obj.Status.Conditions, in.Array, gen, nowT)
 	}
 	return st
 }

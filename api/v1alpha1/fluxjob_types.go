@@ -513,7 +513,8 @@ type FluxJobStatus struct {
 	// Array counts an array's indexes by state (spec.array).
 	// +optional
 	Array *ArrayStatus `json:"array,omitempty"`
-	// Pending is why the FluxJob waits (pending_types.go); absent once its job started.
+	// Pending is why the FluxJob waits (pending_types.go); absent once its job started (an
+	// array's: once none of its indexes waits).
 	// +optional
 	Pending *FluxJobPending `json:"pending,omitempty"`
 }

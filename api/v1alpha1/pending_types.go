@@ -10,7 +10,8 @@ import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 const MaxPendingMessageLength = 1024
 
 // FluxJobPending is why a FluxJob waits: before submission (the controller holds it), or in Flux
-// before its job starts. Absent once the job started or ended.
+// before its job starts. Absent once the job started or ended; an array's says why its first
+// waiting index waits, while any index waits in Flux.
 type FluxJobPending struct {
 	// Reason is one of the PendingReason values (shown by kubectl get as REASON).
 	// +required
