@@ -294,7 +294,8 @@ func sortedMap(m map[string]any) string {
 // dependency-add "max-running-jobs-user-limit"; here posted with
 // job-manager.post-event.post, as the plugin's jobtap call does), the
 // singleton dependency, and the scheduler's t_estimate (sched-fifo
-// loaded in place of sched-simple), each read into its reason.
+// loaded in place of sched-simple), each read into its reason, and the
+// estimate of an array's first waiting index.
 func TestPendingRealOnly(t *testing.T) {
 	needFlux(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -381,7 +382,29 @@ func TestPendingRealOnly(t *testing.T) {
 	if r.Reason != fluxjobv1.PendingResources || r.Estimate == 0 {
 		t.Fatalf("sched-fifo: reason %s (%s) estimate %v, want Resources with an estimate", r.Reason, r.Message, r.Estimate)
 	}
-	for _, id := range []job.ID{f, g} {
+	// An array's first waiting index, read as the controller reads it
+	// (its eventlog with job.LookupEventlog, the instance's Waiting):
+	// the scheduler's estimate of that index.
+	a0, a1 := sub(node(60, "true")), sub(node(60, "true"))
+	events(t, c, a0, "priority")
+	var ar pending.Reason
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		evs, err := job.LookupEventlog(ctxT(t), c, a0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := broker.ReadWaiting(ctxT(t), c, nil)
+		ar, _ = pending.Array(pending.Sample{Waiting: 2, Indexes: 2, Index: 0, ID: a0, Summary: job.NewSummary(evs)}, "", w)
+		if ar.Reason == fluxjobv1.PendingResources && ar.Estimate > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("array on sched-fifo: %s (%s)", ar.Reason, ar.Message)
+	if ar.Reason != fluxjobv1.PendingResources || ar.Estimate == 0 || !strings.Contains(ar.Message, "2 of 2 indexes wait in Flux; the first, index 0") {
+		t.Errorf("array on sched-fifo: reason %s (%s) estimate %v, want Resources with an estimate", ar.Reason, ar.Message, ar.Estimate)
+	}
+	for _, id := range []job.ID{f, g, a0, a1} {
 		_ = job.Cancel(ctxT(t), c, id, "")
 	}
 }
