@@ -74,7 +74,13 @@ const (
 	// pace (written.Pace) alone would write about once a second for as
 	// long as the array runs. The final write is not held.
 	arrayStatusPace = 5 * time.Second
-	// arraySubmitWait is when to look again while arrayStepMax indexes
+	// arraySubmittingMax is the most indexes waiting for Flux's answer
+	// to their submission: the executor has their jobspecs (rendered,
+	// queued, framed) meanwhile, and Flux answers in order, so a few
+	// round trips' worth keeps the broker busy while the manager's peak
+	// memory stays small.
+	arraySubmittingMax = 1024
+	// arraySubmitWait is when to look again while arraySubmittingMax indexes
 	// wait for Flux's answer.
 	arraySubmitWait = 100 * time.Millisecond
 )
@@ -419,10 +425,10 @@ func (r *FluxJobReconciler) submitIndexes(ctx context.Context, obj *fluxjobv1.Fl
 		}
 		return 0, nil // submitted indexes go on; no new ones
 	}
-	// At most arrayStepMax indexes wait for Flux's answer: what the
-	// executor has not sent yet (the rendered jobspecs) stays bounded
+	// At most arraySubmittingMax indexes wait for Flux's answer: what
+	// the executor has not sent yet (the rendered jobspecs) stays bounded
 	// however fast reconciles come, and so does the manager's memory.
-	room := min(c.Unsubmitted, arrayStepMax-c.Submitting)
+	room := min(c.Unsubmitted, arrayStepMax, arraySubmittingMax-c.Submitting)
 	parallel := false // parallelism bounds room: an index's end pokes us
 	if p := obj.Spec.Array.Parallelism; p != nil && int(*p)-c.InFlight() <= room {
 		room, parallel = int(*p)-c.InFlight(), true
@@ -458,7 +464,7 @@ func (r *FluxJobReconciler) submitIndexes(ctx context.Context, obj *fluxjobv1.Fl
 	if len(ps) > 0 {
 		logf.FromContext(ctx).V(1).Info("submitted array indexes", "count", len(ps), "first", run.Set.At(ps[0]))
 	}
-	if c.Unsubmitted > len(ps) && !parallel && c.Submitting+len(ps) < arrayStepMax {
+	if c.Unsubmitted > len(ps) && !parallel && c.Submitting+len(ps) < arraySubmittingMax {
 		return time.Millisecond, nil // more to submit at once
 	}
 	// The job IDs come (they poke no one): look again for them, and for

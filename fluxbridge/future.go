@@ -128,16 +128,17 @@ type Future struct {
 	decided     bool // a completion is queued or done
 	idSet       bool
 	dispatching bool
-	id          job.ID
-	idErr       error
-	result      int
-	err         error
-	done        chan struct{} // created lazily by DoneChan
-	idReady     chan struct{} // created lazily by JobID
-	queue       []invocation
 	// seen marks the event names received (bounds.go: the first of each
-	// name is free up to a small context; a lean future: start).
-	seen uint16
+	// name is free up to a small context; a lean future: start). Next to
+	// the flags, it shares their word.
+	seen    uint16
+	id      job.ID
+	idErr   error
+	result  int
+	err     error
+	done    chan struct{} // created lazily by DoneChan
+	idReady chan struct{} // created lazily by JobID
+	queue   []invocation
 
 	// *history is nil in a lean future: obs, when set, makes the future
 	// lean (see Observer): it keeps no events and has no callbacks but

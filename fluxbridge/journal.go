@@ -77,11 +77,10 @@ type journalSub struct {
 	id   job.ID
 	next *journalSub // another subscription to the same job
 
-	deliver func(job.Event) // nil until follow
-	end     func(error)     // nil until follow
-	held    []job.Event     // events not delivered yet: before follow, or while replaying
-	err     error           // the journal failed before follow
-	done    bool            // end was called (or is due at follow)
+	fl   follower    // nil until follow
+	held []job.Event // events not delivered yet: before follow, or while replaying
+	err  error       // the journal failed before follow
+	done bool        // end was called (or is due at follow)
 
 	// An attached job's eventlog is read once (replaying) and the journal
 	// events it already contained are skipped: known is that eventlog,
@@ -202,7 +201,7 @@ func (s *journalSource) pushLocked(sub *journalSub, evs []job.Event) {
 		if !IsDelivered(ev.Name) {
 			continue
 		}
-		if sub.deliver == nil || sub.replaying {
+		if sub.fl == nil || sub.replaying {
 			sub.held = appendBounded(sub.held, ev, maxHeldEvents)
 			continue
 		}
@@ -213,7 +212,7 @@ func (s *journalSource) pushLocked(sub *journalSub, evs []job.Event) {
 			}
 			sub.live = true
 		}
-		sub.deliver(ev)
+		sub.fl.deliver(ev)
 		if ev.Name == job.EventClean {
 			s.finishLocked(sub, nil)
 		}
@@ -226,7 +225,7 @@ func (s *journalSource) finishLocked(sub *journalSub, err error) {
 	if sub.done {
 		return
 	}
-	if sub.end == nil {
+	if sub.fl == nil {
 		if sub.err == nil {
 			sub.err = err
 		}
@@ -235,7 +234,7 @@ func (s *journalSource) finishLocked(sub *journalSub, err error) {
 	sub.done = true
 	s.removeLocked(sub.id, sub)
 	sub.known, sub.held = nil, nil
-	sub.end(err)
+	sub.fl.end(err)
 }
 
 // fail ends every subscription with err; later ones fail at once.
@@ -253,7 +252,7 @@ func (s *journalSource) fail(err error) {
 		}
 	}
 	for _, sub := range subs {
-		if sub.deliver != nil && !sub.replaying {
+		if sub.fl != nil && !sub.replaying {
 			held := sub.held
 			sub.held = nil
 			s.pushLocked(sub, held)
@@ -351,7 +350,7 @@ func (s *journalSource) removeLocked(id job.ID, sub *journalSub) {
 	}
 }
 
-func (s *journalSource) follow(id job.ID, attach bool, deliver func(job.Event), end func(error)) {
+func (s *journalSource) follow(id job.ID, attach bool, fl follower) {
 	s.mu.Lock()
 	sub, ok := s.claimed[id]
 	if ok {
@@ -360,7 +359,7 @@ func (s *journalSource) follow(id job.ID, attach bool, deliver func(job.Event), 
 		sub = &journalSub{id: id, err: s.err}
 		s.addLocked(id, sub)
 	}
-	sub.deliver, sub.end = deliver, end
+	sub.fl = fl
 	if !attach {
 		sub.live = true
 		s.releaseLocked(sub)
@@ -388,7 +387,7 @@ func (s *journalSource) follow(id job.ID, attach bool, deliver func(job.Event), 
 				continue
 			}
 			sub.known = append(sub.known, ev)
-			deliver(ev)
+			fl.deliver(ev)
 			if ev.Name == job.EventClean {
 				s.finishLocked(sub, nil)
 				return

@@ -35,14 +35,14 @@ type eventSource interface {
 	// returns is called with the job's ID (ok) or not (the submission
 	// failed) once the submission is answered.
 	beginSubmit() func(id job.ID, ok bool)
-	// follow starts following job id: deliver is called with each of its
-	// events, in order and from the job's first event (attach says the
-	// job was not submitted through beginSubmit), then end exactly once,
-	// with nil when the job's eventlog ended or with the error that
+	// follow starts following job id: fl.deliver is called with each of
+	// its events, in order and from the job's first event (attach says
+	// the job was not submitted through beginSubmit), then fl.end exactly
+	// once, with nil when the job's eventlog ended or with the error that
 	// stopped following. They are called from reader goroutines (for one
 	// job never concurrently) or, for an error at once, by follow's
 	// caller, and must not block.
-	follow(id job.ID, attach bool, deliver func(job.Event), end func(error))
+	follow(id job.ID, attach bool, fl follower)
 	// close is called by each worker using the source as it exits; the
 	// source releases its resources once none uses it.
 	close()
@@ -55,22 +55,22 @@ func (eventlogSource) beginSubmit() func(job.ID, bool) { return func(job.ID, boo
 
 func (eventlogSource) close() {}
 
-func (s eventlogSource) follow(id job.ID, _ bool, deliver func(job.Event), end func(error)) {
+func (s eventlogSource) follow(id job.ID, _ bool, fl follower) {
 	_, err := job.StartWatchEvents(context.Background(), s.conn, id, job.WatchOptions{}, func(ev job.Event, err error) {
 		switch {
 		case err == nil:
-			deliver(ev)
+			fl.deliver(ev)
 		case err == io.EOF: //nolint:errorlint // the end of the eventlog is io.EOF itself
 			// a lost connection comes as an error matching
 			// flux.ErrDisconnected or flux.ErrClosed (which wraps the
 			// socket's io.EOF: hence ==, not errors.Is)
-			end(nil)
+			fl.end(nil)
 		default:
-			end(err)
+			fl.end(err)
 		}
 	})
 	if err != nil {
-		end(err)
+		fl.end(err)
 	}
 }
 
@@ -230,20 +230,38 @@ func (w *worker) start(r *request) {
 // follow follows the job of a running future until its eventlog ends,
 // then retires the future.
 func (w *worker) follow(f *Future, id job.ID, attach bool) {
-	w.src.follow(id, attach, func(ev job.Event) {
-		f.handleEvent(ev)
-		w.pump(f)
-	}, func(err error) {
-		switch {
-		case err != nil:
-			f.setException(w.followError(id, err))
-		case !f.isDecided():
-			// the eventlog ended without a result (the usual case, a
-			// result, skips building this error)
-			f.setException(fmt.Errorf("job %s: %w", id, ErrIncomplete))
-		}
-		w.retire(f)
-	})
+	w.src.follow(id, attach, &following{w: w, f: f, id: id})
+}
+
+// follower receives one followed job's events and end (eventSource).
+type follower interface {
+	deliver(ev job.Event)
+	end(err error)
+}
+
+// following is the follower of a running future's job: one value per
+// job, not a closure per callback, since an executor may follow many.
+type following struct {
+	w  *worker
+	f  *Future
+	id job.ID
+}
+
+func (fl *following) deliver(ev job.Event) {
+	fl.f.handleEvent(ev)
+	fl.w.pump(fl.f)
+}
+
+func (fl *following) end(err error) {
+	switch {
+	case err != nil:
+		fl.f.setException(fl.w.followError(fl.id, err))
+	case !fl.f.isDecided():
+		// the eventlog ended without a result (the usual case, a result,
+		// skips building this error)
+		fl.f.setException(fmt.Errorf("job %s: %w", fl.id, ErrIncomplete))
+	}
+	fl.w.retire(fl.f)
 }
 
 // retire queues, after the future's pending callbacks, its release from

@@ -95,7 +95,8 @@ func (c *Conn) start(ctx context.Context, topic string, req any, stream bool, h 
 	if !stream {
 		return nil, nil
 	}
-	cancel := func() { c.cancelHandler(cl, tag, o.cancelTopic) }
+	explicit := o.cancelTopic // "" for the default: made at cancel time
+	cancel := func() { c.cancelHandler(cl, tag, rpcOptions{cancelTopic: explicit}.cancelFor(topic)) }
 	if ctxCancel != nil {
 		ctxCancel.set(context.AfterFunc(ctx, cancel))
 	}

@@ -127,7 +127,17 @@ type RPCOption func(*rpcOptions)
 
 type rpcOptions struct {
 	nodeid      uint32
-	cancelTopic string
+	cancelTopic string // "": the default, see cancelFor
+}
+
+// cancelFor is the cancel topic of a stream to topic: CancelTopic's, or
+// "<topic>-cancel", made only when asked for (a handler stream keeps o's
+// until it is cancelled, and an executor keeps one per job it follows).
+func (o rpcOptions) cancelFor(topic string) string {
+	if o.cancelTopic != "" {
+		return o.cancelTopic
+	}
+	return topic + "-cancel"
 }
 
 // NodeID sets the request's destination rank (default wire.NodeIDAny).
@@ -810,7 +820,7 @@ func decodeResponse(topic string, m *wire.Message, resp any) error {
 }
 
 func (c *Conn) newRequest(topic string, req any, tag uint32, opts []RPCOption) (*wire.Message, rpcOptions, error) {
-	o := rpcOptions{nodeid: wire.NodeIDAny, cancelTopic: topic + "-cancel"}
+	o := rpcOptions{nodeid: wire.NodeIDAny}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -886,7 +896,8 @@ func (c *Conn) Stream(ctx context.Context, topic string, req any, opts ...RPCOpt
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("flux: %s: %w", topic, err)
 	}
-	cl, tag, err := c.register(true, o.cancelTopic)
+	cancelTopic := o.cancelFor(topic)
+	cl, tag, err := c.register(true, cancelTopic)
 	if err != nil {
 		return nil, fmt.Errorf("flux: %s: %w", topic, err)
 	}
@@ -896,13 +907,13 @@ func (c *Conn) Stream(ctx context.Context, topic string, req any, opts ...RPCOpt
 			// the request still goes out: drop what the service sends
 			// and cancel the stream right after it
 			c.abandon(cl)
-			c.cancelHandler(cl, tag, o.cancelTopic)
+			c.cancelHandler(cl, tag, cancelTopic)
 		} else {
 			c.unregister(tag, cl)
 		}
 		return nil, fmt.Errorf("flux: %s: %w", topic, err)
 	}
-	s := &Stream{c: c, cl: cl, ctx: ctx, topic: topic, cancelTopic: o.cancelTopic, tag: tag}
+	s := &Stream{c: c, cl: cl, ctx: ctx, topic: topic, cancelTopic: cancelTopic, tag: tag}
 	s.stop = context.AfterFunc(ctx, func() { _ = s.cancel() })
 	return s, nil
 }
