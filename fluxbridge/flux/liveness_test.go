@@ -200,6 +200,10 @@ func TestKeepaliveStoppedRelay(t *testing.T) {
 // Stream ends with a *ProtocolError (ReasonStreamOverflow), the service
 // gets the stream's cancel request, and the Conn and its other calls go
 // on. A Stream whose reader keeps up is not affected.
+// readerWindow is how many responses TestStreamOverflow's reader that
+// keeps up lets the server send ahead of it.
+const readerWindow = 1000
+
 func TestStreamOverflow(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -209,7 +213,8 @@ func TestStreamOverflow(t *testing.T) {
 		recvFirst bool // Recv everything as it comes
 		overflow  bool
 	}{
-		// 2 MiB through a 1 MiB queue: Recv may lag 2,000 responses
+		// 2 MiB through a 1 MiB queue: the server stays at most
+		// readerWindow responses ahead of Recv (about 0.5 MiB queued)
 		{"reader keeps up", 1 << 20, 4000, 256, true, false},
 		{"endless stream, nobody reads", 64 << 10, 5000, 1 << 10, false, true},
 		{"empty responses, nobody reads", 64 << 10, 5000, 0, false, true},
@@ -219,6 +224,13 @@ func TestStreamOverflow(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cancels := make(chan uint32, 10)
 			sent := make(chan struct{})
+			// A reader that keeps up: each response is sent only while
+			// fewer than readerWindow are unread, so the test does not
+			// depend on how the goroutines are scheduled.
+			var credit chan struct{}
+			if tt.recvFirst {
+				credit = make(chan struct{}, readerWindow)
+			}
 			srv := newFakeServer(t, func(sc *serverConn) {
 				sc.serveLoop(func(m *wire.Message) {
 					switch m.Topic {
@@ -227,6 +239,9 @@ func TestStreamOverflow(t *testing.T) {
 							defer close(sent)
 							p := append(bytes.Repeat([]byte("x"), tt.size), 0)
 							for range tt.responses {
+								if credit != nil {
+									credit <- struct{}{}
+								}
 								if sc.send(wire.NewResponse(m, p)) != nil {
 									return
 								}
@@ -260,6 +275,7 @@ func TestStreamOverflow(t *testing.T) {
 						break
 					}
 					got++
+					<-credit
 				}
 				if got != tt.responses {
 					t.Fatalf("received %d of %d", got, tt.responses)
