@@ -367,3 +367,24 @@ func TestEnvtestArrayStatusPace(t *testing.T) {
 		t.Errorf("%d status writes for an array running ~8 s: want at most one per %s and the final one", status, arrayStatusPace)
 	}
 }
+
+// TestEnvtestArrayHeldIndexesReachStatus: 2,500 held indexes (urgency 0:
+// nothing starts or ends, so no index pokes the reconciler) are all
+// reported active without waiting for the resync: the controller looks
+// again for the job IDs it waits for (arraySubmitWait), and submits
+// beyond arraySubmittingMax as the answers come.
+func TestEnvtestArrayHeldIndexesReachStatus(t *testing.T) {
+	h := newHarness(t, testbroker.Options{}, Options{Resync: time.Hour})
+	h.start()
+	spec := arraySpec("0-2499", "true")
+	zero := int32(0)
+	spec.Urgency = &zero
+	h.create("held", spec)
+	obj := h.waitFor("held", time.Minute, "every index active", func(o *fluxjobv1.FluxJob) bool {
+		a := o.Status.Array
+		return a != nil && a.Active == 2500 && a.Pending == 0
+	})
+	if obj.Status.Phase.IsTerminal() {
+		t.Fatalf("phase %s: %s", obj.Status.Phase, obj.Status.Message)
+	}
+}
