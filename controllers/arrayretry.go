@@ -41,6 +41,8 @@ type indexVerdict struct {
 	Step indexStep
 	// Counted: a retry counts toward backoffLimitPerIndex (else ignored).
 	Counted bool
+	// Action is the failure policy's (decide), "" when it was not asked.
+	Action fluxjobv1.FailurePolicyAction
 	// Message says why, for the array's Failed condition (stepFailArray).
 	Message string
 }
@@ -97,15 +99,15 @@ func judgeIndex(rt *array.Retry, attempt, counted, ignored int, e ending, cancel
 	v := decide(rt.Policy, int32(rt.Limit), int32(counted), e)
 	switch {
 	case v.Action == fluxjobv1.ActionFailJob:
-		return indexVerdict{Step: stepFailArray, Message: v.Message}
+		return indexVerdict{Step: stepFailArray, Message: v.Message, Action: v.Action}
 	case !v.Retry:
-		return indexVerdict{Step: stepFailIndex, Message: v.Message}
+		return indexVerdict{Step: stepFailIndex, Message: v.Message, Action: v.Action}
 	case !v.Counted && ignored >= fluxjobv1.MaxIgnoredPerIndex:
-		return indexVerdict{Step: stepFailIndex, Message: fmt.Sprintf("%s; but %d failures were ignored already", v.Message, ignored)}
+		return indexVerdict{Step: stepFailIndex, Message: fmt.Sprintf("%s; but %d failures were ignored already", v.Message, ignored), Action: v.Action}
 	case attempt+1 > rt.Window:
-		return indexVerdict{Step: stepFailIndex, Message: v.Message + "; no attempt left"}
+		return indexVerdict{Step: stepFailIndex, Message: v.Message + "; no attempt left", Action: v.Action}
 	}
-	return indexVerdict{Step: stepRetry, Counted: v.Counted}
+	return indexVerdict{Step: stepRetry, Counted: v.Counted, Action: v.Action}
 }
 
 // applyIndexVerdict moves position p of run by v and reports whether the
@@ -142,6 +144,13 @@ func indexDone(run *array.Run, p int, out broker.Outcome) {
 	counted, ignored := run.Failures(p)
 	v := judgeIndex(run.Retry, run.Attempt(p), counted, ignored, e, run.Ending())
 	applyIndexVerdict(run, p, v, int32(run.Set.At(p)))
+	if run.Retry != nil && v.Step != stepSucceeded && v.Step != stepCancelled {
+		action := string(v.Action)
+		if action == "" {
+			action = "None"
+		}
+		failedAttemptsTotal.WithLabelValues(action).Inc()
+	}
 }
 
 // attemptsFound is what a lookup found of one index's attempts.

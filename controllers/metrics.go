@@ -28,8 +28,10 @@ var (
 	}, []string{"result"})
 
 	// failedAttemptsTotal counts the failed attempts of FluxJobs with a
-	// failure policy or backoffLimit, by what the policy did: Retry,
-	// Ignore, FailIndex, FailJob, or None (a cancel no rule matched).
+	// failure policy or backoffLimit, and of array indexes with a failure
+	// policy or backoffLimitPerIndex (as this manager saw them end), by
+	// what the policy did: Retry, Ignore, FailIndex, FailJob, or None (a
+	// cancel no rule matched).
 	failedAttemptsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fluxjob_failed_attempts_total",
 		Help: "Failed attempts of FluxJobs with retries, by the failure policy's action.",

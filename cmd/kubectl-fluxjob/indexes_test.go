@@ -43,3 +43,31 @@ func TestIndexes(t *testing.T) {
 		t.Errorf("logs of an index the array does not have: %v", err)
 	}
 }
+
+// TestIndexesAttempts: an array that retries its indexes lists each
+// index's newest attempt (fluxjob-<uid>-<index>.<attempt>); `events
+// --index` finds an index's job among its attempts.
+func TestIndexesAttempts(t *testing.T) {
+	w := newWorld(t, testbroker.Options{})
+	one := int32(1)
+	w.create("retried", fluxjobv1.FluxJobSpec{Command: []string{"sh", "-c", "exit {cc}"},
+		Array: &fluxjobv1.ArraySpec{Indexes: "0-1", BackoffLimitPerIndex: &one}})
+	w.waitPhase("retried", fluxjobv1.PhaseFailed)
+	out, _, err := w.pluginOut("indexes", "retried")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "INDEX JOBID ATTEMPT STATE RESULT" {
+		t.Fatalf("indexes printed:\n%s", out)
+	}
+	for i, want := range []struct{ index, attempt, result string }{{"0", "0", "COMPLETED"}, {"1", "1", "FAILED"}} {
+		f := strings.Fields(lines[i+1])
+		if len(f) != 5 || f[0] != want.index || f[2] != want.attempt || f[4] != want.result {
+			t.Errorf("line %q, want index %s attempt %s %s", lines[i+1], want.index, want.attempt, want.result)
+		}
+	}
+	if out, _, err := w.pluginOut("events", "retried", "--index", "1"); err != nil || !strings.Contains(out, "finish") {
+		t.Errorf("events --index 1: %q, %v", out, err)
+	}
+}
