@@ -369,10 +369,11 @@ func TestEnvtestArrayStatusPace(t *testing.T) {
 }
 
 // TestEnvtestArrayHeldIndexesReachStatus: 2,500 held indexes (urgency 0:
-// nothing starts or ends, so no index pokes the reconciler) are all
-// reported active without waiting for the resync: the controller looks
-// again for the job IDs it waits for (arraySubmitWait), and submits
-// beyond arraySubmittingMax as the answers come.
+// nothing starts or ends, so no index pokes the reconciler), more than
+// arraySubmittingMax, are all submitted and reported active with the
+// resync an hour away: something must look again as Flux answers. Both
+// arraySubmitWait and the running array's status pace do (the test
+// passes with either alone).
 func TestEnvtestArrayHeldIndexesReachStatus(t *testing.T) {
 	h := newHarness(t, testbroker.Options{}, Options{Resync: time.Hour})
 	h.start()
