@@ -122,6 +122,7 @@ func (r *FluxJobReconciler) reconcileArray(ctx context.Context, obj *fluxjobv1.F
 		if err != nil {
 			return ctrl.Result{}, err
 		}
+		requeue = minRequeue(requeue, r.syncArrayUrgency(ctx, obj, rt, run, &in)) // arrayurgency.go
 		in.Array = arrayProgress(obj, run)
 		var again time.Duration
 		in.Array.sample, in.Waiting, again, hold = r.sampleArray(ctx, obj, rt, run)
@@ -449,7 +450,7 @@ func (r *FluxJobReconciler) submitIndexes(ctx context.Context, obj *fluxjobv1.Fl
 		run.SetThrough(want)
 	}
 	ps := run.Take(room, run.Through())
-	urgency := submitUrgency(obj)
+	urgency := r.indexUrgency(obj, run) // arrayurgency.go
 	opts := job.SubmitOptions{Urgency: &urgency, Debug: obj.Spec.Debug}
 	for i, p := range ps {
 		err := broker.SubmitIndex(ctx, rt, tpl.Render(int(run.Set.At(p)), run.Attempt(p)), opts, r.callbacks(run, p))

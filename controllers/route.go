@@ -68,7 +68,7 @@ type admission struct {
 // (hasJob) was admitted for good: a later change of policy does not take
 // it away. A submission marker counts for nothing here (see above).
 func (r *FluxJobReconciler) admit(ctx context.Context, obj *fluxjobv1.FluxJob, m marker) (broker.Route, admission, error) {
-	submitted := hasJob(r.Tracker, obj)
+	submitted := hasJob(r.Tracker, obj) || r.arraySubmitted(obj) // arrayurgency.go
 	if !submitted {
 		if fail := tenancyOf(r.Options).failure(obj); fail != nil {
 			return broker.Route{}, admission{Failure: fail}, nil

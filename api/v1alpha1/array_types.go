@@ -153,6 +153,11 @@ type ArrayStatus struct {
 	// seconds before a manager restart may be missing from it.
 	// +optional
 	Retries int32 `json:"retries,omitempty"`
+	// Urgency is the urgency every submitted index's Flux job has (given at submission or by a
+	// later change of spec.urgency), except those that had started when it changed. Unset while
+	// a change of spec.urgency is being applied to the submitted indexes, or when it is not known.
+	// +optional
+	Urgency *int32 `json:"urgency,omitempty"`
 	// IndexesTruncated is true when succeededIndexes or failedIndexes did not fit MaxIndexSetLength
 	// and hold only their smallest members (the counts are exact; kubectl fluxjob indexes lists
 	// every index from Flux).

@@ -91,6 +91,10 @@ type Run struct {
 	retries int
 	// failReason, failMessage: the array fails (retry.go).
 	failReason, failMessage string
+	// urgency: applying spec.urgency (urgency.go).
+	urgency UrgencyState
+	// inherited: through was above 0 at New.
+	inherited bool
 }
 
 // New returns the run of set, of which the positions below through may
@@ -107,6 +111,8 @@ func New(uid types.UID, key types.NamespacedName, set idset.Set, through int) *R
 	r.counts[Unsubmitted] = n - through
 	r.low = through
 	r.through = through
+	r.inherited = through > 0
+	r.urgency = UrgencyState{Applied: -1, Target: -1, From: -1, Rejected: -1}
 	return r
 }
 
@@ -354,7 +360,18 @@ func (r *Run) Status() *fluxjobv1.ArrayStatus {
 		FailedIndexes:    bad,
 		IndexesTruncated: t1 || t2,
 		Retries:          int32(r.retryCount()),
+		Urgency:          r.appliedUrgency(),
 	}
+}
+
+func (r *Run) appliedUrgency() *int32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.urgency.Applied < 0 {
+		return nil
+	}
+	u := int32(r.urgency.Applied)
+	return &u
 }
 
 func (r *Run) retryCount() int {
