@@ -351,6 +351,20 @@ func (s *Server) Jobs() []job.ID {
 	return ids
 }
 
+// JobsByName returns the IDs of the jobs the server knows by job name
+// (attributes.system.job.name; "" for none), each in submission order.
+// Tests read it in process: a job-list of every job through the socket
+// would queue behind the clients the test is loading the server with.
+func (s *Server) JobsByName() map[string][]job.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]job.ID, len(s.order))
+	for _, j := range s.order {
+		out[j.name] = append(out[j.name], j.id)
+	}
+	return out
+}
+
 // ConnCount returns the number of open client connections.
 func (s *Server) ConnCount() int {
 	s.mu.Lock()

@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
-	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/testbroker"
 	"github.com/fluxjob/fluxjob-operator/test/e2e/cluster"
@@ -179,25 +178,9 @@ func (w *procWorld) list() []fluxjobv1.FluxJob {
 	return l.Items
 }
 
-// brokerByName lists the broker's jobs by job name through job-list.
+// brokerByName lists the broker's jobs by job name (read in process).
 func (w *procWorld) brokerByName() map[string][]job.ID {
-	w.t.Helper()
-	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
-	defer cancel()
-	conn, err := flux.Dial(ctx, w.broker.URI())
-	if err != nil {
-		w.t.Fatalf("connecting to the broker: %v", err)
-	}
-	defer conn.Close()
-	jobs, err := job.List(ctx, conn, job.ListOptions{Attrs: []string{"name"}})
-	if err != nil {
-		w.t.Fatalf("listing the broker's jobs: %v", err)
-	}
-	out := map[string][]job.ID{}
-	for _, j := range jobs {
-		out[j.Name] = append(out[j.Name], j.ID)
-	}
-	return out
+	return w.broker.JobsByName()
 }
 
 // waitInSubmitWindow returns once the broker holds more Flux jobs than
