@@ -264,6 +264,16 @@ func encodeJobspec(jobspec any) ([]byte, error) {
 // submission is not bound to it, since the future outlives the call.
 // Errors from the broker (an invalid jobspec, for one) complete the future.
 func (e *Executor) Submit(ctx context.Context, jobspec any, opts job.SubmitOptions) (*Future, error) {
+	req, err := e.submitRequest(ctx, jobspec, opts)
+	if err != nil {
+		return nil, err
+	}
+	return e.schedule(req)
+}
+
+// submitRequest checks what Submit can check at once and returns the
+// request to schedule.
+func (e *Executor) submitRequest(ctx context.Context, jobspec any, opts job.SubmitOptions) (*request, error) {
 	if err := e.usable(); err != nil {
 		return nil, err
 	}
@@ -277,7 +287,7 @@ func (e *Executor) Submit(ctx context.Context, jobspec any, opts job.SubmitOptio
 	if err != nil {
 		return nil, err
 	}
-	return e.schedule(&request{spec: spec, opts: opts})
+	return &request{spec: spec, opts: opts}, nil
 }
 
 // SubmitLean is Submit for a caller that needs only the job ID, the start
@@ -297,20 +307,12 @@ func (e *Executor) submitLean(ctx context.Context, jobspec any, opts job.SubmitO
 	if obs == nil {
 		return nil, errors.New("fluxbridge: submit: nil Observer")
 	}
-	if err := e.usable(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("fluxbridge: submit: %w", err)
-	}
-	if opts.Urgency != nil && (*opts.Urgency < 0 || *opts.Urgency > 31) {
-		return nil, fmt.Errorf("fluxbridge: submit: urgency %d out of range 0-31: %w", *opts.Urgency, syscall.EINVAL)
-	}
-	spec, err := encodeJobspec(jobspec)
+	req, err := e.submitRequest(ctx, jobspec, opts)
 	if err != nil {
 		return nil, err
 	}
-	return e.schedule(&request{spec: spec, opts: opts, obs: obs})
+	req.obs = obs
+	return e.schedule(req)
 }
 
 // Attach returns a Future for an existing job, which behaves exactly like
