@@ -9,7 +9,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
 	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
@@ -76,20 +75,7 @@ esac`, dir)
 	c := dial(t, uri)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var obj fluxjobv1.FluxJob
-			for {
-				if err := pc.c.Get(ctx, client.ObjectKey{Namespace: pc.ns, Name: tc.name}, &obj); err != nil {
-					t.Fatal(err)
-				}
-				if obj.Status.Phase.IsTerminal() {
-					break
-				}
-				select {
-				case <-ctx.Done():
-					t.Fatalf("not finished: %+v", obj.Status)
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
+			obj := pc.waitFinished(ctx, t, tc.name)
 			if obj.Status.Phase != fluxjobv1.PhaseFailed {
 				t.Fatalf("phase %s (%s), want Failed", obj.Status.Phase, obj.Status.Message)
 			}
@@ -98,8 +84,14 @@ esac`, dir)
 					t.Errorf("Failed condition %s/%s, want True/%s", cd.Status, cd.Reason, tc.reason)
 				}
 			}
-			if got := *obj.Status.Array; got != tc.want {
-				t.Errorf("status.array\n got %+v\nwant %+v", got, tc.want)
+			st := *obj.Status.Array
+			// Every index was submitted at the default urgency.
+			if st.Urgency == nil || *st.Urgency != 16 {
+				t.Errorf("status.array.urgency %v, want 16", st.Urgency)
+			}
+			st.Urgency = nil
+			if st != tc.want {
+				t.Errorf("status.array\n got %+v\nwant %+v", st, tc.want)
 			}
 			// Exactly one Flux job per attempt, none beyond: every name
 			// an index may have, asked of job-list at once.

@@ -370,3 +370,23 @@ func TestPluginLogs(t *testing.T) {
 		})
 	}
 }
+
+// waitFinished polls the FluxJob name in pc's namespace until its phase
+// is terminal, failing t when ctx ends first.
+func (pc *pluginCluster) waitFinished(ctx context.Context, t *testing.T, name string) fluxjobv1.FluxJob {
+	t.Helper()
+	var obj fluxjobv1.FluxJob
+	for {
+		if err := pc.c.Get(ctx, client.ObjectKey{Namespace: pc.ns, Name: name}, &obj); err != nil {
+			t.Fatal(err)
+		}
+		if obj.Status.Phase.IsTerminal() {
+			return obj
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s not finished: %+v", name, obj.Status)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

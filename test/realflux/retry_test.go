@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -77,20 +76,7 @@ func TestRetriesOnFluxCore(t *testing.T) {
 	c := dial(t, uri)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var obj fluxjobv1.FluxJob
-			for {
-				if err := pc.c.Get(ctx, client.ObjectKey{Namespace: pc.ns, Name: tc.name}, &obj); err != nil {
-					t.Fatal(err)
-				}
-				if obj.Status.Phase.IsTerminal() {
-					break
-				}
-				select {
-				case <-ctx.Done():
-					t.Fatalf("not finished: %+v", obj.Status)
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
+			obj := pc.waitFinished(ctx, t, tc.name)
 			if obj.Status.Phase != tc.phase {
 				t.Fatalf("phase %s (%s), want %s", obj.Status.Phase, obj.Status.Message, tc.phase)
 			}
