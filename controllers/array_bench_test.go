@@ -65,12 +65,11 @@ const arrayProfileSeconds = 60
 // once when not profiling).
 func (m *managerProcess) profileCPU(b *testing.B, ctx context.Context, seconds int) <-chan struct{} {
 	done := make(chan struct{})
-	dir := os.Getenv("BENCH_PROFILE_DIR")
+	dir, row := profileRow(b)
 	if dir == "" {
 		close(done)
 		return done
 	}
-	row := strings.NewReplacer("/", "-", "=", "").Replace(strings.TrimPrefix(b.Name(), "BenchmarkController"))
 	path := filepath.Join(dir, "manager-"+row+".cpu.pprof")
 	go func() {
 		defer close(done)

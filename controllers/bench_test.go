@@ -638,15 +638,21 @@ func (e *benchEnv) profileControlPlane(b *testing.B, ctx context.Context) <-chan
 	return e.profileControlPlaneFor(b, ctx, controlPlaneProfileSeconds)
 }
 
+// profileRow returns $BENCH_PROFILE_DIR ("" when not profiling) and the
+// current row's name as profile file names carry it.
+func profileRow(b *testing.B) (dir, row string) {
+	row = strings.NewReplacer("/", "-", "=", "").Replace(strings.TrimPrefix(b.Name(), "BenchmarkController"))
+	return os.Getenv("BENCH_PROFILE_DIR"), row
+}
+
 // profileControlPlaneFor is profileControlPlane with a profile of seconds.
 func (e *benchEnv) profileControlPlaneFor(b *testing.B, ctx context.Context, seconds int) <-chan struct{} {
 	done := make(chan struct{})
-	dir := os.Getenv("BENCH_PROFILE_DIR")
+	dir, row := profileRow(b)
 	if dir == "" {
 		close(done)
 		return done
 	}
-	row := strings.NewReplacer("/", "-", "=", "").Replace(strings.TrimPrefix(b.Name(), "BenchmarkController"))
 	apiClient, err := rest.HTTPClientFor(e.cfg)
 	if err != nil {
 		b.Fatalf("API server client: %v", err)
