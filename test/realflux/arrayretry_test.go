@@ -25,7 +25,10 @@ import (
 // (FailIndex: no retry although one is left); 3 always exits 7 (failed
 // after backoffLimitPerIndex 1); 4 outlives its time limit once (timeout
 // exception: Ignore, retried). "maxfailed": index 0 exits 1 with
-// maxFailedIndexes 0: the array fails and flux-core cancels the others.
+// maxFailedIndexes 0: the array fails, flux-core cancels index 1 (which
+// would sleep past the test's deadline) and 2-3 are never submitted.
+// Parallelism 2 keeps index 0 from waiting for a core behind sleepers of
+// its own array, whatever order the scheduler starts them in.
 func TestArrayRetriesOnFluxCore(t *testing.T) {
 	uri := realURI(t)
 	pc := startPluginCluster(t)
@@ -46,8 +49,8 @@ esac`, dir)
 			{Action: fluxjobv1.ActionFailIndex, OnExitCodes: &fluxjobv1.FailurePolicyOnExitCodes{Operator: fluxjobv1.ExitCodeIn, Values: []int32{3}}},
 			{Action: fluxjobv1.ActionIgnore, OnExceptions: []fluxjobv1.FailurePolicyOnException{{Type: "timeout"}}},
 		}}}
-	maxFailed := fluxjobv1.FluxJobSpec{Command: []string{"sh", "-c", `test $FLUX_JOB_CC = 0 && exit 1; sleep 60`},
-		Array: &fluxjobv1.ArraySpec{Indexes: "0-3", BackoffLimitPerIndex: i32(0), MaxFailedIndexes: i32(0)}}
+	maxFailed := fluxjobv1.FluxJobSpec{Command: []string{"sh", "-c", `test $FLUX_JOB_CC = 0 && exit 1; sleep 600`},
+		Array: &fluxjobv1.ArraySpec{Indexes: "0-3", Parallelism: i32(2), BackoffLimitPerIndex: i32(0), MaxFailedIndexes: i32(0)}}
 	cases := []struct {
 		name   string
 		spec   fluxjobv1.FluxJobSpec
@@ -61,7 +64,7 @@ esac`, dir)
 			attempts: []int{1, 2, 1, 2, 2}},
 		{name: "maxfailed", spec: maxFailed, reason: fluxjobv1.ReasonMaxFailedIndexesExceeded,
 			want:     fluxjobv1.ArrayStatus{Indexes: 4, Failed: 1, Cancelled: 3, FailedIndexes: "0"},
-			attempts: []int{1, 1, 1, 1}},
+			attempts: []int{1, 1, 0, 0}},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
