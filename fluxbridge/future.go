@@ -338,7 +338,7 @@ func (f *Future) AddJobIDCallback(fn func(*Future)) *Future {
 		f.jobidCBs = append(f.jobidCBs, fn)
 	}
 	f.mu.Unlock()
-	f.runCallbacks(0)
+	f.runAdded()
 	return f
 }
 
@@ -353,7 +353,7 @@ func (f *Future) AddDoneCallback(fn func(*Future)) *Future {
 		f.doneCBs = append(f.doneCBs, fn)
 	}
 	f.mu.Unlock()
-	f.runCallbacks(0)
+	f.runAdded()
 	return f
 }
 
@@ -388,7 +388,27 @@ func (f *Future) addEventCallback(cb eventCallback) {
 		}
 	}
 	f.mu.Unlock()
-	f.runCallbacks(0)
+	f.runAdded()
+}
+
+// runAdded runs what an Add…Callback call queued (the replay of what
+// already happened) before that call returns, as the Python executor does
+// under its event lock: in this goroutine when no other goroutine runs
+// f's callbacks (runCallbacks), else by waiting until the one that does
+// has run it, so callbacks stay one at a time and in order. Called from
+// one of f's own callbacks it does not wait for itself: what it added
+// runs when that callback returns.
+func (f *Future) runAdded() {
+	f.mu.Lock()
+	if !f.dispatching || len(f.queue) == 0 || f.cbGoroutine.Load() == goroutineID() {
+		f.mu.Unlock()
+		f.runCallbacks(0)
+		return
+	}
+	ran := make(chan struct{})
+	f.queue = append(f.queue, invocation{retire: func() { close(ran) }}) // an own step: never trimmed
+	f.mu.Unlock()
+	<-ran
 }
 
 // setRunning marks a pending future running and reports true, or reports

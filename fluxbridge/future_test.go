@@ -608,3 +608,77 @@ func TestFutureAllEventsCallback(t *testing.T) {
 		t.Fatalf("calls %q, want %q", s, want)
 	}
 }
+
+// TestFutureLateCallbackWhileDispatching: a callback added after the fact
+// has been called when the Add call returns, as the contract says ("called
+// immediately"), even while another goroutine is running the future's
+// callbacks; it is then run by that goroutine, after what it runs, so the
+// future's callbacks stay one at a time.
+func TestFutureLateCallbackWhileDispatching(t *testing.T) {
+	adds := []struct {
+		name string
+		add  func(f *Future, called func())
+	}{
+		{"event replay", func(f *Future, called func()) {
+			if err := f.AddEventCallback("submit", func(*Future, job.Event) { called() }); err != nil {
+				t.Error(err)
+			}
+		}},
+		{"all events replay", func(f *Future, called func()) {
+			var once sync.Once
+			f.AddAllEventsCallback(func(*Future, job.Event) { once.Do(called) })
+		}},
+		{"done", func(f *Future, called func()) { f.AddDoneCallback(func(*Future) { called() }) }},
+		{"job ID", func(f *Future, called func()) { f.AddJobIDCallback(func(*Future) { called() }) }},
+	}
+	for _, tc := range adds {
+		t.Run(tc.name, func(t *testing.T) {
+			f := testFuture(t)
+			f.setRunning()
+			if err := f.setJobID(1); err != nil {
+				t.Fatal(err)
+			}
+			post(f, event("submit", nil))
+			post(f, event("finish", map[string]any{"status": 0.0}))
+			entered, release := make(chan struct{}), make(chan struct{})
+			if err := f.AddEventCallback("clean", func(*Future, job.Event) {
+				close(entered)
+				<-release
+			}); err != nil {
+				t.Fatal(err)
+			}
+			busy := make(chan struct{})
+			go func() { defer close(busy); post(f, event("clean", nil)) }() // this goroutine dispatches
+			<-entered
+			var mu sync.Mutex
+			called := false
+			calledAtReturn := make(chan bool, 1)
+			go func() {
+				tc.add(f, func() { mu.Lock(); called = true; mu.Unlock() })
+				mu.Lock()
+				calledAtReturn <- called
+				mu.Unlock()
+			}()
+			// Release the busy callback once Add waits for it (its
+			// marker is queued), or as soon as Add has returned.
+			var got bool
+			waiting := false
+			for !waiting {
+				select {
+				case got = <-calledAtReturn:
+					waiting = true // returned without waiting: got says whether it had run
+					calledAtReturn <- got
+				case <-time.After(time.Millisecond):
+					f.mu.Lock()
+					waiting = len(f.queue) > 0 && f.queue[len(f.queue)-1].retire != nil
+					f.mu.Unlock()
+				}
+			}
+			close(release)
+			if !<-calledAtReturn {
+				t.Error("the late callback had not been called when Add returned")
+			}
+			<-busy
+		})
+	}
+}
