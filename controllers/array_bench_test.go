@@ -15,6 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fluxjobv1 "github.com/fluxjob/fluxjob-operator/api/v1alpha1"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/flux"
+	"github.com/fluxjob/fluxjob-operator/fluxbridge/job"
 )
 
 // BenchmarkControllerArray is issue 21's array row: on one broker (a real
@@ -113,6 +115,7 @@ func arrayRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess, n in
 		}
 	}
 	k8s := time.Since(start)
+	arraySpan := br.span(b, ctx, n)
 	<-profiled
 	if got.Status.Phase != fluxjobv1.PhaseSucceeded {
 		b.Fatalf("the array ended %s: %s", got.Status.Phase, got.Status.Message)
@@ -138,22 +141,79 @@ func arrayRow(b *testing.B, e *benchEnv, br *sideBroker, m *managerProcess, n in
 	b.ReportMetric(methods["PATCH"]-writes["success"]-writes["conflict"], "object-writes/array")
 	b.ReportMetric(cpu("manager"), "manager-cpu-ms/index")
 	b.ReportMetric(cpu("broker"), "broker-cpu-ms/index")
-	b.Logf("one FluxJob of %d indexes: %s (%.1f indexes/s); manager API requests %.0f (%s), status writes %.0f; CPU per index: manager %.3f ms, broker %.3f ms, kube-apiserver+etcd %.3f ms; load average %s",
-		n, k8s.Round(time.Millisecond), per/k8s.Seconds(), reqs, perMethod(methods, 1), writes["success"], cpu("manager"), cpu("broker"),
+	arraySpan.report(b, "", start, k8s)
+	b.Logf("one FluxJob of %d indexes: %s (%.1f indexes/s; %s); manager API requests %.0f (%s), status writes %.0f; CPU per index: manager %.3f ms, broker %.3f ms, kube-apiserver+etcd %.3f ms; load average %s",
+		n, k8s.Round(time.Millisecond), per/k8s.Seconds(), arraySpan.describe(start, k8s), reqs, perMethod(methods, 1), writes["success"], cpu("manager"), cpu("broker"),
 		cpu("kube-apiserver")+cpu("etcd"), loadAvg())
 	if br.kind != kindFluxCore {
 		return
 	}
+	before = e.sideCPU(b, br, m)
+	natStart := time.Now()
 	nat, client, err := br.nativeSubmit(ctx, n)
 	if err != nil {
 		b.Fatal(err)
 	}
+	natSpan := br.span(b, ctx, n)
+	after = e.sideCPU(b, br, m)
 	br.jobs += n
+	natSpan.report(b, "native-", natStart, nat)
 	b.ReportMetric(per/nat.Seconds(), "native-jobs/s")
 	b.ReportMetric(nat.Seconds()/k8s.Seconds(), "k8s/native")
 	b.ReportMetric(float64(client.Microseconds())/1000/per, "native-client-cpu-ms/job")
-	b.Logf("flux submit --cc=1-%d --wait: %s (%.1f/s); array / native = %.2f; load average %s",
-		n, nat.Round(time.Millisecond), per/nat.Seconds(), nat.Seconds()/k8s.Seconds(), loadAvg())
+	b.ReportMetric(cpu("broker"), "native-broker-cpu-ms/job")
+	b.Logf("flux submit --cc=1-%d --wait: %s (%.1f/s; %s); broker CPU %.3f ms/job; array / native = %.2f; load average %s",
+		n, nat.Round(time.Millisecond), per/nat.Seconds(), natSpan.describe(natStart, nat), cpu("broker"), nat.Seconds()/k8s.Seconds(), loadAvg())
+}
+
+// fluxSpan is when Flux itself saw a row's jobs: the first submission
+// and the last job's end (job-list's t_submit and t_inactive). It splits
+// a row's wall time into what came before Flux had the first job (lead),
+// Flux's own span, and what came after the last job ended (tail): a cost
+// per array shows in lead or tail, a cost per job in the span.
+type fluxSpan struct{ first, last time.Time }
+
+// span reads the fluxSpan of the broker's n newest jobs, the row's own
+// (the rows run one after the other and wait for their jobs' end).
+func (br *sideBroker) span(b *testing.B, ctx context.Context, n int) fluxSpan {
+	b.Helper()
+	c, err := flux.Dial(ctx, br.uri)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	jobs, err := job.List(ctx, c, job.ListOptions{MaxEntries: n, Attrs: []string{"t_submit", "t_inactive"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(jobs) != n {
+		b.Fatalf("job-list: %d jobs, want the row's %d", len(jobs), n)
+	}
+	var first, last float64
+	for i, j := range jobs {
+		if j.TInactive == 0 {
+			b.Fatalf("job %s is still active after its row", j.ID.F58())
+		}
+		if i == 0 || j.TSubmit < first {
+			first = j.TSubmit
+		}
+		last = max(last, j.TInactive)
+	}
+	return fluxSpan{first: floatTime(first), last: floatTime(last)}
+}
+
+// report adds the span's lead, span and tail (seconds) as metrics named
+// with prefix, for a row that started at start and took wall.
+func (s fluxSpan) report(b *testing.B, prefix string, start time.Time, wall time.Duration) {
+	b.ReportMetric(s.first.Sub(start).Seconds(), prefix+"lead-s")
+	b.ReportMetric(s.last.Sub(s.first).Seconds(), prefix+"flux-span-s")
+	b.ReportMetric(start.Add(wall).Sub(s.last).Seconds(), prefix+"tail-s")
+}
+
+// describe is the span in words, for the row's log line.
+func (s fluxSpan) describe(start time.Time, wall time.Duration) string {
+	return fmt.Sprintf("first submission after %s, Flux's span %s, terminal %s after the last job's end",
+		s.first.Sub(start).Round(time.Millisecond), s.last.Sub(s.first).Round(time.Millisecond), start.Add(wall).Sub(s.last).Round(time.Millisecond))
 }
 
 // BenchmarkControllerArrayMemory is the manager's memory per index: one
