@@ -1134,9 +1134,10 @@ func childCPU() map[string]time.Duration {
 
 // procStat is what the benchmarks read of /proc/PID/stat.
 type procStat struct {
-	comm string
-	ppid int
-	cpu  time.Duration // user + system
+	comm   string
+	ppid   int
+	cpu    time.Duration // user + system
+	reaped time.Duration // user + system of its children that ended and were waited for
 }
 
 // readProcStat reads /proc/PID/stat: pid (comm) state ppid ... utime(14)
@@ -1158,7 +1159,41 @@ func readProcStat(pid int) (procStat, error) {
 	ppid, _ := strconv.Atoi(f[1])
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return procStat{comm: string(data[open+1 : closing]), ppid: ppid, cpu: time.Duration(ut+st) * time.Second / ticks}, nil
+	var cut, cst int64
+	if len(f) >= 15 {
+		cut, _ = strconv.ParseInt(f[13], 10, 64)
+		cst, _ = strconv.ParseInt(f[14], 10, 64)
+	}
+	return procStat{comm: string(data[open+1 : closing]), ppid: ppid, cpu: time.Duration(ut+st) * time.Second / ticks,
+		reaped: time.Duration(cut+cst) * time.Second / ticks}, nil
+}
+
+// descendantCPU is the CPU time so far of the live processes below pid,
+// each with its own reaped children.
+func descendantCPU(pid int) time.Duration {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	children := map[int][]int{}
+	stats := map[int]procStat{}
+	for _, ent := range entries {
+		p, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readProcStat(p); err == nil {
+			stats[p] = st
+			children[st.ppid] = append(children[st.ppid], p)
+		}
+	}
+	var total time.Duration
+	for next := children[pid]; len(next) > 0; {
+		p := next[0]
+		next = append(next[1:], children[p]...)
+		total += stats[p].cpu + stats[p].reaped
+	}
+	return total
 }
 
 // processCPU is this process's user plus system CPU time.
