@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -85,15 +86,63 @@ const (
 	arraySubmitWait = 100 * time.Millisecond
 )
 
-// arrayPace is writer.pace with arrayStatusPace for a running array.
+// arrayPace is writer.pace with arrayStatusPace for a running array, or
+// arrayProgressPace when only its progress changed.
 func (r *FluxJobReconciler) arrayPace(obj *fluxjobv1.FluxJob, st fluxjobv1.FluxJobStatus) time.Duration {
 	if wait := r.w.pace(obj, st); wait > 0 || st.Phase.IsTerminal() || !significantChange(obj.Status, st) {
 		return wait
 	}
-	if ago, ok := r.written.Since(obj.UID, r.now()); ok && ago < arrayStatusPace {
-		return arrayStatusPace - ago
+	pace := arrayStatusPace
+	if progressOnly(obj.Status, st) {
+		pace = arrayProgressPace(r.now().Sub(obj.CreationTimestamp.Time))
+	}
+	if ago, ok := r.written.Since(obj.UID, r.now()); ok && ago < pace {
+		return pace - ago
 	}
 	return 0
+}
+
+const (
+	// arrayPaceAgeShare: an old array's progress is written at most
+	// every 1/arrayPaceAgeShare of its age.
+	arrayPaceAgeShare = 12
+	// arrayProgressPaceMax bounds how stale an old array's counts get.
+	arrayProgressPaceMax = 5 * time.Minute
+)
+
+// arrayProgressPace is the least time between two status writes of an
+// array aged age whose only change is its progress (counts, idsets,
+// messages): arrayStatusPace while it is young, then a twelfth of its
+// age, at most arrayProgressPaceMax. Its writes then grow with the
+// logarithm of its duration rather than with it (about 12 in its first
+// minute, 61 in an hour, 12 an hour after that), so that a long array
+// costs the API server about what a short one does. A change of phase,
+// condition, urgency or pending reason is written at arrayStatusPace
+// whatever the age.
+func arrayProgressPace(age time.Duration) time.Duration {
+	return min(max(arrayStatusPace, age/arrayPaceAgeShare), arrayProgressPaceMax)
+}
+
+// progressOnly reports whether updated differs from old only in an
+// array's progress: its counts and idsets, the texts that give them
+// (messages, the pending message), and times.
+func progressOnly(old, updated fluxjobv1.FluxJobStatus) bool {
+	strip := func(s fluxjobv1.FluxJobStatus) fluxjobv1.FluxJobStatus {
+		s.Events, s.SubmitTime, s.StartTime, s.CompletionTime, s.Duration, s.Message = nil, nil, nil, nil, nil, ""
+		if s.Array != nil {
+			s.Array = &fluxjobv1.ArrayStatus{Indexes: s.Array.Indexes, Urgency: s.Array.Urgency}
+		}
+		if s.Pending != nil {
+			s.Pending = &fluxjobv1.FluxJobPending{Reason: s.Pending.Reason}
+		}
+		conds := make([]metav1.Condition, len(s.Conditions))
+		for i, c := range s.Conditions {
+			conds[i] = metav1.Condition{Type: c.Type, Status: c.Status, Reason: c.Reason}
+		}
+		s.Conditions = conds
+		return s
+	}
+	return equality.Semantic.DeepEqual(strip(old), strip(updated))
 }
 
 // arrayInput is an array's part of the status input.

@@ -389,3 +389,71 @@ func TestEnvtestArrayHeldIndexesReachStatus(t *testing.T) {
 		t.Fatalf("phase %s: %s", obj.Status.Phase, obj.Status.Message)
 	}
 }
+
+// TestArrayProgressPace: an array's progress is written every
+// arrayStatusPace while it is young, then at a twelfth of its age, at
+// most every arrayProgressPaceMax; over a long array that is about the
+// logarithm of its duration in writes.
+func TestArrayProgressPace(t *testing.T) {
+	for _, tc := range []struct {
+		age, want time.Duration
+	}{
+		{0, arrayStatusPace},
+		{30 * time.Second, arrayStatusPace},
+		{time.Minute, arrayStatusPace},
+		{2 * time.Minute, 10 * time.Second},
+		{time.Hour, arrayProgressPaceMax},
+		{48 * time.Hour, arrayProgressPaceMax},
+	} {
+		if got := arrayProgressPace(tc.age); got != tc.want {
+			t.Errorf("arrayProgressPace(%s) = %s, want %s", tc.age, got, tc.want)
+		}
+	}
+	writes := func(d time.Duration) (n int) {
+		for at := time.Duration(0); at < d; at += arrayProgressPace(at) {
+			n++
+		}
+		return n
+	}
+	if n5, n60 := writes(5*time.Minute), writes(time.Hour); n5 > 40 || n60 > 70 {
+		t.Errorf("progress writes: %d over 5 minutes, %d over an hour; want at most 40 and 70", n5, n60)
+	}
+}
+
+// TestProgressOnly: counts, idsets and the texts that carry them are
+// progress; a phase, a condition's status or reason, the urgency or the
+// pending reason is not.
+func TestProgressOnly(t *testing.T) {
+	sixteen, zero := int32(16), int32(0)
+	base := fluxjobv1.FluxJobStatus{Phase: fluxjobv1.PhaseRunning, Message: "3 of 10 indexes ended",
+		Conditions: []metav1.Condition{{Type: fluxjobv1.ConditionSubmitted, Status: metav1.ConditionTrue, Reason: "Submitted", Message: "3 of 10"}},
+		Array:      &fluxjobv1.ArrayStatus{Indexes: 10, Running: 2, Succeeded: 3, SucceededIndexes: "0-2", Urgency: &sixteen},
+		Pending:    &fluxjobv1.FluxJobPending{Reason: fluxjobv1.PendingScheduling, Message: "5 of 10 indexes wait"}}
+	for _, tc := range []struct {
+		name   string
+		change func(s *fluxjobv1.FluxJobStatus)
+		want   bool
+	}{
+		{"counts and idsets", func(s *fluxjobv1.FluxJobStatus) {
+			s.Array.Succeeded, s.Array.SucceededIndexes, s.Array.Running = 4, "0-3", 1
+		}, true},
+		{"messages", func(s *fluxjobv1.FluxJobStatus) {
+			s.Message, s.Conditions[0].Message, s.Pending.Message = "4 of 10", "4 of 10", "4 of 10 indexes wait"
+		}, true},
+		{"phase", func(s *fluxjobv1.FluxJobStatus) { s.Phase = fluxjobv1.PhaseSucceeded }, false},
+		{"condition reason", func(s *fluxjobv1.FluxJobStatus) { s.Conditions[0].Reason = "Other" }, false},
+		{"new condition", func(s *fluxjobv1.FluxJobStatus) {
+			s.Conditions = append(s.Conditions, metav1.Condition{Type: fluxjobv1.ConditionFailureTarget, Status: metav1.ConditionTrue})
+		}, false},
+		{"urgency", func(s *fluxjobv1.FluxJobStatus) { s.Array.Urgency = &zero }, false},
+		{"pending reason", func(s *fluxjobv1.FluxJobStatus) { s.Pending.Reason = fluxjobv1.PendingHeld }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			updated := *base.DeepCopy()
+			tc.change(&updated)
+			if got := progressOnly(base, updated); got != tc.want {
+				t.Errorf("progressOnly = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
