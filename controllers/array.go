@@ -128,7 +128,8 @@ func arrayProgressPace(age time.Duration) time.Duration {
 // (messages, the pending message), and times.
 func progressOnly(old, updated fluxjobv1.FluxJobStatus) bool {
 	strip := func(s fluxjobv1.FluxJobStatus) fluxjobv1.FluxJobStatus {
-		s.Events, s.SubmitTime, s.StartTime, s.CompletionTime, s.Duration, s.Message = nil, nil, nil, nil, nil, ""
+		s = withoutEvents(s)
+		s.Message = ""
 		if s.Array != nil {
 			s.Array = &fluxjobv1.ArrayStatus{Indexes: s.Array.Indexes, Urgency: s.Array.Urgency}
 		}

@@ -147,11 +147,12 @@ type arrayTotals struct {
 
 // add counts one half that started at start and took wall.
 func (t *arrayTotals) add(s fluxSpan, start time.Time, wall time.Duration, cpu0, cpu1 map[string]time.Duration) {
+	lead, span, tail := s.parts(start, wall)
 	t.halves++
 	t.wall += wall
-	t.lead += s.first.Sub(start)
-	t.span += s.last.Sub(s.first)
-	t.tail += start.Add(wall).Sub(s.last)
+	t.lead += lead
+	t.span += span
+	t.tail += tail
 	if t.cpu == nil {
 		t.cpu = map[string]time.Duration{}
 	}
@@ -319,10 +320,18 @@ func (br *sideBroker) span(b *testing.B, ctx context.Context, n int) fluxSpan {
 	return fluxSpan{first: floatTime(first), last: floatTime(last)}
 }
 
-// describe is the span in words, for the row's log line.
+// parts splits a half that started at start and took wall into what
+// came before Flux had its first job, Flux's span, and what came after
+// its last job ended.
+func (s fluxSpan) parts(start time.Time, wall time.Duration) (lead, span, tail time.Duration) {
+	return s.first.Sub(start), s.last.Sub(s.first), start.Add(wall).Sub(s.last)
+}
+
+// describe is the span in words, for the half's log line.
 func (s fluxSpan) describe(start time.Time, wall time.Duration) string {
+	lead, span, tail := s.parts(start, wall)
 	return fmt.Sprintf("first submission after %s, Flux's span %s, terminal %s after the last job's end",
-		s.first.Sub(start).Round(time.Millisecond), s.last.Sub(s.first).Round(time.Millisecond), start.Add(wall).Sub(s.last).Round(time.Millisecond))
+		lead.Round(time.Millisecond), span.Round(time.Millisecond), tail.Round(time.Millisecond))
 }
 
 // BenchmarkControllerArrayMemory is the manager's memory per index: one

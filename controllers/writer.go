@@ -100,11 +100,13 @@ func (w *writer) pace(obj *fluxjobv1.FluxJob, st fluxjobv1.FluxJobStatus) time.D
 // non-fatal exceptions...) ride along with the next write that matters
 // (the phase change to Running, or to the final phase).
 func significantChange(old, updated fluxjobv1.FluxJobStatus) bool {
-	strip := func(s fluxjobv1.FluxJobStatus) fluxjobv1.FluxJobStatus {
-		s.Events, s.SubmitTime, s.StartTime, s.CompletionTime, s.Duration = nil, nil, nil, nil, nil
-		return s
-	}
-	return !equality.Semantic.DeepEqual(strip(old), strip(updated))
+	return !equality.Semantic.DeepEqual(withoutEvents(old), withoutEvents(updated))
+}
+
+// withoutEvents is s without its event list and event times.
+func withoutEvents(s fluxjobv1.FluxJobStatus) fluxjobv1.FluxJobStatus {
+	s.Events, s.SubmitTime, s.StartTime, s.CompletionTime, s.Duration = nil, nil, nil, nil, nil
+	return s
 }
 
 // phaseEvent emits the Kubernetes event for a phase change just written:
